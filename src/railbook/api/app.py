@@ -1,0 +1,158 @@
+"""FastAPI app factory. The container (engine, Redis, allocator, ...) is built in the lifespan."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from railbook.api.errors import HTTP_CODES, install_error_handlers, is_store_outage
+from railbook.bootstrap import Container, build_container
+from railbook.config import Settings
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024
+
+REQUESTS = Counter("railbook_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("railbook_http_request_seconds", "HTTP request latency", ["method", "route"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+StartupHook = Callable[[Container], Awaitable[Any]]
+
+
+def _error_body(status: int, code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
+
+
+class GuardMiddleware:
+    """Pure ASGI guard: refuses oversized bodies (413) before they are read whole, turns any
+    escaped exception into the error shape (503 for store outages, never a bare 500 page) and
+    records request metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_holder = {"status": 500, "sent": False}
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            await self._send_error(send, 413, "PAYLOAD_TOO_LARGE", f"Bodies are limited to {MAX_BODY_BYTES} bytes.")
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["sent"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not status_holder["sent"]:
+                await self._send_error(send, 413, "PAYLOAD_TOO_LARGE", "Body too large.")
+        except Exception as exc:
+            if status_holder["sent"]:
+                raise
+            if is_store_outage(exc):
+                await self._send_error(send, 503, "UNAVAILABLE", "A store is unreachable; retry shortly.",
+                                       retry_after=True)
+            else:
+                log.exception("unhandled_error", path=scope.get("path"))
+                await self._send_error(send, 500, "INTERNAL_ERROR", "Internal error.")
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope.get("method", ""), path, str(status_holder["status"])).inc()
+            LATENCY.labels(scope.get("method", ""), path).observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _send_error(send: Send, status: int, code: str, message: str, *, retry_after: bool = False) -> None:
+        headers = [(b"content-type", b"application/json")]
+        if retry_after:
+            headers.append((b"retry-after", b"2"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": _error_body(status, code, message)})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def startup_hooks() -> list[StartupHook]:
+    """Feature start-up steps run once the container exists (admin account, background tasks)."""
+    from railbook.services.members import ensure_admin_hook
+
+    hooks: list[StartupHook] = [ensure_admin_hook]
+    return hooks
+
+
+def create_app(settings: Settings | None = None, *, container: Container | None = None,
+               run_background: bool = False) -> FastAPI:
+    """Build the app. With ``container`` the caller owns it; otherwise the lifespan builds and closes one.
+    ``run_background`` starts the in-process workers (``railbook serve``)."""
+    settings = settings or (container.settings if container else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = container is None
+        c = container or await build_container(settings)
+        app.state.container = c
+        for hook in startup_hooks():
+            await hook(c)
+        background = None
+        if run_background:
+            from railbook.workers.runtime import start_background
+
+            background = await start_background(c)
+        try:
+            yield
+        finally:
+            if background is not None:
+                await background.stop()
+            if own:
+                await c.close()
+
+    app = FastAPI(
+        title="railbook",
+        version="1.0",
+        description="Railway ticketing in the style of China Railway 12306.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    from railbook.api.routers import admin, health, members, orders, search, web
+
+    app.include_router(health.router)
+    app.include_router(members.router)
+    app.include_router(admin.router)
+    app.include_router(search.router)
+    app.include_router(orders.router)
+    app.include_router(web.router)
+    web.mount_static(app)
+    app.add_middleware(GuardMiddleware)
+    return app
+
+
+__all__ = ["HTTP_CODES", "create_app"]

@@ -1,0 +1,106 @@
+"""The one place where failures become HTTP answers, all in the contract's error shape:
+``{"error": {"code", "message", "details"}}``. Never a bare 500 for a store outage: 503 + Retry-After."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from railbook.domain.errors import DomainError, TooManyRequests, Unavailable
+
+log = structlog.get_logger(__name__)
+
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    503: "UNAVAILABLE",
+}
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details or {})}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def is_store_outage(exc: BaseException) -> bool:
+    """True for errors that mean PostgreSQL, SQLite or Redis is unreachable or restarting."""
+    import sqlalchemy.exc as sa_exc
+    from redis import exceptions as redis_exc
+
+    if isinstance(exc, redis_exc.ConnectionError | redis_exc.TimeoutError | redis_exc.BusyLoadingError):
+        return True
+    if isinstance(exc, redis_exc.ResponseError) and "LOADING" in str(exc):
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        text = str(exc.orig).lower() if exc.orig is not None else ""
+        if any(s in text for s in ("cannot connect", "connection", "shutting down", "terminat", "recovery mode",
+                                   "does not exist", "database is locked")):
+            return True
+    if isinstance(exc, ConnectionError | TimeoutError | OSError):
+        return True
+    try:
+        import asyncpg
+
+        if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError | asyncpg.CannotConnectNowError
+                      | asyncpg.exceptions.AdminShutdownError | asyncpg.exceptions.InterfaceError):
+            return True
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        pass
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_store_outage(cause)
+
+
+def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
+    fields = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        fields.append({"field": ".".join(loc), "message": err.get("msg", "invalid"), "type": err.get("type")})
+    return {"fields": fields}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, TooManyRequests | Unavailable):
+            headers = {"Retry-After": str(max(1, exc.retry_after))}
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "VALIDATION_ERROR", "The request is not valid.", _validation_details(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").capitalize()
+        return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_store_outage(exc):
+            log.warning("store_unavailable", path=request.url.path, error=repr(exc)[:300])
+            return error_response(503, "UNAVAILABLE", "A store is unreachable; retry shortly.", None,
+                                  {"Retry-After": "2"})
+        log.exception("unhandled_error", path=request.url.path)
+        return error_response(500, "INTERNAL_ERROR", "Internal error.")

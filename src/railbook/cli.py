@@ -1,0 +1,219 @@
+"""The ``railbook`` command. Typer has no async commands: each wraps a coroutine in ``asyncio.run``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from railbook.config import Settings
+
+app = typer.Typer(help="railbook: railway ticketing in the style of China Railway 12306.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+timetable_app = typer.Typer(help="The timetable catalog.", no_args_is_help=True)
+sales_app = typer.Typer(help="Sale days.", no_args_is_help=True)
+inventory_app = typer.Typer(help="Seat inventory in the allocator.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (print figures; never part of the test suite).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(timetable_app, name="timetable")
+app.add_typer(sales_app, name="sales")
+app.add_typer(inventory_app, name="inventory")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+T = TypeVar("T")
+
+
+def _with_container(fn: Callable[[Any], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Build the container, run ``fn(container)``, close it."""
+    from railbook.bootstrap import build_container
+
+    async def runner() -> T:
+        container = await build_container(settings or Settings())
+        try:
+            return await fn(container)
+        finally:
+            await container.close()
+
+    return asyncio.run(runner())
+
+
+def _migrate(settings: Settings) -> None:
+    from railbook.adapters.db.migrate import upgrade
+
+    upgrade(settings.database_url)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Run the migrations up to the newest schema."""
+    settings = Settings()
+    _migrate(settings)
+    console.print(f"[green]schema up to date[/green] ({settings.database_url.split('@')[-1]})")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Bind address (default RAILBOOK_HOST or 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default RAILBOOK_PORT or 8000)."),
+    workers: int = typer.Option(None, help="HTTP worker processes (distributed mode only)."),
+    sample: bool = typer.Option(True, help="Load the sample timetable into an empty database."),
+) -> None:
+    """Run everything in one process: API, order worker and scheduler (the single-node default)."""
+    import uvicorn
+
+    settings = Settings()
+    host = host or settings.host
+    port = port or settings.port
+    _migrate(settings)
+
+    async def prepare(container: Any) -> dict[str, Any]:
+        from railbook.services.setup import prepare_site
+
+        return await prepare_site(container, load_sample=sample and settings.load_sample_data)
+
+    info = _with_container(prepare, settings)
+    console.print(f"[bold green]railbook[/bold green] on http://{host}:{port}/  (API docs: /docs)")
+    for line in info.get("lines", []):
+        console.print(line)
+    n = workers or settings.workers
+    if n > 1 and not settings.embedded:
+        uvicorn.run("railbook.api.asgi:serve_app", factory=True, host=host, port=port, workers=n,
+                    log_level="warning", access_log=False)
+    else:
+        uvicorn.run("railbook.api.asgi:serve_app", factory=True, host=host, port=port,
+                    log_level="warning", access_log=False)
+
+
+@app.command()
+def api(
+    host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000), workers: int = typer.Option(1),
+) -> None:
+    """Run only the stateless HTTP role (distributed mode; the worker and scheduler run apart)."""
+    import uvicorn
+
+    uvicorn.run("railbook.api.asgi:api_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(name: str = typer.Option(None, help="Consumer name (default: host-pid).")) -> None:
+    """Consume the order stream: commit orders in batches, expire unpaid orders, relay the outbox."""
+    from railbook.workers.order_worker import run_worker
+
+    _with_container(lambda c: run_worker(c, name=name))
+
+
+@app.command()
+def scheduler() -> None:
+    """Keep the next RAILBOOK_SALE_DAYS_AHEAD days open for sale and reconcile inventory (leader-locked)."""
+    from railbook.workers.scheduler import run_scheduler
+
+    _with_container(run_scheduler)
+
+
+@timetable_app.command("import")
+def timetable_import(file: Path = typer.Argument(..., exists=True, readable=True, help="JSON or YAML timetable.")) -> None:
+    """Import stations and trains from a JSON/YAML file (idempotent: existing ones are replaced)."""
+    from railbook.services.catalog import import_timetable_file
+
+    result = _with_container(lambda c: import_timetable_file(c, file))
+    console.print(result)
+
+
+@timetable_app.command("generate")
+def timetable_generate(
+    trains: int = typer.Option(500, help="How many trains."), out: Path = typer.Option(Path("network.json")),
+    seed: int = typer.Option(7),
+) -> None:
+    """Write a synthetic network of N trains (for measuring how long opening a day takes)."""
+    from railbook.services.sample import write_generated_network
+
+    path = write_generated_network(out, trains=trains, seed=seed)
+    console.print(f"wrote {path}")
+
+
+@sales_app.command("open")
+def sales_open(
+    date: str = typer.Option(None, help="One day, YYYY-MM-DD."),
+    days: int = typer.Option(None, help="The next N days from today."),
+) -> None:
+    """Open sale days: copy the timetable into the per-day tables and load the allocator."""
+    from railbook.services.sales import open_sale_days
+
+    if (date is None) == (days is None):
+        raise typer.BadParameter("give exactly one of --date or --days")
+    if date is not None:
+        dates = [dt.date.fromisoformat(date)]
+    else:
+        today = dt.date.today()
+        dates = [today + dt.timedelta(days=i) for i in range(days)]
+
+    async def run(c: Any) -> Any:
+        return await open_sale_days(c, dates)
+
+    console.print(_with_container(run))
+
+
+@inventory_app.command("rebuild")
+def inventory_rebuild(date: str = typer.Option(...), train: str = typer.Option(None)) -> None:
+    """Rebuild the allocator's state of a day (or one train-day) from the system of record."""
+    from railbook.services.sales import rebuild_inventory
+
+    n = _with_container(lambda c: rebuild_inventory(c, dt.date.fromisoformat(date), train))
+    console.print(f"rebuilt {n} train-day(s)")
+
+
+@inventory_app.command("check")
+def inventory_check(date: str = typer.Option(None), train: str = typer.Option(None)) -> None:
+    """Compare the allocator with the system of record; exits 1 on any drift."""
+    from railbook.services.sales import check_inventory
+
+    drift = _with_container(lambda c: check_inventory(c, dt.date.fromisoformat(date) if date else None, train))
+    for line in drift:
+        console.print(f"[red]{line}[/red]")
+    if drift:
+        raise typer.Exit(1)
+    console.print("[green]no drift[/green]")
+
+
+@bench_app.command("allocator")
+def bench_allocator(redis_url: str = typer.Option(None), seed: int = typer.Option(1)) -> None:
+    """Allocations/s and server-side µs per call on a 30-stop, 1,200-seat train vs a trivial EVALSHA."""
+    from railbook.bench.allocator import run
+
+    run(redis_url or Settings().redis_url or "redis://127.0.0.1:6379/0", seed=seed)
+
+
+@bench_app.command("orders")
+def bench_orders(
+    url: str = typer.Option(None, help="A running server; default: start one (PostgreSQL + Redis)."),
+    seconds: float = typer.Option(10.0), concurrency: int = typer.Option(64),
+) -> None:
+    """Orders accepted/s and committed/s, p50/p99 acceptance, beside hello-world requests/s."""
+    from railbook.bench.orders import run
+
+    run(url=url, seconds=seconds, concurrency=concurrency)
+
+
+@bench_app.command("search")
+def bench_search(
+    url: str = typer.Option(None), seconds: float = typer.Option(10.0), concurrency: int = typer.Option(64),
+) -> None:
+    """Warm-cache search requests/s and p99 beside hello-world requests/s; cold-start time to full speed."""
+    from railbook.bench.search import run
+
+    run(url=url, seconds=seconds, concurrency=concurrency)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

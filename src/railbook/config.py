@@ -1,0 +1,60 @@
+"""Settings: environment variables with the RAILBOOK_ prefix; every one has a safe embedded default."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAILBOOK_", env_file=None, extra="ignore")
+
+    # Stores. No REDIS_URL means the in-process allocator, queue and caches (embedded mode).
+    database_url: str = "sqlite+aiosqlite:///railbook.db"
+    redis_url: str | None = None
+    data_dir: Path = Path(".")
+
+    # Accounts.
+    admin_mobile: str | None = None
+    admin_password: str | None = None
+    jwt_secret: str | None = None  # unset: generated once and kept in the database
+    access_token_seconds: int = 3600 * 2
+    argon2_time_cost: int = 2
+    argon2_memory_cost: int = 19456
+
+    # Sales.
+    sale_days_ahead: int = Field(default=15, ge=1, le=120)
+    pay_deadline_seconds: int = Field(default=1800, ge=5)
+    max_passengers_per_member: int = 15
+    sale_tokens_per_train_day: int = Field(default=2000, ge=1)
+
+    # Protection.
+    rate_limits: str = "on"  # "off" disables per-client limits and captcha (load tests)
+    member_orders_per_minute: int = 20
+    ip_requests_per_second: int = 200
+
+    # Workers.
+    worker_batch_size: int = 200
+    worker_block_ms: int = 200
+
+    # Server.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+    load_sample_data: bool = True
+
+    @cached_property
+    def embedded(self) -> bool:
+        return not self.redis_url
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def rate_limits_on(self) -> bool:
+        return self.rate_limits.lower() not in {"off", "0", "false", "no"}

@@ -1,0 +1,85 @@
+"""Interfaces the services depend on; adapters (Redis, in-process) implement them.
+
+The composition root (``railbook.bootstrap``) picks the concrete adapters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from railbook.domain.seating import AllocationRequest, Seat, SeatAssignment
+
+
+@dataclass(frozen=True, slots=True)
+class DayLayout:
+    """Everything an allocator needs to hold a train-day: stops and the seats of every class,
+    plus the segment masks already sold (from the system of record), per class, by seat index."""
+
+    train_code: str
+    date: dt.date
+    n_stops: int
+    seats: Mapping[str, Sequence[Seat]]
+    masks: Mapping[str, Sequence[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldSeat:
+    """A seat to give back: its class and index within the class."""
+
+    seat_class: str
+    seat_index: int
+
+
+class Allocator(Protocol):
+    """Segment inventory of open train-days. Every call is atomic per train-day.
+
+    Invariant kept by every implementation: no seat segment is held twice, and the
+    remaining count of every station pair equals the number of seats free for that pair.
+    """
+
+    async def load_day(self, layout: DayLayout, *, replace: bool = False) -> bool:
+        """Install a train-day; a no-op returning False if it is already loaded (unless replace)."""
+        ...
+
+    async def is_loaded(self, train_code: str, date: dt.date) -> bool: ...
+
+    async def allocate(
+        self,
+        train_code: str,
+        date: dt.date,
+        request: AllocationRequest,
+        *,
+        order_id: str,
+        message: Mapping[str, str] | None = None,
+    ) -> list[SeatAssignment]:
+        """Seat every passenger or nothing. Raises SoldOut, NotFound (day not loaded) or
+        InvalidInput (class/letter/seat name/stations). With ``message``, the order message is
+        appended to the train-day's order stream in the same atomic step."""
+        ...
+
+    async def release(
+        self,
+        train_code: str,
+        date: dt.date,
+        from_index: int,
+        to_index: int,
+        seats: Sequence[HeldSeat],
+        *,
+        release_id: str,
+    ) -> bool:
+        """Free those seats for that journey. Idempotent on ``release_id``: a repeat changes
+        nothing and returns False."""
+        ...
+
+    async def remaining(self, train_code: str, date: dt.date, from_index: int, to_index: int) -> dict[str, int]:
+        """Seats free for the whole journey, per seat class."""
+        ...
+
+    async def masks(self, train_code: str, date: dt.date) -> dict[str, list[int]]:
+        """Current sold-segment mask of every seat, per class (for seat maps and audits)."""
+        ...
+
+    async def drop_day(self, train_code: str, date: dt.date) -> None: ...

@@ -1,0 +1,62 @@
+"""Shared fixtures: a fresh PostgreSQL database and a dedicated Redis DB per test session (and per
+xdist worker), both real servers. Nothing depends on state left by an earlier run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from railbook.adapters.db.migrate import upgrade
+
+PG_ADMIN_DSN = os.environ.get("RAILBOOK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("RAILBOOK_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def _worker_number() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker.startswith("gw") else 0
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    return PG_ADMIN_DSN
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A freshly created and migrated PostgreSQL database (asyncpg URL), dropped at the end."""
+    name = f"railbook_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    upgrade(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite file database (aiosqlite URL)."""
+    path: Path = tmp_path_factory.mktemp("sqlite") / "railbook.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis logical database of its own (8 + xdist worker number), flushed before and after."""
+    url = f"{REDIS_BASE}/{8 + _worker_number() % 8}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
