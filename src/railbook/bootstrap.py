@@ -50,7 +50,9 @@ async def _jwt_secret(settings: Settings, sessionmaker: async_sessionmaker[Async
         if row is None:
             session.add(SystemValue(key="jwt_secret", value=secrets.token_urlsafe(48)))
     async with sessionmaker() as session:
-        value = (await session.execute(select(SystemValue.value).where(SystemValue.key == "jwt_secret"))).scalar_one()
+        value = (
+            await session.execute(select(SystemValue.value).where(SystemValue.key == "jwt_secret"))
+        ).scalar_one()
         return value
 
 

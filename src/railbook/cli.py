@@ -13,12 +13,16 @@ from rich.console import Console
 
 from railbook.config import Settings
 
-app = typer.Typer(help="railbook: railway ticketing in the style of China Railway 12306.", no_args_is_help=True)
+app = typer.Typer(
+    help="railbook: railway ticketing in the style of China Railway 12306.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 timetable_app = typer.Typer(help="The timetable catalog.", no_args_is_help=True)
 sales_app = typer.Typer(help="Sale days.", no_args_is_help=True)
 inventory_app = typer.Typer(help="Seat inventory in the allocator.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks (print figures; never part of the test suite).", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks (print figures; never part of the test suite).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(timetable_app, name="timetable")
 app.add_typer(sales_app, name="sales")
@@ -75,7 +79,8 @@ def serve(
     async def prepare(container: Any) -> dict[str, Any]:
         from railbook.services.setup import prepare_site
 
-        return await prepare_site(container, load_sample=sample and settings.load_sample_data)
+        result: dict[str, Any] = await prepare_site(container, load_sample=sample and settings.load_sample_data)
+        return result
 
     info = _with_container(prepare, settings)
     console.print(f"[bold green]railbook[/bold green] on http://{host}:{port}/  (API docs: /docs)")
@@ -83,22 +88,44 @@ def serve(
         console.print(line)
     n = workers or settings.workers
     if n > 1 and not settings.embedded:
-        uvicorn.run("railbook.api.asgi:serve_app", factory=True, host=host, port=port, workers=n,
-                    log_level="warning", access_log=False)
+        uvicorn.run(
+            "railbook.api.asgi:serve_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=n,
+            log_level="warning",
+            access_log=False,
+        )
     else:
-        uvicorn.run("railbook.api.asgi:serve_app", factory=True, host=host, port=port,
-                    log_level="warning", access_log=False)
+        uvicorn.run(
+            "railbook.api.asgi:serve_app",
+            factory=True,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
 
 
 @app.command()
 def api(
-    host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000), workers: int = typer.Option(1),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    workers: int = typer.Option(1),
 ) -> None:
     """Run only the stateless HTTP role (distributed mode; the worker and scheduler run apart)."""
     import uvicorn
 
-    uvicorn.run("railbook.api.asgi:api_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        "railbook.api.asgi:api_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @app.command()
@@ -118,7 +145,9 @@ def scheduler() -> None:
 
 
 @timetable_app.command("import")
-def timetable_import(file: Path = typer.Argument(..., exists=True, readable=True, help="JSON or YAML timetable.")) -> None:
+def timetable_import(
+    file: Path = typer.Argument(..., exists=True, readable=True, help="JSON or YAML timetable."),
+) -> None:
     """Import stations and trains from a JSON/YAML file (idempotent: existing ones are replaced)."""
     from railbook.services.catalog import import_timetable_file
 
@@ -128,7 +157,8 @@ def timetable_import(file: Path = typer.Argument(..., exists=True, readable=True
 
 @timetable_app.command("generate")
 def timetable_generate(
-    trains: int = typer.Option(500, help="How many trains."), out: Path = typer.Option(Path("network.json")),
+    trains: int = typer.Option(500, help="How many trains."),
+    out: Path = typer.Option(Path("network.json")),
     seed: int = typer.Option(7),
 ) -> None:
     """Write a synthetic network of N trains (for measuring how long opening a day takes)."""
@@ -174,7 +204,9 @@ def inventory_check(date: str = typer.Option(None), train: str = typer.Option(No
     """Compare the allocator with the system of record; exits 1 on any drift."""
     from railbook.services.sales import check_inventory
 
-    drift = _with_container(lambda c: check_inventory(c, dt.date.fromisoformat(date) if date else None, train))
+    drift = _with_container(
+        lambda c: check_inventory(c, dt.date.fromisoformat(date) if date else None, train)
+    )
     for line in drift:
         console.print(f"[red]{line}[/red]")
     if drift:
@@ -193,7 +225,8 @@ def bench_allocator(redis_url: str = typer.Option(None), seed: int = typer.Optio
 @bench_app.command("orders")
 def bench_orders(
     url: str = typer.Option(None, help="A running server; default: start one (PostgreSQL + Redis)."),
-    seconds: float = typer.Option(10.0), concurrency: int = typer.Option(64),
+    seconds: float = typer.Option(10.0),
+    concurrency: int = typer.Option(64),
 ) -> None:
     """Orders accepted/s and committed/s, p50/p99 acceptance, beside hello-world requests/s."""
     from railbook.bench.orders import run
@@ -203,7 +236,9 @@ def bench_orders(
 
 @bench_app.command("search")
 def bench_search(
-    url: str = typer.Option(None), seconds: float = typer.Option(10.0), concurrency: int = typer.Option(64),
+    url: str = typer.Option(None),
+    seconds: float = typer.Option(10.0),
+    concurrency: int = typer.Option(64),
 ) -> None:
     """Warm-cache search requests/s and p99 beside hello-world requests/s; cold-start time to full speed."""
     from railbook.bench.search import run

@@ -83,7 +83,9 @@ async def register(client: httpx.AsyncClient, name: str = "张三") -> dict[str,
     """A new member, logged in: returns {"mobile", "password", "headers", "member_id"}."""
     mobile = "139" + unique()[-8:].rjust(8, "0")
     password = "pass-" + unique()
-    r = await client.post("/api/v1/auth/register", json={"mobile": mobile, "password": password, "name": name})
+    r = await client.post(
+        "/api/v1/auth/register", json={"mobile": mobile, "password": password, "name": name}
+    )
     assert r.status_code == 201, r.text
     headers = await login(client, mobile, password)
     return {"mobile": mobile, "password": password, "headers": headers, "member_id": r.json()["member_id"]}

@@ -22,8 +22,12 @@ log = structlog.get_logger(__name__)
 MAX_BODY_BYTES = 256 * 1024
 
 REQUESTS = Counter("railbook_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram("railbook_http_request_seconds", "HTTP request latency", ["method", "route"],
-                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+LATENCY = Histogram(
+    "railbook_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 StartupHook = Callable[[Container], Awaitable[Any]]
 
@@ -49,7 +53,9 @@ class GuardMiddleware:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            await self._send_error(send, 413, "PAYLOAD_TOO_LARGE", f"Bodies are limited to {MAX_BODY_BYTES} bytes.")
+            await self._send_error(
+                send, 413, "PAYLOAD_TOO_LARGE", f"Bodies are limited to {MAX_BODY_BYTES} bytes."
+            )
             return
         received = 0
 
@@ -77,8 +83,9 @@ class GuardMiddleware:
             if status_holder["sent"]:
                 raise
             if is_store_outage(exc):
-                await self._send_error(send, 503, "UNAVAILABLE", "A store is unreachable; retry shortly.",
-                                       retry_after=True)
+                await self._send_error(
+                    send, 503, "UNAVAILABLE", "A store is unreachable; retry shortly.", retry_after=True
+                )
             else:
                 log.exception("unhandled_error", path=scope.get("path"))
                 await self._send_error(send, 500, "INTERNAL_ERROR", "Internal error.")
@@ -89,7 +96,9 @@ class GuardMiddleware:
             LATENCY.labels(scope.get("method", ""), path).observe(time.perf_counter() - started)
 
     @staticmethod
-    async def _send_error(send: Send, status: int, code: str, message: str, *, retry_after: bool = False) -> None:
+    async def _send_error(
+        send: Send, status: int, code: str, message: str, *, retry_after: bool = False
+    ) -> None:
         headers = [(b"content-type", b"application/json")]
         if retry_after:
             headers.append((b"retry-after", b"2"))
@@ -109,8 +118,9 @@ def startup_hooks() -> list[StartupHook]:
     return hooks
 
 
-def create_app(settings: Settings | None = None, *, container: Container | None = None,
-               run_background: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, container: Container | None = None, run_background: bool = False
+) -> FastAPI:
     """Build the app. With ``container`` the caller owns it; otherwise the lifespan builds and closes one.
     ``run_background`` starts the in-process workers (``railbook serve``)."""
     settings = settings or (container.settings if container else Settings())

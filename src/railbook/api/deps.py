@@ -48,15 +48,21 @@ def issue_token(container: Container, member_id: int, role: str) -> tuple[str, i
     """A signed access token and its lifetime in seconds."""
     lifetime = container.settings.access_token_seconds
     now = dt.datetime.now(dt.UTC)
-    claims = {"sub": str(member_id), "role": role, "iat": now, "exp": now + dt.timedelta(seconds=lifetime),
-              "typ": "access"}
+    claims = {
+        "sub": str(member_id),
+        "role": role,
+        "iat": now,
+        "exp": now + dt.timedelta(seconds=lifetime),
+        "typ": "access",
+    }
     return jwt.encode(claims, container.jwt_secret, algorithm=JWT_ALGORITHM), lifetime
 
 
 def decode_token(container: Container, token: str) -> Principal:
     try:
-        claims = jwt.decode(token, container.jwt_secret, algorithms=[JWT_ALGORITHM],
-                            options={"require": ["exp", "sub"]})
+        claims = jwt.decode(
+            token, container.jwt_secret, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]}
+        )
         return Principal(int(claims["sub"]), str(claims.get("role", "member")))
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise Unauthorized("The access token is missing, invalid or expired.", code="UNAUTHORIZED") from exc

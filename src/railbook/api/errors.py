@@ -32,8 +32,13 @@ HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details or {})}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -53,16 +58,31 @@ def is_store_outage(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sa_exc.DBAPIError):
         text = str(exc.orig).lower() if exc.orig is not None else ""
-        if any(s in text for s in ("cannot connect", "connection", "shutting down", "terminat", "recovery mode",
-                                   "does not exist", "database is locked")):
+        if any(
+            s in text
+            for s in (
+                "cannot connect",
+                "connection",
+                "shutting down",
+                "terminat",
+                "recovery mode",
+                "does not exist",
+                "database is locked",
+            )
+        ):
             return True
     if isinstance(exc, ConnectionError | TimeoutError | OSError):
         return True
     try:
         import asyncpg
 
-        if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError | asyncpg.CannotConnectNowError
-                      | asyncpg.exceptions.AdminShutdownError | asyncpg.exceptions.InterfaceError):
+        if isinstance(
+            exc,
+            asyncpg.exceptions.ConnectionDoesNotExistError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.exceptions.AdminShutdownError
+            | asyncpg.exceptions.InterfaceError,
+        ):
             return True
     except ImportError:  # pragma: no cover - asyncpg is a dependency
         pass
@@ -100,7 +120,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         if is_store_outage(exc):
             log.warning("store_unavailable", path=request.url.path, error=repr(exc)[:300])
-            return error_response(503, "UNAVAILABLE", "A store is unreachable; retry shortly.", None,
-                                  {"Retry-After": "2"})
+            return error_response(
+                503, "UNAVAILABLE", "A store is unreachable; retry shortly.", None, {"Retry-After": "2"}
+            )
         log.exception("unhandled_error", path=request.url.path)
         return error_response(500, "INTERNAL_ERROR", "Internal error.")

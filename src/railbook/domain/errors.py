@@ -54,8 +54,14 @@ class TooManyRequests(DomainError):
     code = "RATE_LIMITED"
     status = 429
 
-    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None,
-                 details: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int = 1,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ):
         super().__init__(message, code=code, details=details)
         self.retry_after = retry_after
 
@@ -66,7 +72,13 @@ class Unavailable(DomainError):
     code = "UNAVAILABLE"
     status = 503
 
-    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None,
-                 details: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int = 1,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ):
         super().__init__(message, code=code, details=details)
         self.retry_after = retry_after

@@ -69,7 +69,7 @@ def class_seats(carriages: list[CarriageSpec] | tuple[CarriageSpec, ...], seat_c
 
 @dataclass(frozen=True, slots=True)
 class PassengerSeatRequest:
-    """What one passenger asks for: a class and optionally a letter (``"A"``) or a seat name (``"05-12F"``)."""
+    """One passenger's wish: a class, optionally a letter (``"A"``) or a seat name (``"05-12F"``)."""
 
     seat_class: str
     pref: str | None = None

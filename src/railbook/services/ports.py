@@ -74,7 +74,9 @@ class Allocator(Protocol):
         nothing and returns False."""
         ...
 
-    async def remaining(self, train_code: str, date: dt.date, from_index: int, to_index: int) -> dict[str, int]:
+    async def remaining(
+        self, train_code: str, date: dt.date, from_index: int, to_index: int
+    ) -> dict[str, int]:
         """Seats free for the whole journey, per seat class."""
         ...
 

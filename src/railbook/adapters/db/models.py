@@ -283,12 +283,28 @@ class SystemValue(Base):
     __tablename__ = "system_value"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
-                                                    server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )
 
 
 __all__ = [
-    "Base", "Carriage", "DailyPairInventory", "DailySeat", "DailyTrain", "DailyTrainStop",
-    "Member", "Order", "Outbox", "Passenger", "Payment", "ProcessedEvent", "SeatRow", "Station",
-    "SystemValue", "Ticket", "Train", "TrainStop",
+    "Base",
+    "Carriage",
+    "DailyPairInventory",
+    "DailySeat",
+    "DailyTrain",
+    "DailyTrainStop",
+    "Member",
+    "Order",
+    "Outbox",
+    "Passenger",
+    "Payment",
+    "ProcessedEvent",
+    "SeatRow",
+    "Station",
+    "SystemValue",
+    "Ticket",
+    "Train",
+    "TrainStop",
 ]

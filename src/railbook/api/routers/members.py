@@ -2,6 +2,68 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response, status
 
-router = APIRouter(prefix="/api/v1")
+from railbook.api.deps import ContainerDep, MemberDep, issue_token
+from railbook.api.schemas_members import (
+    LoginIn,
+    MeOut,
+    PassengerIn,
+    PassengerOut,
+    RegisterIn,
+    RegisterOut,
+    TokenOut,
+)
+from railbook.services import members
+
+router = APIRouter(prefix="/api/v1", tags=["members"])
+
+
+@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=RegisterOut)
+async def register(body: RegisterIn, container: ContainerDep) -> RegisterOut:
+    """Open an account; 409 MOBILE_TAKEN if the mobile has one."""
+    member_id = await members.register(container, mobile=body.mobile, password=body.password, name=body.name)
+    return RegisterOut(member_id=member_id)
+
+
+@router.post("/auth/login", response_model=TokenOut)
+async def login(body: LoginIn, container: ContainerDep) -> TokenOut:
+    """Exchange mobile and password for a bearer token; 401 BAD_CREDENTIALS otherwise."""
+    member_id, role = await members.authenticate(container, mobile=body.mobile, password=body.password)
+    token, lifetime = issue_token(container, member_id, role)
+    return TokenOut(access_token=token, expires_in=lifetime)
+
+
+@router.get("/me", response_model=MeOut)
+async def me(principal: MemberDep, container: ContainerDep) -> MeOut:
+    """The logged-in member."""
+    view = await members.get_member(container, principal.member_id)
+    return MeOut(member_id=view.member_id, mobile=view.mobile, name=view.name, role=view.role)
+
+
+def _passenger_out(view: members.PassengerView) -> PassengerOut:
+    return PassengerOut(
+        passenger_id=view.passenger_id, name=view.name, id_card_masked=view.id_card_masked, type=view.type
+    )  # type: ignore[arg-type]
+
+
+@router.post("/passengers", status_code=status.HTTP_201_CREATED, response_model=PassengerOut)
+async def add_passenger(body: PassengerIn, principal: MemberDep, container: ContainerDep) -> PassengerOut:
+    """Add a traveller; 422 on a bad ID number, 409 PASSENGER_EXISTS / PASSENGER_LIMIT."""
+    view = await members.add_passenger(
+        container, principal.member_id, name=body.name, id_card=body.id_card, passenger_type=body.type
+    )
+    return _passenger_out(view)
+
+
+@router.get("/passengers", response_model=list[PassengerOut])
+async def list_passengers(principal: MemberDep, container: ContainerDep) -> list[PassengerOut]:
+    """The member's travellers, ID numbers masked."""
+    return [_passenger_out(v) for v in await members.list_passengers(container, principal.member_id)]
+
+
+@router.delete("/passengers/{passenger_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+async def delete_passenger(passenger_id: int, principal: MemberDep, container: ContainerDep) -> Response:
+    """Remove a traveller; someone else's is 404."""
+    await members.delete_passenger(container, principal.member_id, passenger_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,99 @@
+"""Request and response bodies of the member endpoints (API.md, "Members")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+from railbook.domain.errors import InvalidInput
+from railbook.domain.identity import (
+    NAME_MAX,
+    PASSWORD_MAX,
+    validate_id_card,
+    validate_mobile,
+    validate_password,
+    validate_person_name,
+)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _checked(check: Callable[[str], str], value: str) -> str:
+    """Run a domain rule; its message becomes the field's validation message."""
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
+class RegisterIn(_Body):
+    mobile: StrictStr = Field(max_length=11, examples=["13912345678"])
+    password: StrictStr = Field(max_length=PASSWORD_MAX)
+    name: StrictStr = Field(max_length=NAME_MAX * 2, examples=["张三"])
+
+    @field_validator("mobile")
+    @classmethod
+    def _mobile(cls, v: str) -> str:
+        return _checked(validate_mobile, v)
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: str) -> str:
+        return _checked(validate_password, v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked(validate_person_name, v)
+
+
+class RegisterOut(BaseModel):
+    member_id: int
+
+
+class LoginIn(_Body):
+    mobile: StrictStr = Field(min_length=1, max_length=20)
+    password: StrictStr = Field(min_length=1, max_length=PASSWORD_MAX)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class MeOut(BaseModel):
+    member_id: int
+    mobile: str
+    name: str
+    role: str
+
+
+PassengerType = Literal["adult", "child", "student"]
+
+
+class PassengerIn(_Body):
+    name: StrictStr = Field(max_length=NAME_MAX * 2, examples=["李四"])
+    id_card: StrictStr = Field(min_length=18, max_length=18, examples=["11010519491231002X"])
+    type: PassengerType = "adult"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked(validate_person_name, v)
+
+    @field_validator("id_card")
+    @classmethod
+    def _id_card(cls, v: str) -> str:
+        return _checked(validate_id_card, v)
+
+
+class PassengerOut(BaseModel):
+    passenger_id: int
+    name: str
+    id_card_masked: str
+    type: PassengerType
