@@ -42,6 +42,9 @@ def test_settings(database_url: str, redis_url: str | None) -> Settings:
     )
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a factory, not a test
+
+
 async def _client(settings: Settings, run_background: bool = True) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, run_background=run_background)
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
