@@ -16,6 +16,7 @@ from railbook.adapters.db.migrate import upgrade
 
 PG_ADMIN_DSN = os.environ.get("RAILBOOK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("RAILBOOK_TEST_REDIS", "redis://127.0.0.1:6379")
+OWNER_KEY = "railbook:test:owner"
 
 
 def _worker_number() -> int:
@@ -53,10 +54,19 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis logical database of its own (8 + xdist worker number), flushed before and after."""
-    url = f"{REDIS_BASE}/{8 + _worker_number() % 8}"
-    client = redis.Redis.from_url(url)
+    """A Redis logical database (1..15) owned by this test process: claimed with an owner key set NX,
+    so concurrent test runs on one machine never flush each other's data; flushed before and after."""
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    preferred = 8 + _worker_number() % 8
+    for number in [preferred, *[n for n in range(1, 16) if n != preferred]]:
+        client = redis.Redis.from_url(f"{REDIS_BASE}/{number}")
+        if client.set(OWNER_KEY, token, nx=True, ex=3 * 3600):
+            break
+        client.close()
+    else:  # pragma: no cover - sixteen concurrent runs
+        raise RuntimeError("no free Redis logical database for this test run")
     client.flushdb()
-    yield url
+    client.set(OWNER_KEY, token, ex=3 * 3600)
+    yield f"{REDIS_BASE}/{number}"
     client.flushdb()
     client.close()

@@ -194,7 +194,9 @@ class CarriageBlock:
 class ClassInventory:
     """Masks, run table and run index of one seat class of a train-day."""
 
-    def __init__(self, seat_class: str, n_stops: int, seats: Sequence[Seat], masks: Sequence[int] | None = None):
+    def __init__(
+        self, seat_class: str, n_stops: int, seats: Sequence[Seat], masks: Sequence[int] | None = None
+    ):
         if seat_class not in SEAT_LETTERS:
             raise ValueError(f"unknown seat class {seat_class!r}")
         if not 2 <= n_stops <= MAX_STOPS:
@@ -295,7 +297,9 @@ class ClassInventory:
         end = block.first + block.rows * len(self.letters)
         return [s for s in range(block.first, end) if s not in taken and self.is_free(s, x, y)]
 
-    def place_letters(self, x: int, y: int, wishes: Sequence[tuple[int, int]], taken: set[int]) -> dict[int, int] | None:
+    def place_letters(
+        self, x: int, y: int, wishes: Sequence[tuple[int, int]], taken: set[int]
+    ) -> dict[int, int] | None:
         """Policy 5b: ``wishes`` are (position, letter index); returns position → seat, or None."""
         width = len(self.letters)
         most = max(Counter(li for _, li in wishes).values())
@@ -397,8 +401,14 @@ class DayInventory:
         self.policy: Policy = policy
 
     @classmethod
-    def from_masks(cls, n_stops: int, seats: Mapping[str, Sequence[Seat]],
-                   masks: Mapping[str, Sequence[int]] | None = None, *, policy: Policy = "best_fit") -> DayInventory:
+    def from_masks(
+        cls,
+        n_stops: int,
+        seats: Mapping[str, Sequence[Seat]],
+        masks: Mapping[str, Sequence[int]] | None = None,
+        *,
+        policy: Policy = "best_fit",
+    ) -> DayInventory:
         """Build from seats per class and the masks already sold (missing class: all free)."""
         masks = masks or {}
         return cls(n_stops, {c: ClassInventory(c, n_stops, s, masks.get(c)) for c, s in seats.items()},

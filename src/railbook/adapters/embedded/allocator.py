@@ -1,0 +1,144 @@
+"""The in-process allocator of the embedded mode: the domain model behind the ``Allocator`` port.
+
+It answers exactly as :class:`railbook.domain.inventory.DayInventory` does (that is the model), so
+it matches the Redis allocator seat for seat; property tests check all three together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from railbook.domain.errors import NotFound
+from railbook.domain.inventory import DayInventory, check_journey_static, check_request
+from railbook.domain.seating import AllocationRequest, SeatAssignment
+from railbook.services.ports import DayLayout, HeldSeat
+
+OnMessage = Callable[[str, dt.date, dict[str, str]], Awaitable[None]]
+DayKey = tuple[str, dt.date]
+RELEASE_MARKER_TTL_S = 4 * 86400
+
+
+def assignments_json(assignments: Sequence[SeatAssignment]) -> str:
+    """The ``seats`` field of an order message: the same bytes the Redis script writes."""
+    return json.dumps(
+        [{"position": a.position, "seat_class": a.seat_class, "seat_index": a.seat_index,
+          "seat_name": a.seat_name} for a in sorted(assignments, key=lambda a: a.position)],
+        separators=(",", ":"),
+    )
+
+
+class InProcessAllocator:
+    """``Allocator`` for one process: a ``DayInventory`` and an ``asyncio.Lock`` per train-day.
+
+    Invariant the lock keeps: for a train-day, an allocation and the hand-over of its message to
+    ``on_message`` happen as one step, in allocation order — no other allocate, release, load or
+    drop of that day interleaves at the ``await`` of the callback. If the callback raises, the
+    seats are given back before the error propagates, so a reservation never exists without its
+    message (the guarantee the Redis script gives with its XADD). The domain calls themselves never
+    await, so without a callback the lock is uncontended. One event loop only: not thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_message: OnMessage | None = None,
+        release_ttl_s: float = RELEASE_MARKER_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._on_message = on_message
+        self._release_ttl_s = release_ttl_s
+        self._clock = clock
+        self._days: dict[DayKey, DayInventory] = {}
+        self._locks: dict[DayKey, asyncio.Lock] = {}
+        self._released: dict[tuple[DayKey, str], float] = {}
+
+    def _lock(self, key: DayKey) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def _day(self, key: DayKey) -> DayInventory:
+        try:
+            return self._days[key]
+        except KeyError:
+            raise NotFound("train-day not loaded", code="DAY_NOT_LOADED") from None
+
+    async def load_day(self, layout: DayLayout, *, replace: bool = False) -> bool:
+        key = (layout.train_code, layout.date)
+        async with self._lock(key):
+            if key in self._days and not replace:
+                return False
+            self._days[key] = DayInventory.from_masks(layout.n_stops, layout.seats, layout.masks)
+            return True
+
+    async def is_loaded(self, train_code: str, date: dt.date) -> bool:
+        return (train_code, date) in self._days
+
+    async def allocate(
+        self,
+        train_code: str,
+        date: dt.date,
+        request: AllocationRequest,
+        *,
+        order_id: str,
+        message: Mapping[str, str] | None = None,
+    ) -> list[SeatAssignment]:
+        """Seat the order (all or nothing) and hand its message over, as one step per train-day."""
+        check_request(request)  # same order of checks as the Redis adapter: stateless ones first
+        key = (train_code, date)
+        async with self._lock(key):
+            day = self._day(key)
+            seats = day.allocate(request)
+            if message is not None and self._on_message is not None:
+                body = {**message, "order_id": order_id, "seats": assignments_json(seats)}
+                try:
+                    await self._on_message(train_code, date, body)
+                except BaseException:
+                    day.release(request.from_index, request.to_index,
+                                [(a.seat_class, a.seat_index) for a in seats])
+                    raise
+            return seats
+
+    async def release(
+        self,
+        train_code: str,
+        date: dt.date,
+        from_index: int,
+        to_index: int,
+        seats: Sequence[HeldSeat],
+        *,
+        release_id: str,
+    ) -> bool:
+        """Free those seats' journey once per ``release_id`` (marker kept ``release_ttl_s``)."""
+        check_journey_static(from_index, to_index)
+        key = (train_code, date)
+        async with self._lock(key):
+            now = self._clock()
+            marker = (key, release_id)
+            if self._released.get(marker, now) > now:
+                return False
+            day = self._day(key)
+            day.release(from_index, to_index, [(s.seat_class, s.seat_index) for s in seats])
+            self._prune(now)
+            self._released[marker] = now + self._release_ttl_s
+            return True
+
+    def _prune(self, now: float) -> None:
+        if len(self._released) > 10_000:
+            self._released = {k: t for k, t in self._released.items() if t > now}
+
+    async def remaining(
+        self, train_code: str, date: dt.date, from_index: int, to_index: int
+    ) -> dict[str, int]:
+        check_journey_static(from_index, to_index)
+        return self._day((train_code, date)).remaining(from_index, to_index)
+
+    async def masks(self, train_code: str, date: dt.date) -> dict[str, list[int]]:
+        return self._day((train_code, date)).masks()
+
+    async def drop_day(self, train_code: str, date: dt.date) -> None:
+        key = (train_code, date)
+        async with self._lock(key):
+            self._days.pop(key, None)

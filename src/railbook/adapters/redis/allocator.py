@@ -1,0 +1,298 @@
+"""The Redis allocator: segment inventory of open train-days in Lua, one script call per order.
+
+Keys of a train-day all carry the hash tag ``{CODE:YYYY-MM-DD}`` (one Cluster slot) and are passed
+in ``KEYS``:
+
+- ``{tag}:meta`` — hash ``n`` (stops), ``classes``; exists iff the day is loaded;
+- ``{tag}:inv:<class>`` — one string per class: a 256-byte header (stops, seats, letters,
+  carriages), the run table ``G`` (n×n big-endian u16) and the sold mask of every seat (big-endian
+  u64). One ``GETRANGE`` gives a script the header and ``G``; one ``BITFIELD`` applies all of an
+  order's count and mask changes;
+- ``{tag}:runs:<class>`` — the run index, a zset whose members are ``(a·n+b)·65536 + seat`` (own
+  score): the lowest seat of run ``(a, b)`` is one ``ZRANGEBYSCORE … LIMIT``;
+- ``{tag}:rel:<release_id>`` — idempotency marker of a release (expires);
+- ``{tag}:orders`` — the order stream, appended by the allocating call (consumed elsewhere).
+
+Seat choice is specified by :mod:`railbook.domain.inventory`; the checks that need no state run
+here in Python, with the same code, before the round trip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
+
+from railbook.domain.errors import DomainError, InvalidInput, NotFound, SoldOut
+from railbook.domain.inventory import (
+    ClassInventory,
+    LetterPref,
+    SeatNamePref,
+    check_journey_static,
+    check_request,
+)
+from railbook.domain.seating import (
+    SEAT_CLASSES,
+    AllocationRequest,
+    CarriageSpec,
+    Seat,
+    SeatAssignment,
+    class_seats,
+)
+from railbook.services.ports import DayLayout, HeldSeat
+
+HEADER_BYTES = 256
+RUN_SCORE_BASE = 65536
+RELEASE_MARKER_TTL_S = 4 * 86400  # longer than any cancel/refund retry window
+
+
+def day_tag(train_code: str, date: dt.date) -> str:
+    """The hash tag every key of a train-day shares: ``{G1:2026-12-01}``."""
+    return f"{{{train_code}:{date.isoformat()}}}"
+
+
+def order_stream_key(train_code: str, date: dt.date) -> str:
+    """The train-day's order stream, appended by the allocating script."""
+    return f"{day_tag(train_code, date)}:orders"
+
+
+def _meta_key(tag: str) -> str:
+    return f"{tag}:meta"
+
+
+def _inv_key(tag: str, seat_class: str) -> str:
+    return f"{tag}:inv:{seat_class}"
+
+
+def _runs_key(tag: str, seat_class: str) -> str:
+    return f"{tag}:runs:{seat_class}"
+
+
+@cache
+def _lua(name: str) -> str:
+    return resources.files("railbook.adapters.redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+_ERRORS: dict[str, type[DomainError]] = {
+    "DAY_NOT_LOADED": NotFound,
+    "SOLD_OUT": SoldOut,
+    "SEAT_TAKEN": SoldOut,
+}
+
+
+def _raise(reply: Sequence[Any]) -> None:
+    code, text = _s(reply[1]), _s(reply[2])
+    raise _ERRORS.get(code, InvalidInput)(text, code=code)
+
+
+def encode_class(inv: ClassInventory) -> tuple[bytes, list[int]]:
+    """The class string and run-index members of a class inventory (see the module docstring)."""
+    n = inv.n_stops
+    letters = "".join(inv.letters).encode()
+    head = struct.pack(">HHB8sB", n, len(inv.seats), len(letters), letters, len(inv.carriages))
+    head += b"".join(struct.pack(">HH", c.carriage, c.rows) for c in inv.carriages)
+    head = head.ljust(HEADER_BYTES, b"\0")
+    g = struct.pack(f">{n * n}H", *(v for row in inv.runs for v in row))
+    masks = struct.pack(f">{len(inv.masks)}Q", *inv.masks)
+    members = sorted(
+        (a * n + b) * RUN_SCORE_BASE + s for (a, b), seats in inv.by_run.items() for s in seats
+    )
+    return head + g + masks, members
+
+
+def decode_class(blob: bytes) -> tuple[int, list[list[int]], list[int]]:
+    """Stops, run table and masks of a class string."""
+    n, count = struct.unpack_from(">HH", blob)
+    g = list(struct.unpack_from(f">{n * n}H", blob, HEADER_BYTES))
+    masks = list(struct.unpack_from(f">{count}Q", blob, HEADER_BYTES + 2 * n * n))
+    return n, [g[a * n : (a + 1) * n] for a in range(n)], masks
+
+
+class RedisAllocator:
+    """``Allocator`` over Redis: every call is one Lua script on the train-day's slot."""
+
+    def __init__(self, redis: Redis, *, release_ttl_s: int = RELEASE_MARKER_TTL_S):
+        self._redis = redis
+        self._release_ttl_s = release_ttl_s
+        # redis-py's Script runs EVALSHA and reloads on NoScriptError (restart, failover).
+        self._allocate = redis.register_script(_lua("allocate"))
+        self._release = redis.register_script(_lua("release"))
+        self._load = redis.register_script(_lua("load_day"))
+        self._remaining = redis.register_script(_lua("remaining"))
+
+    @property
+    def allocate_sha(self) -> str:
+        """SHA1 of the allocate script (to find it in INFO/SLOWLOG output)."""
+        return str(self._allocate.sha)
+
+    async def load_day(self, layout: DayLayout, *, replace: bool = False) -> bool:
+        """Install a train-day atomically (``replace=True`` is the rebuild from the system of record)."""
+        tag = day_tag(layout.train_code, layout.date)
+        keys = [_meta_key(tag)]
+        present = ",".join(c for c in SEAT_CLASSES if c in layout.seats)
+        args: list[Any] = [int(replace), layout.n_stops, present]
+        for c in SEAT_CLASSES:
+            keys += [_inv_key(tag, c), _runs_key(tag, c)]
+            if c in layout.seats:
+                inv = ClassInventory(c, layout.n_stops, layout.seats[c], layout.masks.get(c))
+                blob, members = encode_class(inv)
+                args += [blob, len(members), *members]
+            else:
+                args += [b"", 0]
+        unknown = set(layout.seats) - set(SEAT_CLASSES)
+        if unknown:
+            raise ValueError(f"unknown seat classes {sorted(unknown)}")
+        return bool(await self._load(keys=keys, args=args))
+
+    async def is_loaded(self, train_code: str, date: dt.date) -> bool:
+        return bool(await self._redis.exists(_meta_key(day_tag(train_code, date))))
+
+    async def allocate(
+        self,
+        train_code: str,
+        date: dt.date,
+        request: AllocationRequest,
+        *,
+        order_id: str,
+        message: Mapping[str, str] | None = None,
+    ) -> list[SeatAssignment]:
+        """One script call: checks, seat choice, masks and counts, and the stream entry together."""
+        parsed = check_request(request)
+        tag = day_tag(train_code, date)
+        slots: dict[str, int] = {}
+        for p in request.passengers:
+            slots.setdefault(p.seat_class, len(slots) + 1)
+        keys = [_meta_key(tag), order_stream_key(train_code, date)]
+        for c in slots:
+            keys += [_inv_key(tag, c), _runs_key(tag, c)]
+        msg = dict(message or {})
+        args: list[Any] = [request.from_index, request.to_index, order_id, len(slots),
+                           len(request.passengers), len(msg), int(message is not None)]
+        for p, q in zip(request.passengers, parsed, strict=True):
+            if isinstance(q, LetterPref):
+                args += [slots[p.seat_class], 1, q.letter_index, 0, 0]
+            elif isinstance(q, SeatNamePref):
+                args += [slots[p.seat_class], 2, q.carriage, q.row, q.letter_index]
+            else:
+                args += [slots[p.seat_class], 0, 0, 0, 0]
+        args += list(slots)
+        for k, v in msg.items():
+            args += [k, v]
+        reply = await self._allocate(keys=keys, args=args)
+        if int(reply[0]) != 1:
+            _raise(reply)
+        names = list(slots)
+        return [
+            SeatAssignment(int(reply[i]), names[int(reply[i + 1]) - 1], int(reply[i + 2]), _s(reply[i + 3]))
+            for i in range(1, len(reply), 4)
+        ]
+
+    async def release(
+        self,
+        train_code: str,
+        date: dt.date,
+        from_index: int,
+        to_index: int,
+        seats: Sequence[HeldSeat],
+        *,
+        release_id: str,
+    ) -> bool:
+        """One script call; a repeated ``release_id`` changes nothing and returns False."""
+        check_journey_static(from_index, to_index)
+        tag = day_tag(train_code, date)
+        slots: dict[str, int] = {}
+        for s in seats:
+            slots.setdefault(s.seat_class, len(slots) + 1)
+        keys = [_meta_key(tag), f"{tag}:rel:{release_id}"]
+        for c in slots:
+            keys += [_inv_key(tag, c), _runs_key(tag, c)]
+        args: list[Any] = [from_index, to_index, self._release_ttl_s, len(slots), len(seats)]
+        for s in seats:
+            args += [slots[s.seat_class], s.seat_index]
+        reply = await self._release(keys=keys, args=args)
+        if int(reply[0]) == 0:
+            _raise(reply)
+        return int(reply[0]) == 1
+
+    async def remaining(
+        self, train_code: str, date: dt.date, from_index: int, to_index: int
+    ) -> dict[str, int]:
+        """Seats free for the journey per class: one read-only script call over the run tables."""
+        check_journey_static(from_index, to_index)
+        tag = day_tag(train_code, date)
+        keys = [_meta_key(tag), *(_inv_key(tag, c) for c in SEAT_CLASSES)]
+        reply = await self._remaining(keys=keys, args=[from_index, to_index])
+        if int(reply[0]) != 1:
+            _raise(reply)
+        return {SEAT_CLASSES[int(reply[i]) - 1]: int(reply[i + 1]) for i in range(1, len(reply), 2)}
+
+    async def masks(self, train_code: str, date: dt.date) -> dict[str, list[int]]:
+        """Sold masks per class, by seat index (one MGET of the class strings)."""
+        tag = day_tag(train_code, date)
+        blobs = await self._blobs(tag)
+        out = {c: decode_class(b)[2] for c, b in zip(SEAT_CLASSES, blobs, strict=True) if b}
+        if not out and not await self.is_loaded(train_code, date):
+            raise NotFound("train-day not loaded", code="DAY_NOT_LOADED")
+        return out
+
+    async def _blobs(self, tag: str) -> list[bytes | None]:
+        """Raw class strings (binary: never decoded, whatever the client's decode_responses)."""
+        keys = [_inv_key(tag, c) for c in SEAT_CLASSES]
+        reply = await self._redis.execute_command("MGET", *keys, **{NEVER_DECODE: True})  # type: ignore[no-untyped-call]
+        return list(reply)
+
+    async def drop_day(self, train_code: str, date: dt.date) -> None:
+        """Delete the day's inventory (not its order stream, which the order workers still drain)."""
+        tag = day_tag(train_code, date)
+        keys = [_meta_key(tag)]
+        for c in SEAT_CLASSES:
+            keys += [_inv_key(tag, c), _runs_key(tag, c)]
+        await self._redis.delete(*keys)
+
+    async def audit(self, train_code: str, date: dt.date) -> list[str]:
+        """Internal consistency of a loaded day: run table and run index against a recount from the
+        masks (what ``railbook inventory check`` reports besides drift from the database)."""
+        tag = day_tag(train_code, date)
+        problems: list[str] = []
+        for c, blob in zip(SEAT_CLASSES, await self._blobs(tag), strict=True):
+            if not blob:
+                continue
+            n, g, masks = decode_class(blob)
+            members: Any = await self._redis.zrange(_runs_key(tag, c), 0, -1, withscores=True)
+            seats = _seats_from_header(c, blob)
+            inv = ClassInventory(c, n, seats, masks)
+            if g != inv.runs:
+                problems.append(f"{c}: run table differs from a recount of the masks")
+            expected = set(encode_class(inv)[1])
+            actual = {int(_s(m)) for m, _ in members}
+            problems += [f"{c}: {p}" for p in _header_problems(inv, blob)]
+            if any(int(_s(m)) != int(score) for m, score in members):
+                problems.append(f"{c}: run index member with a wrong score")
+            if expected != actual:
+                problems.append(f"{c}: run index differs ({len(expected - actual)} missing, "
+                                f"{len(actual - expected)} extra)")
+        return problems
+
+
+def _header_problems(inv: ClassInventory, blob: bytes) -> list[str]:
+    head = encode_class(inv)[0][:HEADER_BYTES]
+    return [] if head == blob[:HEADER_BYTES] else ["header differs from its carriages"]
+
+
+def _seats_from_header(seat_class: str, blob: bytes) -> list[Seat]:
+    """The seats of a class, rebuilt from the carriage table in its header."""
+    specs = []
+    for j in range(blob[13]):
+        carriage, rows = struct.unpack_from(">HH", blob, 14 + 4 * j)
+        specs.append(CarriageSpec(carriage=carriage, seat_class=seat_class, rows=rows))
+    return class_seats(specs, seat_class)

@@ -1,0 +1,212 @@
+"""``railbook bench allocator``: how fast the Redis allocator seats an order, and what best fit buys.
+
+Prints figures; never asserts them (benchmarks are not tests). The server-side cost comes from
+Redis itself (``INFO commandstats`` after ``CONFIG RESETSTAT``, and per-call durations from the
+slow log at threshold 0), next to a trivial ``EVALSHA`` of ``return 1`` measured in the same run,
+so the ratio says how many "script calls" one allocation is worth on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import statistics
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from railbook.adapters.redis.allocator import RedisAllocator, day_tag, order_stream_key
+from railbook.domain.errors import SoldOut
+from railbook.domain.inventory import DayInventory, Policy
+from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest, Seat, class_seats
+from railbook.services.ports import DayLayout
+
+N_STOPS = 30
+# 12 second-class carriages of 20 rows x 5 seats = 1,200 seats.
+CARRIAGES = tuple(CarriageSpec(c, "second", 20) for c in range(1, 13))
+DATE = dt.date(2030, 1, 1)
+GIVE_UP_AFTER = 500  # consecutive sold-out answers: the train is as full as random demand gets it
+
+
+def _seats() -> dict[str, list[Seat]]:
+    return {"second": class_seats(CARRIAGES, "second")}
+
+
+def _demand(seed: int) -> Any:
+    """Endless uniform random journeys; 70 % one passenger, 20 % two, 10 % three, no preferences."""
+    rnd = random.Random(seed)
+    while True:
+        x = rnd.randrange(N_STOPS - 1)
+        y = rnd.randrange(x + 1, N_STOPS)
+        k = rnd.choices([1, 2, 3], weights=[7, 2, 1])[0]
+        yield AllocationRequest(x, y, tuple(PassengerSeatRequest("second") for _ in range(k)))
+
+
+def utilisation(policy: Policy, seed: int) -> tuple[float, int, float]:
+    """Passenger-km sold / seat-km offered, selling random demand until it stops fitting; also the
+    share of demand turned away (sold out) on the way, which is where best fit shows."""
+    rnd = random.Random(seed ^ 0x5EED)
+    km = [0]
+    for _ in range(N_STOPS - 1):
+        km.append(km[-1] + rnd.randint(20, 150))
+    day = DayInventory.from_masks(N_STOPS, _seats(), policy=policy)
+    sold_pkm, orders, misses, refused, asked = 0, 0, 0, 0, 0
+    refused_at = 0.0
+    for req in _demand(seed):
+        asked += 1
+        try:
+            day.allocate(req)
+        except SoldOut:
+            refused += 1
+            misses += 1
+            if misses >= GIVE_UP_AFTER:
+                break
+            continue
+        misses = 0
+        orders += 1
+        sold_pkm += len(req.passengers) * (km[req.to_index] - km[req.from_index])
+        if orders == 3000:
+            refused_at = refused / asked
+    return sold_pkm / (1200 * km[-1]), orders, refused_at
+
+
+async def _evalsha_stats(r: Redis) -> tuple[int, float]:
+    info = await r.info("commandstats")
+    st = info.get("cmdstat_evalsha", {})
+    return int(st.get("calls", 0)), float(st.get("usec_per_call", 0.0))
+
+
+async def _bench(redis_url: str, seed: int) -> dict[str, Any]:
+    r = Redis.from_url(redis_url)
+    out: dict[str, Any] = {}
+    old_slowlog = await r.config_get("slowlog-*")
+    try:
+        alloc = RedisAllocator(r)
+        layout = DayLayout("BENCH", DATE, N_STOPS, _seats(), {})
+
+        async def fresh() -> None:
+            await alloc.drop_day("BENCH", DATE)
+            await r.delete(order_stream_key("BENCH", DATE))
+            await alloc.load_day(layout, replace=True)
+
+        # 1. sequential, one call at a time: server-side cost per allocation
+        await fresh()
+        await r.config_set("slowlog-log-slower-than", 0)
+        await r.config_set("slowlog-max-len", 200_000)
+        await r.slowlog_reset()
+        await r.config_resetstat()
+        selling: list[bool] = []
+        misses = 0
+        demand = _demand(seed)
+        msg = {"member": "bench"}
+        for i, req in enumerate(demand):
+            try:
+                await alloc.allocate("BENCH", DATE, req, order_id=str(i), message=msg)
+                selling.append(True)
+                misses = 0
+            except SoldOut:
+                selling.append(False)
+                misses += 1
+                if misses >= GIVE_UP_AFTER:
+                    break
+        out["calls"], out["usec_all"] = await _evalsha_stats(r)
+        log = await r.slowlog_get(len(selling) + 10_000)
+        sha = alloc.allocate_sha.encode()
+        durations = [int(e["duration"]) for e in reversed(log) if sha in _cmd(e)[:60]]
+        ok = [d for d, s in zip(durations, selling, strict=False) if s]
+        out["orders"] = sum(selling)
+        out["median_ok"] = statistics.median(ok) if ok else float("nan")
+        out["mean_ok"] = statistics.fmean(ok) if ok else float("nan")
+        first_miss = selling.index(False) if False in selling else len(selling)
+        out["median_early"] = statistics.median(durations[: min(first_miss, 1000)]) if first_miss else 0
+        threshold = int(old_slowlog.get("slowlog-log-slower-than") or 10000)
+        await r.config_set("slowlog-log-slower-than", threshold)
+        await r.slowlog_reset()
+
+        # 2. trivial EVALSHA in the same run
+        trivial = r.register_script("return 1")
+        await r.config_resetstat()
+        for _ in range(20_000):
+            await trivial()
+        out["trivial_calls"], out["usec_trivial"] = await _evalsha_stats(r)
+
+        # 3. throughput: 32 concurrent tasks on one pool until the train is full
+        await fresh()
+        demand = _demand(seed + 1)
+        done = 0
+        calls = 0
+        stop = False
+        misses = 0
+        t_full = 0.0
+        done_first: list[int] = []
+
+        async def worker(w: int) -> None:
+            nonlocal done, stop, misses
+            nonlocal calls, t_full
+            while not stop:
+                req = next(demand)
+                calls += 1
+                try:
+                    await alloc.allocate("BENCH", DATE, req, order_id=f"t{w}", message=msg)
+                    done += 1
+                    misses = 0
+                except SoldOut:
+                    if not t_full:
+                        t_full = time.perf_counter()
+                        done_first.append(done)
+                    misses += 1
+                    if misses >= GIVE_UP_AFTER:
+                        stop = True
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(32)))
+        out["elapsed"] = time.perf_counter() - t0
+        out["tp_orders"] = done
+        out["tp_calls"] = calls
+        out["selling_elapsed"] = t_full - t0
+        out["selling_orders"] = done_first[0] if done_first else done
+        await alloc.drop_day("BENCH", DATE)
+        await r.delete(order_stream_key("BENCH", DATE), f"{day_tag('BENCH', DATE)}:meta")
+    finally:
+        await r.config_set("slowlog-max-len", int(old_slowlog.get("slowlog-max-len") or 128))
+        await r.aclose()
+    return out
+
+
+def _cmd(entry: dict[str, Any]) -> bytes:
+    c = entry.get("command", b"")
+    return c if isinstance(c, bytes) else str(c).encode()
+
+
+def run(redis_url: str, *, seed: int = 1) -> None:
+    """Run the allocator benchmark against the Redis at ``redis_url`` and print a table."""
+    console = Console()
+    figures = asyncio.run(_bench(redis_url, seed))
+    best, best_orders, best_refused = utilisation("best_fit", seed)
+    first, first_orders, first_refused = utilisation("first_fit", seed)
+    t = Table(title=f"allocator: {N_STOPS} stops, 1,200 seats, uniform random journeys (seed {seed})")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("orders sold (sequential run)", f"{figures['orders']:,}")
+    t.add_row("allocate: server µs/call, median, selling calls (slowlog)", f"{figures['median_ok']:.0f}")
+    t.add_row("allocate: server µs/call, mean, selling calls (slowlog)", f"{figures['mean_ok']:.1f}")
+    t.add_row("allocate: server µs/call, median, before first sold-out", f"{figures['median_early']:.0f}")
+    t.add_row("allocate: usec_per_call, all calls incl. sold-out (commandstats)",
+              f"{figures['usec_all']:.2f} ({figures['calls']:,} calls)")
+    t.add_row("trivial EVALSHA 'return 1': usec_per_call", f"{figures['usec_trivial']:.2f}")
+    trivial = figures["usec_trivial"]
+    t.add_row("ratio allocate / trivial (commandstats)", f"{figures['usec_all'] / trivial:.1f}")
+    t.add_row("ratio allocate / trivial (median selling)", f"{figures['median_ok'] / trivial:.1f}")
+    rate = figures["selling_orders"] / figures["selling_elapsed"]
+    t.add_row("throughput until the first refusal, 32 tasks one client: orders/s", f"{rate:,.0f}")
+    t.add_row("script calls/s over the whole run incl. sold-out answers",
+              f"{figures['tp_calls'] / figures['elapsed']:,.0f}")
+    t.add_row("utilisation best fit (passenger-km / seat-km)", f"{best:.1%} ({best_orders:,} orders)")
+    t.add_row("utilisation first fit", f"{first:.1%} ({first_orders:,} orders)")
+    t.add_row("demand refused before the 3,000th sale: best fit / first fit",
+              f"{best_refused:.1%} / {first_refused:.1%}")
+    console.print(t)
