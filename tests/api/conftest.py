@@ -69,8 +69,9 @@ async def sqlite_client(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="session", params=["pg", "sqlite"])
-async def client(request: pytest.FixtureRequest) -> httpx.AsyncClient:
-    """Both configurations: a test using this runs once against each."""
+def client(request: pytest.FixtureRequest) -> httpx.AsyncClient:
+    """Both configurations: a test using this runs once against each. (A plain fixture: set-up of an
+    async fixture cannot start from inside another async fixture's running loop.)"""
     name = "pg_client" if request.param == "pg" else "sqlite_client"
     fixture: httpx.AsyncClient = request.getfixturevalue(name)
     return fixture

@@ -56,8 +56,11 @@ def fare_fen(kind: str, seat_class: str, km: int) -> int:
 
 def pair_fares(kind: str, seat_class: str, kms: list[int]) -> dict[tuple[int, int], int]:
     """Fare of every stop pair ``(i, j)``, i < j, given the km of each stop."""
-    return {(i, j): fare_fen(kind, seat_class, kms[j] - kms[i])
-            for i in range(len(kms)) for j in range(i + 1, len(kms))}
+    return {
+        (i, j): fare_fen(kind, seat_class, kms[j] - kms[i])
+        for i in range(len(kms))
+        for j in range(i + 1, len(kms))
+    }
 
 
 def yuan_text(fen: int) -> str:

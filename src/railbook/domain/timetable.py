@@ -76,8 +76,10 @@ def clock_text(minutes: int) -> str:
 def check_station_code(code: str) -> None:
     """Telegraph codes are exactly three capital letters (``VNP``)."""
     if not STATION_CODE.match(code):
-        raise InvalidInput("A station code is exactly 3 capital letters (the telegraph code, e.g. VNP).",
-                           details={"field": "code", "value": code})
+        raise InvalidInput(
+            "A station code is exactly 3 capital letters (the telegraph code, e.g. VNP).",
+            details={"field": "code", "value": code},
+        )
 
 
 def check_display_name(value: str, field: str, *, max_length: int = MAX_NAME_LENGTH) -> None:
@@ -99,8 +101,10 @@ def check_train_code(code: str, kind: str) -> None:
             details={"field": "code", "value": code},
         )
     if kind != match.group(1):
-        raise InvalidInput(f"Train {code} is of kind {match.group(1)}, not {kind!r}.",
-                           details={"field": "kind", "value": kind})
+        raise InvalidInput(
+            f"Train {code} is of kind {match.group(1)}, not {kind!r}.",
+            details={"field": "kind", "value": kind},
+        )
 
 
 def stop_times(stops: tuple[StopSpec, ...] | list[StopSpec]) -> list[StopTimes]:
@@ -112,8 +116,10 @@ def stop_times(stops: tuple[StopSpec, ...] | list[StopSpec]) -> list[StopTimes]:
     for index, stop in enumerate(stops):
         where = {"stop": index, "station": stop.station}
         if stop.day < 0 or stop.day > MAX_DAY_OFFSET:
-            raise InvalidInput(f"Stop {index}: day must be between 0 and {MAX_DAY_OFFSET}.",
-                               details={**where, "field": "day"})
+            raise InvalidInput(
+                f"Stop {index}: day must be between 0 and {MAX_DAY_OFFSET}.",
+                details={**where, "field": "day"},
+            )
         if stop.day < last_day:
             raise InvalidInput(f"Stop {index}: day goes backwards.", details={**where, "field": "day"})
         last_day = stop.day
@@ -123,13 +129,16 @@ def stop_times(stops: tuple[StopSpec, ...] | list[StopSpec]) -> list[StopTimes]:
         if arrives is not None and departs is not None and departs < arrives:
             # Arriving before midnight and leaving after it: the departure is on the next day.
             if departs + MINUTES_PER_DAY - arrives > MAX_DWELL_ACROSS_MIDNIGHT:
-                raise InvalidInput(f"Stop {index}: departs before it arrives.",
-                                   details={**where, "field": "departs"})
+                raise InvalidInput(
+                    f"Stop {index}: departs before it arrives.", details={**where, "field": "departs"}
+                )
             departs += MINUTES_PER_DAY
         first_time = arrives if arrives is not None else departs
         if first_time is not None and first_time <= last:
-            raise InvalidInput(f"Stop {index}: times go backwards (reached no later than the previous stop).",
-                               details={**where, "field": "arrives" if arrives is not None else "departs"})
+            raise InvalidInput(
+                f"Stop {index}: times go backwards (reached no later than the previous stop).",
+                details={**where, "field": "arrives" if arrives is not None else "departs"},
+            )
         last = max(t for t in (arrives, departs, last) if t is not None)
         result.append(StopTimes(arrives, departs))
     return result
@@ -139,8 +148,10 @@ def _clock_at(value: str, where: dict[str, object], field: str) -> int:
     try:
         return clock_minutes(value)
     except InvalidInput as exc:
-        raise InvalidInput(f"Stop {where['stop']}: {field} {value!r} is not a clock time HH:MM.",
-                           details={**where, "field": field}) from exc
+        raise InvalidInput(
+            f"Stop {where['stop']}: {field} {value!r} is not a clock time HH:MM.",
+            details={**where, "field": field},
+        ) from exc
 
 
 def validate_train(spec: TrainSpec) -> list[StopTimes]:
@@ -148,15 +159,18 @@ def validate_train(spec: TrainSpec) -> list[StopTimes]:
     check_train_code(spec.code, spec.kind)
     n = len(spec.stops)
     if n < MIN_STOPS or n > MAX_STOPS:
-        raise InvalidInput(f"A train has {MIN_STOPS} to {MAX_STOPS} stops, not {n}.",
-                           details={"field": "stops", "count": n})
+        raise InvalidInput(
+            f"A train has {MIN_STOPS} to {MAX_STOPS} stops, not {n}.", details={"field": "stops", "count": n}
+        )
     seen: dict[str, int] = {}
     for index, stop in enumerate(spec.stops):
         where = {"stop": index, "station": stop.station}
         check_display_name(stop.station, f"stops[{index}].station")
         if stop.station in seen:
-            raise InvalidInput(f"Stop {index}: {stop.station} is already stop {seen[stop.station]}.",
-                               details={**where, "field": "station", "first": seen[stop.station]})
+            raise InvalidInput(
+                f"Stop {index}: {stop.station} is already stop {seen[stop.station]}.",
+                details={**where, "field": "station", "first": seen[stop.station]},
+            )
         seen[stop.station] = index
         if index == 0 and stop.arrives is not None:
             raise InvalidInput("The first stop has no arrival time.", details={**where, "field": "arrives"})
@@ -165,12 +179,16 @@ def validate_train(spec: TrainSpec) -> list[StopTimes]:
         if index > 0 and stop.arrives is None:
             raise InvalidInput(f"Stop {index}: arrival time missing.", details={**where, "field": "arrives"})
         if index < n - 1 and stop.departs is None:
-            raise InvalidInput(f"Stop {index}: departure time missing.", details={**where, "field": "departs"})
+            raise InvalidInput(
+                f"Stop {index}: departure time missing.", details={**where, "field": "departs"}
+            )
         if stop.km < 0:
             raise InvalidInput(f"Stop {index}: km must not be negative.", details={**where, "field": "km"})
         if index > 0 and stop.km <= spec.stops[index - 1].km:
-            raise InvalidInput(f"Stop {index}: km must be greater than at the previous stop.",
-                               details={**where, "field": "km"})
+            raise InvalidInput(
+                f"Stop {index}: km must be greater than at the previous stop.",
+                details={**where, "field": "km"},
+            )
     times = stop_times(spec.stops)
     validate_carriages(spec.carriages)
     return times
@@ -180,18 +198,25 @@ def validate_carriages(carriages: tuple[CarriageSpec, ...] | list[CarriageSpec])
     """Carriages are numbered 1..N, each of a known seat class with 1..MAX_ROWS rows."""
     n = len(carriages)
     if n < 1 or n > MAX_CARRIAGES:
-        raise InvalidInput(f"A train has 1 to {MAX_CARRIAGES} carriages, not {n}.",
-                           details={"field": "carriages", "count": n})
+        raise InvalidInput(
+            f"A train has 1 to {MAX_CARRIAGES} carriages, not {n}.",
+            details={"field": "carriages", "count": n},
+        )
     numbers = set()
     for position, c in enumerate(carriages):
         where = {"carriage": c.carriage, "position": position}
         if c.carriage < 1 or c.carriage > n or c.carriage in numbers:
-            raise InvalidInput(f"Carriages are numbered 1..{n} once each; {c.carriage} is not.",
-                               details={**where, "field": "carriage"})
+            raise InvalidInput(
+                f"Carriages are numbered 1..{n} once each; {c.carriage} is not.",
+                details={**where, "field": "carriage"},
+            )
         numbers.add(c.carriage)
         if c.seat_class not in SEAT_CLASSES:
-            raise InvalidInput(f"Carriage {c.carriage}: unknown seat class {c.seat_class!r}.",
-                               details={**where, "field": "seat_class", "known": list(SEAT_CLASSES)})
+            raise InvalidInput(
+                f"Carriage {c.carriage}: unknown seat class {c.seat_class!r}.",
+                details={**where, "field": "seat_class", "known": list(SEAT_CLASSES)},
+            )
         if c.rows < 1 or c.rows > MAX_ROWS:
-            raise InvalidInput(f"Carriage {c.carriage}: rows must be 1..{MAX_ROWS}.",
-                               details={**where, "field": "rows"})
+            raise InvalidInput(
+                f"Carriage {c.carriage}: rows must be 1..{MAX_ROWS}.", details={**where, "field": "rows"}
+            )

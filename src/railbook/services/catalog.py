@@ -41,8 +41,13 @@ class CatalogContext(Protocol):
 
 
 def station_view(station: Station) -> dict[str, Any]:
-    return {"station_id": station.id, "name": station.name, "code": station.code,
-            "pinyin": station.pinyin, "city": station.city}
+    return {
+        "station_id": station.id,
+        "name": station.name,
+        "code": station.code,
+        "pinyin": station.pinyin,
+        "city": station.city,
+    }
 
 
 def _check_station(name: str, code: str, pinyin: str, city: str) -> None:
@@ -54,25 +59,34 @@ def _check_station(name: str, code: str, pinyin: str, city: str) -> None:
         check_display_name(city, "city", max_length=MAX_NAME_LENGTH)
 
 
-async def create_station(session: AsyncSession, *, name: str, code: str, pinyin: str = "",
-                         city: str = "") -> dict[str, Any]:
+async def create_station(
+    session: AsyncSession, *, name: str, code: str, pinyin: str = "", city: str = ""
+) -> dict[str, Any]:
     """A new station; 409 STATION_EXISTS when its name or telegraph code is taken."""
     _check_station(name, code, pinyin, city)
     try:
         async with session.begin():
-            taken = (await session.execute(
-                select(Station.id).where(or_(Station.name == name, Station.code == code)).limit(1)
-            )).scalar_one_or_none()
+            taken = (
+                await session.execute(
+                    select(Station.id).where(or_(Station.name == name, Station.code == code)).limit(1)
+                )
+            ).scalar_one_or_none()
             if taken is not None:
-                raise Conflict(f"A station named {name} or coded {code} exists.", code="STATION_EXISTS",
-                               details={"name": name, "code": code})
+                raise Conflict(
+                    f"A station named {name} or coded {code} exists.",
+                    code="STATION_EXISTS",
+                    details={"name": name, "code": code},
+                )
             station = Station(name=name, code=code, pinyin=pinyin, city=city)
             session.add(station)
             await session.flush()
             return station_view(station)
     except IntegrityError as exc:  # a concurrent insert won the race
-        raise Conflict(f"A station named {name} or coded {code} exists.", code="STATION_EXISTS",
-                       details={"name": name, "code": code}) from exc
+        raise Conflict(
+            f"A station named {name} or coded {code} exists.",
+            code="STATION_EXISTS",
+            details={"name": name, "code": code},
+        ) from exc
 
 
 def _prefix_pattern(q: str) -> str:
@@ -84,11 +98,13 @@ async def find_stations(session: AsyncSession, q: str | None = None) -> list[dic
     """Stations whose name, code or pinyin starts with ``q`` (all of them without ``q``)."""
     query = select(Station).order_by(Station.code).limit(STATION_LIST_LIMIT)
     if q:
-        query = query.where(or_(
-            Station.name.like(_prefix_pattern(q), escape="\\"),
-            Station.code.like(_prefix_pattern(q.upper()), escape="\\"),
-            func.lower(Station.pinyin).like(_prefix_pattern(q.lower()), escape="\\"),
-        ))
+        query = query.where(
+            or_(
+                Station.name.like(_prefix_pattern(q), escape="\\"),
+                Station.code.like(_prefix_pattern(q.upper()), escape="\\"),
+                func.lower(Station.pinyin).like(_prefix_pattern(q.lower()), escape="\\"),
+            )
+        )
     async with session.begin():
         rows = (await session.execute(query)).scalars().all()
     return [station_view(s) for s in rows]
@@ -120,22 +136,26 @@ def train_spec_from_mapping(data: Mapping[str, Any]) -> TrainSpec:
     for i, s in enumerate(stops_data):
         if not isinstance(s, Mapping):
             raise InvalidInput(f"Stop {i} is not an object.", details={"stop": i})
-        stops.append(StopSpec(
-            station=_text(s.get("station"), f"stops[{i}].station") or "",
-            arrives=_text(s.get("arrives"), f"stops[{i}].arrives", optional=True),
-            departs=_text(s.get("departs"), f"stops[{i}].departs", optional=True),
-            km=_int(s.get("km"), f"stops[{i}].km"),
-            day=_int(s.get("day", 0), f"stops[{i}].day"),
-        ))
+        stops.append(
+            StopSpec(
+                station=_text(s.get("station"), f"stops[{i}].station") or "",
+                arrives=_text(s.get("arrives"), f"stops[{i}].arrives", optional=True),
+                departs=_text(s.get("departs"), f"stops[{i}].departs", optional=True),
+                km=_int(s.get("km"), f"stops[{i}].km"),
+                day=_int(s.get("day", 0), f"stops[{i}].day"),
+            )
+        )
     carriages = []
     for i, c in enumerate(carriages_data):
         if not isinstance(c, Mapping):
             raise InvalidInput(f"Carriage {i} is not an object.", details={"carriage": i})
-        carriages.append(CarriageSpec(
-            carriage=_int(c.get("carriage"), f"carriages[{i}].carriage"),
-            seat_class=_text(c.get("seat_class"), f"carriages[{i}].seat_class") or "",
-            rows=_int(c.get("rows"), f"carriages[{i}].rows"),
-        ))
+        carriages.append(
+            CarriageSpec(
+                carriage=_int(c.get("carriage"), f"carriages[{i}].carriage"),
+                seat_class=_text(c.get("seat_class"), f"carriages[{i}].seat_class") or "",
+                rows=_int(c.get("rows"), f"carriages[{i}].rows"),
+            )
+        )
     code = _text(data.get("code"), "code") or ""
     kind = _text(data.get("kind", code[:1]), "kind") or ""
     return TrainSpec(code=code, kind=kind, stops=tuple(stops), carriages=tuple(carriages))
@@ -144,47 +164,87 @@ def train_spec_from_mapping(data: Mapping[str, Any]) -> TrainSpec:
 async def _resolve_stations(session: AsyncSession, spec: TrainSpec) -> list[Station]:
     """The station of every stop, named by name or telegraph code; 422 naming the unknown stop."""
     wanted = {s.station for s in spec.stops}
-    rows = (await session.execute(
-        select(Station).where(or_(Station.name.in_(wanted), Station.code.in_(wanted)))
-    )).scalars().all()
+    rows = (
+        (
+            await session.execute(
+                select(Station).where(or_(Station.name.in_(wanted), Station.code.in_(wanted)))
+            )
+        )
+        .scalars()
+        .all()
+    )
     by_key: dict[str, Station] = {}
-    for station in rows:
-        by_key[station.code] = station
-        by_key[station.name] = station  # a name wins over a code that happens to spell it
+    for row in rows:
+        by_key[row.code] = row
+        by_key[row.name] = row  # a name wins over a code that happens to spell it
     resolved: list[Station] = []
     seen: dict[int, int] = {}
     for index, stop in enumerate(spec.stops):
         station = by_key.get(stop.station)
         if station is None:
-            raise InvalidInput(f"Stop {index}: no station {stop.station!r}.",
-                               details={"stop": index, "station": stop.station, "field": "station",
-                                        "reason": "STATION_NOT_FOUND"})
+            raise InvalidInput(
+                f"Stop {index}: no station {stop.station!r}.",
+                details={
+                    "stop": index,
+                    "station": stop.station,
+                    "field": "station",
+                    "reason": "STATION_NOT_FOUND",
+                },
+            )
         if station.id in seen:
-            raise InvalidInput(f"Stop {index}: {station.name} is already stop {seen[station.id]}.",
-                               details={"stop": index, "station": stop.station, "field": "station",
-                                        "first": seen[station.id]})
+            raise InvalidInput(
+                f"Stop {index}: {station.name} is already stop {seen[station.id]}.",
+                details={
+                    "stop": index,
+                    "station": stop.station,
+                    "field": "station",
+                    "first": seen[station.id],
+                },
+            )
         seen[station.id] = index
         resolved.append(station)
     return resolved
 
 
-async def _write_train_parts(session: AsyncSession, train_id: int, spec: TrainSpec,
-                             stations: Sequence[Station]) -> None:
+async def _write_train_parts(
+    session: AsyncSession, train_id: int, spec: TrainSpec, stations: Sequence[Station]
+) -> None:
     """Insert the stops, carriages and generated seats of a train (bulk, within the caller's transaction)."""
-    await session.execute(insert(TrainStop), [
-        {"train_id": train_id, "stop_index": i, "station_id": stations[i].id, "arrives": s.arrives,
-         "departs": s.departs, "day": s.day, "km": s.km}
-        for i, s in enumerate(spec.stops)
-    ])
-    carriage_ids = (await session.execute(
-        insert(Carriage).returning(Carriage.id, Carriage.carriage_index, sort_by_parameter_order=True),
-        [{"train_id": train_id, "carriage_index": c.carriage, "seat_class": c.seat_class, "rows": c.rows}
-         for c in spec.carriages],
-    )).all()
+    await session.execute(
+        insert(TrainStop),
+        [
+            {
+                "train_id": train_id,
+                "stop_index": i,
+                "station_id": stations[i].id,
+                "arrives": s.arrives,
+                "departs": s.departs,
+                "day": s.day,
+                "km": s.km,
+            }
+            for i, s in enumerate(spec.stops)
+        ],
+    )
+    carriage_ids = (
+        await session.execute(
+            insert(Carriage).returning(Carriage.id, Carriage.carriage_index, sort_by_parameter_order=True),
+            [
+                {
+                    "train_id": train_id,
+                    "carriage_index": c.carriage,
+                    "seat_class": c.seat_class,
+                    "rows": c.rows,
+                }
+                for c in spec.carriages
+            ],
+        )
+    ).all()
     by_index = {index: cid for cid, index in carriage_ids}
     seats = [
         {"carriage_id": by_index[c.carriage], "seat_row": row, "letter": letter, "seat_class": c.seat_class}
-        for c in spec.carriages for row in range(1, c.rows + 1) for letter in SEAT_LETTERS[c.seat_class]
+        for c in spec.carriages
+        for row in range(1, c.rows + 1)
+        for letter in SEAT_LETTERS[c.seat_class]
     ]
     await session.execute(insert(SeatRow), seats)
 
@@ -207,8 +267,11 @@ async def _store_train(session: AsyncSession, spec: TrainSpec, *, replace: bool)
     else:
         train_id = existing
         await session.execute(delete(TrainStop).where(TrainStop.train_id == train_id))
-        await session.execute(delete(SeatRow).where(
-            SeatRow.carriage_id.in_(select(Carriage.id).where(Carriage.train_id == train_id))))
+        await session.execute(
+            delete(SeatRow).where(
+                SeatRow.carriage_id.in_(select(Carriage.id).where(Carriage.train_id == train_id))
+            )
+        )
         await session.execute(delete(Carriage).where(Carriage.train_id == train_id))
         train_row = await session.get(Train, train_id)
         assert train_row is not None
@@ -224,16 +287,18 @@ async def create_train(session: AsyncSession, spec: TrainSpec) -> dict[str, Any]
         async with session.begin():
             await _store_train(session, spec, replace=False)
     except IntegrityError as exc:
-        raise Conflict(f"Train {spec.code} exists.", code="TRAIN_EXISTS",
-                       details={"train_code": spec.code}) from exc
+        raise Conflict(
+            f"Train {spec.code} exists.", code="TRAIN_EXISTS", details={"train_code": spec.code}
+        ) from exc
     return await get_train(session, spec.code)
 
 
 async def replace_train(session: AsyncSession, code: str, spec: TrainSpec) -> dict[str, Any]:
     """Replace an existing train (days already open keep their frozen copy)."""
     if spec.code != code:
-        raise InvalidInput("The body's code must be the code in the path.",
-                           details={"field": "code", "value": spec.code})
+        raise InvalidInput(
+            "The body's code must be the code in the path.", details={"field": "code", "value": spec.code}
+        )
     validate_train(spec)
     async with session.begin():
         if await _train_id(session, code) is None:
@@ -248,13 +313,23 @@ async def get_train(session: AsyncSession, code: str) -> dict[str, Any]:
         train = (await session.execute(select(Train).where(Train.code == code))).scalar_one_or_none()
         if train is None:
             raise NotFound(f"No train {code}.", code="TRAIN_NOT_FOUND", details={"train_code": code})
-        stops = (await session.execute(
-            select(TrainStop, Station).join(Station, Station.id == TrainStop.station_id)
-            .where(TrainStop.train_id == train.id).order_by(TrainStop.stop_index)
-        )).all()
-        carriages = (await session.execute(
-            select(Carriage).where(Carriage.train_id == train.id).order_by(Carriage.carriage_index)
-        )).scalars().all()
+        stops = (
+            await session.execute(
+                select(TrainStop, Station)
+                .join(Station, Station.id == TrainStop.station_id)
+                .where(TrainStop.train_id == train.id)
+                .order_by(TrainStop.stop_index)
+            )
+        ).all()
+        carriages = (
+            (
+                await session.execute(
+                    select(Carriage).where(Carriage.train_id == train.id).order_by(Carriage.carriage_index)
+                )
+            )
+            .scalars()
+            .all()
+        )
     seats: dict[str, int] = {}
     for c in carriages:
         seats[c.seat_class] = seats.get(c.seat_class, 0) + c.rows * len(SEAT_LETTERS[c.seat_class])
@@ -262,8 +337,9 @@ async def get_train(session: AsyncSession, code: str) -> dict[str, Any]:
         "code": train.code,
         "kind": train.kind,
         "stops": [stop_view(stop, station) for stop, station in stops],
-        "carriages": [{"carriage": c.carriage_index, "seat_class": c.seat_class, "rows": c.rows}
-                      for c in carriages],
+        "carriages": [
+            {"carriage": c.carriage_index, "seat_class": c.seat_class, "rows": c.rows} for c in carriages
+        ],
         "seats": seats,
     }
 
@@ -286,15 +362,28 @@ async def delete_train(session: AsyncSession, code: str, *, today: dt.date) -> N
         train_id = await _train_id(session, code)
         if train_id is None:
             raise NotFound(f"No train {code}.", code="TRAIN_NOT_FOUND", details={"train_code": code})
-        open_days = (await session.execute(
-            select(DailyTrain.service_date).where(DailyTrain.train_code == code, DailyTrain.service_date >= today)
-            .order_by(DailyTrain.service_date)
-        )).scalars().all()
+        open_days = (
+            (
+                await session.execute(
+                    select(DailyTrain.service_date)
+                    .where(DailyTrain.train_code == code, DailyTrain.service_date >= today)
+                    .order_by(DailyTrain.service_date)
+                )
+            )
+            .scalars()
+            .all()
+        )
         if open_days:
-            raise Conflict(f"Train {code} is on sale for {len(open_days)} day(s).", code="TRAIN_ON_SALE",
-                           details={"train_code": code, "dates": [d.isoformat() for d in open_days]})
-        await session.execute(delete(SeatRow).where(
-            SeatRow.carriage_id.in_(select(Carriage.id).where(Carriage.train_id == train_id))))
+            raise Conflict(
+                f"Train {code} is on sale for {len(open_days)} day(s).",
+                code="TRAIN_ON_SALE",
+                details={"train_code": code, "dates": [d.isoformat() for d in open_days]},
+            )
+        await session.execute(
+            delete(SeatRow).where(
+                SeatRow.carriage_id.in_(select(Carriage.id).where(Carriage.train_id == train_id))
+            )
+        )
         await session.execute(delete(Carriage).where(Carriage.train_id == train_id))
         await session.execute(delete(TrainStop).where(TrainStop.train_id == train_id))
         await session.execute(delete(Train).where(Train.id == train_id))
@@ -319,8 +408,9 @@ async def import_timetable(session: AsyncSession, data: Mapping[str, Any]) -> di
         try:
             validate_train(spec)
         except InvalidInput as exc:
-            raise InvalidInput(f"Train {spec.code}: {exc.message}", details={"train_code": spec.code,
-                                                                          **exc.details}) from exc
+            raise InvalidInput(
+                f"Train {spec.code}: {exc.message}", details={"train_code": spec.code, **exc.details}
+            ) from exc
     added_stations = 0
     created = replaced = 0
     async with session.begin():

@@ -1,7 +1,83 @@
-"""HTTP endpoints: admin (API.md)."""
+"""HTTP endpoints: admin (API.md "Admin"). Members without the admin role get 404, as if nothing were here."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+from typing import Annotated
 
-router = APIRouter(prefix="/api/v1")
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from railbook.api.deps import ContainerDep, SessionDep, require_admin
+from railbook.api.schemas_admin import (
+    InventoryOut,
+    SaleOpenIn,
+    SaleOpenOut,
+    StationIn,
+    StationOut,
+    TrainIn,
+    TrainOut,
+    train_out,
+)
+from railbook.services import catalog, sales
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+TrainCode = Annotated[str, Path(min_length=1, max_length=16)]
+
+
+@router.post("/stations", status_code=status.HTTP_201_CREATED, response_model=StationOut)
+async def create_station(body: StationIn, session: SessionDep) -> StationOut:
+    """Add a station; 409 STATION_EXISTS when its name or telegraph code is taken."""
+    view = await catalog.create_station(
+        session, name=body.name, code=body.code, pinyin=body.pinyin, city=body.city
+    )
+    return StationOut.model_validate(view)
+
+
+@router.get("/stations", response_model=list[StationOut])
+async def list_stations(
+    session: SessionDep, q: Annotated[str | None, Query(max_length=32)] = None
+) -> list[StationOut]:
+    """Stations whose name, telegraph code or pinyin starts with ``q``."""
+    return [StationOut.model_validate(v) for v in await catalog.find_stations(session, q)]
+
+
+@router.post(
+    "/trains", status_code=status.HTTP_201_CREATED, response_model=TrainOut, response_model_exclude_none=True
+)
+async def create_train(body: TrainIn, session: SessionDep) -> TrainOut:
+    """Publish a whole train atomically (stops, carriages, generated seats); 409 TRAIN_EXISTS."""
+    return train_out(await catalog.create_train(session, body.to_spec()))
+
+
+@router.get("/trains/{code}", response_model=TrainOut, response_model_exclude_none=True)
+async def get_train(code: TrainCode, session: SessionDep) -> TrainOut:
+    """A train as published."""
+    return train_out(await catalog.get_train(session, code))
+
+
+@router.put("/trains/{code}", response_model=TrainOut, response_model_exclude_none=True)
+async def replace_train(code: TrainCode, body: TrainIn, session: SessionDep) -> TrainOut:
+    """Replace a train; days already open keep their copy, days opened afterwards use this one."""
+    return train_out(await catalog.replace_train(session, code, body.to_spec()))
+
+
+@router.delete("/trains/{code}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_train(code: TrainCode, session: SessionDep) -> Response:
+    """Remove a train; 409 TRAIN_ON_SALE while any of its days from today on is open."""
+    await catalog.delete_train(session, code, today=sales.today())
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/sales/open", response_model=SaleOpenOut)
+async def open_sales(body: SaleOpenIn, container: ContainerDep) -> SaleOpenOut:
+    """Open sale days inside the sale window; idempotent (a repeat opens only what is missing)."""
+    dates = body.dates()
+    sales.check_on_sale(container.settings, dates)
+    return SaleOpenOut.model_validate(await sales.open_sale_days(container, dates))
+
+
+@router.get("/trains/{code}/inventory", response_model=InventoryOut)
+async def inventory(code: TrainCode, session: SessionDep, date: Annotated[dt.date, Query()]) -> InventoryOut:
+    """Sold segments and remaining seats of every station pair, from the system of record."""
+    return InventoryOut.model_validate(await sales.day_inventory(session, code, date))

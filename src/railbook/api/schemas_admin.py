@@ -1,0 +1,141 @@
+"""Request and response bodies of the admin endpoints (API.md "Admin"). Bounded, so absurd input is 422."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from railbook.domain.seating import CarriageSpec
+from railbook.domain.timetable import MAX_CARRIAGES, MAX_ROWS, MAX_STOPS, StopSpec, TrainSpec
+
+# Printable text only: no control characters (C0, DEL, C1).
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+Name = Annotated[str, Field(min_length=1, max_length=32, pattern=NO_CONTROL)]
+Clock = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StationIn(Strict):
+    name: Name
+    code: str = Field(pattern=r"^[A-Z]{3}$", description="Telegraph code: 3 capital letters")
+    pinyin: str = Field(default="", max_length=64, pattern=NO_CONTROL)
+    city: str = Field(default="", max_length=32, pattern=NO_CONTROL)
+
+
+class StationOut(BaseModel):
+    station_id: int
+    name: str
+    code: str
+    pinyin: str = ""
+    city: str = ""
+
+
+class StopIn(Strict):
+    station: Name = Field(description="Station name or telegraph code")
+    arrives: Clock | None = None
+    departs: Clock | None = None
+    km: int = Field(ge=0, le=20_000)
+    day: int = Field(default=0, ge=0, le=7, description="Days after the departure day")
+
+
+class CarriageIn(Strict):
+    carriage: int = Field(ge=1, le=MAX_CARRIAGES)
+    seat_class: str = Field(max_length=16)
+    rows: int = Field(ge=1, le=MAX_ROWS)
+
+
+class TrainIn(Strict):
+    code: str = Field(min_length=2, max_length=8, pattern=r"^[A-Z][0-9]+$")
+    kind: str = Field(min_length=1, max_length=1)
+    stops: list[StopIn] = Field(min_length=2, max_length=MAX_STOPS)
+    carriages: list[CarriageIn] = Field(min_length=1, max_length=MAX_CARRIAGES)
+
+    def to_spec(self) -> TrainSpec:
+        return TrainSpec(
+            code=self.code,
+            kind=self.kind,
+            stops=tuple(StopSpec(s.station, s.arrives, s.departs, s.km, s.day) for s in self.stops),
+            carriages=tuple(CarriageSpec(c.carriage, c.seat_class, c.rows) for c in self.carriages),
+        )
+
+
+class StopOut(BaseModel):
+    station: str
+    station_code: str
+    arrives: str | None = None
+    departs: str | None = None
+    day: int | None = None
+    km: int
+
+
+class CarriageOut(BaseModel):
+    carriage: int
+    seat_class: str
+    rows: int
+
+
+class TrainOut(BaseModel):
+    code: str
+    kind: str
+    stops: list[StopOut]
+    carriages: list[CarriageOut]
+    seats: dict[str, int]
+
+
+class SaleOpenIn(Strict):
+    """Either one ``date`` or a ``from``..``to`` range (inclusive)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    date: dt.date | None = None
+    from_: dt.date | None = Field(default=None, alias="from")
+    to: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SaleOpenIn:
+        if self.date is not None and (self.from_ is not None or self.to is not None):
+            raise ValueError("give either date, or from and to")
+        if self.date is None and (self.from_ is None or self.to is None):
+            raise ValueError("give date, or both from and to")
+        if self.from_ is not None and self.to is not None and self.to < self.from_:
+            raise ValueError("to is before from")
+        if self.from_ is not None and self.to is not None and (self.to - self.from_).days > 366:
+            raise ValueError("a range spans at most a year")
+        return self
+
+    def dates(self) -> list[dt.date]:
+        if self.date is not None:
+            return [self.date]
+        assert self.from_ is not None and self.to is not None
+        return [self.from_ + dt.timedelta(days=i) for i in range((self.to - self.from_).days + 1)]
+
+
+class TrainDay(BaseModel):
+    date: str
+    train_code: str
+
+
+class SaleOpenOut(BaseModel):
+    opened: list[TrainDay]
+    already_open: list[TrainDay]
+
+
+class ClassInventoryOut(BaseModel):
+    seats: int
+    sold_per_segment: list[int]
+    remaining: dict[str, int]
+
+
+class InventoryOut(BaseModel):
+    train_code: str
+    date: str
+    stations: list[str]
+    classes: dict[str, ClassInventoryOut]
+
+
+def train_out(view: dict[str, Any]) -> TrainOut:
+    return TrainOut.model_validate(view)

@@ -1,0 +1,113 @@
+"""The scheduler role: keeps the sale window open and the allocator holding every open day.
+
+Every step is idempotent (opening a day twice changes nothing; loading a loaded day is a no-op),
+so several instances are safe; the leader lock only keeps them from doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from railbook.services.sales import load_open_days, open_window
+
+log = structlog.get_logger(__name__)
+
+LEADER_KEY = "railbook:leader"
+LEADER_TTL_MS = 30_000
+RENEW_EVERY_S = 10.0
+TICK_EVERY_S = 60.0
+
+
+class LeaderLock:
+    """Leadership of the scheduler role, held in Redis.
+
+    Invariant: at most one token owns ``railbook:leader`` at a time, and only its owner extends
+    it. The key is taken with ``SET NX PX`` and renewed (every RENEW_EVERY_S, well inside the TTL)
+    in a WATCH/MULTI transaction that extends it only while it still holds our token; if the
+    owner dies the key expires after LEADER_TTL_MS and another instance takes over. A lost race
+    costs nothing but a skipped round, since every round is idempotent.
+    """
+
+    def __init__(self, redis: Any, *, key: str = LEADER_KEY, ttl_ms: int = LEADER_TTL_MS) -> None:
+        self.redis = redis
+        self.key = key
+        self.ttl_ms = ttl_ms
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}".encode()
+
+    async def hold(self) -> bool:
+        """Take or renew leadership; True while we are the leader."""
+        if await self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
+            return True
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.key)
+                if await pipe.get(self.key) != self.token:
+                    await pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.pexpire(self.key, self.ttl_ms)
+                await pipe.execute()
+                return True
+            except Exception as exc:
+                from redis.exceptions import WatchError
+
+                if isinstance(exc, WatchError):  # it changed hands between GET and EXEC
+                    return False
+                raise
+
+    async def release(self) -> None:
+        """Give leadership up at shutdown if we still hold it (best effort: it expires anyway)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.key)
+                if await pipe.get(self.key) == self.token:
+                    pipe.multi()
+                    pipe.delete(self.key)
+                    await pipe.execute()
+                else:
+                    await pipe.unwatch()
+            except Exception:
+                log.warning("leader_release_failed", key=self.key)
+
+
+async def scheduler_tick(container: Any) -> dict[str, int]:
+    """One round: open every day of the sale window, then make sure the allocator holds them all."""
+    opened = await open_window(container)
+    loaded = await load_open_days(container)
+    return {"opened": len(opened["opened"]), "loaded": loaded}
+
+
+async def run_scheduler(container: Any) -> None:
+    """Loop forever: a round at once, then every TICK_EVERY_S while this instance leads."""
+    lock = LeaderLock(container.redis) if container.redis is not None else None
+    last_tick: float | None = None
+    leading = False
+    try:
+        while True:
+            try:
+                now_leading = True if lock is None else await lock.hold()
+                if now_leading != leading:
+                    log.info("scheduler_leadership", leading=now_leading)
+                    leading = now_leading
+                    last_tick = None if leading else last_tick
+                if leading and (last_tick is None or time.monotonic() - last_tick >= TICK_EVERY_S):
+                    result = await scheduler_tick(container)
+                    last_tick = time.monotonic()
+                    if result["opened"] or result["loaded"]:
+                        log.info("scheduler_round", **result)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A store restarting must not end the role: log and try again next round.
+                log.exception("scheduler_round_failed")
+            await asyncio.sleep(RENEW_EVERY_S if lock is not None else TICK_EVERY_S)
+    finally:
+        if lock is not None:
+            await asyncio.shield(lock.release())
