@@ -124,7 +124,9 @@ def test_mobiles_accepted(good: str) -> None:
     assert validate_mobile(good) == good
 
 
-@pytest.mark.parametrize("bad", ["1380000000", "138000000000", "23800000000", "1380000000a", " 13800000000", ""])
+@pytest.mark.parametrize(
+    "bad", ["1380000000", "138000000000", "23800000000", "1380000000a", " 13800000000", ""]
+)
 def test_mobiles_refused(bad: str) -> None:
     with pytest.raises(InvalidInput):
         validate_mobile(bad)
@@ -145,7 +147,17 @@ def test_names_accepted(good: str) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "   ", "Robert'); DROP TABLE member;--", "<script>", "a\tb", "张\x00三", "1 OR 1=1", "x" * 65, "A  B"],
+    [
+        "",
+        "   ",
+        "Robert'); DROP TABLE member;--",
+        "<script>",
+        "a\tb",
+        "张\x00三",
+        "1 OR 1=1",
+        "x" * 65,
+        "A  B",
+    ],
 )
 def test_names_refused(bad: str) -> None:
     with pytest.raises(InvalidInput):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from fastapi import APIRouter, Response, status
 
 from railbook.api.deps import ContainerDep, MemberDep, issue_token
@@ -10,6 +12,7 @@ from railbook.api.schemas_members import (
     MeOut,
     PassengerIn,
     PassengerOut,
+    PassengerType,
     RegisterIn,
     RegisterOut,
     TokenOut,
@@ -42,9 +45,10 @@ async def me(principal: MemberDep, container: ContainerDep) -> MeOut:
 
 
 def _passenger_out(view: members.PassengerView) -> PassengerOut:
+    kind = cast(PassengerType, view.type)  # the domain only stores adult, child or student
     return PassengerOut(
-        passenger_id=view.passenger_id, name=view.name, id_card_masked=view.id_card_masked, type=view.type
-    )  # type: ignore[arg-type]
+        passenger_id=view.passenger_id, name=view.name, id_card_masked=view.id_card_masked, type=kind
+    )
 
 
 @router.post("/passengers", status_code=status.HTTP_201_CREATED, response_model=PassengerOut)
