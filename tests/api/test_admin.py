@@ -132,6 +132,17 @@ async def test_train_lifecycle(client: httpx.AsyncClient, admin_headers: dict[st
     got = await client.get(f"/api/v1/admin/trains/{body['code']}", headers=admin_headers)
     assert got.status_code == 200 and got.json() == train
 
+    listed = await client.get("/api/v1/admin/trains", headers=admin_headers)
+    assert listed.status_code == 200, listed.text
+    summary = next(t for t in listed.json() if t["code"] == body["code"])
+    assert summary == {
+        "code": body["code"],
+        "kind": body["kind"],
+        "from": train["stops"][0]["station"],
+        "to": train["stops"][-1]["station"],
+        "stops": 3,
+    }
+
     body["carriages"].append({"carriage": 3, "seat_class": "second", "rows": 1})
     put = await client.put(f"/api/v1/admin/trains/{body['code']}", headers=admin_headers, json=body)
     assert put.status_code == 200 and put.json()["seats"] == {"first": 8, "second": 20}

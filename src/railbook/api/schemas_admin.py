@@ -87,6 +87,15 @@ class TrainOut(BaseModel):
     seats: dict[str, int]
 
 
+class TrainSummaryOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    code: str
+    kind: str
+    from_: str = Field(alias="from")
+    to: str
+    stops: int
+
+
 class SaleOpenIn(Strict):
     """Either one ``date`` or a ``from``..``to`` range (inclusive)."""
 

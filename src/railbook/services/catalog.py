@@ -344,6 +344,33 @@ async def get_train(session: AsyncSession, code: str) -> dict[str, Any]:
     }
 
 
+async def list_trains(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every published train with its first and last station and stop count, by code."""
+    first = TrainStop.__table__.alias("first_stop")
+    last = TrainStop.__table__.alias("last_stop")
+    first_station = Station.__table__.alias("first_station")
+    last_station = Station.__table__.alias("last_station")
+    n_stops = (
+        select(
+            TrainStop.train_id, func.count().label("n"), func.max(TrainStop.stop_index).label("last_index")
+        )
+        .group_by(TrainStop.train_id)
+        .subquery()
+    )
+    query = (
+        select(Train.code, Train.kind, first_station.c.name, last_station.c.name, n_stops.c.n)
+        .join(n_stops, n_stops.c.train_id == Train.id)
+        .join(first, (first.c.train_id == Train.id) & (first.c.stop_index == 0))
+        .join(first_station, first_station.c.id == first.c.station_id)
+        .join(last, (last.c.train_id == Train.id) & (last.c.stop_index == n_stops.c.last_index))
+        .join(last_station, last_station.c.id == last.c.station_id)
+        .order_by(Train.code)
+    )
+    async with session.begin():
+        rows = (await session.execute(query)).all()
+    return [{"code": c, "kind": k, "from": a, "to": b, "stops": n} for c, k, a, b, n in rows]
+
+
 def stop_view(stop: TrainStop, station: Station) -> dict[str, Any]:
     view: dict[str, Any] = {"station": station.name, "station_code": station.code}
     if stop.arrives is not None:

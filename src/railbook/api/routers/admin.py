@@ -16,6 +16,7 @@ from railbook.api.schemas_admin import (
     StationOut,
     TrainIn,
     TrainOut,
+    TrainSummaryOut,
     train_out,
 )
 from railbook.services import catalog, sales
@@ -48,6 +49,12 @@ async def list_stations(
 async def create_train(body: TrainIn, session: SessionDep) -> TrainOut:
     """Publish a whole train atomically (stops, carriages, generated seats); 409 TRAIN_EXISTS."""
     return train_out(await catalog.create_train(session, body.to_spec()))
+
+
+@router.get("/trains", response_model=list[TrainSummaryOut])
+async def list_trains(session: SessionDep) -> list[TrainSummaryOut]:
+    """Every published train: code, kind, first and last station, number of stops."""
+    return [TrainSummaryOut.model_validate(v) for v in await catalog.list_trains(session)]
 
 
 @router.get("/trains/{code}", response_model=TrainOut, response_model_exclude_none=True)
