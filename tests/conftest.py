@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -31,16 +32,9 @@ def pg_admin_dsn() -> str:
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    """A freshly created and migrated PostgreSQL database (asyncpg URL), dropped at the end."""
-    name = f"railbook_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    upgrade(url)
-    yield url
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A freshly created and migrated PostgreSQL database of this test process's own."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -52,12 +46,11 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A Redis logical database (1..15) owned by this test process: claimed with an owner key set NX,
-    so concurrent test runs on one machine never flush each other's data; flushed before and after."""
+@contextmanager
+def claimed_redis_db(preferred: int) -> Iterator[str]:
+    """A Redis logical database (1..15) owned by the caller: claimed with an owner key set NX, so
+    concurrent test runs on one machine never flush each other's data; flushed before and after."""
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    preferred = 8 + _worker_number() % 8
     for number in [preferred, *[n for n in range(1, 16) if n != preferred]]:
         client = redis.Redis.from_url(f"{REDIS_BASE}/{number}")
         if client.set(OWNER_KEY, token, nx=True, ex=3 * 3600):
@@ -67,6 +60,31 @@ def redis_url() -> Iterator[str]:
         raise RuntimeError("no free Redis logical database for this test run")
     client.flushdb()
     client.set(OWNER_KEY, token, ex=3 * 3600)
-    yield f"{REDIS_BASE}/{number}"
-    client.flushdb()
-    client.close()
+    try:
+        yield f"{REDIS_BASE}/{number}"
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A freshly created and migrated PostgreSQL database (asyncpg URL), dropped afterwards."""
+    name = f"railbook_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis logical database of this test process's own."""
+    with claimed_redis_db(8 + _worker_number() % 8) as url:
+        yield url

@@ -4,17 +4,13 @@ driven by Debian's Chromium through Playwright. Nothing is downloaded; a missing
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+from tests.live_server import Site, serve
 
 CHROMIUM = Path(os.environ.get("RAILBOOK_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -26,75 +22,27 @@ CHROMIUM_ARGS = [
 ]
 ADMIN_MOBILE = "13800000009"
 ADMIN_PASSWORD = "browser-admin-1"
-START_TIMEOUT = 90.0
-
-
-@dataclass(frozen=True)
-class Site:
-    url: str
-    log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """``railbook serve`` on a free port with a fresh SQLite file and the sample data, ready on /healthz."""
     workdir = tmp_path_factory.mktemp("site")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAILBOOK_")}
-    env.update(
-        RAILBOOK_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'rb.db'}",
-        RAILBOOK_DATA_DIR=str(workdir),
-        RAILBOOK_ADMIN_MOBILE=ADMIN_MOBILE,
-        RAILBOOK_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        RAILBOOK_ARGON2_TIME_COST="1",
-        RAILBOOK_ARGON2_MEMORY_COST="1024",
-        RAILBOOK_RATE_LIMITS="off",
-        RAILBOOK_SALE_DAYS_AHEAD="2",  # today and tomorrow: a quick start, and all the tests need
-        RAILBOOK_LOAD_SAMPLE_DATA="true",
-        RAILBOOK_HOST="127.0.0.1",
-        RAILBOOK_PORT=str(port),
-    )
-    railbook = Path(sys.executable).with_name("railbook")
-    command = [str(railbook), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = workdir / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"`railbook serve` exited with {proc.returncode}:\n{_log_tail(log_path)}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"`railbook serve` not healthy after {START_TIMEOUT}s:\n{_log_tail(log_path)}")
-            time.sleep(0.2)
-        yield Site(url, log_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    with serve(
+        workdir,
+        {
+            "RAILBOOK_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'rb.db'}",
+            "RAILBOOK_DATA_DIR": str(workdir),
+            "RAILBOOK_ADMIN_MOBILE": ADMIN_MOBILE,
+            "RAILBOOK_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "RAILBOOK_ARGON2_TIME_COST": "1",
+            "RAILBOOK_ARGON2_MEMORY_COST": "1024",
+            "RAILBOOK_RATE_LIMITS": "off",
+            "RAILBOOK_SALE_DAYS_AHEAD": "2",  # today and tomorrow: a quick start, and all the tests need
+            "RAILBOOK_LOAD_SAMPLE_DATA": "true",
+        },
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,125 @@
-"""HTTP endpoints: search (API.md)."""
+"""HTTP endpoints: search and seat maps (API.md, "Search"); no login needed."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+from typing import Annotated
 
-router = APIRouter(prefix="/api/v1")
+from fastapi import APIRouter, Path, Query, Response
+
+from railbook.api.deps import ContainerDep
+from railbook.api.schemas_search import (
+    ArrivalOut,
+    CarriageOut,
+    DepartureOut,
+    SeatClass,
+    SeatMapOut,
+    SeatOfferOut,
+    SeatOut,
+    SeatRowOut,
+    TrainOfferOut,
+)
+from railbook.bootstrap import Container
+from railbook.domain.pricing import yuan_text
+from railbook.services.search import SearchQuery, SearchService, check_term, parse_clock, parse_kinds
+
+router = APIRouter(prefix="/api/v1", tags=["search"])
+
+STALE_HEADER = "X-Railbook-Stale"
+Term = Annotated[str, Query(min_length=1, max_length=64, description="Station name, telegraph code or city.")]
+Clock = Annotated[str | None, Query(max_length=5, description="HH:MM")]
+
+
+def search_service(container: Container) -> SearchService:
+    service: SearchService = container.parts["search"]
+    return service
+
+
+@router.get(
+    "/trains/search",
+    response_model=list[TrainOfferOut],
+    response_model_by_alias=True,
+    responses={
+        404: {"description": "STATION_NOT_FOUND"},
+        422: {"description": "VALIDATION_ERROR, SAME_STATION or DATE_NOT_ON_SALE"},
+    },
+)
+async def search_trains(
+    container: ContainerDep,
+    response: Response,
+    from_: Annotated[
+        str,
+        Query(alias="from", min_length=1, max_length=64, description="Station name, telegraph code or city."),
+    ],
+    to: Term,
+    date: dt.date,
+    kind: Annotated[str | None, Query(max_length=32, description="Train kinds, e.g. G,D")] = None,
+    depart_after: Clock = None,
+    depart_before: Clock = None,
+) -> list[TrainOfferOut]:
+    """Trains between two stations (or cities) on a day, by departure, with seats left and prices.
+    ``X-Railbook-Stale: 1`` marks counts read from the system of record while the cache was down."""
+    query = SearchQuery(
+        from_term=check_term(from_, "from"),
+        to_term=check_term(to, "to"),
+        date=date,
+        kinds=parse_kinds(kind),
+        depart_after=parse_clock(depart_after, "depart_after"),
+        depart_before=parse_clock(depart_before, "depart_before"),
+    )
+    answer = await search_service(container).search(query)
+    if answer.stale:
+        response.headers[STALE_HEADER] = "1"
+    return [
+        TrainOfferOut.model_validate(
+            {
+                "train_code": o.train_code,
+                "date": o.date.isoformat(),
+                "from": DepartureOut(station=o.from_station, departs=o.departs, index=o.from_index),
+                "to": ArrivalOut(station=o.to_station, arrives=o.arrives, index=o.to_index),
+                "duration_minutes": o.duration_minutes,
+                "seats": {
+                    cls: SeatOfferOut(remaining=s.remaining, price=yuan_text(s.price_fen))
+                    for cls, s in o.seats.items()
+                },
+            }
+        )
+        for o in answer.offers
+    ]
+
+
+@router.get(
+    "/trains/{code}/seat-map",
+    response_model=SeatMapOut,
+    responses={
+        404: {"description": "TRAIN_NOT_FOUND or STATION_NOT_FOUND"},
+        422: {"description": "VALIDATION_ERROR, SEAT_CLASS_NOT_ON_TRAIN, STATION_NOT_ON_TRAIN"},
+    },
+)
+async def seat_map(
+    container: ContainerDep,
+    response: Response,
+    code: Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9]+$")],
+    date: dt.date,
+    from_: Annotated[str, Query(alias="from", min_length=1, max_length=64)],
+    to: Term,
+    seat_class: SeatClass,
+) -> SeatMapOut:
+    """Every seat of a class, free or taken for the journey from → to (free: no sold segment overlaps)."""
+    answer = await search_service(container).seat_map(
+        code.upper(), date, check_term(from_, "from"), check_term(to, "to"), seat_class
+    )
+    if answer.stale:
+        response.headers[STALE_HEADER] = "1"
+    return SeatMapOut(
+        carriages=[
+            CarriageOut(
+                carriage=f"{carriage:02d}",
+                rows=[
+                    SeatRowOut(row=row, seats=[SeatOut(seat=cell.name, free=cell.free) for cell in cells])
+                    for row, cells in rows
+                ],
+            )
+            for carriage, rows in answer.carriages
+        ]
+    )

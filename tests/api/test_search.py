@@ -1,0 +1,216 @@
+"""GET /api/v1/trains/search and /trains/{code}/seat-map over HTTP, on both store configurations,
+with the timetable published and opened through the admin API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+DAY = dt.date.today() + dt.timedelta(days=3)
+SEARCH = "/api/v1/trains/search"
+
+
+@dataclass
+class Line:
+    names: list[str]
+    codes: list[str]
+    city: str
+    fast: str  # G train over stops 0..3
+    slow: str  # D train, later, overnight to stop 3
+
+
+async def _station(client: httpx.AsyncClient, headers: dict[str, str], name: str, city: str) -> str:
+    rng = random.Random()
+    for _ in range(50):
+        code = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(3))
+        r = await client.post(
+            "/api/v1/admin/stations", json={"name": name, "code": code, "city": city}, headers=headers
+        )
+        if r.status_code == 201:
+            return code
+        assert r.status_code == 409, r.text
+    raise AssertionError("no free station code")
+
+
+async def publish_line(client: httpx.AsyncClient, headers: dict[str, str]) -> Line:
+    tag = uuid.uuid4().hex[:8]
+    names = [f"线{tag}站{i}" for i in range(4)]
+    city = f"都{tag}"
+    codes = [
+        await _station(client, headers, n, city if i < 2 else f"镇{tag}{i}") for i, n in enumerate(names)
+    ]
+    rng = random.Random()
+    fast, slow = f"G{rng.randrange(10_000, 99_999)}", f"D{rng.randrange(10_000, 99_999)}"
+    trains = [
+        {
+            "code": fast,
+            "kind": "G",
+            "stops": [
+                {"station": names[0], "departs": "09:00", "km": 0},
+                {"station": names[1], "arrives": "09:20", "departs": "09:22", "km": 40},
+                {"station": names[2], "arrives": "10:22", "departs": "10:24", "km": 406},
+                {"station": names[3], "arrives": "13:28", "km": 1318},
+            ],
+            "carriages": [
+                {"carriage": 1, "seat_class": "business", "rows": 2},
+                {"carriage": 2, "seat_class": "second", "rows": 3},
+            ],
+        },
+        {
+            "code": slow,
+            "kind": "D",
+            "stops": [
+                {"station": names[0], "departs": "20:10", "km": 0},
+                {"station": names[3], "arrives": "07:40", "day": 1, "km": 1318},
+            ],
+            "carriages": [{"carriage": 1, "seat_class": "second", "rows": 2}],
+        },
+    ]
+    for train in trains:
+        r = await client.post("/api/v1/admin/trains", json=train, headers=headers)
+        assert r.status_code == 201, r.text
+    r = await client.post("/api/v1/admin/sales/open", json={"date": DAY.isoformat()}, headers=headers)
+    assert r.status_code == 200, r.text
+    return Line(names, codes, city, fast, slow)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
+    """Start both apps through ordinary fixture resolution, so the parametrised ``client`` finds them
+    ready (set-up of an async fixture cannot start from inside another one's running loop)."""
+
+
+@pytest.fixture
+async def line(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Line:
+    return await publish_line(client, admin_headers)
+
+
+def _params(frm: str, to: str, date: dt.date = DAY, **extra: str) -> dict[str, str]:
+    return {"from": frm, "to": to, "date": date.isoformat(), **extra}
+
+
+async def test_search_answers_in_the_contract_shape(client: httpx.AsyncClient, line: Line) -> None:
+    r = await client.get(SEARCH, params=_params(line.names[0], line.names[3]))
+    assert r.status_code == 200, r.text
+    assert "x-railbook-stale" not in r.headers
+    body = r.json()
+    assert [t["train_code"] for t in body] == [line.fast, line.slow]
+    assert body[0] == {
+        "train_code": line.fast,
+        "date": DAY.isoformat(),
+        "from": {"station": line.names[0], "departs": "09:00", "index": 0},
+        "to": {"station": line.names[3], "arrives": "13:28", "index": 3},
+        "duration_minutes": 268,
+        "seats": {
+            "business": {"remaining": 6, "price": "1910.00"},
+            "second": {"remaining": 15, "price": "606.50"},
+        },
+    }
+    assert body[1]["duration_minutes"] == 11 * 60 + 30  # overnight: 20:10 → 07:40 next day
+
+
+async def test_stations_by_code_and_city(client: httpx.AsyncClient, line: Line) -> None:
+    by_code = (await client.get(SEARCH, params=_params(line.codes[0], line.codes[3]))).json()
+    by_name = (await client.get(SEARCH, params=_params(line.names[0], line.names[3]))).json()
+    assert by_code == by_name
+    city = (await client.get(SEARCH, params=_params(line.city, line.names[2]))).json()
+    assert [(t["from"]["station"], t["to"]["index"]) for t in city] == [
+        (line.names[0], 2),
+        (line.names[1], 2),
+    ]
+    backwards = await client.get(SEARCH, params=_params(line.names[3], line.names[0]))
+    assert backwards.status_code == 200 and backwards.json() == []
+
+
+async def test_filters_by_kind_and_departure(client: httpx.AsyncClient, line: Line) -> None:
+    async def codes(**extra: str) -> list[str]:
+        r = await client.get(SEARCH, params=_params(line.names[0], line.names[3], **extra))
+        assert r.status_code == 200, r.text
+        return [t["train_code"] for t in r.json()]
+
+    assert await codes(kind="D") == [line.slow]
+    assert await codes(kind="G,D") == [line.fast, line.slow]
+    assert await codes(depart_after="12:00") == [line.slow]
+    assert await codes(depart_before="12:00") == [line.fast]
+    assert await codes(depart_after="09:00", depart_before="09:00") == [line.fast]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"from": "没有这个站", "to": "{to}"}, 404, "STATION_NOT_FOUND"),
+        ({"from": "{to}", "to": "{to}"}, 422, "SAME_STATION"),
+        ({"from": "{from}", "to": "{to}", "date": "past"}, 422, "DATE_NOT_ON_SALE"),
+        ({"from": "{from}", "to": "{to}", "date": "far"}, 422, "DATE_NOT_ON_SALE"),
+        ({"from": "站" * 3_400, "to": "{to}"}, 422, "VALIDATION_ERROR"),  # 10 KB of UTF-8
+        ({"from": "x" * 10_240, "to": "{to}"}, 422, "VALIDATION_ERROR"),
+        ({"from": "北京\x00南", "to": "{to}"}, 422, "VALIDATION_ERROR"),
+        ({"from": "北京\n南", "to": "{to}"}, 422, "VALIDATION_ERROR"),
+        ({"from": "   ", "to": "{to}"}, 422, "VALIDATION_ERROR"),
+        ({"to": "{to}"}, 422, "VALIDATION_ERROR"),
+        ({"from": "{from}", "to": "{to}", "date": "2026-13-45"}, 422, "VALIDATION_ERROR"),
+        ({"from": "{from}", "to": "{to}", "kind": "X"}, 422, "VALIDATION_ERROR"),
+        ({"from": "{from}", "to": "{to}", "depart_after": "25:00"}, 422, "VALIDATION_ERROR"),
+    ],
+)
+async def test_bad_searches_answer_in_the_error_shape(
+    client: httpx.AsyncClient, line: Line, params: dict[str, str], status: int, code: str
+) -> None:
+    dates = {"past": DAY - dt.timedelta(days=30), "far": dt.date.today() + dt.timedelta(days=400)}
+    query = {"date": DAY.isoformat()}
+    for key, value in params.items():
+        value = value.replace("{from}", line.names[0]).replace("{to}", line.names[3])
+        query[key] = dates[value].isoformat() if value in dates else value
+    r = await client.get(SEARCH, params=query)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"] and isinstance(error["details"], dict)
+
+
+async def test_seat_map(client: httpx.AsyncClient, line: Line) -> None:
+    url = f"/api/v1/trains/{line.fast}/seat-map"
+    r = await client.get(url, params=_params(line.names[1], line.codes[2], seat_class="business"))
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "carriages": [
+            {
+                "carriage": "01",
+                "rows": [
+                    {
+                        "row": row,
+                        "seats": [{"seat": f"01-{row:02d}{letter}", "free": True} for letter in "ACF"],
+                    }
+                    for row in (1, 2)
+                ],
+            }
+        ]
+    }
+
+    async def error(code: str, **params: str) -> tuple[int, str]:
+        r = await client.get(f"/api/v1/trains/{code}/seat-map", params=params)
+        return r.status_code, r.json()["error"]["code"]
+
+    base = _params(line.names[0], line.names[3])
+    assert await error("G1", **base, seat_class="second") == (404, "TRAIN_NOT_FOUND")
+    assert await error(line.slow, **base, seat_class="business") == (422, "SEAT_CLASS_NOT_ON_TRAIN")
+    assert await error(line.fast, **base, seat_class="deluxe") == (422, "VALIDATION_ERROR")
+    assert await error(line.fast, **_params(line.names[3], line.names[0]), seat_class="second") == (
+        422,
+        "BAD_JOURNEY",
+    )
+    assert await error(line.fast, **_params("没有这个站", line.names[0]), seat_class="second") == (
+        404,
+        "STATION_NOT_FOUND",
+    )
+
+
+async def test_openapi_describes_search(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    params = {p["name"] for p in paths["/api/v1/trains/search"]["get"]["parameters"]}
+    assert {"from", "to", "date", "kind", "depart_after", "depart_before"} <= params
+    assert "/api/v1/trains/{code}/seat-map" in paths
