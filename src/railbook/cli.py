@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from railbook.config import Settings
+from railbook.logs import configure_logging
 
 app = typer.Typer(
     help="railbook: railway ticketing in the style of China Railway 12306.", no_args_is_help=True
@@ -79,7 +80,9 @@ def serve(
     async def prepare(container: Any) -> dict[str, Any]:
         from railbook.services.setup import prepare_site
 
-        result: dict[str, Any] = await prepare_site(container, load_sample=sample and settings.load_sample_data)
+        result: dict[str, Any] = await prepare_site(
+            container, load_sample=sample and settings.load_sample_data
+        )
         return result
 
     info = _with_container(prepare, settings)
@@ -247,6 +250,8 @@ def bench_search(
 
 
 def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
     app()
 
 

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = 1
     log_level: str = "info"
+    log_json: bool = False
     load_sample_data: bool = True
 
     @cached_property
