@@ -5,11 +5,13 @@ in ``KEYS``:
 
 - ``{tag}:meta`` — hash ``n`` (stops), ``classes``; exists iff the day is loaded;
 - ``{tag}:inv:<class>`` — one string per class: a 256-byte header (stops, seats, letters,
-  carriages), the run table ``G`` (n×n big-endian u16) and the sold mask of every seat (big-endian
-  u64). One ``GETRANGE`` gives a script the header and ``G``; one ``BITFIELD`` applies all of an
-  order's count and mask changes;
-- ``{tag}:runs:<class>`` — the run index, a zset whose members are ``(a·n+b)·65536 + seat`` (own
-  score): the lowest seat of run ``(a, b)`` is one ``ZRANGEBYSCORE … LIMIT``;
+  carriages); the run table as row suffix sums ``H[a][t] = Σ_{b≥t} G[a][b]`` (``a < t``,
+  ``T = n(n-1)/2`` big-endian u16 cells in triangular order), so that ``remaining(x, y)`` is the
+  sum of at most ``x+1`` cells ``H[a][y]``, ``a ≤ x``, and a sale rewrites two contiguous row
+  pieces; the sold mask of every seat (big-endian u64); and the run index, one bitmap of
+  ``ceil(N/8)`` bytes per run ``(a, b)`` (bit ``s`` set iff seat ``s`` has that free run), so the
+  lowest seat of a run is one ``BITPOS``. One ``GETRANGE`` gives a script the header and ``H``;
+  one ``BITFIELD`` (masks, run bits) and one ``SETRANGE`` (``H``) apply an order's changes;
 - ``{tag}:rel:<release_id>`` — idempotency marker of a release (expires);
 - ``{tag}:orders`` — the order stream, appended by the allocating call (consumed elsewhere).
 
@@ -48,7 +50,6 @@ from railbook.domain.seating import (
 from railbook.services.ports import DayLayout, HeldSeat
 
 HEADER_BYTES = 256
-RUN_SCORE_BASE = 65536
 RELEASE_MARKER_TTL_S = 4 * 86400  # longer than any cancel/refund retry window
 
 
@@ -68,10 +69,6 @@ def _meta_key(tag: str) -> str:
 
 def _inv_key(tag: str, seat_class: str) -> str:
     return f"{tag}:inv:{seat_class}"
-
-
-def _runs_key(tag: str, seat_class: str) -> str:
-    return f"{tag}:runs:{seat_class}"
 
 
 @cache
@@ -95,27 +92,45 @@ def _raise(reply: Sequence[Any]) -> None:
     raise _ERRORS.get(code, InvalidInput)(text, code=code)
 
 
-def encode_class(inv: ClassInventory) -> tuple[bytes, list[int]]:
-    """The class string and run-index members of a class inventory (see the module docstring)."""
-    n = inv.n_stops
+def _tri(n: int, a: int, b: int) -> int:
+    """Index of run / ``H`` cell ``(a, b)``, ``a < b``, in the triangular tables of an ``n``-stop train."""
+    return a * (2 * n - a - 1) // 2 + b - a - 1
+
+
+def encode_class(inv: ClassInventory) -> bytes:
+    """The class string of a class inventory (layout in the module docstring)."""
+    n, count = inv.n_stops, len(inv.seats)
     letters = "".join(inv.letters).encode()
-    head = struct.pack(">HHB8sB", n, len(inv.seats), len(letters), letters, len(inv.carriages))
+    head = struct.pack(">HHB8sB", n, count, len(letters), letters, len(inv.carriages))
     head += b"".join(struct.pack(">HH", c.carriage, c.rows) for c in inv.carriages)
     head = head.ljust(HEADER_BYTES, b"\0")
-    g = struct.pack(f">{n * n}H", *(v for row in inv.runs for v in row))
-    masks = struct.pack(f">{len(inv.masks)}Q", *inv.masks)
-    members = sorted(
-        (a * n + b) * RUN_SCORE_BASE + s for (a, b), seats in inv.by_run.items() for s in seats
-    )
-    return head + g + masks, members
+    h = [0] * (n * (n - 1) // 2)
+    for a in range(n):
+        acc = 0
+        for t in range(n - 1, a, -1):
+            acc += inv.runs[a][t]
+            h[_tri(n, a, t)] = acc
+    width = (count + 7) // 8
+    bitmaps = bytearray(len(h) * width)
+    for (a, b), seats in inv.by_run.items():
+        base = _tri(n, a, b) * width
+        for s in seats:
+            bitmaps[base + s // 8] |= 0x80 >> (s % 8)
+    masks = struct.pack(f">{count}Q", *inv.masks)
+    return head + struct.pack(f">{len(h)}H", *h) + masks + bytes(bitmaps)
 
 
 def decode_class(blob: bytes) -> tuple[int, list[list[int]], list[int]]:
-    """Stops, run table and masks of a class string."""
+    """Stops, run table ``G`` (n×n) and masks of a class string."""
     n, count = struct.unpack_from(">HH", blob)
-    g = list(struct.unpack_from(f">{n * n}H", blob, HEADER_BYTES))
-    masks = list(struct.unpack_from(f">{count}Q", blob, HEADER_BYTES + 2 * n * n))
-    return n, [g[a * n : (a + 1) * n] for a in range(n)], masks
+    t = n * (n - 1) // 2
+    h = struct.unpack_from(f">{t}H", blob, HEADER_BYTES)
+    g = [[0] * n for _ in range(n)]
+    for a in range(n):
+        for b in range(a + 1, n):
+            g[a][b] = h[_tri(n, a, b)] - (h[_tri(n, a, b + 1)] if b + 1 < n else 0)
+    masks = list(struct.unpack_from(f">{count}Q", blob, HEADER_BYTES + 2 * t))
+    return n, g, masks
 
 
 class RedisAllocator:
@@ -142,13 +157,12 @@ class RedisAllocator:
         present = ",".join(c for c in SEAT_CLASSES if c in layout.seats)
         args: list[Any] = [int(replace), layout.n_stops, present]
         for c in SEAT_CLASSES:
-            keys += [_inv_key(tag, c), _runs_key(tag, c)]
+            keys.append(_inv_key(tag, c))
             if c in layout.seats:
                 inv = ClassInventory(c, layout.n_stops, layout.seats[c], layout.masks.get(c))
-                blob, members = encode_class(inv)
-                args += [blob, len(members), *members]
+                args.append(encode_class(inv))
             else:
-                args += [b"", 0]
+                args.append(b"")
         unknown = set(layout.seats) - set(SEAT_CLASSES)
         if unknown:
             raise ValueError(f"unknown seat classes {sorted(unknown)}")
@@ -173,11 +187,17 @@ class RedisAllocator:
         for p in request.passengers:
             slots.setdefault(p.seat_class, len(slots) + 1)
         keys = [_meta_key(tag), order_stream_key(train_code, date)]
-        for c in slots:
-            keys += [_inv_key(tag, c), _runs_key(tag, c)]
+        keys += [_inv_key(tag, c) for c in slots]
         msg = dict(message or {})
-        args: list[Any] = [request.from_index, request.to_index, order_id, len(slots),
-                           len(request.passengers), len(msg), int(message is not None)]
+        args: list[Any] = [
+            request.from_index,
+            request.to_index,
+            order_id,
+            len(slots),
+            len(request.passengers),
+            len(msg),
+            int(message is not None),
+        ]
         for p, q in zip(request.passengers, parsed, strict=True):
             if isinstance(q, LetterPref):
                 args += [slots[p.seat_class], 1, q.letter_index, 0, 0]
@@ -214,8 +234,7 @@ class RedisAllocator:
         for s in seats:
             slots.setdefault(s.seat_class, len(slots) + 1)
         keys = [_meta_key(tag), f"{tag}:rel:{release_id}"]
-        for c in slots:
-            keys += [_inv_key(tag, c), _runs_key(tag, c)]
+        keys += [_inv_key(tag, c) for c in slots]
         args: list[Any] = [from_index, to_index, self._release_ttl_s, len(slots), len(seats)]
         for s in seats:
             args += [slots[s.seat_class], s.seat_index]
@@ -254,39 +273,32 @@ class RedisAllocator:
     async def drop_day(self, train_code: str, date: dt.date) -> None:
         """Delete the day's inventory (not its order stream, which the order workers still drain)."""
         tag = day_tag(train_code, date)
-        keys = [_meta_key(tag)]
-        for c in SEAT_CLASSES:
-            keys += [_inv_key(tag, c), _runs_key(tag, c)]
-        await self._redis.delete(*keys)
+        await self._redis.delete(_meta_key(tag), *(_inv_key(tag, c) for c in SEAT_CLASSES))
 
     async def audit(self, train_code: str, date: dt.date) -> list[str]:
-        """Internal consistency of a loaded day: run table and run index against a recount from the
-        masks (what ``railbook inventory check`` reports besides drift from the database)."""
+        """Internal consistency of a loaded day: header, run table and run bitmaps against a recount
+        from the masks (what ``railbook inventory check`` reports besides drift from the database)."""
         tag = day_tag(train_code, date)
         problems: list[str] = []
         for c, blob in zip(SEAT_CLASSES, await self._blobs(tag), strict=True):
             if not blob:
                 continue
-            n, g, masks = decode_class(blob)
-            members: Any = await self._redis.zrange(_runs_key(tag, c), 0, -1, withscores=True)
-            seats = _seats_from_header(c, blob)
-            inv = ClassInventory(c, n, seats, masks)
-            if g != inv.runs:
-                problems.append(f"{c}: run table differs from a recount of the masks")
-            expected = set(encode_class(inv)[1])
-            actual = {int(_s(m)) for m, _ in members}
-            problems += [f"{c}: {p}" for p in _header_problems(inv, blob)]
-            if any(int(_s(m)) != int(score) for m, score in members):
-                problems.append(f"{c}: run index member with a wrong score")
-            if expected != actual:
-                problems.append(f"{c}: run index differs ({len(expected - actual)} missing, "
-                                f"{len(actual - expected)} extra)")
+            n, _, masks = decode_class(blob)
+            inv = ClassInventory(c, n, _seats_from_header(c, blob), masks)
+            expected = encode_class(inv)
+            t = n * (n - 1) // 2
+            moff = HEADER_BYTES + 2 * t
+            roff = moff + 8 * len(masks)
+            for what, lo, hi in (
+                ("header differs from its carriages", 0, HEADER_BYTES),
+                ("run table differs from a recount of the masks", HEADER_BYTES, moff),
+                ("run index differs from a recount of the masks", roff, len(expected)),
+            ):
+                if blob[lo:hi] != expected[lo:hi]:
+                    problems.append(f"{c}: {what}")
+            if len(blob) != len(expected):
+                problems.append(f"{c}: {len(blob)} bytes, {len(expected)} expected")
         return problems
-
-
-def _header_problems(inv: ClassInventory, blob: bytes) -> list[str]:
-    head = encode_class(inv)[0][:HEADER_BYTES]
-    return [] if head == blob[:HEADER_BYTES] else ["header differs from its carriages"]
 
 
 def _seats_from_header(seat_class: str, blob: bytes) -> list[Seat]:

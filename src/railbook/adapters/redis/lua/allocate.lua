@@ -1,26 +1,32 @@
 -- allocate.lua: seat one order on one train-day, all-or-nothing, and append its message.
 --
--- Invariant kept: for every class, the mask of each seat, the run table G (seats per maximal
--- free run a..b) and the run index (zset of run*65536+seat) describe the same seats, and no
+-- Invariant kept: for every class, the sold mask of each seat, the row-suffix run table H and the
+-- run bitmaps describe the same seats (a recount from the masks gives the same bytes), and no
 -- seat segment is sold twice. The script reads and checks everything first (journey, classes,
--- seat names, the O(1)-per-class sold-out check from G, named seats free) and returns an error
--- before any write; once the checks pass, seating cannot fail, so the writes (one ZREM, one
--- ZADD and one BITFIELD per class, one XADD) all happen or none does. Seat choice follows
--- railbook.domain.inventory exactly (property tests compare them); per call it costs a few
--- redis.calls, not one per seat or per station pair.
+-- seat names, the sold-out check, named seats free) and returns an error before any write; once
+-- the checks pass seating cannot fail, so the writes (per class one BITFIELD and one SETRANGE,
+-- then one XADD) all happen or none does. Seat choice follows railbook.domain.inventory exactly
+-- (property tests compare them). Cost per call is a handful of redis.calls, never one per seat or
+-- per station pair: a one-passenger order is GETRANGE, BITPOS (one per candidate run, usually
+-- one), BITFIELD, SETRANGE, XADD.
 --
--- Class key layout (a string): 256-byte header (u16 n, u16 N, u8 L, 8 bytes letters, u8 ncar,
--- ncar x (u16 carriage, u16 rows)), then G as n*n big-endian u16 (cell a*n+b), then N masks as
--- big-endian u64 (BITFIELD u63 at bit +1).
+-- Class key layout (one string per class, see allocator.py): 256-byte header (u16 n, u16 N, u8 L,
+-- 8 bytes letters, u8 ncar, ncar x (u16 carriage, u16 rows)); then H, T = n(n-1)/2 big-endian
+-- u16 cells, cell tri(a,t) = H[a][t] = seats whose maximal free run starts at stop a and ends at
+-- or after stop t (a < t); then N sold masks, big-endian u64 (BITFIELD u63 at bit +1); then T run
+-- bitmaps of W = ceil(N/8) bytes, bit s of bitmap tri(a,b) set iff seat s has free run a..b.
+-- remaining(x, y) = sum of H[a][y] over a <= x: at most x+1 cells, answered before any search.
+-- Selling x->y on a seat of run (a, b) is H[a][x+1..b] - 1 and H[y][y+1..b] + 1: two contiguous
+-- row pieces, written with the rows between them as one SETRANGE.
 --
--- KEYS: 1 meta hash, 2 order stream, then per class slot i: inventory string, run zset.
+-- KEYS: 1 meta hash, 2 order stream, then per class slot i: its inventory string. All keys share
+-- the train-day's hash tag {CODE:YYYY-MM-DD} (one Cluster slot).
 -- ARGV: 1 x, 2 y, 3 order_id, 4 #slots, 5 #passengers, 6 #message pairs, 7 want message (0/1),
 --       then per passenger (slot, kind 0/1/2, v1, v2, v3), then slot class names, then message pairs.
 -- Returns {1, pos, slot, seat, name, ...} or {0, code, text}.
 
 local HDR = 256
-local GREAD = HDR + 2 * 50 * 50
-local S = 65536
+local FIRST_READ = HDR + 2 * 496 -- header and H of a train of up to 32 stops in one GETRANGE
 
 local x = tonumber(ARGV[1])
 local y = tonumber(ARGV[2])
@@ -31,11 +37,8 @@ local want_msg = ARGV[7] == '1'
 local PA = 7
 local CA = PA + 5 * np
 
-local P = {}
-P[0] = 1
-for k = 1, 52 do P[k] = P[k - 1] * 2 end
-local PX = P[x]
-local PLEN = P[y - x] or 0
+local PX = 2 ^ x
+local PLEN = 2 ^ (y - x)
 
 local function fail(code, text) return {0, code, text} end
 
@@ -43,11 +46,14 @@ local function fail(code, text) return {0, code, text} end
 local C = {}
 local n = nil
 for i = 1, nslots do
-  local s = redis.call('GETRANGE', KEYS[1 + 2 * i], 0, GREAD - 1)
+  local key = KEYS[2 + i]
+  local s = redis.call('GETRANGE', key, 0, FIRST_READ - 1)
   if s ~= '' then
     local cn, cN, cL = struct.unpack('>HHB', s)
-    C[i] = {s = s, n = cn, N = cN, L = cL, letters = string.sub(s, 6, 5 + cL), key = KEYS[1 + 2 * i],
-            rkey = KEYS[2 + 2 * i], name = ARGV[CA + i], taken = {}, delta = {}, takes = {}}
+    local need = HDR + cn * (cn - 1)
+    if #s < need then s = s .. redis.call('GETRANGE', key, #s, need - 1) end
+    C[i] = {s = s, n = cn, N = cN, L = cL, letters = string.sub(s, 6, 5 + cL), key = key,
+            name = ARGV[CA + i], taken = {}, dlist = {}, takes = {}}
     n = n or cn
   else
     C[i] = false
@@ -59,7 +65,24 @@ if not n then
   n = tonumber(mn)
 end
 if y > n - 1 then return fail('BAD_JOURNEY', 'bad journey for this train') end
-local MOFF = HDR + 2 * n * n
+local T = n * (n - 1) / 2
+local MOFF = HDR + 2 * T
+for i = 1, nslots do
+  local c = C[i]
+  if c then
+    c.W = math.ceil(c.N / 8)
+    c.roff8 = 8 * (MOFF + 8 * c.N)
+  end
+end
+
+-- index of run / H cell (a, b), a < b, in the triangular tables
+local function tri(a, b) return a * (2 * n - a - 1) / 2 + b - a - 1 end
+
+local function hcell(c, a, t)
+  local o = HDR + 2 * tri(a, t) + 1
+  local hi, lo = string.byte(c.s, o, o + 1)
+  return hi * 256 + lo
+end
 
 local function cars(c)
   if not c.cars then
@@ -76,6 +99,27 @@ local function cars(c)
   return c.cars
 end
 
+-- a seat's name from the carriage table, without building it (the common one-passenger path)
+local function name_of(c, seat)
+  local ct = c.ct
+  if not ct then
+    local ncar = string.byte(c.s, 14)
+    ct = {string.byte(c.s, 15, 14 + 4 * ncar)}
+    c.ct = ct
+  end
+  local first = 0
+  for o = 1, #ct, 4 do
+    local size = (ct[o + 2] * 256 + ct[o + 3]) * c.L
+    if seat < first + size then
+      local off = seat - first
+      local li = off % c.L
+      return string.format('%02d-%02d%s', ct[o] * 256 + ct[o + 1], math.floor(off / c.L) + 1,
+        string.sub(c.letters, li + 1, li + 1))
+    end
+    first = first + size
+  end
+end
+
 local function car_of(c, seat)
   for _, k in ipairs(cars(c)) do
     if seat <= k.last then return k end
@@ -83,17 +127,12 @@ local function car_of(c, seat)
 end
 
 local function is_free(m) return math.floor(m / PX) % PLEN == 0 end
-local function bit(m, k) return math.floor(m / P[k]) % 2 end
+local function bit(m, k) return math.floor(m / 2 ^ k) % 2 end
 local function run_of(m)
   local a, b = x, y
   while a > 0 and bit(m, a - 1) == 0 do a = a - 1 end
   while b < n - 1 and bit(m, b) == 0 do b = b + 1 end
   return a, b
-end
-
-local function gcell(c, a, b)
-  local v = struct.unpack('>H', c.s, HDR + 2 * (a * n + b) + 1)
-  return v - (c.delta[a * n + b] or 0)
 end
 
 local function seat_mask(c, seat)
@@ -122,7 +161,7 @@ end
 
 local function take(c, pos, seat, a, b)
   c.taken[seat] = true
-  c.delta[a * n + b] = (c.delta[a * n + b] or 0) + 1
+  c.dlist[#c.dlist + 1] = {a, b}
   c.takes[#c.takes + 1] = {pos, seat, a, b}
 end
 
@@ -152,7 +191,7 @@ for p = 0, np - 1 do
   end
 end
 
--- step 3: sold-out check from the run table (quadrant a <= x, b >= y), early exit
+-- step 3: sold-out check, H column y over rows 0..x (at most x+1 cells), early exit
 local need = {}
 for p = 0, np - 1 do
   local slot = tonumber(ARGV[PA + 5 * p + 1])
@@ -162,17 +201,9 @@ for i = 1, nslots do
   local c = C[i]
   local k = need[i]
   local sum = 0
-  -- the longest run (0, n-1) holds most free seats early in a sale: try it alone first
-  if x >= 0 then sum = gcell(c, 0, n - 1) end
-  if sum < k then
-    sum = 0
-    local cnt = n - y
-    local fmt = '>' .. string.rep('H', cnt)
-    for a = 0, x do
-      local v = {struct.unpack(fmt, c.s, HDR + 2 * (a * n + y) + 1)}
-      for j = 1, cnt do sum = sum + v[j] end
-      if sum >= k then break end
-    end
+  for a = 0, x do
+    sum = sum + hcell(c, a, y)
+    if sum >= k then break end
   end
   if sum < k then return fail('SOLD_OUT', c.name .. ' sold out') end
 end
@@ -185,32 +216,66 @@ for j, e in ipairs(named) do
   named_masks[j] = m
 end
 
--- best fit: shortest run containing the journey, lowest seat, skipping seats taken by this order
+-- H[a][t] less the seats of runs (a, b >= t) already taken by this call (t = n reads as 0)
+local function hleft(c, a, t)
+  if t > n - 1 then return 0 end
+  local v = hcell(c, a, t)
+  for _, d in ipairs(c.dlist) do
+    if d[1] == a and d[2] >= t then v = v - 1 end
+  end
+  return v
+end
+
+-- best fit: shortest run containing the journey, lowest seat, skipping seats taken by this order.
+-- Rows a = x down to 0 (a run from a is at least y - a long, so the scan stops once that exceeds
+-- the best length found); in a row, H[a][.] does not increase, so the shortest run (a, b >= y) is
+-- found by bisection on where it drops below H[a][y]. The lowest seat of a run is one BITPOS over
+-- its bitmap, bounded by the best seat found so far.
 local function best_fit(c)
-  for L = y - x, n - 1 do
-    local lo = y - L
-    if lo < 0 then lo = 0 end
-    local hi = x
-    if hi > n - 1 - L then hi = n - 1 - L end
-    local bs, ba = nil, nil
-    for a = lo, hi do
-      local b = a + L
-      if gcell(c, a, b) > 0 then
-        local rid = a * n + b
-        local r = redis.call('ZRANGEBYSCORE', c.rkey, rid * S, rid * S + S - 1, 'LIMIT', 0,
-          (c.delta[rid] or 0) + 1)
-        for _, m in ipairs(r) do
-          local seat = tonumber(m) % S
-          if not c.taken[seat] then
-            if not bs or seat < bs then bs, ba = seat, a end
-            break
-          end
+  local bestL, cands = nil, {}
+  for a = x, 0, -1 do
+    if bestL and y - a > bestL then break end
+    local top = hleft(c, a, y)
+    if top > 0 then
+      local lo, hi = y, n - 1
+      if bestL and a + bestL < hi then hi = a + bestL end
+      if hleft(c, a, hi + 1) < top then
+        while lo < hi do
+          local mid = math.floor((lo + hi) / 2)
+          if hleft(c, a, mid + 1) < top then hi = mid else lo = mid + 1 end
+        end
+        local L = lo - a
+        if not bestL or L < bestL then
+          bestL = L
+          cands = {a}
+        else
+          cands[#cands + 1] = a
         end
       end
     end
-    if bs then return bs, ba, ba + L end
   end
-  error('best_fit: run table inconsistent')
+  if not bestL then error('best_fit: run table inconsistent') end
+  local W8 = 8 * c.W
+  local bs, ba = nil, nil
+  for _, a in ipairs(cands) do
+    if not bs or bs > 0 then
+      local base = c.roff8 + W8 * tri(a, a + bestL)
+      local from = base
+      local last = base + (bs or c.N) - 1
+      while true do
+        local p = redis.call('BITPOS', c.key, 1, from, last, 'BIT')
+        if p < 0 then break end
+        local seat = p - base
+        if not c.taken[seat] then
+          bs, ba = seat, a
+          break
+        end
+        from = p + 1
+        if from > last then break end
+      end
+    end
+  end
+  return bs, ba, ba + bestL
 end
 
 local function free_in(c, k)
@@ -344,38 +409,57 @@ for i = 1, nslots do
   if #rest > 0 then seat_group(c, rest) end
 end
 
--- writes: per class one ZREM, one ZADD, one BITFIELD
-local JM = P[y] - P[x]
+-- writes, per class: one BITFIELD (masks, run bits) and one SETRANGE (the changed span of H)
+local JM = 2 ^ y - 2 ^ x
 local out = {1}
 local assigned = {}
 for i = 1, nslots do
   local c = C[i]
-  local zrem, zadd, bf = {}, {}, {}
-  for _, t in ipairs(c.takes) do
-    local pos, seat, a, b = t[1], t[2], t[3], t[4]
-    zrem[#zrem + 1] = (a * n + b) * S + seat
-    bf[#bf + 1] = 'INCRBY'; bf[#bf + 1] = 'u16'; bf[#bf + 1] = 8 * (HDR + 2 * (a * n + b)); bf[#bf + 1] = -1
-    if a < x then
-      local sc = (a * n + x) * S + seat
-      zadd[#zadd + 1] = sc; zadd[#zadd + 1] = sc
-      bf[#bf + 1] = 'INCRBY'; bf[#bf + 1] = 'u16'; bf[#bf + 1] = 8 * (HDR + 2 * (a * n + x)); bf[#bf + 1] = 1
+  if #c.takes > 0 then
+    local bf, rows, order = {}, {}, {}
+    local function runbit(a, b, seat, v)
+      bf[#bf + 1] = 'SET'; bf[#bf + 1] = 'u1'; bf[#bf + 1] = c.roff8 + 8 * c.W * tri(a, b) + seat; bf[#bf + 1] = v
     end
-    if y < b then
-      local sc = (y * n + b) * S + seat
-      zadd[#zadd + 1] = sc; zadd[#zadd + 1] = sc
-      bf[#bf + 1] = 'INCRBY'; bf[#bf + 1] = 'u16'; bf[#bf + 1] = 8 * (HDR + 2 * (y * n + b)); bf[#bf + 1] = 1
+    local function hrange(a, t1, t2, d) -- H[a][t1..t2] += d
+      local r = rows[a]
+      if not r then r = {lo = t1, hi = t2}; rows[a] = r; order[#order + 1] = a end
+      if t1 < r.lo then r.lo = t1 end
+      if t2 > r.hi then r.hi = t2 end
+      r[#r + 1] = {t1, t2, d}
     end
-    bf[#bf + 1] = 'INCRBY'; bf[#bf + 1] = 'u63'; bf[#bf + 1] = 8 * (MOFF + 8 * seat) + 1; bf[#bf + 1] = JM
-    local k = car_of(c, seat)
-    local off = seat - k.first
-    local li = off % c.L
-    local name = string.format('%02d-%02d%s', k.no, math.floor(off / c.L) + 1, string.sub(c.letters, li + 1, li + 1))
-    assigned[pos + 1] = {pos, i, seat, name}
-  end
-  if #zrem > 0 then
-    redis.call('ZREM', c.rkey, unpack(zrem))
-    if #zadd > 0 then redis.call('ZADD', c.rkey, unpack(zadd)) end
+    for _, t in ipairs(c.takes) do
+      local pos, seat, a, b = t[1], t[2], t[3], t[4]
+      bf[#bf + 1] = 'INCRBY'; bf[#bf + 1] = 'u63'; bf[#bf + 1] = 8 * (MOFF + 8 * seat) + 1; bf[#bf + 1] = JM
+      runbit(a, b, seat, 0)
+      if a < x then runbit(a, x, seat, 1) end
+      hrange(a, x + 1, b, -1)
+      if y < b then
+        runbit(y, b, seat, 1)
+        hrange(y, y + 1, b, 1)
+      end
+      assigned[pos + 1] = {pos, i, seat, name_of(c, seat)}
+    end
     redis.call('BITFIELD', c.key, unpack(bf))
+    -- one SETRANGE from the first changed cell to the last: changed row pieces re-encoded,
+    -- unchanged bytes between them copied from what was read
+    table.sort(order)
+    local pieces = {}
+    local first = nil
+    local prev = nil
+    for _, a in ipairs(order) do
+      local r = rows[a]
+      local cnt = r.hi - r.lo + 1
+      local j1 = tri(a, r.lo)
+      if prev then pieces[#pieces + 1] = string.sub(c.s, HDR + 2 * prev + 3, HDR + 2 * j1) else first = j1 end
+      local fmt = '>' .. string.rep('H', cnt)
+      local v = {struct.unpack(fmt, c.s, HDR + 2 * j1 + 1)}
+      for _, e in ipairs(r) do
+        for t = e[1] - r.lo + 1, e[2] - r.lo + 1 do v[t] = v[t] + e[3] end
+      end
+      pieces[#pieces + 1] = struct.pack(fmt, unpack(v, 1, cnt))
+      prev = j1 + cnt - 1
+    end
+    redis.call('SETRANGE', c.key, HDR + 2 * first, table.concat(pieces))
   end
 end
 

@@ -1,17 +1,20 @@
 -- release.lua: give back a journey's segments of some seats, once per release id.
 --
--- Invariant kept: masks, run table G and run index stay equal to a recount from the masks (each
--- changed seat's old maximal free runs are removed and its new ones added, the difference only),
--- and a release id takes effect at most once while its marker lives (a few days, longer than any
--- retry of a cancel/refund). All checks (journey, class, seat index) run before any write, so a
--- bad request changes nothing and does not consume the release id. Bits already free stay free.
+-- Invariant kept: per class, the sold masks, the row-suffix run table H and the run bitmaps stay
+-- equal to a recount from the masks (each changed seat's old maximal free runs are removed and its
+-- new ones added, the difference only), and a release id takes effect at most once while its
+-- marker lives (a few days, longer than any retry of a cancel/refund). All checks (journey, class,
+-- seat index) run before any write, so a bad request changes nothing and does not consume the
+-- release id. Bits already free stay free. Writes per class: one BITFIELD (masks, run bits) and
+-- one SETRANGE (the changed span of H); layout as in allocate.lua.
 --
--- KEYS: 1 meta hash, 2 release marker, then per class slot i: inventory string, run zset.
+-- KEYS: 1 meta hash, 2 release marker, then per class slot i: its inventory string. All keys share
+-- the train-day's hash tag {CODE:YYYY-MM-DD} (one Cluster slot).
 -- ARGV: 1 x, 2 y, 3 marker ttl seconds, 4 #slots, 5 #seats, then per seat (slot, seat index).
 -- Returns {1} applied, {2} repeat (nothing done), or {0, code, text}.
 
 local HDR = 256
-local S = 65536
+local FIRST_READ = HDR + 2 * 496
 
 if redis.call('EXISTS', KEYS[2]) == 1 then return {2} end
 
@@ -23,10 +26,13 @@ local ns = tonumber(ARGV[5])
 local C = {}
 local n = nil
 for i = 1, nslots do
-  local h = redis.call('GETRANGE', KEYS[1 + 2 * i], 0, 3)
-  if h ~= '' then
-    local cn, cN = struct.unpack('>HH', h)
-    C[i] = {n = cn, N = cN, key = KEYS[1 + 2 * i], rkey = KEYS[2 + 2 * i], masks = {}, g = {}, z = {}, set = {}}
+  local key = KEYS[2 + i]
+  local s = redis.call('GETRANGE', key, 0, FIRST_READ - 1)
+  if s ~= '' then
+    local cn, cN = struct.unpack('>HH', s)
+    local need = HDR + cn * (cn - 1)
+    if #s < need then s = s .. redis.call('GETRANGE', key, #s, need - 1) end
+    C[i] = {s = s, n = cn, N = cN, key = key, masks = {}, g = {}, bits = {}, set = {}}
     n = n or cn
   else
     C[i] = false
@@ -45,16 +51,15 @@ for j = 0, ns - 1 do
   if seat < 0 or seat >= c.N then return {0, 'BAD_SEAT', 'no such seat'} end
 end
 
-local P = {}
-P[0] = 1
-for k = 1, 52 do P[k] = P[k - 1] * 2 end
-local MOFF = HDR + 2 * n * n
+local T = n * (n - 1) / 2
+local MOFF = HDR + 2 * T
+local function tri(a, b) return a * (2 * n - a - 1) / 2 + b - a - 1 end
 
 local function runs(m)
   local out = {}
   local start = nil
   for k = 0, n - 2 do
-    if math.floor(m / P[k]) % 2 == 0 then
+    if math.floor(m / 2 ^ k) % 2 == 0 then
       if not start then start = k end
     elseif start then
       out[start * n + k] = true
@@ -75,20 +80,24 @@ for j = 0, ns - 1 do
   end
   local new = old
   for k = x, y - 1 do
-    if math.floor(new / P[k]) % 2 == 1 then new = new - P[k] end
+    if math.floor(new / 2 ^ k) % 2 == 1 then new = new - 2 ^ k end
   end
   if new ~= old then
     local before, after = runs(old), runs(new)
+    local rb = 8 * (MOFF + 8 * c.N)
+    local W8 = 8 * math.ceil(c.N / 8)
     for rid in pairs(before) do
       if not after[rid] then
         c.g[rid] = (c.g[rid] or 0) - 1
-        c.z[rid * S + seat] = (c.z[rid * S + seat] or 0) - 1
+        local a, b = math.floor(rid / n), rid % n
+        c.bits[#c.bits + 1] = {rb + W8 * tri(a, b) + seat, 0}
       end
     end
     for rid in pairs(after) do
       if not before[rid] then
         c.g[rid] = (c.g[rid] or 0) + 1
-        c.z[rid * S + seat] = (c.z[rid * S + seat] or 0) + 1
+        local a, b = math.floor(rid / n), rid % n
+        c.bits[#c.bits + 1] = {rb + W8 * tri(a, b) + seat, 1}
       end
     end
     c.masks[seat] = new
@@ -98,22 +107,49 @@ end
 
 for i = 1, nslots do
   local c = C[i]
-  local zrem, zadd, bf = {}, {}, {}
-  for member, d in pairs(c.z) do
-    if d < 0 then zrem[#zrem + 1] = member
-    elseif d > 0 then zadd[#zadd + 1] = member; zadd[#zadd + 1] = member end
-  end
-  for rid, d in pairs(c.g) do
-    if d ~= 0 then
-      bf[#bf + 1] = 'INCRBY'; bf[#bf + 1] = 'u16'; bf[#bf + 1] = 8 * (HDR + 2 * rid); bf[#bf + 1] = d
-    end
+  local bf = {}
+  -- in the order computed: a seat released twice in one call ends with the runs of its last mask
+  for _, e in ipairs(c.bits) do
+    bf[#bf + 1] = 'SET'; bf[#bf + 1] = 'u1'; bf[#bf + 1] = e[1]; bf[#bf + 1] = e[2]
   end
   for seat in pairs(c.set) do
     bf[#bf + 1] = 'SET'; bf[#bf + 1] = 'u63'; bf[#bf + 1] = 8 * (MOFF + 8 * seat) + 1; bf[#bf + 1] = c.masks[seat]
   end
-  if #zrem > 0 then redis.call('ZREM', c.rkey, unpack(zrem)) end
-  if #zadd > 0 then redis.call('ZADD', c.rkey, unpack(zadd)) end
   if #bf > 0 then redis.call('BITFIELD', c.key, unpack(bf)) end
+  -- G[a][b] += d is H[a][a+1..b] += d; one SETRANGE from the first changed H cell to the last
+  local hd = {}
+  local lo, hi = nil, nil
+  for rid, d in pairs(c.g) do
+    if d ~= 0 then
+      local a, b = math.floor(rid / n), rid % n
+      local j1, j2 = tri(a, a + 1), tri(a, b)
+      for j = j1, j2 do hd[j] = (hd[j] or 0) + d end
+      if not lo or j1 < lo then lo = j1 end
+      if not hi or j2 > hi then hi = j2 end
+    end
+  end
+  if lo then
+    local pieces = {}
+    local bytes = {}
+    for j = lo, hi do
+      local d = hd[j]
+      if d and d ~= 0 then
+        local o = HDR + 2 * j + 1
+        local h1, l1 = string.byte(c.s, o, o + 1)
+        local v = h1 * 256 + l1 + d
+        bytes[#bytes + 1] = math.floor(v / 256)
+        bytes[#bytes + 1] = v % 256
+      else
+        if #bytes > 0 then
+          pieces[#pieces + 1] = string.char(unpack(bytes))
+          bytes = {}
+        end
+        pieces[#pieces + 1] = string.sub(c.s, HDR + 2 * j + 1, HDR + 2 * j + 2)
+      end
+    end
+    if #bytes > 0 then pieces[#pieces + 1] = string.char(unpack(bytes)) end
+    redis.call('SETRANGE', c.key, HDR + 2 * lo, table.concat(pieces))
+  end
 end
 
 redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[3]))
