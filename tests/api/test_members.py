@@ -228,6 +228,9 @@ async def test_someone_elses_passenger_is_404(client: httpx.AsyncClient) -> None
     assert (await client.get("/api/v1/passengers", headers=other["headers"])).json() == []
     r = await client.get("/api/v1/passengers", headers=owner["headers"])
     assert [p["passenger_id"] for p in r.json()] == [pid]
+    for absurd in ("0", "-1", str(2**63), "99999999999999999999999", "abc"):
+        r = await client.delete(f"/api/v1/passengers/{absurd}", headers=other["headers"])
+        assert_error(r, 422, "VALIDATION_ERROR")
 
 
 async def test_the_same_person_may_travel_with_two_members(client: httpx.AsyncClient) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Path, Response, status
 
 from railbook.api.deps import ContainerDep, MemberDep, issue_token
 from railbook.api.schemas_members import (
@@ -67,7 +67,9 @@ async def list_passengers(principal: MemberDep, container: ContainerDep) -> list
 
 
 @router.delete("/passengers/{passenger_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def delete_passenger(passenger_id: int, principal: MemberDep, container: ContainerDep) -> Response:
+async def delete_passenger(
+    passenger_id: Annotated[int, Path(ge=1, le=2**63 - 1)], principal: MemberDep, container: ContainerDep
+) -> Response:
     """Remove a traveller; someone else's is 404."""
     await members.delete_passenger(container, principal.member_id, passenger_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
