@@ -262,6 +262,7 @@ def upgrade() -> None:
         sa.Column("pay_deadline", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["daily_train_id"], ["daily_train.id"], name=op.f("fk_order_daily_train_id_daily_train")
         ),
@@ -274,6 +275,13 @@ def upgrade() -> None:
     with op.batch_alter_table("order", schema=None) as batch_op:
         batch_op.create_index("ix_order_member_created", ["member_id", "created_at"], unique=False)
         batch_op.create_index("ix_order_status_deadline", ["status", "pay_deadline"], unique=False)
+        batch_op.create_index(
+            "ix_order_unreleased",
+            ["updated_at"],
+            unique=False,
+            postgresql_where=sa.text("status = 'CANCEL' AND released_at IS NULL"),
+            sqlite_where=sa.text("status = 'CANCEL' AND released_at IS NULL"),
+        )
 
     op.create_table(
         "seat",
@@ -331,6 +339,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["daily_seat_id"], ["daily_seat.id"], name=op.f("fk_ticket_daily_seat_id_daily_seat")
         ),
@@ -348,8 +357,62 @@ def upgrade() -> None:
     with op.batch_alter_table("ticket", schema=None) as batch_op:
         batch_op.create_index("ix_ticket_daily_seat", ["daily_seat_id"], unique=False)
         batch_op.create_index("ix_ticket_daily_train_status", ["daily_train_id", "status"], unique=False)
+        batch_op.create_index(
+            "ix_ticket_unreleased",
+            ["updated_at"],
+            unique=False,
+            postgresql_where=sa.text("status IN ('REFUNDED', 'CHANGED') AND released_at IS NULL"),
+            sqlite_where=sa.text("status IN ('REFUNDED', 'CHANGED') AND released_at IS NULL"),
+        )
         batch_op.create_index(batch_op.f("ix_ticket_member_id"), ["member_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_ticket_order_id"), ["order_id"], unique=False)
+
+    op.create_table(
+        "waitlist",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("train_code", sa.String(length=16), nullable=False),
+        sa.Column("service_date", sa.Date(), nullable=False),
+        sa.Column("from_station", sa.String(length=32), nullable=False),
+        sa.Column("to_station", sa.String(length=32), nullable=False),
+        sa.Column("passengers", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("order_id", sa.String(length=36), nullable=True),
+        sa.Column("error_code", sa.String(length=40), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["member.id"], name=op.f("fk_waitlist_member_id_member"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_waitlist")),
+    )
+    with op.batch_alter_table("waitlist", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_waitlist_status_day", ["status", "train_code", "service_date", "id"], unique=False
+        )
+        batch_op.create_index("ix_waitlist_member_created", ["member_id", "created_at"], unique=False)
+
+    op.create_table(
+        "ticket_change",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("ticket_id", sa.String(length=36), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("new_order_id", sa.String(length=36), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["member.id"], name=op.f("fk_ticket_change_member_id_member"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["ticket_id"], ["ticket.id"], name=op.f("fk_ticket_change_ticket_id_ticket"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ticket_change")),
+        sa.UniqueConstraint("new_order_id", name=op.f("uq_ticket_change_new_order_id")),
+    )
+    with op.batch_alter_table("ticket_change", schema=None) as batch_op:
+        batch_op.create_index("ix_ticket_change_status", ["status", "id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ticket_change_ticket_id"), ["ticket_id"], unique=False)
 
     # ### end Alembic commands ###
     if op.get_bind().dialect.name == "postgresql":
@@ -368,6 +431,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("waitlist", schema=None) as batch_op:
+        batch_op.drop_index("ix_waitlist_member_created")
+        batch_op.drop_index("ix_waitlist_status_day")
+
+    op.drop_table("waitlist")
+    op.drop_table("ticket_change")
     with op.batch_alter_table("ticket", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ticket_order_id"))
         batch_op.drop_index(batch_op.f("ix_ticket_member_id"))

@@ -77,18 +77,43 @@ async def build_container(settings: Settings) -> Container:
     sessionmaker = make_sessionmaker(engine)
     redis_client = None
     allocator: Allocator
+    parts: dict[str, Any] = {}
     if settings.redis_url:
         from railbook.adapters.redis.allocator import RedisAllocator
+        from railbook.adapters.redis.protection import RedisOrderGuard
 
         redis_client = make_redis(settings.redis_url)
         allocator = RedisAllocator(redis_client)
+        parts["protection"] = RedisOrderGuard(
+            redis_client,
+            member_orders_per_minute=settings.member_orders_per_minute,
+            ip_requests_per_second=settings.ip_requests_per_second,
+        )
     else:
         from railbook.adapters.embedded.allocator import InProcessAllocator
+        from railbook.adapters.embedded.queue import MemoryOrderGuard, OrderQueue
 
-        allocator = InProcessAllocator()
+        queue = OrderQueue()
+        allocator = InProcessAllocator(on_message=queue.put)
+        parts["queue"] = queue
+        parts["protection"] = MemoryOrderGuard(
+            queue,
+            member_orders_per_minute=settings.member_orders_per_minute,
+            ip_requests_per_second=settings.ip_requests_per_second,
+        )
+    from railbook.services.search import SearchService
+
+    if redis_client is not None:
+        from railbook.adapters.redis.cache import RedisSearchCache
+
+        parts["search"] = SearchService(settings, sessionmaker, allocator, RedisSearchCache(redis_client))
+    else:
+        from railbook.adapters.embedded.cache import InProcessSearchCache
+
+        parts["search"] = SearchService(settings, sessionmaker, allocator, InProcessSearchCache())
     try:
         secret = await _jwt_secret(settings, sessionmaker)
     except Exception:
         # A race between two processes creating the secret: the loser reads the winner's.
         secret = await _jwt_secret(settings, sessionmaker)
-    return Container(settings, engine, sessionmaker, redis_client, allocator, secret)
+    return Container(settings, engine, sessionmaker, redis_client, allocator, secret, parts)

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 import sqlalchemy.exc
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from railbook.adapters.db.engine import make_engine
 from railbook.adapters.db.models import DailySeat, DailyTrain, Member, Order, Ticket
@@ -107,5 +107,9 @@ async def test_overlapping_segments_of_one_seat_are_rejected_by_postgresql(pg_ur
                 )
             ).all()
         assert [tuple(r) for r in held] == [(1, 2), (2, 3)]
+        async with engine.begin() as conn:  # leave no forged train-day behind for other tests
+            await conn.execute(delete(Order).where(Order.daily_train_id == train_id))
+            await conn.execute(delete(DailySeat).where(DailySeat.daily_train_id == train_id))
+            await conn.execute(delete(DailyTrain).where(DailyTrain.id == train_id))
     finally:
         await engine.dispose()

@@ -47,8 +47,10 @@ def test_no_refund_once_departed(now: dt.datetime) -> None:
     assert info.value.code == "REFUND_AFTER_DEPARTURE"
 
 
-@pytest.mark.parametrize(("exact", "rounded"), [(0, 0), (24, 0), (25, 50), (74, 50), (75, 100), (1249, 1250),
-                                                (1274, 1250), (1275, 1300)])
+@pytest.mark.parametrize(
+    ("exact", "rounded"),
+    [(0, 0), (24, 0), (25, 50), (74, 50), (75, 100), (1249, 1250), (1274, 1250), (1275, 1300)],
+)
 def test_fee_rounds_to_half_yuan(exact: int, rounded: int) -> None:
     from decimal import Decimal
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from railbook.api.errors import HTTP_CODES, install_error_handlers, is_store_outage
 from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
+from railbook.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +125,7 @@ def create_app(
     """Build the app. With ``container`` the caller owns it; otherwise the lifespan builds and closes one.
     ``run_background`` starts the in-process workers (``railbook serve``)."""
     settings = settings or (container.settings if container else Settings())
+    configure_logging(settings.log_level, json=settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -159,6 +161,9 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(search.router)
     app.include_router(orders.router)
+    from railbook.api.routers import payments
+
+    app.include_router(payments.router)
     app.include_router(web.router)
     web.mount_static(app)
     app.add_middleware(GuardMiddleware)

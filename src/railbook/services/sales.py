@@ -391,8 +391,11 @@ async def load_open_days(container: SalesContext) -> int:
     for code, date in days:
         if await container.allocator.is_loaded(code, date):
             continue
-        if await ensure_day_loaded(container, code, date):
-            loaded += 1
+        try:
+            if await ensure_day_loaded(container, code, date):
+                loaded += 1
+        except ValueError as exc:  # one inconsistent train-day must not keep the others off sale
+            log.error("train_day_not_loadable", train_code=code, date=date.isoformat(), error=str(exc))
     if loaded:
         log.info("train_days_loaded", count=loaded)
     return loaded

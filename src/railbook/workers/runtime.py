@@ -3,21 +3,69 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
 
 from railbook.bootstrap import Container
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
 class Background:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Cancel every role; a role that ignores cancellation is reported, not waited for forever."""
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if not self.tasks:
+            return
+        _, stuck = await asyncio.wait(self.tasks, timeout=grace_s)
+        for task in stuck:
+            log.error("background_role_did_not_stop", role=task.get_name())
+
+
+def _optional_role(module: str, function: str) -> Callable[[Container], Awaitable[Any]] | None:
+    """A role's loop when its module is installed in this build."""
+    try:
+        found: Callable[[Container], Awaitable[Any]] = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError):
+        return None
+    return found
+
+
+async def _guarded(name: str, loop: Callable[[], Awaitable[Any]]) -> None:
+    """Run a role loop; if it dies of an unexpected error, log it and start it again."""
+    while True:
+        try:
+            await loop()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background_role_failed", role=name)
+            await asyncio.sleep(1.0)
 
 
 async def start_background(container: Container) -> Background:
-    """Start the worker and scheduler loops inside this process."""
-    return Background()
+    """Start the order committer, and the scheduler, expiry and outbox loops, inside this process."""
+    from railbook.workers.order_worker import committer
+
+    background = Background()
+    roles: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("order_committer", committer(container))]
+    for name, module, function in (
+        ("scheduler", "railbook.workers.scheduler", "run_scheduler"),
+        ("expiry", "railbook.workers.expiry", "run_expiry"),
+        ("outbox_relay", "railbook.workers.outbox", "run_relay"),
+    ):
+        role = _optional_role(module, function)
+        if role is not None:
+            roles.append((name, lambda role=role: role(container)))  # type: ignore[misc]
+    for name, loop in roles:
+        background.tasks.append(asyncio.create_task(_guarded(name, loop), name=name))
+    return background

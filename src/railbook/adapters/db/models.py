@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -190,6 +191,13 @@ class Order(Base):
         UniqueConstraint("member_id", "idempotency_key"),
         Index("ix_order_member_created", "member_id", "created_at"),
         Index("ix_order_status_deadline", "status", "pay_deadline"),
+        # CANCEL orders whose seats are not yet confirmed back (the expiry job retries these).
+        Index(
+            "ix_order_unreleased",
+            "updated_at",
+            postgresql_where=text("status = 'CANCEL' AND released_at IS NULL"),
+            sqlite_where=text("status = 'CANCEL' AND released_at IS NULL"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid7, time-ordered
     member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"))
@@ -211,6 +219,9 @@ class Order(Base):
     pay_deadline: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set once a cancelled order's seats are back in the allocator; NULL on a CANCEL order means
+    # the release after commit has not been confirmed, and the expiry job retries it (idempotently).
+    released_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Ticket(Base):
@@ -222,6 +233,13 @@ class Ticket(Base):
     __table_args__ = (
         Index("ix_ticket_daily_seat", "daily_seat_id"),
         Index("ix_ticket_daily_train_status", "daily_train_id", "status"),
+        # Refunded or changed tickets whose seat is not yet confirmed back (retried by the expiry job).
+        Index(
+            "ix_ticket_unreleased",
+            "updated_at",
+            postgresql_where=text("status IN ('REFUNDED', 'CHANGED') AND released_at IS NULL"),
+            sqlite_where=text("status IN ('REFUNDED', 'CHANGED') AND released_at IS NULL"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     order_id: Mapped[str] = mapped_column(ForeignKey("order.id", ondelete="CASCADE"), index=True)
@@ -239,6 +257,8 @@ class Ticket(Base):
     status: Mapped[str] = mapped_column(String(16))  # UNPAID, PAID (active); REFUNDED, CHANGED, CANCELLED
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set once a refunded or changed ticket's seat is back in the allocator (retried while NULL).
+    released_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Payment(Base):
@@ -266,6 +286,42 @@ class Outbox(Base):
     payload: Mapped[dict[str, object]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Waitlist(Base):
+    """A member's wish for seats on a sold-out train-day, filled in arrival order when seats return."""
+
+    __tablename__ = "waitlist"
+    __table_args__ = (
+        Index("ix_waitlist_status_day", "status", "train_code", "service_date", "id"),
+        Index("ix_waitlist_member_created", "member_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"))
+    train_code: Mapped[str] = mapped_column(String(16))
+    service_date: Mapped[dt.date] = mapped_column(Date)
+    from_station: Mapped[str] = mapped_column(String(32))
+    to_station: Mapped[str] = mapped_column(String(32))
+    passengers: Mapped[list[dict[str, object]]] = mapped_column(JSON)  # as POST /orders takes them
+    status: Mapped[str] = mapped_column(String(16))  # WAITING, FILLED, EXPIRED
+    order_id: Mapped[str | None] = mapped_column(String(36))
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TicketChange(Base):
+    """A paid ticket being changed to another train or date: done once the new order holds its seats."""
+
+    __tablename__ = "ticket_change"
+    __table_args__ = (Index("ix_ticket_change_status", "status", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[str] = mapped_column(ForeignKey("ticket.id", ondelete="CASCADE"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"))
+    new_order_id: Mapped[str] = mapped_column(String(36), unique=True)
+    status: Mapped[str] = mapped_column(String(16))  # PENDING, DONE, ABANDONED
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ProcessedEvent(Base):
@@ -305,6 +361,8 @@ __all__ = [
     "Station",
     "SystemValue",
     "Ticket",
+    "TicketChange",
     "Train",
     "TrainStop",
+    "Waitlist",
 ]

@@ -1,0 +1,234 @@
+"""Accept-path protections in Redis: rate limits, idempotency claims, duplicate markers, sale tokens,
+and the pending-order records that let an accepted order be read back before it is committed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from railbook.adapters.redis.allocator import day_tag, order_stream_key
+from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
+from railbook.services.booking import (
+    IDEMPOTENCY_TTL_SECONDS,
+    PENDING_RECORD_TTL_SECONDS,
+    idempotency_hash_token,
+)
+
+# Stale sale tokens (an API process died between taking one and allocating) expire after this.
+TOKEN_STALE_SECONDS = 600
+MARKER_TTL_SECONDS = 24 * 3600
+
+
+def _tag(train_code: str, date: dt.date | str) -> str:
+    return day_tag(train_code, date if isinstance(date, dt.date) else dt.date.fromisoformat(date))
+
+
+# Admission of one order on a train-day, atomic in one slot (all keys carry the day's hash tag).
+#
+# Invariant: either every duplicate marker of the order is set AND one sale token is taken (a member
+# of the tokens zset, scored by time), or nothing changes. Markers exist while an order of that
+# member for that passenger is in flight, so a second concurrent order for the same passenger is
+# refused; the tokens zset never holds more than ARGV[3] orders, which bounds the queue per
+# train-day. Tokens older than ARGV[5] seconds are dropped first (their order never got queued).
+# KEYS: 1 tokens zset, 2.. duplicate markers.  ARGV: 1 order id, 2 now, 3 limit, 4 marker ttl, 5 stale.
+ADMIT_LUA = """
+for k = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[k]) == 1 then return -1 end
+end
+local now = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[5]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return -2 end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+for k = 2, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[1], 'EX', tonumber(ARGV[4]))
+end
+return 1
+"""
+
+# Give back one order's sale token and clear (or shorten) its markers, only where they still name
+# that order: a later order's marker for the same passenger is left alone.
+# KEYS: 1 tokens zset, 2.. markers.  ARGV: 1 order id, 2 keep seconds (0: delete).
+RELEASE_LUA = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local keep = tonumber(ARGV[2])
+for k = 2, #KEYS do
+  if redis.call('GET', KEYS[k]) == ARGV[1] then
+    if keep > 0 then redis.call('EXPIRE', KEYS[k], keep) else redis.call('DEL', KEYS[k]) end
+  end
+end
+return 1
+"""
+
+
+def tokens_key(train_code: str, date: dt.date | str) -> str:
+    return f"{_tag(train_code, date)}:tokens"
+
+
+def marker_key(train_code: str, date: dt.date | str, member_id: int, passenger_id: int) -> str:
+    return f"{_tag(train_code, date)}:dup:{member_id}:{passenger_id}"
+
+
+def stream_key(train_code: str, date: dt.date | str) -> str:
+    """The train-day's order stream (named by the allocator, which appends to it)."""
+    return order_stream_key(train_code, date if isinstance(date, dt.date) else dt.date.fromisoformat(date))
+
+
+class RedisOrderGuard:
+    """The OrderGuard of the distributed mode."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        member_orders_per_minute: int,
+        ip_requests_per_second: int,
+        group: str = "committers",
+    ) -> None:
+        self.redis = redis
+        self.member_limit = member_orders_per_minute
+        self.ip_limit = ip_requests_per_second
+        self.group = group
+        self._admit = redis.register_script(ADMIT_LUA)
+        self._release = redis.register_script(RELEASE_LUA)
+
+    async def check_rates(self, member_id: int, client_ip: str) -> None:
+        """Fixed windows: orders per member per minute, requests per client address per second."""
+        now = int(time.time())
+        mkey = f"rl:m:{member_id}:{now // 60}"
+        ikey = f"rl:ip:{client_ip}:{now}"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(mkey)
+        pipe.expire(mkey, 61)
+        pipe.incr(ikey)
+        pipe.expire(ikey, 2)
+        m, _, ip, _ = await pipe.execute()
+        if int(m) > self.member_limit:
+            raise TooManyRequests("Too many orders; slow down.", retry_after=60 - now % 60)
+        if client_ip and int(ip) > self.ip_limit:
+            raise TooManyRequests("Too many requests from this address.", retry_after=1)
+
+    def _idem_key(self, member_id: int, key: str) -> str:
+        return f"idem:{member_id}:{idempotency_hash_token(member_id, key)}"
+
+    async def claim_idempotency(
+        self, member_id: int, key: str, request_hash: str, order_id: str
+    ) -> str | None:
+        value = json.dumps({"order_id": order_id, "hash": request_hash})
+        old = await self.redis.set(
+            self._idem_key(member_id, key), value, nx=True, get=True, ex=IDEMPOTENCY_TTL_SECONDS
+        )
+        return old.decode() if isinstance(old, bytes) else old
+
+    async def drop_idempotency(self, member_id: int, key: str) -> None:
+        await self.redis.delete(self._idem_key(member_id, key))
+
+    async def admit(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        tokens: int,
+    ) -> None:
+        keys = [tokens_key(train_code, date)] + [
+            marker_key(train_code, date, member_id, p) for p in passenger_ids
+        ]
+        result = int(
+            await self._admit(
+                keys=keys, args=[order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS]
+            )
+        )
+        if result == -1:
+            raise Conflict(
+                "One of these passengers already has an order in flight for this train and date.",
+                code="DUPLICATE_ORDER",
+            )
+        if result == -2:
+            raise Unavailable("This train-day is busy; retry shortly.", code="SALE_BUSY", retry_after=2)
+
+    async def release(
+        self,
+        train_code: str,
+        date: dt.date | str,
+        orders: Sequence[tuple[str, int, Sequence[int]]],
+        *,
+        keep_markers_seconds: int = 0,
+    ) -> None:
+        if not orders:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for order_id, member_id, passenger_ids in orders:
+            keys = [tokens_key(train_code, date)] + [
+                marker_key(train_code, date, member_id, p) for p in passenger_ids
+            ]
+            await self._release(keys=keys, args=[order_id, keep_markers_seconds], client=pipe)
+        await pipe.execute()
+
+    async def remember_pending(self, record: Mapping[str, Any]) -> None:
+        """``order:{id}`` (read back while PENDING) and the member's pending list, in one round trip.
+        It also registers the day's stream for the committers (a set of stream keys)."""
+        order_id = str(record["order_id"])
+        member_key = f"member:{record['member_id']}:pending"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(f"order:{order_id}", json.dumps(record, ensure_ascii=False), ex=PENDING_RECORD_TTL_SECONDS)
+        pipe.zadd(member_key, {order_id: time.time()})
+        pipe.expire(member_key, PENDING_RECORD_TTL_SECONDS)
+        pipe.sadd("order:streams", stream_key(str(record["train_code"]), str(record["date"])))
+        await pipe.execute()
+
+    async def pending(self, order_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(f"order:{order_id}")
+        return json.loads(raw) if raw else None
+
+    async def pending_of_member(self, member_id: int) -> list[dict[str, Any]]:
+        member_key = f"member:{member_id}:pending"
+        ids = await self.redis.zrevrange(member_key, 0, 199)
+        if not ids:
+            return []
+        raws = await self.redis.mget([f"order:{i.decode()}" for i in ids])
+        return [json.loads(r) for r in raws if r]
+
+    async def forget_pending(self, orders: Sequence[tuple[str, int]]) -> None:
+        if not orders:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for order_id, member_id in orders:
+            pipe.zrem(f"member:{member_id}:pending", order_id)
+            pipe.expire(f"order:{order_id}", 600)
+        await pipe.execute()
+
+    async def queue_position(self, record: Mapping[str, Any]) -> int:
+        """Approximate count of stream entries ahead of this order not yet read by the committers:
+        the group's undelivered entries (lag), scaled by where the order's time falls between the
+        last delivered entry and the newest one. Stream ids are millisecond times, like uuid7 ids."""
+        key = stream_key(str(record["train_code"]), str(record["date"]))
+        try:
+            groups = await self.redis.xinfo_groups(key)
+        except Exception:
+            return 0
+        group = next((g for g in groups if _text(g.get("name")) == self.group), None)
+        if group is None:
+            return int(await self.redis.xlen(key))
+        last = _text(group.get("last-delivered-id")) or "0-0"
+        lag = group.get("lag")
+        last_ms = int(last.split("-")[0])
+        created_ms = int(dt.datetime.fromisoformat(str(record["created_at"])).timestamp() * 1000)
+        if created_ms < last_ms:
+            return 0
+        newest = await self.redis.xrevrange(key, count=1)
+        if not newest:
+            return 0
+        newest_ms = int(_text(newest[0][0]).split("-")[0])
+        behind = int(lag) if lag is not None else 0
+        if newest_ms <= last_ms:
+            return behind
+        share = min(1.0, (created_ms - last_ms) / (newest_ms - last_ms))
+        return max(1, round(behind * share)) if behind else 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value) if value is not None else ""

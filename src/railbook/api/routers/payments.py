@@ -1,0 +1,139 @@
+"""HTTP endpoints after an order is committed: pay, cancel, refund, change, waitlist (API.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, status
+
+from railbook.api.deps import ContainerDep, MemberDep
+from railbook.api.routers.orders import order_out
+from railbook.api.schemas_orders import AcceptedOut, OrderOut
+from railbook.api.schemas_payments import (
+    ChangeIn,
+    PayIn,
+    PaymentCallbackIn,
+    PaymentCallbackOut,
+    RefundOut,
+    WaitlistCreatedOut,
+    WaitlistIn,
+    WaitlistOut,
+)
+from railbook.domain.pricing import yuan_text
+from railbook.services import cancellation, order_query, payment, refund, waitlist
+from railbook.services.booking import OrderRequest, PassengerChoice
+
+router = APIRouter(prefix="/api/v1", tags=["payments"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+@router.post("/orders/{order_id}/pay", response_model=OrderOut, response_model_by_alias=True)
+async def pay(
+    order_id: str,
+    body: PayIn,
+    principal: MemberDep,
+    container: ContainerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> OrderOut:
+    """Pay before the deadline: 409 PAY_DEADLINE_PASSED / NOT_PAYABLE; paying again answers as paid."""
+    order_id = order_id.strip().lower()
+    await payment.pay_order(
+        container,
+        member_id=principal.member_id,
+        order_id=order_id,
+        method=body.method,
+        idempotency_key=idempotency_key,
+    )
+    return order_out(await order_query.get_order(container, member_id=principal.member_id, order_id=order_id))
+
+
+@router.post("/orders/{order_id}/cancel", response_model=OrderOut, response_model_by_alias=True)
+async def cancel(order_id: str, principal: MemberDep, container: ContainerDep) -> OrderOut:
+    """Cancel an unpaid order; its seats go back on sale. 409 NOT_CANCELLABLE otherwise."""
+    order_id = order_id.strip().lower()
+    await cancellation.cancel_order(container, member_id=principal.member_id, order_id=order_id)
+    return order_out(await order_query.get_order(container, member_id=principal.member_id, order_id=order_id))
+
+
+@router.post("/tickets/{ticket_id}/refund", response_model=RefundOut)
+async def refund_ticket(ticket_id: str, principal: MemberDep, container: ContainerDep) -> RefundOut:
+    """Refund a paid ticket, less the fee for the time left before departure; the seat goes back on sale."""
+    result = await refund.refund_ticket(container, member_id=principal.member_id, ticket_id=ticket_id.strip())
+    return RefundOut(
+        ticket_id=result.ticket_id, refund_amount=yuan_text(result.refund_fen), fee=yuan_text(result.fee_fen)
+    )
+
+
+@router.post("/tickets/{ticket_id}/change", status_code=status.HTTP_202_ACCEPTED, response_model=AcceptedOut)
+async def change_ticket(
+    ticket_id: str, body: ChangeIn, request: Request, principal: MemberDep, container: ContainerDep
+) -> AcceptedOut:
+    """Order the same journey on another train or date; the old ticket becomes CHANGED once the new
+    order holds its seats (the new order is then settled with the old fare)."""
+    accepted = await refund.change_ticket(
+        container,
+        member_id=principal.member_id,
+        ticket_id=ticket_id.strip(),
+        date=body.date,
+        train_code=body.train_code.strip().upper(),
+        seat_class=body.seat_class,
+        client_ip=_client_ip(request),
+    )
+    return AcceptedOut(order_id=accepted.order_id)
+
+
+@router.post("/waitlist", status_code=status.HTTP_201_CREATED, response_model=WaitlistCreatedOut)
+async def join_waitlist(
+    body: WaitlistIn, principal: MemberDep, container: ContainerDep
+) -> WaitlistCreatedOut:
+    """Wait for seats on a sold-out journey (409 NOT_SOLD_OUT while seats remain)."""
+    request = OrderRequest(
+        date=body.date,
+        train_code=body.train_code.strip().upper(),
+        from_station=body.from_,
+        to_station=body.to,
+        passengers=tuple(PassengerChoice(p.passenger_id, p.seat_class, p.seat_pref) for p in body.passengers),
+    )
+    waitlist_id = await waitlist.join_waitlist(container, member_id=principal.member_id, request=request)
+    return WaitlistCreatedOut(waitlist_id=waitlist_id)
+
+
+@router.get("/waitlist", response_model=list[WaitlistOut], response_model_by_alias=True)
+async def list_waitlist(principal: MemberDep, container: ContainerDep) -> list[WaitlistOut]:
+    """The member's waitlist entries, newest first."""
+    views = await waitlist.list_waitlist(container, member_id=principal.member_id)
+    return [
+        WaitlistOut.model_validate(
+            {
+                "waitlist_id": v.waitlist_id,
+                "train_code": v.train_code,
+                "date": v.date,
+                "from": v.from_station,
+                "to": v.to_station,
+                "passengers": v.passengers,
+                "status": v.status,
+                "order_id": v.order_id,
+                "error_code": v.error_code,
+                "created_at": v.created_at,
+            }
+        )
+        for v in views
+    ]
+
+
+@router.post("/payments/mock/callback", response_model=PaymentCallbackOut)
+async def mock_callback(body: PaymentCallbackIn, container: ContainerDep) -> PaymentCallbackOut:
+    """The mock provider's payment notice. Authenticated by its HMAC signature, not a member token:
+    a bad signature is 400 BAD_SIGNATURE and changes nothing; a replay changes nothing either."""
+    payload = payment.callback_payload(
+        order_id=body.order_id, provider_ref=body.provider_ref, amount_fen=body.amount_fen, status=body.status
+    )
+    result = await payment.apply_callback(
+        container, provider_name=payment.MOCK, payload=payload, signature=body.signature
+    )
+    return PaymentCallbackOut(order_id=result.order_id, applied=result.applied)

@@ -1,0 +1,543 @@
+"""Placing an order: validate, protect, take a sale token, then one atomic allocate-and-enqueue call.
+
+The accept path costs one indexed database query (the member's passengers, with a check for
+unpaid tickets of theirs on the same train-day) plus a few Redis round trips; train-day metadata
+(stops, station names and codes, prices) comes from a small in-process TTL cache. The order is
+written to the database later, in batches, by the order committer (``order_commit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+import uuid_utils
+from sqlalchemy import and_, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from railbook.adapters.db.models import (
+    DailyPairInventory,
+    DailyTrain,
+    DailyTrainStop,
+    Order,
+    Passenger,
+    Station,
+    Ticket,
+    Train,
+)
+from railbook.config import Settings
+from railbook.domain.errors import Conflict, InvalidInput, NotFound, SoldOut, Unavailable
+from railbook.domain.order_state import TicketStatus
+from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, SeatAssignment
+from railbook.services.ports import Allocator
+
+log = structlog.get_logger(__name__)
+
+MAX_PASSENGERS = 5
+TRAIN_DAY_TTL_SECONDS = 60.0
+MISSING_TRAIN_DAY_TTL_SECONDS = 1.0
+IDEMPOTENCY_TTL_SECONDS = 26 * 3600
+PENDING_RECORD_TTL_SECONDS = 24 * 3600
+
+
+class OrderGuard(Protocol):
+    """Protections of the accept path (Redis in distributed mode, memory when embedded).
+
+    Sale tokens bound the orders in flight per train-day; duplicate markers refuse a second
+    in-flight order for the same passenger; idempotency claims make a repeated request return
+    the first answer. Every ``take``/``claim`` has its undo, used when the order is refused.
+    """
+
+    async def check_rates(self, member_id: int, client_ip: str) -> None: ...
+
+    async def claim_idempotency(
+        self, member_id: int, key: str, request_hash: str, order_id: str
+    ) -> str | None:
+        """Claim the key for this order; returns the existing claim's JSON when already claimed."""
+        ...
+
+    async def drop_idempotency(self, member_id: int, key: str) -> None: ...
+
+    async def admit(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        tokens: int,
+    ) -> None:
+        """Set the duplicate markers and take a sale token, atomically; Conflict/Unavailable if not."""
+        ...
+
+    async def release(
+        self,
+        train_code: str,
+        date: dt.date,
+        orders: Sequence[tuple[str, int, Sequence[int]]],
+        *,
+        keep_markers_seconds: int = 0,
+    ) -> None:
+        """Give back the tokens of finished orders and clear (or shorten) their duplicate markers."""
+        ...
+
+    async def remember_pending(self, record: Mapping[str, Any]) -> None: ...
+
+    async def pending(self, order_id: str) -> dict[str, Any] | None: ...
+
+    async def pending_of_member(self, member_id: int) -> list[dict[str, Any]]: ...
+
+    async def forget_pending(self, orders: Sequence[tuple[str, int]]) -> None: ...
+
+    async def queue_position(self, record: Mapping[str, Any]) -> int: ...
+
+
+class OrderContext(Protocol):
+    """What these use cases need from the composition root."""
+
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    allocator: Allocator
+    jwt_secret: str
+    parts: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Order ids: uuid7 strings whose last 32 bits are an HMAC tag over (member, the other bits).
+
+
+def issue_order_id(secret: str, member_id: int) -> str:
+    """A time-ordered id that only this system can have issued to this member."""
+    raw = bytearray(uuid_utils.uuid7().bytes)
+    raw[12:16] = _order_tag(secret, member_id, bytes(raw[:12]))
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def verify_order_id(secret: str, member_id: int, order_id: str) -> bool:
+    """True when ``order_id`` was issued by ``issue_order_id`` to this member."""
+    try:
+        raw = uuid.UUID(order_id).bytes
+    except (ValueError, AttributeError, TypeError):
+        return False
+    if len(order_id) != 36 or raw[6] >> 4 != 7:
+        return False
+    return hmac.compare_digest(raw[12:16], _order_tag(secret, member_id, raw[:12]))
+
+
+def order_id_time(order_id: str) -> dt.datetime:
+    """When the id was issued (the uuid7 millisecond timestamp)."""
+    ms = int.from_bytes(uuid.UUID(order_id).bytes[:6], "big")
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def _order_tag(secret: str, member_id: int, head: bytes) -> bytes:
+    mac = hmac.new(secret.encode(), b"order:" + str(member_id).encode() + b":" + head, hashlib.sha256)
+    return mac.digest()[:4]
+
+
+def ticket_id(order_id: str, position: int) -> str:
+    """Deterministic per (order, passenger position): a redelivered message inserts nothing new."""
+    return str(uuid.uuid5(uuid.UUID(order_id), f"ticket:{position}"))
+
+
+# --------------------------------------------------------------------------------------------
+# Train-day metadata, cached in process.
+
+
+@dataclass(frozen=True, slots=True)
+class TrainDay:
+    daily_train_id: int
+    train_code: str
+    date: dt.date
+    station_names: tuple[str, ...]
+    index_of: Mapping[str, int]  # station name and telegraph code → stop index
+    prices: Mapping[tuple[str, int, int], int]  # (class, from, to) → fen
+    classes: frozenset[str]
+
+
+@dataclass
+class TrainDayCache:
+    """Train-day metadata for the accept path: one loader per key at a time (single flight), short TTL.
+
+    A day's stops and prices never change once its sale has opened, so a stale entry is harmless;
+    missing days are cached for a second only, so a day opened just now is seen at once.
+    """
+
+    entries: dict[tuple[str, dt.date], tuple[float, TrainDay | None]] = field(default_factory=dict)
+    loading: dict[tuple[str, dt.date], asyncio.Future[TrainDay | None]] = field(default_factory=dict)
+
+    async def get(
+        self, key: tuple[str, dt.date], load: Callable[[], Awaitable[TrainDay | None]]
+    ) -> TrainDay | None:
+        now = time.monotonic()
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        pending = self.loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[TrainDay | None] = asyncio.get_running_loop().create_future()
+        self.loading[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        finally:
+            self.loading.pop(key, None)
+        ttl = TRAIN_DAY_TTL_SECONDS if value is not None else MISSING_TRAIN_DAY_TTL_SECONDS
+        self.entries[key] = (time.monotonic() + ttl, value)
+        if len(self.entries) > 4096:
+            self.entries.clear()
+        future.set_result(value)
+        return value
+
+
+def train_day_cache(container: OrderContext) -> TrainDayCache:
+    cache = container.parts.get("train_day_cache")
+    if cache is None:
+        cache = container.parts["train_day_cache"] = TrainDayCache()
+    assert isinstance(cache, TrainDayCache)
+    return cache
+
+
+async def _load_train_day(session: AsyncSession, train_code: str, date: dt.date) -> TrainDay | None:
+    daily = (
+        await session.execute(
+            select(DailyTrain.id).where(DailyTrain.train_code == train_code, DailyTrain.service_date == date)
+        )
+    ).scalar_one_or_none()
+    if daily is None:
+        return None
+    stops = (
+        await session.execute(
+            select(DailyTrainStop.stop_index, DailyTrainStop.station_name, Station.code)
+            .join(Station, Station.id == DailyTrainStop.station_id)
+            .where(DailyTrainStop.daily_train_id == daily)
+            .order_by(DailyTrainStop.stop_index)
+        )
+    ).all()
+    prices = (
+        await session.execute(
+            select(
+                DailyPairInventory.seat_class,
+                DailyPairInventory.from_index,
+                DailyPairInventory.to_index,
+                DailyPairInventory.price_fen,
+            ).where(DailyPairInventory.daily_train_id == daily)
+        )
+    ).all()
+    index_of: dict[str, int] = {}
+    for idx, name, code in stops:
+        index_of[name] = idx
+        index_of[code] = idx
+    return TrainDay(
+        daily_train_id=daily,
+        train_code=train_code,
+        date=date,
+        station_names=tuple(name for _, name, _ in stops),
+        index_of=index_of,
+        prices={(c, i, j): p for c, i, j, p in prices},
+        classes=frozenset(c for c, _, _, _ in prices),
+    )
+
+
+async def train_day(container: OrderContext, train_code: str, date: dt.date) -> TrainDay:
+    """The opened train-day, or DATE_NOT_ON_SALE / TRAIN_NOT_FOUND."""
+    settings = container.settings
+    today = dt.date.today()
+    if date < today or date > today + dt.timedelta(days=settings.sale_days_ahead):
+        raise InvalidInput(f"{date} is not on sale.", code="DATE_NOT_ON_SALE", details={"date": str(date)})
+
+    async def load() -> TrainDay | None:
+        async with container.sessionmaker() as session:
+            return await _load_train_day(session, train_code, date)
+
+    day = await train_day_cache(container).get((train_code, date), load)
+    if day is not None:
+        return day
+    async with container.sessionmaker() as session:
+        known = (await session.execute(select(Train.id).where(Train.code == train_code))).scalar_one_or_none()
+    if known is None:
+        raise NotFound(f"No train {train_code}.", code="TRAIN_NOT_FOUND", details={"train_code": train_code})
+    raise InvalidInput(
+        f"{train_code} on {date} is not on sale.",
+        code="DATE_NOT_ON_SALE",
+        details={"date": str(date), "train_code": train_code},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Placing an order.
+
+
+@dataclass(frozen=True, slots=True)
+class PassengerChoice:
+    passenger_id: int
+    seat_class: str
+    seat_pref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    date: dt.date
+    train_code: str
+    from_station: str
+    to_station: str
+    passengers: tuple[PassengerChoice, ...]
+
+    def digest(self) -> str:
+        """Hash of the request body, to tell a retry from a different request under the same key."""
+        body = {
+            "date": self.date.isoformat(),
+            "train_code": self.train_code,
+            "from": self.from_station,
+            "to": self.to_station,
+            "passengers": [[p.passenger_id, p.seat_class, p.seat_pref] for p in self.passengers],
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    order_id: str
+    status: str = "PENDING"
+
+
+def order_guard(container: OrderContext) -> OrderGuard:
+    guard = container.parts.get("protection")
+    if guard is None:
+        raise Unavailable("The order protections are not configured.")
+    return guard  # type: ignore[no-any-return]
+
+
+def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, int]:
+    i = day.index_of.get(from_station.strip())
+    j = day.index_of.get(to_station.strip())
+    for name, idx in (("from", i), ("to", j)):
+        if idx is None:
+            raw = from_station if name == "from" else to_station
+            raise NotFound(
+                f"{raw} is not a stop of {day.train_code}.",
+                code="STATION_NOT_FOUND",
+                details={"field": name, "station": raw},
+            )
+    assert i is not None and j is not None
+    if i >= j:
+        raise InvalidInput(
+            f"{from_station} does not come before {to_station} on {day.train_code}.",
+            code="BAD_JOURNEY",
+            details={"from": from_station, "to": to_station},
+        )
+    return i, j
+
+
+async def _member_passengers(
+    session: AsyncSession, member_id: int, daily_train_id: int, ids: Sequence[int]
+) -> dict[int, tuple[str, bool]]:
+    """The member's passengers among ``ids``: name, and whether one holds an unpaid ticket on that day."""
+    unpaid = exists().where(
+        and_(
+            Ticket.member_id == member_id,
+            Ticket.daily_train_id == daily_train_id,
+            Ticket.passenger_id == Passenger.id,
+            Ticket.status == TicketStatus.UNPAID.value,
+        )
+    )
+    rows = (
+        await session.execute(
+            select(Passenger.id, Passenger.name, unpaid.label("busy")).where(
+                Passenger.member_id == member_id, Passenger.id.in_(list(ids))
+            )
+        )
+    ).all()
+    return {int(pid): (name, bool(busy)) for pid, name, busy in rows}
+
+
+def _accepted_from_claim(claim: str, request_hash: str) -> Accepted:
+    data = json.loads(claim)
+    if data.get("hash") != request_hash:
+        raise InvalidInput(
+            "This Idempotency-Key was used with a different request.", code="IDEMPOTENCY_KEY_REUSED"
+        )
+    return Accepted(order_id=str(data["order_id"]))
+
+
+async def place_order(
+    container: OrderContext,
+    *,
+    member_id: int,
+    request: OrderRequest,
+    idempotency_key: str | None = None,
+    client_ip: str = "",
+) -> Accepted:
+    """Accept an order into the train-day's queue (202), or refuse it at once; nothing is written to
+    the database here. Invariants: a sale token and the duplicate markers are held exactly while the
+    order is in flight (given back on every refusal, and by the committer once the order is final);
+    the seats and the queue message exist together or not at all (one allocator call)."""
+    n = len(request.passengers)
+    if not 1 <= n <= MAX_PASSENGERS:
+        raise InvalidInput(
+            f"An order has 1 to {MAX_PASSENGERS} passengers.",
+            details={"fields": [{"field": "passengers", "message": f"{n} given"}]},
+        )
+    ids = [p.passenger_id for p in request.passengers]
+    if len(set(ids)) != n:
+        raise InvalidInput(
+            "A passenger appears twice in the order.",
+            details={"fields": [{"field": "passengers", "message": "duplicate passenger"}]},
+        )
+    guard = order_guard(container)
+    settings = container.settings
+    if settings.rate_limits_on:
+        await guard.check_rates(member_id, client_ip)
+
+    day = await train_day(container, request.train_code, request.date)
+    i, j = _journey(day, request.from_station, request.to_station)
+    for pos, p in enumerate(request.passengers):
+        if p.seat_class not in day.classes:
+            raise InvalidInput(
+                f"{day.train_code} has no {p.seat_class} seats.",
+                details={
+                    "fields": [
+                        {"field": f"passengers.{pos}.seat_class", "message": "class not on this train"}
+                    ]
+                },
+            )
+
+    request_hash = request.digest()
+    async with container.sessionmaker() as session:
+        found = await _member_passengers(session, member_id, day.daily_train_id, ids)
+        missing = [pid for pid in ids if pid not in found]
+        if missing:
+            raise NotFound(
+                "Passenger not found.", code="PASSENGER_NOT_FOUND", details={"passenger_ids": missing}
+            )
+        order_id = issue_order_id(container.jwt_secret, member_id)
+        if idempotency_key:
+            claim = await guard.claim_idempotency(member_id, idempotency_key, request_hash, order_id)
+            if claim is not None:
+                return _accepted_from_claim(claim, request_hash)
+            # Redis did not know the key: the system of record may (after a cache loss).
+            row = (
+                await session.execute(
+                    select(Order.id, Order.request_hash).where(
+                        Order.member_id == member_id, Order.idempotency_key == idempotency_key
+                    )
+                )
+            ).first()
+            if row is not None:
+                await guard.drop_idempotency(member_id, idempotency_key)
+                return _accepted_from_claim(json.dumps({"order_id": row[0], "hash": row[1]}), request_hash)
+
+    try:
+        if any(found[pid][1] for pid in ids):
+            raise Conflict(
+                "One of these passengers already has an unpaid order for this train and date.",
+                code="DUPLICATE_ORDER",
+            )
+        return await _enqueue(
+            container, guard, day, member_id, request, i, j, found, order_id, idempotency_key, request_hash
+        )
+    except BaseException:
+        if idempotency_key:
+            await guard.drop_idempotency(member_id, idempotency_key)
+        raise
+
+
+async def _enqueue(
+    container: OrderContext,
+    guard: OrderGuard,
+    day: TrainDay,
+    member_id: int,
+    request: OrderRequest,
+    i: int,
+    j: int,
+    found: Mapping[int, tuple[str, bool]],
+    order_id: str,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> Accepted:
+    ids = [p.passenger_id for p in request.passengers]
+    await guard.admit(
+        day.train_code, day.date, member_id, ids, order_id, container.settings.sale_tokens_per_train_day
+    )
+    created_at = dt.datetime.now(dt.UTC)
+    payload = {
+        "v": 1,
+        "order_id": order_id,
+        "member_id": member_id,
+        "daily_train_id": day.daily_train_id,
+        "train_code": day.train_code,
+        "date": day.date.isoformat(),
+        "from_index": i,
+        "to_index": j,
+        "from_station": day.station_names[i],
+        "to_station": day.station_names[j],
+        "passengers": [
+            {
+                "passenger_id": p.passenger_id,
+                "name": found[p.passenger_id][0],
+                "seat_class": p.seat_class,
+                "seat_pref": p.seat_pref,
+                "price_fen": day.prices.get((p.seat_class, i, j), 0),
+            }
+            for p in request.passengers
+        ],
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "created_at": created_at.isoformat(),
+    }
+    alloc_request = AllocationRequest(
+        i, j, tuple(PassengerSeatRequest(p.seat_class, p.seat_pref or None) for p in request.passengers)
+    )
+    message = {"order": json.dumps(payload, ensure_ascii=False)}
+    try:
+        await _allocate(container, day, alloc_request, order_id, message)
+    except BaseException:
+        await guard.release(day.train_code, day.date, [(order_id, member_id, ids)])
+        raise
+    await guard.remember_pending({**payload, "status": "PENDING"})
+    return Accepted(order_id=order_id)
+
+
+async def _allocate(
+    container: OrderContext,
+    day: TrainDay,
+    request: AllocationRequest,
+    order_id: str,
+    message: Mapping[str, str],
+) -> list[SeatAssignment]:
+    """One allocator call; a day the allocator lacks (restart, cache loss) is loaded once, then retried."""
+    try:
+        return await container.allocator.allocate(
+            day.train_code, day.date, request, order_id=order_id, message=message
+        )
+    except SoldOut:
+        raise
+    except NotFound as exc:
+        if exc.code not in ("NOT_FOUND", "DAY_NOT_LOADED", "TRAIN_DAY_NOT_LOADED"):
+            raise
+        from railbook.services.sales import ensure_day_loaded
+
+        await ensure_day_loaded(container, day.train_code, day.date)
+        return await container.allocator.allocate(
+            day.train_code, day.date, request, order_id=order_id, message=message
+        )
+
+
+def idempotency_hash_token(member_id: int, key: str) -> str:
+    """A compact, key-safe name for a member's idempotency key."""
+    digest = hashlib.sha256(f"{member_id}:{key}".encode()).digest()[:18]
+    return base64.urlsafe_b64encode(digest).decode()

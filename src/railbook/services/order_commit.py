@@ -1,0 +1,320 @@
+"""Committing queued orders: a batch of order messages becomes orders and tickets in ONE transaction.
+
+Invariants:
+- Idempotent on the order id: orders are inserted with ``ON CONFLICT (id) DO NOTHING`` and tickets
+  only for the orders this very statement inserted (their ids are derived from the order id), so a
+  redelivered message, or two committers racing on the same message, changes nothing.
+- The ticket exclusion constraint (PostgreSQL) is the last line of defence: if the batch violates it,
+  orders are retried one by one, and an order that still fails is written ``FAILURE``
+  (``SEAT_CONFLICT``) and its seats are given back to the allocator (idempotent on the order id) —
+  the compensation, without a coordinator.
+- Transient store errors propagate: the caller retries later and does not acknowledge, so nothing
+  accepted is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from railbook.adapters.db.models import DailySeat, Order, Outbox, Ticket
+from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus, transition
+from railbook.services.booking import OrderContext, ticket_id
+from railbook.services.ports import HeldSeat
+
+log = structlog.get_logger(__name__)
+
+# Every queued order arrives PENDING; committing it is this transition.
+COMMITTED = transition(OrderStatus.PENDING, OrderStatus.SUCCESS)
+FAILED = transition(OrderStatus.PENDING, OrderStatus.FAILURE)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderMessage:
+    """One accepted order as the queue carries it (booking payload + the allocator's seats)."""
+
+    order_id: str
+    member_id: int
+    daily_train_id: int
+    train_code: str
+    date: dt.date
+    from_index: int
+    to_index: int
+    from_station: str
+    to_station: str
+    passengers: tuple[Mapping[str, Any], ...]
+    seats: tuple[Mapping[str, Any], ...]
+    idempotency_key: str | None
+    request_hash: str | None
+    created_at: dt.datetime
+
+    @property
+    def passenger_ids(self) -> list[int]:
+        return [int(p["passenger_id"]) for p in self.passengers]
+
+
+def parse_message(fields: Mapping[Any, Any]) -> OrderMessage:
+    """Decode a stream entry / queue item (bytes or str fields)."""
+    text = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in fields.items()
+    }
+    body = json.loads(text["order"])
+    seats = json.loads(text.get("seats", "[]"))
+    return OrderMessage(
+        order_id=text.get("order_id") or str(body["order_id"]),
+        member_id=int(body["member_id"]),
+        daily_train_id=int(body["daily_train_id"]),
+        train_code=str(body["train_code"]),
+        date=dt.date.fromisoformat(str(body["date"])),
+        from_index=int(body["from_index"]),
+        to_index=int(body["to_index"]),
+        from_station=str(body["from_station"]),
+        to_station=str(body["to_station"]),
+        passengers=tuple(body["passengers"]),
+        seats=tuple(sorted(seats, key=lambda s: int(s["position"]))),
+        idempotency_key=body.get("idempotency_key"),
+        request_hash=body.get("request_hash"),
+        created_at=dt.datetime.fromisoformat(str(body["created_at"])),
+    )
+
+
+@dataclass
+class CommitOutcome:
+    committed: list[OrderMessage] = field(default_factory=list)  # SUCCESS now (or already)
+    failed: list[OrderMessage] = field(default_factory=list)  # FAILURE, seats given back
+
+
+@dataclass
+class SeatIds:
+    """daily_seat ids by (class, seat index), per daily train; loaded once (a day's seats never change)."""
+
+    by_day: dict[int, dict[tuple[str, int], int]] = field(default_factory=dict)
+
+    async def ids(self, session: AsyncSession, daily_train_id: int) -> dict[tuple[str, int], int]:
+        known = self.by_day.get(daily_train_id)
+        if known is None:
+            rows = (
+                await session.execute(
+                    select(DailySeat.seat_class, DailySeat.seat_index, DailySeat.id).where(
+                        DailySeat.daily_train_id == daily_train_id
+                    )
+                )
+            ).all()
+            known = {(c, i): sid for c, i, sid in rows}
+            if len(self.by_day) > 512:
+                self.by_day.clear()
+            self.by_day[daily_train_id] = known
+        return known
+
+
+def _seat_ids(container: OrderContext) -> SeatIds:
+    ids = container.parts.get("seat_ids")
+    if ids is None:
+        ids = container.parts["seat_ids"] = SeatIds()
+    assert isinstance(ids, SeatIds)
+    return ids
+
+
+def _insert(session: AsyncSession, model: Any) -> Any:
+    if session.bind.dialect.name == "postgresql":
+        return pg_insert(model)
+    return sqlite_insert(model)
+
+
+def _order_row(
+    msg: OrderMessage,
+    status: OrderStatus,
+    deadline_seconds: int,
+    *,
+    error: str | None = None,
+    error_message: str | None = None,
+) -> dict[str, Any]:
+    success = status == OrderStatus.SUCCESS
+    prices = {i: int(p.get("price_fen", 0)) for i, p in enumerate(msg.passengers)}
+    return {
+        "id": msg.order_id,
+        "member_id": msg.member_id,
+        "daily_train_id": msg.daily_train_id,
+        "train_code": msg.train_code,
+        "service_date": msg.date,
+        "from_index": msg.from_index,
+        "to_index": msg.to_index,
+        "from_station": msg.from_station,
+        "to_station": msg.to_station,
+        "status": status.value,
+        "payment_status": PaymentStatus.UNPAID.value if success else None,
+        "error_code": error,
+        "error_message": error_message,
+        "total_fen": sum(prices.values()) if success else 0,
+        "request": {"passengers": [dict(p) for p in msg.passengers]},
+        "idempotency_key": msg.idempotency_key if success else None,
+        "request_hash": msg.request_hash,
+        "pay_deadline": msg.created_at + dt.timedelta(seconds=deadline_seconds) if success else None,
+        "created_at": msg.created_at,
+        "updated_at": dt.datetime.now(dt.UTC),
+    }
+
+
+def _ticket_rows(msg: OrderMessage, seat_ids: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for seat in msg.seats:
+        pos = int(seat["position"])
+        passenger = msg.passengers[pos]
+        seat_class = str(seat["seat_class"])
+        index = int(seat["seat_index"])
+        rows.append(
+            {
+                "id": ticket_id(msg.order_id, pos),
+                "order_id": msg.order_id,
+                "member_id": msg.member_id,
+                "passenger_id": int(passenger["passenger_id"]),
+                "passenger_name": str(passenger.get("name", "")),
+                "daily_train_id": msg.daily_train_id,
+                "daily_seat_id": seat_ids[(seat_class, index)],
+                "seat_class": seat_class,
+                "seat_index": index,
+                "seat_name": str(seat["seat_name"]),
+                "from_index": msg.from_index,
+                "to_index": msg.to_index,
+                "price_fen": int(passenger.get("price_fen", 0)),
+                "status": TicketStatus.UNPAID.value,
+                "created_at": msg.created_at,
+                "updated_at": now,
+            }
+        )
+    return rows
+
+
+def _outbox_row(msg: OrderMessage, tickets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "topic": "ticket.issued",
+        "key": msg.order_id,
+        "payload": {
+            "order_id": msg.order_id,
+            "member_id": msg.member_id,
+            "train_code": msg.train_code,
+            "date": msg.date.isoformat(),
+            "from": msg.from_station,
+            "to": msg.to_station,
+            "tickets": [
+                {
+                    "ticket_id": t["id"],
+                    "passenger_id": t["passenger_id"],
+                    "seat": t["seat_name"],
+                    "seat_class": t["seat_class"],
+                    "price_fen": t["price_fen"],
+                }
+                for t in tickets
+            ],
+        },
+        "created_at": dt.datetime.now(dt.UTC),
+    }
+
+
+async def _write(
+    container: OrderContext, session: AsyncSession, messages: Sequence[OrderMessage]
+) -> set[str]:
+    """Insert the orders (SUCCESS) and tickets of ``messages``; returns the ids inserted now."""
+    deadline = container.settings.pay_deadline_seconds
+    seat_ids = _seat_ids(container)
+    order_rows = [_order_row(m, COMMITTED, deadline) for m in messages]
+    stmt = _insert(session, Order.__table__).on_conflict_do_nothing(index_elements=["id"])
+    inserted = {row[0] for row in (await session.execute(stmt.returning(Order.__table__.c.id), order_rows))}
+    ticket_rows: list[dict[str, Any]] = []
+    outbox_rows: list[dict[str, Any]] = []
+    for m in messages:
+        if m.order_id not in inserted:
+            continue
+        rows = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id))
+        ticket_rows.extend(rows)
+        outbox_rows.append(_outbox_row(m, rows))
+    if ticket_rows:
+        # Conflict target is the primary key only: an exclusion-constraint violation must raise.
+        tstmt = _insert(session, Ticket.__table__).on_conflict_do_nothing(index_elements=["id"])
+        await session.execute(tstmt, ticket_rows)
+    if outbox_rows:
+        await session.execute(insert(Outbox), outbox_rows)
+    return inserted
+
+
+async def _fail(container: OrderContext, msg: OrderMessage, code: str, text: str) -> None:
+    """Record the order as FAILURE (no tickets), then give its seats back (idempotent on the order id)."""
+    async with container.sessionmaker() as session, session.begin():
+        row = _order_row(msg, FAILED, 0, error=code, error_message=text)
+        await session.execute(
+            _insert(session, Order.__table__).on_conflict_do_nothing(index_elements=["id"]), [row]
+        )
+    await _release(container, msg)
+
+
+async def _release(container: OrderContext, msg: OrderMessage) -> None:
+    seats = [HeldSeat(str(s["seat_class"]), int(s["seat_index"])) for s in msg.seats]
+    await container.allocator.release(
+        msg.train_code, msg.date, msg.from_index, msg.to_index, seats, release_id=msg.order_id
+    )
+
+
+async def commit_batch(container: OrderContext, messages: Sequence[OrderMessage]) -> CommitOutcome:
+    """Write a batch of queued orders; see the module docstring for the invariants it keeps."""
+    outcome = CommitOutcome()
+    if not messages:
+        return outcome
+    unique: dict[str, OrderMessage] = {}
+    for m in messages:
+        unique.setdefault(m.order_id, m)
+    batch = list(unique.values())
+    try:
+        async with container.sessionmaker() as session, session.begin():
+            inserted = await _write(container, session, batch)
+    except (IntegrityError, LookupError):
+        log.warning("order_batch_conflict", size=len(batch))
+        inserted = set()
+        for m in batch:
+            try:
+                async with container.sessionmaker() as session, session.begin():
+                    inserted |= await _write(container, session, [m])
+            except (IntegrityError, LookupError) as exc:
+                # LookupError: a seat the day does not have (the allocator and the database disagree).
+                log.warning("order_seat_conflict", order_id=m.order_id, error=repr(exc)[:200])
+                await _fail(
+                    container,
+                    m,
+                    "SEAT_CONFLICT",
+                    "The seats could not be held in the system of record; nothing was charged.",
+                )
+                outcome.failed.append(m)
+    failed_ids = {m.order_id for m in outcome.failed}
+    already = [m for m in batch if m.order_id not in inserted and m.order_id not in failed_ids]
+    if already:
+        # Redelivered: a committed order stays as it is; a failed one gets its release retried.
+        async with container.sessionmaker() as session:
+            rows = await session.execute(
+                select(Order.id, Order.status).where(Order.id.in_([m.order_id for m in already]))
+            )
+            states: dict[str, str] = {order_id: state for order_id, state in rows.all()}
+        for m in already:
+            if states.get(m.order_id) == OrderStatus.FAILURE.value:
+                await _release(container, m)
+                outcome.failed.append(m)
+            else:
+                outcome.committed.append(m)
+    outcome.committed.extend(m for m in batch if m.order_id in inserted)
+    return outcome
+
+
+def stable_uuid(value: str) -> str:
+    """The canonical text of a uuid (ids in URLs may come in upper case)."""
+    return str(uuid.UUID(value))

@@ -1,0 +1,370 @@
+"""The waitlist (12306 "候补"): members ask for a sold-out train-day and are served in arrival order
+when seats come back (a cancel, an expiry, a refund or a change releases them).
+
+Filling places an ordinary order for the waiting member through the booking service, so every
+rule of the order path (duplicates, sale tokens, the atomic allocation) holds for it too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from railbook.adapters.db.models import Outbox, Passenger, Waitlist
+from railbook.domain.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    SoldOut,
+    TooManyRequests,
+    Unavailable,
+)
+from railbook.services.booking import (
+    OrderContext,
+    OrderRequest,
+    PassengerChoice,
+    TrainDay,
+    place_order,
+    train_day,
+)
+from railbook.services.payment import utcnow
+
+log = structlog.get_logger(__name__)
+
+WAITING = "WAITING"
+FILLED = "FILLED"
+FILLING = "FILLING"  # claimed by a process placing its order; shown as WAITING
+CLAIM_TIMEOUT = dt.timedelta(minutes=2)
+EXPIRED = "EXPIRED"
+FILL_BATCH = 20
+MAX_WAITING_PER_MEMBER = 20
+
+
+@dataclass(frozen=True, slots=True)
+class WaitlistView:
+    waitlist_id: int
+    train_code: str
+    date: dt.date
+    from_station: str
+    to_station: str
+    passengers: list[dict[str, object]]
+    status: str
+    order_id: str | None
+    error_code: str | None
+    created_at: dt.datetime
+
+
+def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, int]:
+    i = day.index_of.get(from_station.strip())
+    j = day.index_of.get(to_station.strip())
+    for field, raw, idx in (("from", from_station, i), ("to", to_station, j)):
+        if idx is None:
+            raise NotFound(
+                f"{raw} is not a stop of {day.train_code}.",
+                code="STATION_NOT_FOUND",
+                details={"field": field, "station": raw},
+            )
+    assert i is not None and j is not None
+    if i >= j:
+        raise InvalidInput(
+            f"{from_station} does not come before {to_station} on {day.train_code}.",
+            code="BAD_JOURNEY",
+            details={"from": from_station, "to": to_station},
+        )
+    return i, j
+
+
+async def _remaining(container: OrderContext, day: TrainDay, i: int, j: int) -> dict[str, int]:
+    try:
+        return await container.allocator.remaining(day.train_code, day.date, i, j)
+    except NotFound:
+        from railbook.services.sales import ensure_day_loaded
+
+        await ensure_day_loaded(container, day.train_code, day.date)
+        return await container.allocator.remaining(day.train_code, day.date, i, j)
+
+
+async def join_waitlist(container: OrderContext, *, member_id: int, request: OrderRequest) -> int:
+    """Queue a request for a sold-out journey; NOT_SOLD_OUT when the seats it asks for are on sale."""
+    if not request.passengers:
+        raise InvalidInput(
+            "Name at least one passenger.", details={"fields": [{"field": "passengers", "message": "empty"}]}
+        )
+    ids = [p.passenger_id for p in request.passengers]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput(
+            "A passenger appears twice.",
+            details={"fields": [{"field": "passengers", "message": "duplicate passenger"}]},
+        )
+    day = await train_day(container, request.train_code, request.date)
+    i, j = _journey(day, request.from_station, request.to_station)
+    for pos, p in enumerate(request.passengers):
+        if p.seat_class not in day.classes:
+            raise InvalidInput(
+                f"{day.train_code} has no {p.seat_class} seats.",
+                details={
+                    "fields": [
+                        {"field": f"passengers.{pos}.seat_class", "message": "class not on this train"}
+                    ]
+                },
+            )
+    async with container.sessionmaker() as session:
+        known = set(
+            (
+                await session.execute(
+                    select(Passenger.id).where(Passenger.member_id == member_id, Passenger.id.in_(ids))
+                )
+            ).scalars()
+        )
+    missing = [pid for pid in ids if pid not in known]
+    if missing:
+        raise NotFound("Passenger not found.", code="PASSENGER_NOT_FOUND", details={"passenger_ids": missing})
+    remaining = await _remaining(container, day, i, j)
+    need = Counter(p.seat_class for p in request.passengers)
+    if all(remaining.get(c, 0) >= n for c, n in need.items()):
+        raise Conflict(
+            "Seats are still on sale for this journey; order them instead.",
+            code="NOT_SOLD_OUT",
+            details={"remaining": {c: remaining.get(c, 0) for c in need}},
+        )
+    now = utcnow()
+    async with container.sessionmaker() as session, session.begin():
+        waiting = len(
+            (
+                await session.execute(
+                    select(Waitlist.id)
+                    .where(Waitlist.member_id == member_id, Waitlist.status == WAITING)
+                    .limit(MAX_WAITING_PER_MEMBER)
+                )
+            ).all()
+        )
+        if waiting >= MAX_WAITING_PER_MEMBER:
+            raise Conflict("Too many waiting requests.", code="WAITLIST_LIMIT")
+        entry = Waitlist(
+            member_id=member_id,
+            train_code=day.train_code,
+            service_date=day.date,
+            from_station=day.station_names[i],
+            to_station=day.station_names[j],
+            passengers=[
+                {"passenger_id": p.passenger_id, "seat_class": p.seat_class, "seat_pref": p.seat_pref}
+                for p in request.passengers
+            ],
+            status=WAITING,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(entry)
+        await session.flush()
+        return entry.id
+
+
+def _request_of(entry: Waitlist) -> OrderRequest:
+    return OrderRequest(
+        date=entry.service_date,
+        train_code=entry.train_code,
+        from_station=entry.from_station,
+        to_station=entry.to_station,
+        passengers=tuple(
+            PassengerChoice(
+                int(str(p["passenger_id"])),
+                str(p["seat_class"]),
+                str(p["seat_pref"]) if p.get("seat_pref") else None,
+            )
+            for p in entry.passengers
+        ),
+    )
+
+
+async def fill_train_day(container: OrderContext, train_code: str, date: dt.date) -> int:
+    """Place orders for the oldest waiting entries of a train-day while seats remain; returns how many
+    were filled.
+
+    Invariant: an entry is served by one process at a time. It is claimed first (``WAITING →
+    FILLING``, a conditional update only one process can win), the order is placed outside any
+    transaction (SQLite would otherwise deadlock against the booking service's own reads), and the
+    outcome is written after. A claim left behind by a crash is handed back after ``CLAIM_TIMEOUT``;
+    the order path's duplicate check keeps a retried entry from holding two orders.
+    """
+    async with container.sessionmaker() as session:
+        entries = (
+            (
+                await session.execute(
+                    select(Waitlist)
+                    .where(
+                        Waitlist.status == WAITING,
+                        Waitlist.train_code == train_code,
+                        Waitlist.service_date == date,
+                    )
+                    .order_by(Waitlist.id)
+                    .limit(FILL_BATCH)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    filled = 0
+    for entry in entries:
+        request = _request_of(entry)
+        try:
+            if not await _fits(container, request):
+                continue  # a smaller request further back may still fit
+        except DomainError as exc:
+            await _settle(container, entry.id, EXPIRED, error_code=exc.code, claimed=False)
+            continue
+        if not await _claim(container, entry.id):
+            continue
+        try:
+            accepted = await place_order(
+                container, member_id=entry.member_id, request=request, client_ip="waitlist"
+            )
+        except (SoldOut, Unavailable, TooManyRequests):
+            await _settle(container, entry.id, WAITING)
+            continue
+        except Conflict as exc:
+            if exc.code == "DUPLICATE_ORDER":  # the passenger holds an unpaid order for that day: later
+                await _settle(container, entry.id, WAITING)
+            else:
+                await _settle(container, entry.id, EXPIRED, error_code=exc.code)
+            continue
+        except DomainError as exc:
+            await _settle(container, entry.id, EXPIRED, error_code=exc.code)
+            continue
+        except BaseException:
+            await _settle(container, entry.id, WAITING)
+            raise
+        await _settle(container, entry.id, FILLED, order_id=accepted.order_id, member_id=entry.member_id)
+        filled += 1
+    if filled:
+        log.info("waitlist_filled", train_code=train_code, date=str(date), count=filled)
+    return filled
+
+
+async def _claim(container: OrderContext, entry_id: int) -> bool:
+    async with container.sessionmaker() as session, session.begin():
+        result = await session.execute(
+            update(Waitlist)
+            .where(Waitlist.id == entry_id, Waitlist.status == WAITING)
+            .values(status=FILLING, updated_at=utcnow())
+        )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def _settle(
+    container: OrderContext,
+    entry_id: int,
+    status: str,
+    *,
+    error_code: str | None = None,
+    order_id: str | None = None,
+    member_id: int | None = None,
+    claimed: bool = True,
+) -> None:
+    now = utcnow()
+    async with container.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Waitlist)
+            .where(Waitlist.id == entry_id, Waitlist.status == (FILLING if claimed else WAITING))
+            .values(status=status, error_code=error_code, order_id=order_id, updated_at=now)
+        )
+        if status == FILLED:
+            session.add(
+                Outbox(
+                    topic="waitlist.filled",
+                    key=str(entry_id),
+                    created_at=now,
+                    payload={"waitlist_id": entry_id, "member_id": member_id, "order_id": order_id},
+                )
+            )
+
+
+async def _fits(container: OrderContext, request: OrderRequest) -> bool:
+    """Whether the seats a request needs are free now: checked before placing an order, so a sold-out
+    day costs one read per pass instead of an order attempt (and the member's order rate)."""
+    day = await train_day(container, request.train_code, request.date)
+    i, j = _journey(day, request.from_station, request.to_station)
+    remaining = await _remaining(container, day, i, j)
+    need = Counter(p.seat_class for p in request.passengers)
+    return all(remaining.get(c, 0) >= n for c, n in need.items())
+
+
+async def sweep_waitlists(container: OrderContext, *, today: dt.date | None = None) -> int:
+    """Expire entries for days gone by and try to fill every train-day that has waiting entries."""
+    today = today or dt.date.today()
+    async with container.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Waitlist)
+            .where(Waitlist.status == FILLING, Waitlist.updated_at < utcnow() - CLAIM_TIMEOUT)
+            .values(status=WAITING, updated_at=utcnow())
+        )
+        await session.execute(
+            update(Waitlist)
+            .where(Waitlist.status == WAITING, Waitlist.service_date < today)
+            .values(status=EXPIRED, error_code="DEPARTED", updated_at=utcnow())
+        )
+    async with container.sessionmaker() as session:
+        days = (
+            await session.execute(
+                select(Waitlist.train_code, Waitlist.service_date)
+                .where(Waitlist.status == WAITING)
+                .distinct()
+            )
+        ).all()
+    filled = 0
+    for train_code, date in days:
+        filled += await fill_train_day(container, train_code, date)
+    return filled
+
+
+async def list_waitlist(container: OrderContext, *, member_id: int, limit: int = 100) -> list[WaitlistView]:
+    """The member's waitlist entries, newest first."""
+    async with container.sessionmaker() as session:
+        return await _views(session, member_id, limit)
+
+
+async def _views(session: AsyncSession, member_id: int, limit: int) -> list[WaitlistView]:
+    rows = (
+        (
+            await session.execute(
+                select(Waitlist)
+                .where(Waitlist.member_id == member_id)
+                .order_by(Waitlist.id.desc())
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return [
+        WaitlistView(
+            w.id,
+            w.train_code,
+            w.service_date,
+            w.from_station,
+            w.to_station,
+            list(w.passengers),
+            WAITING if w.status == FILLING else w.status,
+            w.order_id,
+            w.error_code,
+            w.created_at,
+        )
+        for w in rows
+    ]
+
+
+__all__ = [
+    "EXPIRED",
+    "FILLED",
+    "WAITING",
+    "WaitlistView",
+    "fill_train_day",
+    "join_waitlist",
+    "list_waitlist",
+    "sweep_waitlists",
+]

@@ -1,0 +1,200 @@
+"""The order committer: consumes accepted orders and writes them to the system of record in batches.
+
+Distributed mode: a consumer of the train-day order streams (``adapters.redis.stream``); any number
+run in parallel (``railbook worker``), each message acknowledged only after its batch committed.
+Embedded mode: the same commit code fed by the in-process queue (``adapters.embedded.queue``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+
+from railbook.api.errors import is_store_outage
+from railbook.bootstrap import Container
+from railbook.services.booking import order_guard
+from railbook.services.order_commit import CommitOutcome, OrderMessage, commit_batch, parse_message
+
+log = structlog.get_logger(__name__)
+
+CLAIM_EVERY_S = 5.0
+DEFAULT_CLAIM_IDLE_MS = 30_000
+# After commit the database answers the duplicate check; the marker lingers a little to cover
+# requests that read the database just before the commit.
+MARKER_LINGER_S = 5
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _settle(container: Container, outcome: CommitOutcome) -> None:
+    """Give back sale tokens, clear duplicate markers and pending records of finished orders."""
+    guard = order_guard(container)
+    Finished = list[tuple[str, int, Sequence[int]]]
+    by_day: dict[tuple[str, dt.date], tuple[Finished, Finished]] = {}
+    for m, ok in [(m, True) for m in outcome.committed] + [(m, False) for m in outcome.failed]:
+        entry = by_day.setdefault((m.train_code, m.date), ([], []))
+        entry[0 if ok else 1].append((m.order_id, m.member_id, m.passenger_ids))
+    for (code, day), (done, failed) in by_day.items():
+        await guard.release(code, day, done, keep_markers_seconds=MARKER_LINGER_S)
+        await guard.release(code, day, failed)
+    await guard.forget_pending([(m.order_id, m.member_id) for m in outcome.committed + outcome.failed])
+
+
+async def _commit_until_done(
+    container: Container, messages: Sequence[OrderMessage], stop: asyncio.Event | None
+) -> CommitOutcome | None:
+    """Commit, retrying transient store errors with backoff; None when stopping first."""
+    delay = 0.1
+    while True:
+        try:
+            return await commit_batch(container, messages)
+        except Exception as exc:
+            if not is_store_outage(exc):
+                raise
+            log.warning("order_commit_store_unavailable", error=repr(exc)[:200], retry_in=delay)
+        if stop is not None and stop.is_set():
+            return None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def run_stream_committer(
+    container: Container,
+    name: str | None = None,
+    *,
+    claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Consume every train-day order stream until cancelled (or ``stop`` is set)."""
+    from railbook.adapters.redis.stream import OrderStreamConsumer, make_blocking_redis
+
+    settings = container.settings
+    assert settings.redis_url
+    client = make_blocking_redis(settings.redis_url)
+    consumer = OrderStreamConsumer(client, name or default_consumer_name())
+    batch = settings.worker_batch_size
+    last_claim = 0.0
+    log.info("order_committer_started", consumer=consumer.consumer)
+    try:
+        await consumer.refresh(force=True)
+        backlog = await consumer.own_pending(batch)
+        while stop is None or not stop.is_set():
+            try:
+                await consumer.refresh()
+                entries = backlog
+                backlog = []
+                if not entries and time.monotonic() - last_claim >= CLAIM_EVERY_S:
+                    last_claim = time.monotonic()
+                    entries = await consumer.claim(claim_idle_ms, batch)
+                if not entries:
+                    if not consumer.streams:
+                        await asyncio.sleep(settings.worker_block_ms / 1000)
+                        continue
+                    entries = await consumer.read(batch, settings.worker_block_ms)
+                if not entries:
+                    continue
+                messages: list[OrderMessage] = []
+                poison = []
+                for e in entries:
+                    try:
+                        messages.append(parse_message(e.fields))
+                    except (KeyError, ValueError, TypeError):
+                        log.error("order_message_unreadable", stream=e.stream, entry_id=e.entry_id)
+                        poison.append(e)
+                outcome = await _commit_until_done(container, messages, stop)
+                if outcome is None:
+                    return
+                await consumer.ack(entries)
+                await _settle(container, outcome)
+                log.debug(
+                    "order_batch_committed",
+                    n=len(outcome.committed),
+                    failed=len(outcome.failed),
+                    poison=len(poison),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Not acknowledged: the messages stay pending and are claimed back after the idle time.
+                if is_store_outage(exc):
+                    log.warning("order_committer_store_unavailable", error=repr(exc)[:200])
+                else:
+                    log.exception("order_committer_error")
+                await asyncio.sleep(1.0)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+async def run_queue_committer(container: Container, *, stop: asyncio.Event | None = None) -> None:
+    """Embedded mode: commit what the in-process allocator queued, with the same commit code."""
+    from railbook.adapters.embedded.queue import OrderQueue
+
+    queue = container.parts["queue"]
+    assert isinstance(queue, OrderQueue)
+    settings = container.settings
+    while stop is None or not stop.is_set():
+        items = await queue.take(settings.worker_batch_size, settings.worker_block_ms / 1000)
+        if not items:
+            continue
+        messages = []
+        for _, _, fields in items:
+            try:
+                messages.append(parse_message(fields))
+            except (KeyError, ValueError, TypeError):
+                log.error("order_message_unreadable", fields=str(fields)[:200])
+        while True:
+            try:
+                outcome = await _commit_until_done(container, messages, None)
+                assert outcome is not None
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("order_committer_error")
+                await asyncio.sleep(1.0)
+        await _settle(container, outcome)
+        queue.done([m.order_id for m in messages])
+
+
+def committer(container: Container) -> Callable[[], Awaitable[None]]:
+    """The committer loop for this process's mode (what ``start_background`` runs)."""
+    if container.redis is not None:
+        return lambda: run_stream_committer(container)
+    return lambda: run_queue_committer(container)
+
+
+async def run_worker(
+    container: Container, name: str | None = None, *, claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS
+) -> None:
+    """The ``railbook worker`` role: the order committer, plus unpaid-order expiry and the outbox relay."""
+    jobs: list[Awaitable[Any]] = []
+    if container.redis is not None:
+        jobs.append(run_stream_committer(container, name, claim_idle_ms=claim_idle_ms))
+    else:
+        log.warning("worker_embedded_mode", note="the embedded queue lives in the serving process")
+    try:
+        from railbook.workers.expiry import run_expiry
+
+        jobs.append(run_expiry(container))
+    except ImportError:
+        pass
+    try:
+        from railbook.workers.outbox import run_relay
+
+        jobs.append(run_relay(container))
+    except ImportError:
+        pass
+    if not jobs:
+        return
+    await asyncio.gather(*jobs)

@@ -1,0 +1,253 @@
+"""The outbox relay and the notifications consumer.
+
+Events are written to ``outbox`` in the same transaction as the state change they describe. The
+relay publishes unpublished rows in id order — to the Redis stream ``railbook:events`` in the
+distributed mode, to an in-process queue when embedded — and stamps ``published_at`` in the same
+transaction that selected them.
+
+Invariant (several relays at once): a relay selects its batch ``FOR UPDATE SKIP LOCKED``, so no
+two relays ever hold the same row, and a row is stamped in the transaction that published it; a
+row is published again only if that commit fails after the publish (at-least-once), which the
+consumers absorb by recording every event id in ``processed_event`` before acting on it.
+SQLite ignores the clause; the write transaction itself serialises relays there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from railbook.adapters.db.models import Outbox, ProcessedEvent
+from railbook.api.errors import is_store_outage
+from railbook.bootstrap import Container
+from railbook.services.payment import utcnow
+
+log = structlog.get_logger(__name__)
+
+STREAM = "railbook:events"
+STREAM_MAXLEN = 100_000
+NOTIFICATIONS = "notifications"
+RELAY_BATCH = 200
+IDLE_S = 0.5
+BLOCK_MS = 1000  # below the Redis client's socket timeout
+CLAIM_EVERY_S = 30.0
+CLAIM_IDLE_MS = 60_000
+
+
+def _event_fields(row: Outbox) -> dict[str, str]:
+    return {
+        "id": str(row.id),
+        "topic": row.topic,
+        "key": row.key,
+        "payload": json.dumps(row.payload, ensure_ascii=False, default=str),
+    }
+
+
+def event_queue(container: Container) -> asyncio.Queue[dict[str, str]]:
+    """The in-process event channel of the embedded mode."""
+    queue = container.parts.get("event_queue")
+    if queue is None:
+        queue = container.parts["event_queue"] = asyncio.Queue()
+    assert isinstance(queue, asyncio.Queue)
+    return queue
+
+
+async def _publish(container: Container, events: Sequence[dict[str, str]]) -> None:
+    if container.redis is None:
+        queue = event_queue(container)
+        for event in events:
+            queue.put_nowait(event)
+        return
+    async with container.redis.pipeline(transaction=False) as pipe:
+        for event in events:
+            pipe.xadd(STREAM, event, maxlen=STREAM_MAXLEN, approximate=True)
+        await pipe.execute()
+
+
+async def relay_once(container: Container, *, batch: int = RELAY_BATCH) -> int:
+    """Publish one batch of unpublished outbox rows; returns how many."""
+    async with container.sessionmaker() as session, session.begin():
+        rows = (
+            (
+                await session.execute(
+                    select(Outbox)
+                    .where(Outbox.published_at.is_(None))
+                    .order_by(Outbox.id)
+                    .limit(batch)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            return 0
+        await _publish(container, [_event_fields(r) for r in rows])
+        await session.execute(
+            update(Outbox).where(Outbox.id.in_([r.id for r in rows])).values(published_at=utcnow())
+        )
+    return len(rows)
+
+
+async def handle_events(container: Container, consumer: str, events: Sequence[Mapping[str, str]]) -> int:
+    """Process a batch of events once per consumer (one INSERT … ON CONFLICT DO NOTHING RETURNING tells
+    the new ones from redeliveries); returns how many were new."""
+    if not events:
+        return 0
+    now = utcnow()
+    rows = [{"consumer": consumer, "event_id": str(e["id"]), "processed_at": now} for e in events]
+    async with container.sessionmaker() as session, session.begin():
+        dialect = session.bind.dialect.name
+        insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = (
+            insert_(ProcessedEvent).values(rows).on_conflict_do_nothing().returning(ProcessedEvent.event_id)
+        )
+        fresh = set((await session.execute(stmt)).scalars())
+    new = len(fresh)
+    for event in events:
+        if str(event["id"]) not in fresh:
+            continue
+        fresh.discard(str(event["id"]))  # a batch may carry one event twice
+        payload: dict[str, Any] = json.loads(event.get("payload") or "{}")
+        log.info(
+            "notification",
+            consumer=consumer,
+            event_id=event["id"],
+            topic=event.get("topic"),
+            key=event.get("key"),
+            member_id=payload.get("member_id"),
+        )
+    return new
+
+
+async def handle_event(container: Container, consumer: str, event: Mapping[str, str]) -> bool:
+    """Process one event once per consumer: False when it had been processed before."""
+    return await handle_events(container, consumer, [event]) == 1
+
+
+def _decode(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in fields.items()
+    }
+
+
+async def consume_once(container: Container, *, consumer_name: str, block_ms: int = BLOCK_MS) -> int:
+    """Read and handle one batch of events as the ``notifications`` group; acknowledge after handling."""
+    if container.redis is None:
+        queue = event_queue(container)
+        try:
+            event = await asyncio.wait_for(queue.get(), timeout=block_ms / 1000)
+        except TimeoutError:
+            return 0
+        events = [event]
+        while not queue.empty() and len(events) < RELAY_BATCH:
+            events.append(queue.get_nowait())
+        await handle_events(container, NOTIFICATIONS, events)
+        return len(events)
+    redis = container.redis
+    answer = await redis.xreadgroup(
+        NOTIFICATIONS, consumer_name, {STREAM: ">"}, count=RELAY_BATCH, block=block_ms
+    )
+    handled = 0
+    for _stream, entries in answer or []:
+        if not entries:
+            continue
+        await handle_events(container, NOTIFICATIONS, [_decode(fields) for _entry_id, fields in entries])
+        await redis.xack(STREAM, NOTIFICATIONS, *[entry_id for entry_id, _fields in entries])
+        handled += len(entries)
+    return handled
+
+
+async def claim_stale(container: Container, *, consumer_name: str, min_idle_ms: int = CLAIM_IDLE_MS) -> int:
+    """Take over events a dead consumer read but never acknowledged (XAUTOCLAIM), and handle them."""
+    if container.redis is None:
+        return 0
+    answer = await container.redis.xautoclaim(
+        STREAM, NOTIFICATIONS, consumer_name, min_idle_time=min_idle_ms, start_id="0-0", count=RELAY_BATCH
+    )
+    entries = [(i, f) for i, f in (answer[1] if answer and len(answer) > 1 else []) if f]
+    if not entries:
+        return 0
+    await handle_events(container, NOTIFICATIONS, [_decode(f) for _i, f in entries])
+    await container.redis.xack(STREAM, NOTIFICATIONS, *[i for i, _f in entries])
+    return len(entries)
+
+
+async def ensure_group(container: Container) -> None:
+    if container.redis is None:
+        return
+    from redis.exceptions import ResponseError
+
+    try:
+        await container.redis.xgroup_create(STREAM, NOTIFICATIONS, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def _relay_loop(container: Container) -> None:
+    while True:
+        try:
+            if await relay_once(container) == 0:
+                await asyncio.sleep(IDLE_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not is_store_outage(exc):
+                raise
+            log.warning("outbox_relay_store_unavailable", error=repr(exc)[:200])
+            await asyncio.sleep(1.0)
+
+
+def _group_lost(exc: Exception) -> bool:
+    """The stream or its group vanished (Redis data lost or flushed): recreate them and go on."""
+    text = str(exc)
+    return "NOGROUP" in text or "UNBLOCKED" in text
+
+
+async def _consumer_loop(container: Container, name: str) -> None:
+    await ensure_group(container)
+    next_claim = 0.0
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            if loop.time() >= next_claim:
+                next_claim = loop.time() + CLAIM_EVERY_S
+                await claim_stale(container, consumer_name=name)
+            await consume_once(container, consumer_name=name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if _group_lost(exc):
+                log.warning("event_group_recreated", error=repr(exc)[:200])
+                await ensure_group(container)
+                continue
+            if not is_store_outage(exc):
+                raise
+            log.warning("event_consumer_store_unavailable", error=repr(exc)[:200])
+            await asyncio.sleep(1.0)
+
+
+async def run_relay(container: Container) -> None:
+    """Run the relay and the notifications consumer of this process until cancelled."""
+    name = f"{socket.gethostname()}-{os.getpid()}"
+    tasks = [
+        asyncio.create_task(_relay_loop(container), name="outbox_relay"),
+        asyncio.create_task(_consumer_loop(container, name), name="notifications"),
+    ]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

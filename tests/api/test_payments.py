@@ -1,0 +1,444 @@
+"""After the order is committed, over HTTP on both store configurations: pay, cancel, expiry, refund,
+change, waitlist and the signed payment callback (API.md "Orders")."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from railbook.adapters.db.models import Order, Payment, Ticket
+from railbook.domain.identity import compose_id_card
+from railbook.services.cancellation import expire_unpaid
+from railbook.services.payment import MockProvider, callback_payload
+from railbook.services.refund import apply_changes
+
+from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, register, unique
+
+_ids = itertools.count(1)
+_codes = itertools.count(int(unique()) % 9000)
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
+    """Start both apps through ordinary fixture resolution (see tests/api/test_members.py)."""
+
+
+def _station_code() -> str:
+    n = next(_codes) + 26 * 26 * 3  # clear of the A.. codes other tests pick first
+    return "".join(LETTERS[(n // 26**k) % 26] for k in (2, 1, 0))
+
+
+def _day(offset: int) -> str:
+    return (dt.date.today() + dt.timedelta(days=offset)).isoformat()
+
+
+async def _admin(client: httpx.AsyncClient) -> dict[str, str]:
+    return await login(client, ADMIN_MOBILE, ADMIN_PASSWORD)
+
+
+async def make_train(
+    client: httpx.AsyncClient, *, days: tuple[int, ...] = (4,), rows: int = 1
+) -> dict[str, Any]:
+    """A 3-stop G train (200 km, one second-class carriage of ``rows`` rows: 5 seats a row) on sale
+    on the given days from today."""
+    admin = await _admin(client)
+    names = []
+    for _ in range(3):
+        name = f"站{unique()}"
+        r = await client.post(
+            "/api/v1/admin/stations", json={"name": name, "code": _station_code()}, headers=admin
+        )
+        assert r.status_code == 201, r.text
+        names.append(name)
+    code = f"G{1000 + int(unique()) % 89000}"
+    train = {
+        "code": code,
+        "kind": "G",
+        "stops": [
+            {"station": names[0], "departs": "08:00", "km": 0},
+            {"station": names[1], "arrives": "09:00", "departs": "09:02", "km": 100},
+            {"station": names[2], "arrives": "10:00", "km": 200},
+        ],
+        "carriages": [{"carriage": 1, "seat_class": "second", "rows": rows}],
+    }
+    r = await client.post("/api/v1/admin/trains", json=train, headers=admin)
+    assert r.status_code == 201, r.text
+    for offset in days:
+        r = await client.post("/api/v1/admin/sales/open", json={"date": _day(offset)}, headers=admin)
+        assert r.status_code == 200, r.text
+    return {"code": code, "stations": names}
+
+
+async def member_with(client: httpx.AsyncClient, n: int) -> dict[str, Any]:
+    """A logged-in member with ``n`` passengers."""
+    member = await register(client)
+    member["passengers"] = []
+    for _ in range(n):
+        k = next(_ids)
+        card = compose_id_card("110105", dt.date(1985, 1, 1) + dt.timedelta(days=k // 1000), k % 1000)
+        r = await client.post(
+            "/api/v1/passengers",
+            json={"name": "王五", "id_card": card, "type": "adult"},
+            headers=member["headers"],
+        )
+        assert r.status_code == 201, r.text
+        member["passengers"].append(r.json()["passenger_id"])
+    return member
+
+
+def _journey(train: dict[str, Any], offset: int, passengers: list[int]) -> dict[str, Any]:
+    return {
+        "date": _day(offset),
+        "train_code": train["code"],
+        "from": train["stations"][0],
+        "to": train["stations"][2],
+        "passengers": [{"passenger_id": p, "seat_class": "second"} for p in passengers],
+    }
+
+
+async def place(client: httpx.AsyncClient, member: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
+    return await client.post("/api/v1/orders", json=body, headers=member["headers"])
+
+
+async def settled(client: httpx.AsyncClient, member: dict[str, Any], order_id: str) -> dict[str, Any]:
+    """The order once the committer has answered (it leaves PENDING within a moment)."""
+    for _ in range(200):
+        r = await client.get(f"/api/v1/orders/{order_id}", headers=member["headers"])
+        assert r.status_code == 200, r.text
+        if r.json()["status"] not in ("INIT", "PENDING"):
+            return dict(r.json())
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"order {order_id} still pending")
+
+
+async def held_order(
+    client: httpx.AsyncClient, member: dict[str, Any], body: dict[str, Any]
+) -> dict[str, Any]:
+    r = await place(client, member, body)
+    assert r.status_code == 202, r.text
+    order = await settled(client, member, r.json()["order_id"])
+    assert order["status"] == "SUCCESS", order
+    assert order["payment_status"] == "UNPAID"
+    return order
+
+
+async def sold_out(client: httpx.AsyncClient, member: dict[str, Any], body: dict[str, Any]) -> bool:
+    r = await place(client, member, body)
+    if r.status_code == 409:
+        assert r.json()["error"]["code"] == "SOLD_OUT", r.text
+        return True
+    assert r.status_code == 202, r.text
+    return (await settled(client, member, r.json()["order_id"]))["status"] == "EMPTY"
+
+
+def _container(client: httpx.AsyncClient) -> Any:
+    return client.app.state.container  # type: ignore[attr-defined]
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code, r.text
+
+
+# --------------------------------------------------------------------------------------------
+
+
+async def test_pay_marks_order_and_tickets_paid_and_paying_again_answers_the_same(
+    client: httpx.AsyncClient,
+) -> None:
+    train = await make_train(client)
+    member = await member_with(client, 2)
+    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    url = f"/api/v1/orders/{order['order_id']}/pay"
+    headers = {**member["headers"], "Idempotency-Key": unique("pay-")}
+    first = await client.post(url, json={"method": "mock"}, headers=headers)
+    assert first.status_code == 200, first.text
+    paid = first.json()
+    assert paid["payment_status"] == "PAID" and paid["status"] == "SUCCESS"
+    assert [t["status"] for t in paid["tickets"]] == ["PAID", "PAID"]
+    again = await client.post(url, json={"method": "mock"}, headers=headers)
+    assert again.status_code == 200 and again.json() == paid
+    plain = await client.post(url, json={"method": "mock"}, headers=member["headers"])
+    assert plain.status_code == 200 and plain.json() == paid
+    async with _container(client).sessionmaker() as session:
+        payments = (
+            (
+                await session.execute(
+                    select(Payment).where(Payment.order_id == order["order_id"], Payment.kind == "pay")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(payments) == 1
+    assert payments[0].idempotency_key == headers["Idempotency-Key"]
+    assert payments[0].amount_fen == 2 * 9200
+
+
+async def test_someone_elses_order_or_ticket_is_not_found(client: httpx.AsyncClient) -> None:
+    train = await make_train(client)
+    owner = await member_with(client, 1)
+    order = await held_order(client, owner, _journey(train, 4, owner["passengers"]))
+    other = await register(client)
+    oid = order["order_id"]
+    for path in (f"/api/v1/orders/{oid}/pay", f"/api/v1/orders/{oid}/cancel"):
+        assert_error(
+            await client.post(
+                path, json={"method": "mock"} if path.endswith("pay") else None, headers=other["headers"]
+            ),
+            404,
+            "ORDER_NOT_FOUND",
+        )
+    tid = order["tickets"][0]["ticket_id"]
+    assert_error(
+        await client.post(f"/api/v1/tickets/{tid}/refund", headers=other["headers"]), 404, "TICKET_NOT_FOUND"
+    )
+    r = await client.post(f"/api/v1/orders/{oid}/pay", json={"method": "mock"})
+    assert r.status_code == 401
+
+
+async def test_payment_after_the_deadline_is_refused_and_expiry_puts_the_seats_back(
+    client: httpx.AsyncClient,
+) -> None:
+    train = await make_train(client)
+    first = await member_with(client, 5)
+    order = await held_order(client, first, _journey(train, 4, first["passengers"]))
+    second = await member_with(client, 1)
+    assert await sold_out(client, second, _journey(train, 4, second["passengers"]))
+
+    container = _container(client)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    async with container.sessionmaker() as session, session.begin():
+        await session.execute(update(Order).where(Order.id == order["order_id"]).values(pay_deadline=past))
+    r = await client.post(
+        f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=first["headers"]
+    )
+    assert_error(r, 409, "PAY_DEADLINE_PASSED")
+
+    await expire_unpaid(container)  # the background loop may have done it already: either way
+    r = await client.get(f"/api/v1/orders/{order['order_id']}", headers=first["headers"])
+    assert r.json()["status"] == "CANCEL" and r.json()["payment_status"] == "UNPAID"
+    assert {t["status"] for t in r.json()["tickets"]} == {"CANCELLED"}
+    async with container.sessionmaker() as session:
+        released = (
+            await session.execute(select(Order.released_at).where(Order.id == order["order_id"]))
+        ).scalar_one()
+    assert released is not None
+    assert_error(
+        await client.post(
+            f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=first["headers"]
+        ),
+        409,
+        "PAY_DEADLINE_PASSED",
+    )
+    later = await held_order(client, second, _journey(train, 4, second["passengers"]))
+    assert later["tickets"][0]["seat"].startswith("01-01")
+
+
+async def test_cancel_puts_the_seats_back_on_sale(client: httpx.AsyncClient) -> None:
+    train = await make_train(client)
+    first = await member_with(client, 5)
+    order = await held_order(client, first, _journey(train, 4, first["passengers"]))
+    second = await member_with(client, 2)
+    assert await sold_out(client, second, _journey(train, 4, second["passengers"]))
+    r = await client.post(f"/api/v1/orders/{order['order_id']}/cancel", headers=first["headers"])
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "CANCEL"
+    assert {t["status"] for t in r.json()["tickets"]} == {"CANCELLED"}
+    again = await client.post(f"/api/v1/orders/{order['order_id']}/cancel", headers=first["headers"])
+    assert again.status_code == 200 and again.json()["status"] == "CANCEL"
+    assert_error(
+        await client.post(
+            f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=first["headers"]
+        ),
+        409,
+        "NOT_PAYABLE",
+    )
+    await held_order(client, second, _journey(train, 4, second["passengers"]))
+
+
+async def test_a_paid_order_cannot_be_cancelled(client: httpx.AsyncClient) -> None:
+    train = await make_train(client)
+    member = await member_with(client, 1)
+    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    r = await client.post(
+        f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=member["headers"]
+    )
+    assert r.status_code == 200
+    assert_error(
+        await client.post(f"/api/v1/orders/{order['order_id']}/cancel", headers=member["headers"]),
+        409,
+        "NOT_CANCELLABLE",
+    )
+
+
+async def test_refund_charges_the_fee_of_its_band_and_puts_that_seat_back(client: httpx.AsyncClient) -> None:
+    # Departure 4 days ahead (08:00 Beijing): between 48 hours and 8 days before, so 5 %.
+    train = await make_train(client, days=(4, 10))
+    first = await member_with(client, 5)
+    order = await held_order(client, first, _journey(train, 4, first["passengers"]))
+    assert (
+        await client.post(
+            f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=first["headers"]
+        )
+    ).status_code == 200
+    second = await member_with(client, 1)
+    assert await sold_out(client, second, _journey(train, 4, second["passengers"]))
+
+    ticket = order["tickets"][0]
+    assert_error(
+        await client.post(
+            f"/api/v1/tickets/{ticket['ticket_id']}/change",
+            json={"date": "not-a-date", "train_code": train["code"], "seat_class": "second"},
+            headers=first["headers"],
+        ),
+        422,
+        "VALIDATION_ERROR",
+    )
+    r = await client.post(f"/api/v1/tickets/{ticket['ticket_id']}/refund", headers=first["headers"])
+    assert r.status_code == 200, r.text
+    assert r.json() == {"ticket_id": ticket["ticket_id"], "refund_amount": "87.50", "fee": "4.50"}
+    again = await client.post(f"/api/v1/tickets/{ticket['ticket_id']}/refund", headers=first["headers"])
+    assert again.status_code == 200 and again.json() == r.json()
+
+    view = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=first["headers"])).json()
+    assert view["payment_status"] == "PARTLY_REFUNDED"
+    assert sorted(t["status"] for t in view["tickets"]) == ["PAID"] * 4 + ["REFUNDED"]
+    later = await held_order(client, second, _journey(train, 4, second["passengers"]))
+    assert later["tickets"][0]["seat"] == ticket["seat"]
+
+    # Ten days ahead: free.
+    third = await member_with(client, 1)
+    far = await held_order(client, third, _journey(train, 10, third["passengers"]))
+    await client.post(
+        f"/api/v1/orders/{far['order_id']}/pay", json={"method": "mock"}, headers=third["headers"]
+    )
+    r = await client.post(
+        f"/api/v1/tickets/{far['tickets'][0]['ticket_id']}/refund", headers=third["headers"]
+    )
+    assert r.json()["fee"] == "0.00" and r.json()["refund_amount"] == "92.00"
+    view = (await client.get(f"/api/v1/orders/{far['order_id']}", headers=third["headers"])).json()
+    assert view["payment_status"] == "REFUNDED"
+
+
+async def test_an_unpaid_ticket_cannot_be_refunded(client: httpx.AsyncClient) -> None:
+    train = await make_train(client)
+    member = await member_with(client, 1)
+    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    assert_error(
+        await client.post(
+            f"/api/v1/tickets/{order['tickets'][0]['ticket_id']}/refund", headers=member["headers"]
+        ),
+        409,
+        "NOT_REFUNDABLE",
+    )
+
+
+async def test_change_makes_the_old_ticket_changed_once_the_new_order_holds(
+    client: httpx.AsyncClient,
+) -> None:
+    train = await make_train(client, days=(4, 5))
+    member = await member_with(client, 1)
+    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    await client.post(
+        f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=member["headers"]
+    )
+    ticket = order["tickets"][0]
+    r = await client.post(
+        f"/api/v1/tickets/{ticket['ticket_id']}/change",
+        json={"date": _day(5), "train_code": train["code"], "seat_class": "second"},
+        headers=member["headers"],
+    )
+    assert r.status_code == 202, r.text
+    new_id = r.json()["order_id"]
+    assert_error(
+        await client.post(
+            f"/api/v1/tickets/{ticket['ticket_id']}/change",
+            json={"date": _day(5), "train_code": train["code"], "seat_class": "second"},
+            headers=member["headers"],
+        ),
+        409,
+        "CHANGE_IN_PROGRESS",
+    )
+    new = await settled(client, member, new_id)
+    assert new["status"] == "SUCCESS"
+    await apply_changes(_container(client))  # the background loop may have done it already
+    new = (await client.get(f"/api/v1/orders/{new_id}", headers=member["headers"])).json()
+    assert new["payment_status"] == "PAID" and new["date"] == _day(5)
+    assert [t["status"] for t in new["tickets"]] == ["PAID"]
+    old = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=member["headers"])).json()
+    assert [t["status"] for t in old["tickets"]] == ["CHANGED"]
+    async with _container(client).sessionmaker() as session:
+        released = (
+            await session.execute(select(Ticket.released_at).where(Ticket.id == ticket["ticket_id"]))
+        ).scalar_one()
+    assert released is not None
+    # The old seat is back on sale: the whole carriage can be booked on the old day again.
+    other = await member_with(client, 5)
+    await held_order(client, other, _journey(train, 4, other["passengers"]))
+    assert_error(
+        await client.post(f"/api/v1/tickets/{ticket['ticket_id']}/refund", headers=member["headers"]),
+        409,
+        "NOT_REFUNDABLE",
+    )
+
+
+async def test_waitlist_is_filled_when_a_cancel_returns_seats(client: httpx.AsyncClient) -> None:
+    train = await make_train(client)
+    first = await member_with(client, 5)
+    waiting = await member_with(client, 1)
+    body = _journey(train, 4, waiting["passengers"])
+    assert_error(
+        await client.post("/api/v1/waitlist", json=body, headers=waiting["headers"]), 409, "NOT_SOLD_OUT"
+    )
+    order = await held_order(client, first, _journey(train, 4, first["passengers"]))
+    r = await client.post("/api/v1/waitlist", json=body, headers=waiting["headers"])
+    assert r.status_code == 201, r.text
+    waitlist_id = r.json()["waitlist_id"]
+    entries = (await client.get("/api/v1/waitlist", headers=waiting["headers"])).json()
+    assert [(e["waitlist_id"], e["status"]) for e in entries] == [(waitlist_id, "WAITING")]
+    assert (await client.get("/api/v1/waitlist", headers=first["headers"])).json() == []
+
+    r = await client.post(f"/api/v1/orders/{order['order_id']}/cancel", headers=first["headers"])
+    assert r.status_code == 200
+    entries = (await client.get("/api/v1/waitlist", headers=waiting["headers"])).json()
+    assert entries[0]["status"] == "FILLED", entries
+    filled = await settled(client, waiting, entries[0]["order_id"])
+    assert filled["status"] == "SUCCESS" and filled["tickets"][0]["passenger_id"] == waiting["passengers"][0]
+
+
+async def test_callback_with_a_bad_signature_changes_nothing_and_a_replay_is_ignored(
+    client: httpx.AsyncClient,
+) -> None:
+    train = await make_train(client)
+    member = await member_with(client, 1)
+    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    provider = MockProvider(_container(client).jwt_secret)
+    payload = callback_payload(order_id=order["order_id"], provider_ref=unique("ref-"), amount_fen=9200)
+    good = {**payload, "signature": provider.sign(payload)}
+
+    forged = {**good, "signature": MockProvider("another-secret").sign(payload)}
+    assert_error(await client.post("/api/v1/payments/mock/callback", json=forged), 400, "BAD_SIGNATURE")
+    tampered = {**good, "amount_fen": 1}
+    assert_error(await client.post("/api/v1/payments/mock/callback", json=tampered), 400, "BAD_SIGNATURE")
+    view = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=member["headers"])).json()
+    assert view["payment_status"] == "UNPAID"
+
+    r = await client.post("/api/v1/payments/mock/callback", json=good)
+    assert r.status_code == 200 and r.json() == {"order_id": order["order_id"], "applied": True}
+    replay = await client.post("/api/v1/payments/mock/callback", json=good)
+    assert replay.status_code == 200 and replay.json() == {"order_id": order["order_id"], "applied": False}
+    view = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=member["headers"])).json()
+    assert view["payment_status"] == "PAID"
+    async with _container(client).sessionmaker() as session:
+        count = len(
+            (await session.execute(select(Payment.id).where(Payment.order_id == order["order_id"]))).all()
+        )
+    assert count == 1

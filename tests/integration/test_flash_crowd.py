@@ -1,0 +1,179 @@
+"""A flash crowd on one 100-seat train-day: hundreds of concurrent orders over random journeys, through
+the real app (PostgreSQL + Redis), then audits of the system of record against the allocator."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import func, select
+
+from railbook.adapters.db.models import DailySeat, DailyTrain, Member, Order, Passenger, Ticket
+from railbook.api.app import create_app
+from railbook.api.deps import issue_token
+from tests.api.conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, test_settings
+from tests.api.test_orders import make_train_day
+
+N_STOPS = 5
+ROWS = 20  # one second-class carriage: 100 seats
+MEMBERS = 300
+ORDERS_PER_MEMBER = 2
+
+
+@pytest.fixture(scope="module")
+async def app_client(pg_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The distributed configuration (the embedded flow is covered in tests/api/test_orders.py)."""
+    settings = test_settings(pg_url, redis_url)
+    app = create_app(settings, run_background=True)
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+async def _members(container: Any, n: int) -> list[tuple[dict[str, str], list[int]]]:
+    """``n`` members with two passengers each, written directly (registration is not under test)."""
+    out = []
+    tag = random.randrange(10**6)
+    async with container.sessionmaker() as session, session.begin():
+        members = [Member(mobile=f"17{tag:06d}{k:03d}", name="乘客", password_hash="x") for k in range(n)]
+        session.add_all(members)
+        await session.flush()
+        passengers = [
+            [Passenger(member_id=m.id, name="张三", id_card=f"11010119900101{k:03d}{j}") for j in range(2)]
+            for k, m in enumerate(members)
+        ]
+        session.add_all([p for ps in passengers for p in ps])
+        await session.flush()
+        for m, ps in zip(members, passengers, strict=True):
+            token, _ = issue_token(container, m.id, "member")
+            out.append(({"Authorization": f"Bearer {token}"}, [p.id for p in ps]))
+    return out
+
+
+async def _drain(container: Any, daily_train_id: int, accepted: int) -> None:
+    for _ in range(600):
+        async with container.sessionmaker() as session:
+            n = (
+                await session.execute(
+                    select(func.count()).select_from(Order).where(Order.daily_train_id == daily_train_id)
+                )
+            ).scalar_one()
+        if n >= accepted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"only {n} of {accepted} accepted orders were committed")
+
+
+async def test_flash_crowd_sells_exactly_the_capacity(app_client: httpx.AsyncClient) -> None:
+    client = app_client
+    container = client.app.state.container  # type: ignore[attr-defined]
+    admin = await login(client, ADMIN_MOBILE, ADMIN_PASSWORD)
+    day = await make_train_day(client, admin, rows=ROWS, stops=N_STOPS, days_ahead=5)
+    names = [s[0] for s in day["stations"]]
+    members = await _members(container, MEMBERS)
+    rng = random.Random(7)
+
+    def body(i: int, j: int, pids: list[int]) -> dict[str, Any]:
+        return {
+            "date": day["date"],
+            "train_code": day["train_code"],
+            "from": names[i],
+            "to": names[j],
+            "passengers": [{"passenger_id": p, "seat_class": "second"} for p in pids],
+        }
+
+    async def one(headers: dict[str, str], pids: list[int]) -> httpx.Response:
+        i = rng.randrange(N_STOPS - 1)
+        j = rng.randrange(i + 1, N_STOPS)
+        return await client.post("/api/v1/orders", json=body(i, j, pids), headers=headers)
+
+    # Each member sends two orders at once, one per passenger (two passengers per order would be
+    # refused as duplicates of each other): 600 concurrent orders for 100 seats.
+    jobs = [one(h, [p]) for h, pids in members for p in pids[:ORDERS_PER_MEMBER]]
+    answers = await asyncio.gather(*jobs)
+    codes: dict[int, int] = {}
+    for r in answers:
+        codes[r.status_code] = codes.get(r.status_code, 0) + 1
+        if r.status_code != 202:
+            assert r.status_code == 409 and r.json()["error"]["code"] == "SOLD_OUT", r.text
+    accepted = [r.json()["order_id"] for r in answers if r.status_code == 202]
+    assert codes.get(409, 0) > 0 and len(accepted) >= 100 // (N_STOPS - 1)
+
+    async with container.sessionmaker() as session:
+        daily_id = (
+            await session.execute(
+                select(DailyTrain.id).where(
+                    DailyTrain.train_code == day["train_code"],
+                    DailyTrain.service_date == dt.date.fromisoformat(day["date"]),
+                )
+            )
+        ).scalar_one()
+    await _drain(container, daily_id, len(accepted))
+
+    # Sweep: single-segment orders until each segment is sold out, so every segment must end full.
+    pool = iter([(h, p) for h, pids in await _members(container, 200) for p in pids])
+    sweep = []
+    for k in range(N_STOPS - 1):
+        while True:
+            headers, pid = next(pool)
+            r = await client.post("/api/v1/orders", json=body(k, k + 1, [pid]), headers=headers)
+            if r.status_code == 409:
+                assert r.json()["error"]["code"] == "SOLD_OUT", r.text
+                break
+            assert r.status_code == 202, r.text
+            sweep.append(r.json()["order_id"])
+    await _drain(container, daily_id, len(accepted) + len(sweep))
+
+    async with container.sessionmaker() as session:
+        orders = dict(
+            (
+                await session.execute(select(Order.id, Order.status).where(Order.daily_train_id == daily_id))
+            ).all()
+        )
+        tickets = (
+            await session.execute(
+                select(Ticket.daily_seat_id, Ticket.from_index, Ticket.to_index, Ticket.order_id).where(
+                    Ticket.daily_train_id == daily_id, Ticket.status.in_(["UNPAID", "PAID"])
+                )
+            )
+        ).all()
+        seats = {
+            sid: (cls, idx)
+            for sid, cls, idx in (
+                await session.execute(
+                    select(DailySeat.id, DailySeat.seat_class, DailySeat.seat_index).where(
+                        DailySeat.daily_train_id == daily_id
+                    )
+                )
+            ).all()
+        }
+
+    # Every accepted order reached a final state; none is left pending, none doubled.
+    assert set(orders) == set(accepted) | set(sweep)
+    assert set(orders.values()) <= {"SUCCESS", "EMPTY", "FAILURE"}
+    assert list(orders.values()).count("SUCCESS") == len(orders)  # no seat conflict reached the database
+    assert {t.order_id for t in tickets} == set(orders)
+
+    # No seat segment held twice; every segment sold exactly the capacity.
+    masks: dict[int, int] = {}
+    for sid, i, j, _ in tickets:
+        bits = ((1 << (j - i)) - 1) << i
+        assert masks.get(sid, 0) & bits == 0, f"seat {sid} sold twice"
+        masks[sid] = masks.get(sid, 0) | bits
+    sold = [sum(1 for m in masks.values() if m >> k & 1) for k in range(N_STOPS - 1)]
+    assert sold == [ROWS * 5] * (N_STOPS - 1)
+
+    # The allocator agrees with the system of record, seat by seat.
+    fast = await container.allocator.masks(day["train_code"], dt.date.fromisoformat(day["date"]))
+    from_db = [0] * len(seats)
+    for sid, m in masks.items():
+        from_db[seats[sid][1]] = m
+    assert fast["second"] == from_db
