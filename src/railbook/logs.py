@@ -20,6 +20,8 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
     if not isinstance(numeric, int):
         numeric = logging.INFO
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    for noisy in ("alembic", "sqlalchemy", "httpx", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: structlog.typing.Processor
     if json:
         renderer = structlog.processors.JSONRenderer()
