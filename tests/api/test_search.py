@@ -214,3 +214,22 @@ async def test_openapi_describes_search(client: httpx.AsyncClient) -> None:
     params = {p["name"] for p in paths["/api/v1/trains/search"]["get"]["parameters"]}
     assert {"from", "to", "date", "kind", "depart_after", "depart_before"} <= params
     assert "/api/v1/trains/{code}/seat-map" in paths
+
+
+async def test_the_encoded_body_is_what_pydantic_would_render(client: httpx.AsyncClient, line: Line) -> None:
+    from pydantic import TypeAdapter
+
+    from railbook.api.schemas_search import TrainOfferOut
+
+    r = await client.get(SEARCH, params=_params(line.city, line.names[3]))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert len(r.json()) >= 2
+    adapter = TypeAdapter(list[TrainOfferOut])
+    rendered = adapter.dump_json(adapter.validate_json(r.content), by_alias=True)
+    assert r.content == rendered  # byte for byte: same keys, order, numbers and compact separators
+
+
+async def test_openapi_documents_the_search_answer(client: httpx.AsyncClient) -> None:
+    get = (await client.get("/openapi.json")).json()["paths"]["/api/v1/trains/search"]["get"]
+    schema = get["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema["type"] == "array" and schema["items"]["$ref"].endswith("/TrainOfferOut")

@@ -25,8 +25,12 @@ from railbook.services.ports import DayLayout, HeldSeat
 DATE = dt.date(2026, 12, 2)
 CODE = "G77"
 N_STOPS = 30
-CARRIAGES = (CarriageSpec(1, "business", 2), CarriageSpec(2, "first", 4), CarriageSpec(3, "second", 6),
-             CarriageSpec(4, "second", 6))
+CARRIAGES = (
+    CarriageSpec(1, "business", 2),
+    CarriageSpec(2, "first", 4),
+    CarriageSpec(3, "second", 6),
+    CarriageSpec(4, "second", 6),
+)
 
 
 @dataclass

@@ -231,8 +231,11 @@ class Harness:
                 self.expected[c][s] &= ~jm
 
     async def compare_state(self) -> None:
-        masks = [self.domain.masks(), await self.redis_alloc.masks(self.code, DATE),
-                 await self.local.masks(self.code, DATE)]
+        masks = [
+            self.domain.masks(),
+            await self.redis_alloc.masks(self.code, DATE),
+            await self.local.masks(self.code, DATE),
+        ]
         assert masks[0] == masks[1] == masks[2] == self.expected
 
     async def final_checks(self) -> None:
@@ -243,8 +246,12 @@ class Harness:
             for y in range(x + 1, n):
                 free = {c: sum(m & journey_mask(x, y) == 0 for m in ms) for c, ms in self.expected.items()}
                 got = await self.redis_alloc.remaining(self.code, DATE, x, y)
-                assert got == free == self.domain.remaining(x, y) == await self.local.remaining(
-                    self.code, DATE, x, y), (x, y)
+                assert (
+                    got
+                    == free
+                    == self.domain.remaining(x, y)
+                    == await self.local.remaining(self.code, DATE, x, y)
+                ), (x, y)
         entries = await self.redis.xrange(order_stream_key(self.code, DATE))
         stream = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
         assert stream == self.messages

@@ -406,6 +406,7 @@ async def test_search_survives_redis_going_away_and_recovers(pg_url: str, own_re
     clock = FakeClock()
     service = fresh_service(container, clock, redis_timeout=0.5)
     service.breaker.threshold = 2
+    service.breaker.cooldown = 5.0  # longer than the steps below, so "open" stays open between them
     container.parts["search"] = service
     try:
         net = await seed_network(container)
@@ -448,3 +449,40 @@ async def test_search_survives_redis_going_away_and_recovers(pg_url: str, own_re
                 assert service.breaker.state == "closed"
     finally:
         await container.close()
+
+
+async def test_count_snapshots_equal_the_allocator_for_every_pair(container: Container) -> None:
+    net = await seed_network(container)  # a train of its own: seats left to sell
+    for i, (a, b) in enumerate([(0, 2), (1, 3), (0, 1), (2, 3)]):
+        await container.allocator.allocate(
+            net.train,
+            DAY,
+            AllocationRequest(a, b, (PassengerSeatRequest("second" if i % 2 else "business"),)),
+            order_id=uuid.uuid4().hex,
+        )
+    missing = "G0"
+    tables = await container.allocator.count_tables([(net.train, DAY), (missing, DAY)])
+    assert tables[1] is None
+    table = tables[0]
+    assert table is not None and table.n_stops == 4
+    for x in range(4):
+        for y in range(x + 1, 4):
+            assert table.remaining(x, y) == await container.allocator.remaining(net.train, DAY, x, y)
+    assert table.remaining(0, 2) == {"business": 4, "second": 19}  # 6 and 20 seats, less the overlaps
+
+
+async def test_a_hot_answer_expires_with_the_snapshot_it_was_built_from(container: Container) -> None:
+    net = await seed_network(container)  # a train of its own: seats left to sell
+    clock = FakeClock()
+    service = fresh_service(container, clock)
+    await service.search(q(net.stations[0], net.stations[3]))  # reads the train-day's counts at t0
+    reads = service.stats["count_reads"]
+    clock.advance(0.6)
+    other = q(net.stations[1], net.stations[2])
+    before = (await service.search(other)).offers[0].seats["second"].remaining
+    assert service.stats["count_reads"] == reads  # another pair on the same train: no new read
+    await container.allocator.allocate(
+        net.train, DAY, AllocationRequest(1, 2, (PassengerSeatRequest("second"),)), order_id=uuid.uuid4().hex
+    )
+    clock.advance(0.41)  # 1.01 s after the read, 0.41 s after the answer was built: too old all the same
+    assert (await service.search(other)).offers[0].seats["second"].remaining == before - 1

@@ -17,7 +17,9 @@ from railbook.domain.seating import (
 
 def day(n_stops: int = 5, carriages: tuple[CarriageSpec, ...] | None = None, **kw: object) -> DayInventory:
     cars = carriages or (
-        CarriageSpec(1, "business", 1), CarriageSpec(2, "second", 2), CarriageSpec(3, "second", 2)
+        CarriageSpec(1, "business", 1),
+        CarriageSpec(2, "second", 2),
+        CarriageSpec(3, "second", 2),
     )
     classes = {c.seat_class for c in cars}
     return DayInventory.from_masks(n_stops, {c: class_seats(cars, c) for c in classes}, **kw)  # type: ignore[arg-type]
@@ -54,9 +56,12 @@ def test_best_fit_keeps_long_journeys_sellable_first_fit_does_not() -> None:
     # seat 0 whole for 0→4; first fit takes seat 0 and 0→4 is then sold out.
     for policy, second_ok in (("best_fit", True), ("first_fit", False)):
         cars = (CarriageSpec(1, "business", 1),)
-        d = DayInventory.from_masks(5, {"business": class_seats(cars, "business")[:3]},
-                                    {"business": [0, journey_mask(0, 2), journey_mask(0, 4)]},
-                                    policy=policy)  # type: ignore[arg-type]
+        d = DayInventory.from_masks(
+            5,
+            {"business": class_seats(cars, "business")[:3]},
+            {"business": [0, journey_mask(0, 2), journey_mask(0, 4)]},
+            policy=policy,
+        )  # type: ignore[arg-type]
         got = d.allocate(req(2, 4, cls="business"))[0].seat_index
         assert got == (1 if second_ok else 0)
         if second_ok:
@@ -127,9 +132,20 @@ def test_all_or_nothing_and_bad_input_change_nothing() -> None:
         (req(0, 1, cls="hard_sleeper"), "BAD_SEAT_CLASS"),
         (req(0, 1, cls="nonsense"), "BAD_SEAT_CLASS"),
         (req(0, 1, "02-01A", "02-01A"), "BAD_SEAT_PREF"),
-        (AllocationRequest(0, 4, (PassengerSeatRequest("second"), PassengerSeatRequest("business"),
-                                  PassengerSeatRequest("business"), PassengerSeatRequest("business"),
-                                  PassengerSeatRequest("business"))), "SOLD_OUT"),
+        (
+            AllocationRequest(
+                0,
+                4,
+                (
+                    PassengerSeatRequest("second"),
+                    PassengerSeatRequest("business"),
+                    PassengerSeatRequest("business"),
+                    PassengerSeatRequest("business"),
+                    PassengerSeatRequest("business"),
+                ),
+            ),
+            "SOLD_OUT",
+        ),
     ]
     for r, code in cases:
         with pytest.raises((InvalidInput, SoldOut)) as e:

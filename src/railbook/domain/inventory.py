@@ -129,8 +129,11 @@ def check_request(request: AllocationRequest) -> list[ParsedPref]:
         if p.seat_class not in SEAT_LETTERS:
             raise InvalidInput(f"unknown seat class {p.seat_class!r}", code="BAD_SEAT_CLASS")
         parsed.append(parse_pref(p.seat_class, p.pref))
-    named = [(p.seat_class, p.pref) for p, q in zip(request.passengers, parsed, strict=True)
-             if isinstance(q, SeatNamePref)]
+    named = [
+        (p.seat_class, p.pref)
+        for p, q in zip(request.passengers, parsed, strict=True)
+        if isinstance(q, SeatNamePref)
+    ]
     if len(set(named)) != len(named):
         raise InvalidInput("the same seat is asked twice in one order", code="BAD_SEAT_PREF")
     return parsed
@@ -177,8 +180,10 @@ def diff_masks(expected: Mapping[str, Sequence[int]], actual: Mapping[str, Seque
             out.append(f"{c}: {len(e)} seats expected, {len(a)} found")
         for i, (me, ma) in enumerate(zip(e, a, strict=False)):
             if me != ma:
-                out.append(f"{c} seat {i}: sold segments {me:#b} expected, {ma:#b} found "
-                           f"(missing {me & ~ma:#b}, extra {ma & ~me:#b})")
+                out.append(
+                    f"{c} seat {i}: sold segments {me:#b} expected, {ma:#b} found "
+                    f"(missing {me & ~ma:#b}, extra {ma & ~me:#b})"
+                )
     return out
 
 
@@ -332,8 +337,9 @@ class ClassInventory:
                     return got
         return None
 
-    def seat_group(self, x: int, y: int, positions: Sequence[int], taken: set[int],
-                   policy: Policy = "best_fit") -> dict[int, int]:
+    def seat_group(
+        self, x: int, y: int, positions: Sequence[int], taken: set[int], policy: Policy = "best_fit"
+    ) -> dict[int, int]:
         """Policy 5c: seats for passengers without (or with dropped) preferences, kept together."""
         u = len(positions)
         s0 = self.best_fit(x, y, taken, policy)
@@ -411,8 +417,9 @@ class DayInventory:
     ) -> DayInventory:
         """Build from seats per class and the masks already sold (missing class: all free)."""
         masks = masks or {}
-        return cls(n_stops, {c: ClassInventory(c, n_stops, s, masks.get(c)) for c, s in seats.items()},
-                   policy=policy)
+        return cls(
+            n_stops, {c: ClassInventory(c, n_stops, s, masks.get(c)) for c, s in seats.items()}, policy=policy
+        )
 
     def _check_journey(self, x: int, y: int) -> None:
         check_journey_static(x, y)
@@ -446,8 +453,11 @@ class DayInventory:
         for pos, idx in named.items():
             c = request.passengers[pos].seat_class
             if not self.classes[c].is_free(idx, x, y):
-                raise SoldOut(f"seat {request.passengers[pos].pref} is taken", code="SEAT_TAKEN",
-                              details={"seat_class": c})
+                raise SoldOut(
+                    f"seat {request.passengers[pos].pref} is taken",
+                    code="SEAT_TAKEN",
+                    details={"seat_class": c},
+                )
         chosen: dict[int, int] = {}
         for c in need:
             inv = self.classes[c]
@@ -497,8 +507,10 @@ class DayInventory:
 
     def sold_per_segment(self) -> dict[str, list[int]]:
         """Seats sold on each segment, per class (load factor per segment)."""
-        return {c: [sum(m >> k & 1 for m in inv.masks) for k in range(self.n_stops - 1)]
-                for c, inv in self.classes.items()}
+        return {
+            c: [sum(m >> k & 1 for m in inv.masks) for k in range(self.n_stops - 1)]
+            for c, inv in self.classes.items()
+        }
 
     def check(self) -> None:
         """Invariant check: every class's run table and index equal a recount from the masks."""

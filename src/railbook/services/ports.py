@@ -26,6 +26,24 @@ class DayLayout:
 
 
 @dataclass(frozen=True, slots=True)
+class DayCounts:
+    """What a train-day has left for every station pair, read at one moment, so one read answers
+    every pair a search asks about until it is too old.
+
+    ``reach[c][a][y]`` counts the seats of class ``c`` whose maximal free run starts at stop ``a``
+    and reaches stop ``y`` or beyond (0 for ``y <= a``): a journey ``x→y`` fits a seat iff one run
+    contains it, so the seats free for it are ``Σ reach[c][a][y]`` over ``a ≤ x``.
+    """
+
+    n_stops: int
+    reach: Mapping[str, Sequence[Sequence[int]]]
+
+    def remaining(self, from_index: int, to_index: int) -> dict[str, int]:
+        """Seats free for the whole journey, per seat class."""
+        return {c: sum(rows[a][to_index] for a in range(from_index + 1)) for c, rows in self.reach.items()}
+
+
+@dataclass(frozen=True, slots=True)
 class HeldSeat:
     """A seat to give back: its class and index within the class."""
 
@@ -78,6 +96,11 @@ class Allocator(Protocol):
         self, train_code: str, date: dt.date, from_index: int, to_index: int
     ) -> dict[str, int]:
         """Seats free for the whole journey, per seat class."""
+        ...
+
+    async def count_tables(self, days: Sequence[tuple[str, dt.date]]) -> list[DayCounts | None]:
+        """Counts of several train-days (``(train_code, date)``) in one round trip; None for a day
+        not loaded. Each day is read atomically per seat class."""
         ...
 
     async def masks(self, train_code: str, date: dt.date) -> dict[str, list[int]]:

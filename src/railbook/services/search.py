@@ -11,7 +11,14 @@ Read path, cheapest first:
 3. the route index (station pairs + date → legs with times, km and prices), one self-join of
    ``daily_train_stop`` per missing key, cached with randomised expiry, one loader per key
    (in-process task per key, plus a ``SET NX PX`` lock across processes);
-4. remaining counts from the allocator, so they lag it by the orders in flight at most.
+4. remaining counts from a per-train-day snapshot of the allocator's run tables (``count_tables``:
+   one pipelined round trip for every train-day of an answer that lacks a fresh one), shared by
+   every station pair on that train; a snapshot is used for at most ``hot_seconds`` after it was
+   read, and an answer built from it expires with its oldest snapshot, so counts lag the allocator
+   by at most ``hot_seconds`` (1 s) plus the orders in flight.
+
+A hot hit costs no database query and no Redis round trip; the API keeps the encoded body beside
+the answer (``search_encoded``), so a hit is not re-serialised either.
 
 When Redis fails, a circuit breaker stops asking it for a cool-down; meanwhile routes come from the
 database and counts from the active tickets (the system of record), and the answer is marked stale.
@@ -29,7 +36,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -51,8 +58,15 @@ from railbook.domain.bloom import BloomShape, build_bitmap, station_term_key, tr
 from railbook.domain.errors import InvalidInput, NotFound
 from railbook.domain.seating import SEAT_CLASSES, journey_mask, seat_name
 from railbook.domain.timetable import MINUTES_PER_DAY, TRAIN_KINDS, check_display_name, clock_minutes
-from railbook.services.ports import Allocator
-from railbook.services.sales import ACTIVE_TICKET_STATUSES, active_masks, check_on_sale, ensure_day_loaded
+from railbook.services.ports import Allocator, DayCounts
+from railbook.services.sales import (
+    ACTIVE_TICKET_STATUSES,
+    active_masks,
+    check_on_sale,
+    ensure_day_loaded,
+    sale_window,
+)
+from railbook.services.sales import today as sales_today
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -177,9 +191,9 @@ class HotCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self.clock = clock
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
 
-    def get(self, key: str) -> Any | None:
+    def get(self, key: Hashable) -> Any | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -189,8 +203,10 @@ class HotCache:
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, key: str, value: Any) -> None:
-        self._entries[key] = (self.clock() + self.ttl, value)
+    def put(self, key: Hashable, value: Any, *, expires_at: float | None = None) -> None:
+        """Keep ``value`` for ``ttl`` seconds, or until ``expires_at`` if that comes sooner."""
+        until = self.clock() + self.ttl
+        self._entries[key] = (until if expires_at is None else min(until, expires_at), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -270,6 +286,34 @@ class TrainOffer:
 class SearchAnswer:
     offers: tuple[TrainOffer, ...]
     stale: bool = False  # counts came from the system of record while Redis was unreachable
+
+
+@dataclass(slots=True)
+class HotAnswer:
+    """A hot-cache entry: the answer, and the API's encoding of it once someone has asked for it."""
+
+    answer: SearchAnswer
+    body: bytes | None = None
+
+
+@dataclass(slots=True)
+class _DayTable:
+    """A train-day's counts as read at ``read_at``, with the pairs already summed from it."""
+
+    read_at: float
+    counts: DayCounts
+    pairs: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
+
+    def remaining(self, from_index: int, to_index: int) -> dict[str, int]:
+        pair = (from_index, to_index)
+        found = self.pairs.get(pair)
+        if found is None:
+            found = self.pairs[pair] = self.counts.remaining(from_index, to_index)
+        return found
+
+
+DayKey = tuple[str, dt.date]
+_TableRead = tuple[float, "_DayTable | _Skipped | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +427,9 @@ class SearchService:
         self._days: OrderedDict[tuple[str, dt.date], tuple[float, _DayInfo]] = OrderedDict()
         self._layouts: OrderedDict[tuple[int, str], list[tuple[int, int, int, str]]] = OrderedDict()
         self._redis_slots = asyncio.Semaphore(self.redis_concurrency)
+        self._tables: OrderedDict[DayKey, _DayTable] = OrderedDict()
+        self._window: tuple[dt.date | None, frozenset[dt.date]] = (None, frozenset())
+        self._table_reads: dict[DayKey, asyncio.Future[dict[DayKey, _TableRead]]] = {}
         # Route legs are immutable for a key (the key carries the date's fingerprint), so a process
         # keeps its own copy too and skips the Redis round trip; bounded, and refreshed on expiry.
         self._route_copies = HotCache(
@@ -590,22 +637,45 @@ class SearchService:
 
     async def search(self, query: SearchQuery) -> SearchAnswer:
         """Trains from ``query.from_term`` to ``query.to_term`` on ``query.date``, by departure."""
-        check_on_sale(self.settings, [query.date])
+        return (await self._hot_entry(query)).answer
+
+    async def search_encoded(
+        self, query: SearchQuery, encode: Callable[[SearchAnswer], bytes]
+    ) -> tuple[bytes, bool]:
+        """The answer as ``encode`` renders it, and whether it is stale; a hot hit reuses the bytes
+        encoded for its entry, so the hottest answers are encoded once per entry, not per request."""
+        entry = await self._hot_entry(query)
+        body = entry.body
+        if body is None:
+            body = entry.body = encode(entry.answer)
+        return body, entry.answer.stale
+
+    async def _hot_entry(self, query: SearchQuery) -> HotAnswer:
+        """The hot entry for a query (the query itself is the hot key: hashing it is cheaper than
+        encoding it); a miss is built once for all concurrent askers."""
+        if query.date not in self._on_sale():
+            check_on_sale(self.settings, [query.date])  # raises DATE_NOT_ON_SALE
         if query.from_term == query.to_term:
             raise InvalidInput(
                 "from and to name the same station.",
                 code="SAME_STATION",
                 details={"from": query.from_term, "to": query.to_term},
             )
-        key = query.key
-        hot = self.hot.get(key)
+        hot = self.hot.get(query)
         if hot is not None:
             self.stats["hot_hits"] += 1
-            answer: SearchAnswer = hot
-            return answer
-        return await self.flights.run("answer:" + key, lambda: self._answer(query, key))
+            entry: HotAnswer = hot
+            return entry
+        return await self.flights.run("answer:" + query.key, lambda: self._answer(query))
 
-    async def _answer(self, query: SearchQuery, key: str) -> SearchAnswer:
+    def _on_sale(self) -> frozenset[dt.date]:
+        """The sale window, recomputed when the day changes rather than on every request."""
+        today = sales_today()
+        if self._window[0] != today:
+            self._window = (today, frozenset(sale_window(self.settings, today)))
+        return self._window[1]
+
+    async def _answer(self, query: SearchQuery) -> HotAnswer:
         from_refs, to_refs = await self._resolve([(query.from_term, "from"), (query.to_term, "to")])
         from_ids = sorted({r.id for r in from_refs})
         to_ids = sorted({r.id for r in to_refs})
@@ -617,7 +687,7 @@ class SearchService:
             )
         legs = await self.routes(query.date, from_ids, to_ids)
         legs = [leg for leg in legs if _leg_matches(leg, query)]
-        counts, stale = await self._counts(query.date, legs)
+        counts, stale, read_at = await self._counts(query.date, legs)
         offers = []
         for leg, remaining in zip(legs, counts, strict=True):
             seats = {
@@ -641,9 +711,10 @@ class SearchService:
                     seats=seats,
                 )
             )
-        answer = SearchAnswer(tuple(offers), stale)
-        self.hot.put(key, answer)
-        return answer
+        entry = HotAnswer(SearchAnswer(tuple(offers), stale))
+        expires_at = None if read_at is None else read_at + self.hot_seconds
+        self.hot.put(query, entry, expires_at=expires_at)
+        return entry
 
     async def routes(
         self, date: dt.date, from_ids: Sequence[int], to_ids: Sequence[int]
@@ -660,8 +731,10 @@ class SearchService:
         if copy is not None:
             return copy
         legs = await self.flights.run(key, lambda: self._cached_routes(key, date, from_ids, to_ids))
-        if legs:
-            self._route_copies.put(key, legs)
+        # Empty answers are kept as long as the shared cache keeps them (a new train that day
+        # changes the fingerprint, hence the key); the rest as long as route answers.
+        expires_at = None if legs else self.clock() + self.empty_ttl_seconds * (1 - self.ttl_spread)
+        self._route_copies.put(key, legs, expires_at=expires_at)
         return legs
 
     async def _cached_routes(
@@ -771,29 +844,86 @@ class SearchService:
 
     async def _counts(
         self, date: dt.date, legs: Sequence[dict[str, Any]]
-    ) -> tuple[list[dict[str, int]], bool]:
-        """Remaining per class for each leg from the allocator; from the database when Redis is down."""
-        results = await asyncio.gather(*(self._leg_remaining(date, leg) for leg in legs))
-        fallback = [i for i, r in enumerate(results) if r is None]
-        counts: list[dict[str, int]] = [r or {} for r in results]
+    ) -> tuple[list[dict[str, int]], bool, float | None]:
+        """Remaining per class for each leg, from the train-days' count snapshots (from the database
+        when Redis is down), whether any came from the database, and when the oldest snapshot used
+        was read (None if none was used)."""
+        keys = list(dict.fromkeys((leg["code"], date) for leg in legs))
+        reads = await self._day_tables(keys)
+        lost = [k for k, (_, table) in reads.items() if table is None]
+        if lost:
+            reloaded = [k for k in lost if await self._ensure_loaded(*k)]
+            if reloaded:
+                reads.update(await self._read_tables(reloaded))
+        counts: list[dict[str, int]] = []
+        fallback: list[int] = []
+        oldest: float | None = None
+        for i, leg in enumerate(legs):
+            read_at, table = reads[(leg["code"], date)]
+            if isinstance(table, _DayTable) and leg["ti"] < table.counts.n_stops:
+                counts.append(table.remaining(leg["fi"], leg["ti"]))
+                oldest = read_at if oldest is None else min(oldest, read_at)
+            else:
+                counts.append({})
+                fallback.append(i)
         if fallback:
             self.stats["db_counts"] += 1
             from_db = await self._db_remaining(date, [legs[i] for i in fallback])
             for i, remaining in zip(fallback, from_db, strict=True):
                 counts[i] = remaining
-        return counts, bool(fallback)
+        return counts, bool(fallback), oldest
 
-    async def _leg_remaining(self, date: dt.date, leg: dict[str, Any]) -> dict[str, int] | None:
-        code, fi, ti = leg["code"], leg["fi"], leg["ti"]
-        for attempt in range(2):
-            try:
-                result = await self._guarded(lambda: self.allocator.remaining(code, date, fi, ti))
-            except NotFound:
-                if attempt or not await self._ensure_loaded(code, date):
-                    return None
+    async def _day_tables(self, keys: Sequence[DayKey]) -> dict[DayKey, _TableRead]:
+        """Each train-day's counts no older than ``hot_seconds``: fresh snapshots from memory, the
+        rest in one read shared with any read of the same day already under way (single flight)."""
+        now = self.clock()
+        found: dict[DayKey, _TableRead] = {}
+        waiting: dict[DayKey, asyncio.Future[dict[DayKey, _TableRead]]] = {}
+        missing: list[DayKey] = []
+        for key in keys:
+            table = self._tables.get(key)
+            if table is not None and table.read_at + self.hot_seconds > now:
+                found[key] = (table.read_at, table)
+            elif key in self._table_reads:
+                waiting[key] = self._table_reads[key]
+            else:
+                missing.append(key)
+        if missing:
+            read = asyncio.ensure_future(self._read_tables(missing))
+            for key in missing:
+                self._table_reads[key] = waiting[key] = read
+            read.add_done_callback(lambda t, ks=missing: self._forget_reads(ks, t))  # type: ignore[misc]
+        for key, future in waiting.items():
+            found[key] = (await asyncio.shield(future))[key]
+        return found
+
+    def _forget_reads(self, keys: Sequence[DayKey], read: asyncio.Future[Any]) -> None:
+        for key in keys:
+            if self._table_reads.get(key) is read:
+                del self._table_reads[key]
+        if not read.cancelled():
+            read.exception()  # retrieved here; every waiter still gets it raised
+
+    async def _read_tables(self, keys: Sequence[DayKey]) -> dict[DayKey, _TableRead]:
+        """One round trip for the counts of ``keys``; None for a day the allocator lacks, SKIPPED
+        for all of them when Redis is unreachable."""
+        read_at = self.clock()  # before the read: the snapshot is at least this fresh
+        self.stats["count_reads"] += 1
+        result = await self._guarded(lambda: self.allocator.count_tables(keys))
+        if isinstance(result, _Skipped):
+            return {key: (read_at, SKIPPED) for key in keys}
+        out: dict[DayKey, _TableRead] = {}
+        for key, counts in zip(keys, result, strict=True):
+            if counts is None:
+                self._tables.pop(key, None)
+                out[key] = (read_at, None)
                 continue
-            return None if isinstance(result, _Skipped) else result
-        return None
+            table = self._tables[key] = _DayTable(read_at, counts)
+            self._tables.move_to_end(key)
+            out[key] = (read_at, table)
+        while len(self._tables) > self.hot_entries:
+            self._tables.popitem(last=False)
+        return out
 
     async def _ensure_loaded(self, code: str, date: dt.date) -> bool:
         """Put a train-day the allocator lost back (e.g. after a Redis restart); one loader per day."""

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from railbook.domain.errors import NotFound
 from railbook.domain.inventory import DayInventory, check_journey_static, check_request
 from railbook.domain.seating import AllocationRequest, SeatAssignment
-from railbook.services.ports import DayLayout, HeldSeat
+from railbook.services.ports import DayCounts, DayLayout, HeldSeat
 
 OnMessage = Callable[[str, dt.date, dict[str, str]], Awaitable[None]]
 DayKey = tuple[str, dt.date]
@@ -134,6 +134,29 @@ class InProcessAllocator:
     ) -> dict[str, int]:
         check_journey_static(from_index, to_index)
         return self._day((train_code, date)).remaining(from_index, to_index)
+
+    async def count_tables(self, days: Sequence[tuple[str, dt.date]]) -> list[DayCounts | None]:
+        """Counts of each day from its run tables (suffix sums of every run row); None if not loaded."""
+        out: list[DayCounts | None] = []
+        for key in days:
+            day = self._days.get(key)
+            if day is None:
+                out.append(None)
+                continue
+            n = day.n_stops
+            reach: dict[str, list[list[int]]] = {}
+            for c, inv in day.classes.items():
+                rows = []
+                for a in range(n):
+                    row = [0] * n
+                    acc = 0
+                    for y in range(n - 1, a, -1):
+                        acc += inv.runs[a][y]
+                        row[y] = acc
+                    rows.append(row)
+                reach[c] = rows
+            out.append(DayCounts(n, reach))
+        return out
 
     async def masks(self, train_code: str, date: dt.date) -> dict[str, list[int]]:
         return self._day((train_code, date)).masks()

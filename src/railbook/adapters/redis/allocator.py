@@ -33,6 +33,7 @@ from redis.client import NEVER_DECODE
 
 from railbook.domain.errors import DomainError, InvalidInput, NotFound, SoldOut
 from railbook.domain.inventory import (
+    MAX_STOPS,
     ClassInventory,
     LetterPref,
     SeatNamePref,
@@ -47,9 +48,10 @@ from railbook.domain.seating import (
     SeatAssignment,
     class_seats,
 )
-from railbook.services.ports import DayLayout, HeldSeat
+from railbook.services.ports import DayCounts, DayLayout, HeldSeat
 
 HEADER_BYTES = 256
+_H_END = HEADER_BYTES + MAX_STOPS * (MAX_STOPS - 1)  # the header and the largest H (u16 cells)
 RELEASE_MARKER_TTL_S = 4 * 86400  # longer than any cancel/refund retry window
 
 
@@ -254,6 +256,38 @@ class RedisAllocator:
         if int(reply[0]) != 1:
             _raise(reply)
         return {SEAT_CLASSES[int(reply[i]) - 1]: int(reply[i + 1]) for i in range(1, len(reply), 2)}
+
+    async def count_tables(self, days: Sequence[tuple[str, dt.date]]) -> list[DayCounts | None]:
+        """Every day's run tables in one pipelined round trip: a ``GETRANGE`` of the header and
+        ``H`` of each class string (each one atomic; no script, so no script cache to miss), plus
+        the meta key's ``EXISTS`` to tell a day not loaded from a day without seats."""
+        tags = [day_tag(code, date) for code, date in days]
+        pipe = self._redis.pipeline(transaction=False)
+        for tag in tags:
+            pipe.exists(_meta_key(tag))
+            for c in SEAT_CLASSES:
+                pipe.execute_command("GETRANGE", _inv_key(tag, c), 0, _H_END - 1, **{NEVER_DECODE: True})
+        replies = await pipe.execute()
+        out: list[DayCounts | None] = []
+        width = 1 + len(SEAT_CLASSES)
+        for i in range(len(tags)):
+            chunk = replies[i * width : (i + 1) * width]
+            blobs = {c: b for c, b in zip(SEAT_CLASSES, chunk[1:], strict=True) if b}
+            if not blobs and not int(chunk[0]):
+                out.append(None)
+                continue
+            n = 0
+            reach: dict[str, list[list[int]]] = {}
+            for c, blob in blobs.items():
+                n = struct.unpack_from(">H", blob)[0]
+                h = struct.unpack_from(f">{n * (n - 1) // 2}H", blob, HEADER_BYTES)
+                rows = []
+                for a in range(n):
+                    base = _tri(n, a, a + 1) - a - 1  # index of cell (a, y) is base + y
+                    rows.append([0] * (a + 1) + list(h[base + a + 1 : base + n]))
+                reach[c] = rows
+            out.append(DayCounts(n, reach))
+        return out
 
     async def masks(self, train_code: str, date: dt.date) -> dict[str, list[int]]:
         """Sold masks per class, by seat index (one MGET of the class strings)."""

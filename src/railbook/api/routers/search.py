@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
-from railbook.api.deps import ContainerDep
 from railbook.api.schemas_search import (
-    ArrivalOut,
     CarriageOut,
-    DepartureOut,
     SeatClass,
     SeatMapOut,
-    SeatOfferOut,
     SeatOut,
     SeatRowOut,
     TrainOfferOut,
 )
 from railbook.bootstrap import Container
 from railbook.domain.pricing import yuan_text
-from railbook.services.search import SearchQuery, SearchService, check_term, parse_clock, parse_kinds
+from railbook.services.search import (
+    SearchAnswer,
+    SearchQuery,
+    SearchService,
+    check_term,
+    parse_clock,
+    parse_kinds,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
@@ -30,9 +34,37 @@ Term = Annotated[str, Query(min_length=1, max_length=64, description="Station na
 Clock = Annotated[str | None, Query(max_length=5, description="HH:MM")]
 
 
-def search_service(container: Container) -> SearchService:
+def search_service(request: Request) -> SearchService:
+    """The process's search service, read straight off the app: a plain-function dependency would
+    cost every search a thread-pool hop (FastAPI runs sync dependencies in worker threads)."""
+    container: Container = request.app.state.container
     service: SearchService = container.parts["search"]
     return service
+
+
+def encode_offers(answer: SearchAnswer) -> bytes:
+    """The body of ``list[TrainOfferOut]`` as FastAPI would render it, built straight from the
+    answer: the hottest answers are encoded once per hot entry instead of validated and serialised
+    by pydantic on every request (``tests/api/test_search.py`` holds the two equal)."""
+    return json.dumps(
+        [
+            {
+                "train_code": o.train_code,
+                "date": o.date.isoformat(),
+                "from": {"station": o.from_station, "departs": o.departs, "index": o.from_index},
+                "to": {"station": o.to_station, "arrives": o.arrives, "index": o.to_index},
+                "duration_minutes": o.duration_minutes,
+                "seats": {
+                    cls: {"remaining": s.remaining, "price": yuan_text(s.price_fen)}
+                    for cls, s in o.seats.items()
+                },
+            }
+            for o in answer.offers
+        ],
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode()
 
 
 @router.get(
@@ -45,8 +77,7 @@ def search_service(container: Container) -> SearchService:
     },
 )
 async def search_trains(
-    container: ContainerDep,
-    response: Response,
+    request: Request,
     from_: Annotated[
         str,
         Query(alias="from", min_length=1, max_length=64, description="Station name, telegraph code or city."),
@@ -56,7 +87,7 @@ async def search_trains(
     kind: Annotated[str | None, Query(max_length=32, description="Train kinds, e.g. G,D")] = None,
     depart_after: Clock = None,
     depart_before: Clock = None,
-) -> list[TrainOfferOut]:
+) -> Response:
     """Trains between two stations (or cities) on a day, by departure, with seats left and prices.
     ``X-Railbook-Stale: 1`` marks counts read from the system of record while the cache was down."""
     query = SearchQuery(
@@ -67,25 +98,8 @@ async def search_trains(
         depart_after=parse_clock(depart_after, "depart_after"),
         depart_before=parse_clock(depart_before, "depart_before"),
     )
-    answer = await search_service(container).search(query)
-    if answer.stale:
-        response.headers[STALE_HEADER] = "1"
-    return [
-        TrainOfferOut.model_validate(
-            {
-                "train_code": o.train_code,
-                "date": o.date.isoformat(),
-                "from": DepartureOut(station=o.from_station, departs=o.departs, index=o.from_index),
-                "to": ArrivalOut(station=o.to_station, arrives=o.arrives, index=o.to_index),
-                "duration_minutes": o.duration_minutes,
-                "seats": {
-                    cls: SeatOfferOut(remaining=s.remaining, price=yuan_text(s.price_fen))
-                    for cls, s in o.seats.items()
-                },
-            }
-        )
-        for o in answer.offers
-    ]
+    body, stale = await search_service(request).search_encoded(query, encode_offers)
+    return Response(body, media_type="application/json", headers={STALE_HEADER: "1"} if stale else None)
 
 
 @router.get(
@@ -97,7 +111,7 @@ async def search_trains(
     },
 )
 async def seat_map(
-    container: ContainerDep,
+    request: Request,
     response: Response,
     code: Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9]+$")],
     date: dt.date,
@@ -106,7 +120,7 @@ async def seat_map(
     seat_class: SeatClass,
 ) -> SeatMapOut:
     """Every seat of a class, free or taken for the journey from → to (free: no sold segment overlaps)."""
-    answer = await search_service(container).seat_map(
+    answer = await search_service(request).seat_map(
         code.upper(), date, check_term(from_, "from"), check_term(to, "to"), seat_class
     )
     if answer.stale:
