@@ -261,10 +261,62 @@ async def _fail(container: OrderContext, msg: OrderMessage, code: str, text: str
 
 
 async def _release(container: OrderContext, msg: OrderMessage) -> None:
-    seats = [HeldSeat(str(s["seat_class"]), int(s["seat_index"])) for s in msg.seats]
-    await container.allocator.release(
-        msg.train_code, msg.date, msg.from_index, msg.to_index, seats, release_id=msg.order_id
-    )
+    """Give a failed order's seats back to the allocator, except the segments the system of record holds
+    for another order.
+
+    Invariant: the allocator never shows free a segment that an active ticket holds. A seat conflict
+    means the allocator had that segment free although a committed ticket holds it (a rebuild raced a
+    commit, or a release was applied twice after a loss of allocator data); the failed order's bits
+    are then the only thing marking it sold, so they stay, and the conflict heals the drift instead of
+    repeating it. Each released piece has its own release id, so a retry changes nothing.
+    """
+    wanted = [(str(s["seat_class"]), int(s["seat_index"])) for s in msg.seats]
+    if not wanted:
+        return
+    async with container.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(Ticket.seat_class, Ticket.seat_index, Ticket.from_index, Ticket.to_index).where(
+                    Ticket.daily_train_id == msg.daily_train_id,
+                    Ticket.status.in_([TicketStatus.UNPAID.value, TicketStatus.PAID.value]),
+                    Ticket.seat_index.in_(sorted({i for _, i in wanted})),
+                    Ticket.from_index < msg.to_index,
+                    Ticket.to_index > msg.from_index,
+                    Ticket.order_id != msg.order_id,
+                )
+            )
+        ).all()
+    held: dict[tuple[str, int], set[int]] = {}
+    for seat_class, index, a, b in rows:
+        held.setdefault((seat_class, index), set()).update(range(a, b))
+    whole = [HeldSeat(c, i) for c, i in wanted if not held.get((c, i))]
+    if whole:
+        await container.allocator.release(
+            msg.train_code, msg.date, msg.from_index, msg.to_index, whole, release_id=msg.order_id
+        )
+    for c, i in wanted:
+        taken = held.get((c, i))
+        if not taken:
+            continue
+        log.warning("order_release_kept_held_segments", order_id=msg.order_id, seat_class=c, seat_index=i)
+        for a, b in _free_runs(msg.from_index, msg.to_index, taken):
+            await container.allocator.release(
+                msg.train_code, msg.date, a, b, [HeldSeat(c, i)], release_id=f"{msg.order_id}:{c}:{i}:{a}-{b}"
+            )
+
+
+def _free_runs(start: int, end: int, taken: set[int]) -> list[tuple[int, int]]:
+    """Maximal runs of segments in ``start..end-1`` not in ``taken``, as journeys ``(a, b)``."""
+    runs: list[tuple[int, int]] = []
+    a: int | None = None
+    for k in range(start, end + 1):
+        free = k < end and k not in taken
+        if free and a is None:
+            a = k
+        elif not free and a is not None:
+            runs.append((a, k))
+            a = None
+    return runs
 
 
 async def commit_batch(container: OrderContext, messages: Sequence[OrderMessage]) -> CommitOutcome:

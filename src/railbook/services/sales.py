@@ -13,10 +13,11 @@ import datetime as dt
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +28,7 @@ from railbook.adapters.db.models import (
     DailySeat,
     DailyTrain,
     DailyTrainStop,
+    Order,
     Station,
     Ticket,
     Train,
@@ -44,6 +46,7 @@ from railbook.services.ports import Allocator, DayLayout
 log = structlog.get_logger(__name__)
 
 ACTIVE_TICKET_STATUSES = ("UNPAID", "PAID")
+RETURNED_TICKET_STATUSES = ("REFUNDED", "CHANGED")
 LOAD_CONCURRENCY = 16
 
 
@@ -363,20 +366,125 @@ async def _daily_trains(
     return list((await session.execute(query)).scalars().all())
 
 
+@dataclass(frozen=True, slots=True)
+class DaySnapshot:
+    """A train-day as the system of record has it, and the releases that snapshot already reflects."""
+
+    layout: DayLayout
+    cancelled_orders: tuple[str, ...]  # CANCEL orders whose seat release is not confirmed yet
+    returned_tickets: tuple[str, ...]  # REFUNDED/CHANGED tickets whose release is not confirmed yet
+
+
+async def _day_snapshot(session: AsyncSession, daily_train: DailyTrain) -> DaySnapshot:
+    """The layout and the unconfirmed releases of one day, read in the caller's (one) snapshot."""
+    layout = await load_day_layout(session, daily_train)
+    orders = await session.execute(
+        select(Order.id).where(
+            Order.daily_train_id == daily_train.id,
+            Order.status == "CANCEL",
+            Order.released_at.is_(None),
+        )
+    )
+    tickets = await session.execute(
+        select(Ticket.id).where(
+            Ticket.daily_train_id == daily_train.id,
+            Ticket.status.in_(RETURNED_TICKET_STATUSES),
+            Ticket.released_at.is_(None),
+        )
+    )
+    return DaySnapshot(layout, tuple(orders.scalars()), tuple(tickets.scalars()))
+
+
+async def _snapshots(
+    container: SalesContext, date: dt.date | None, train_code: str | None
+) -> list[DaySnapshot]:
+    """Snapshots of the matching days, each consistent with itself (REPEATABLE READ on PostgreSQL: the
+    layout and the list of unconfirmed releases come from one database snapshot)."""
+    async with container.sessionmaker() as session, session.begin():
+        if session.bind.dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        return [await _day_snapshot(session, d) for d in await _daily_trains(session, date, train_code)]
+
+
+async def _confirm_releases(container: SalesContext, snapshot: DaySnapshot) -> None:
+    """Stamp ``released_at`` on the releases a freshly installed snapshot already reflects.
+
+    Invariant: a release is applied to an allocator copy at most once. The release markers of the
+    allocator die with its data (a Redis wipe, a restart of the embedded process), so after a day is
+    rebuilt from the system of record, a retried release of a cancel or refund that the rebuild
+    already counted would free a seat a newer order may hold. Only what the installed snapshot saw is
+    stamped; a release committed after the snapshot stays pending and is retried as usual.
+    """
+    if not snapshot.cancelled_orders and not snapshot.returned_tickets:
+        return
+    now = utcnow()
+    async with container.sessionmaker() as session, session.begin():
+        if snapshot.cancelled_orders:
+            await session.execute(
+                update(Order)
+                .where(Order.id.in_(snapshot.cancelled_orders), Order.released_at.is_(None))
+                .values(released_at=now)
+            )
+        if snapshot.returned_tickets:
+            await session.execute(
+                update(Ticket)
+                .where(Ticket.id.in_(snapshot.returned_tickets), Ticket.released_at.is_(None))
+                .values(released_at=now)
+            )
+    log.info(
+        "train_day_releases_absorbed",
+        train_code=snapshot.layout.train_code,
+        date=snapshot.layout.date.isoformat(),
+        orders=len(snapshot.cancelled_orders),
+        tickets=len(snapshot.returned_tickets),
+    )
+
+
+async def _install(container: SalesContext, snapshot: DaySnapshot, *, replace: bool) -> bool:
+    """Load a snapshot into the allocator; the releases it reflects are confirmed if it was installed."""
+    installed = await container.allocator.load_day(snapshot.layout, replace=replace)
+    if installed:
+        await _confirm_releases(container, snapshot)
+    return installed
+
+
 async def ensure_day_loaded(container: SalesContext, train_code: str, date: dt.date) -> bool:
     """Make sure the allocator holds an open train-day (e.g. after a Redis wipe); False if it is not open.
 
     Loading is ``replace=False``: when two processes race, the first load wins and the second is a
-    no-op, so a day that has started selling is never overwritten by a stale copy.
+    no-op, so a day that has started selling is never overwritten by a stale copy. Within a process,
+    one load per day runs at a time (a crowd meeting an empty allocator waits for it).
     """
     if await container.allocator.is_loaded(train_code, date):
         return True
-    async with container.sessionmaker() as session, session.begin():
-        daily = await _daily_trains(session, date, train_code)
-        if not daily:
-            return False
-        layout = await load_day_layout(session, daily[0])
-    await container.allocator.load_day(layout)
+    parts = getattr(container, "parts", None)
+    if not isinstance(parts, dict):
+        return await _load_day(container, train_code, date)
+    flights: dict[tuple[str, dt.date], asyncio.Task[bool]] = parts.setdefault("day_loads", {})
+    key = (train_code, date)
+    task = flights.get(key)
+    if task is None:
+        # A task of its own: a requester that gives up (cancelled) does not cancel the others' load.
+        task = asyncio.create_task(_load_day(container, train_code, date), name=f"load {train_code} {date}")
+        flights[key] = task
+        task.add_done_callback(lambda done: _landed(flights, key, done))
+    return await asyncio.shield(task)
+
+
+def _landed(
+    flights: dict[tuple[str, dt.date], asyncio.Task[bool]], key: tuple[str, dt.date], task: asyncio.Task[bool]
+) -> None:
+    if flights.get(key) is task:
+        del flights[key]
+    if not task.cancelled():
+        task.exception()  # retrieved: the waiters re-raise it, nobody logs it as lost
+
+
+async def _load_day(container: SalesContext, train_code: str, date: dt.date) -> bool:
+    snapshots = await _snapshots(container, date, train_code)
+    if not snapshots:
+        return False
+    await _install(container, snapshots[0], replace=False)
     return True
 
 
@@ -408,11 +516,10 @@ async def rebuild_inventory(container: SalesContext, date: dt.date, train_code: 
     the database, so a rebuild would forget them (the ticket exclusion constraint still refuses any
     double sale that followed).
     """
-    async with container.sessionmaker() as session, session.begin():
-        layouts = [await load_day_layout(session, d) for d in await _daily_trains(session, date, train_code)]
-    for layout in layouts:
-        await container.allocator.load_day(layout, replace=True)
-    return len(layouts)
+    snapshots = await _snapshots(container, date, train_code)
+    for snapshot in snapshots:
+        await _install(container, snapshot, replace=True)
+    return len(snapshots)
 
 
 async def check_inventory(

@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 
 CLAIM_EVERY_S = 5.0
 DEFAULT_CLAIM_IDLE_MS = 30_000
+# A consumer that has not read for this long is taken for dead and its pending messages are claimed.
+GONE_AFTER_MS = 5_000
 # After commit the database answers the duplicate check; the marker lingers a little to cover
 # requests that read the database just before the commit.
 MARKER_LINGER_S = 5
@@ -76,7 +78,7 @@ async def run_stream_committer(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Consume every train-day order stream until cancelled (or ``stop`` is set)."""
-    from railbook.adapters.redis.stream import OrderStreamConsumer, make_blocking_redis
+    from railbook.adapters.redis.stream import OrderStreamConsumer, StreamEntry, make_blocking_redis
 
     settings = container.settings
     assert settings.redis_url
@@ -86,16 +88,24 @@ async def run_stream_committer(
     last_claim = 0.0
     log.info("order_committer_started", consumer=consumer.consumer)
     try:
-        await consumer.refresh(force=True)
-        backlog = await consumer.own_pending(batch)
+        backlog: list[StreamEntry] = []
+        # Our own delivered-but-unacknowledged messages are read again at start and after any error
+        # (a commit or an acknowledgement cut short by a store outage), not left for the claim timer.
+        reread_own = True
         while stop is None or not stop.is_set():
             try:
+                if reread_own:
+                    await consumer.refresh(force=True)
+                    backlog = await consumer.own_pending(batch)
+                    reread_own = False
                 await consumer.refresh()
                 entries = backlog
                 backlog = []
                 if not entries and time.monotonic() - last_claim >= CLAIM_EVERY_S:
                     last_claim = time.monotonic()
-                    entries = await consumer.claim(claim_idle_ms, batch)
+                    entries = await consumer.claim_from_gone(GONE_AFTER_MS, batch)
+                    if not entries:
+                        entries = await consumer.claim(claim_idle_ms, batch)
                 if not entries:
                     if not consumer.streams:
                         await asyncio.sleep(settings.worker_block_ms / 1000)
@@ -114,8 +124,10 @@ async def run_stream_committer(
                 outcome = await _commit_until_done(container, messages, stop)
                 if outcome is None:
                     return
-                await consumer.ack(entries)
+                # Settle before acknowledging: both are idempotent, and a settle cut short by an outage
+                # is then retried with the redelivered messages instead of leaving tokens and markers.
                 await _settle(container, outcome)
+                await consumer.ack(entries)
                 log.debug(
                     "order_batch_committed",
                     n=len(outcome.committed),
@@ -125,7 +137,8 @@ async def run_stream_committer(
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Not acknowledged: the messages stay pending and are claimed back after the idle time.
+                # Not acknowledged: the messages stay pending under our name and are read again.
+                reread_own = True
                 if is_store_outage(exc):
                     log.warning("order_committer_store_unavailable", error=repr(exc)[:200])
                 else:

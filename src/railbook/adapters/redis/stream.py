@@ -85,14 +85,16 @@ class OrderStreamConsumer:
             self._scanned = now
             async for key in self.redis.scan_iter(match="*:orders", count=1000, _type="stream"):
                 names.add(_text(key))
-        for name in sorted(names - self._known):
+        # Forced: (re)create the group on every stream, known or not (Redis may have lost them all).
+        for name in sorted(names if force else names - self._known):
             try:
                 await self.redis.xgroup_create(name, self.group, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
-            self._known.add(name)
-            self.streams.append(name)
+            if name not in self._known:
+                self._known.add(name)
+                self.streams.append(name)
 
     async def read(self, count: int, block_ms: int) -> list[StreamEntry]:
         """New messages of every known stream (at most ``count`` per stream), blocking up to ``block_ms``."""
@@ -116,9 +118,15 @@ class OrderStreamConsumer:
         """Messages already delivered to this consumer name and not acknowledged (after a restart)."""
         if not self.streams:
             return []
-        reply = await self.redis.xreadgroup(
-            self.group, self.consumer, {s: "0" for s in self.streams}, count=count
-        )
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group, self.consumer, {s: "0" for s in self.streams}, count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.refresh(force=True)  # Redis lost the group (data wiped): nothing is ours
+            return []
         return _entries(reply)
 
     async def claim(self, min_idle_ms: int, count: int) -> list[StreamEntry]:
@@ -141,6 +149,40 @@ class OrderStreamConsumer:
                     break
             if len(out) >= count:
                 break
+        return out
+
+    async def claim_from_gone(self, gone_after_ms: int, count: int) -> list[StreamEntry]:
+        """Pending messages of consumers silent for ``gone_after_ms`` (a killed process), now ours.
+
+        A live consumer reads every ``worker_block_ms``, so a long silence means it is gone (or stuck
+        on a store, in which case committing its messages here too is harmless: commits are
+        idempotent). This recovers a killed process's messages in seconds instead of waiting for
+        each one to reach the claim idle time.
+        """
+        out: list[StreamEntry] = []
+        for stream in self.streams:
+            for info in await self.redis.xinfo_consumers(stream, self.group):
+                data = {_text(k): v for k, v in info.items()}
+                name = _text(data.get("name", b""))
+                if name == self.consumer or int(data.get("pending", 0)) == 0:
+                    continue
+                if int(data.get("idle", 0)) < gone_after_ms:
+                    continue
+                pending = await self.redis.xpending_range(
+                    stream, self.group, min="-", max="+", count=count - len(out), consumername=name
+                )
+                ids = [p["message_id"] for p in pending]
+                if not ids:
+                    continue
+                claimed = await self.redis.xclaim(
+                    stream, self.group, self.consumer, min_idle_time=gone_after_ms, message_ids=ids
+                )
+                for entry_id, fields in claimed:
+                    if fields:
+                        out.append(StreamEntry(stream, _text(entry_id), dict(fields)))
+                log.info("order_stream_claimed_from_gone", stream=stream, consumer=name, n=len(claimed))
+                if len(out) >= count:
+                    return out
         return out
 
     async def ack(self, entries: Sequence[StreamEntry]) -> None:

@@ -1,0 +1,707 @@
+"""Fault harness: a real ``railbook serve`` (PostgreSQL + Redis) under a crowd of HTTP clients booking one
+hot train-day, while the serve process is killed, Redis is killed (with AOF, or wiped) and PostgreSQL is
+cut off behind a TCP proxy. Afterwards an audit: no seat segment held twice, nothing sold beyond
+capacity, the allocator agrees with the system of record, every 202 order ends final, no 500 was ever
+answered and every 503 carried Retry-After.
+
+Each test starts its own ``redis-server`` (AOF on, ``appendfsync always``) and its own PostgreSQL
+database; the shared servers are never stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from railbook.adapters.db.models import DailyTrain, Member, Order, Passenger, Ticket
+from railbook.api.deps import issue_token
+from tests.api.conftest import ADMIN_MOBILE, ADMIN_PASSWORD
+from tests.api.test_orders import make_train_day
+from tests.conftest import fresh_pg_database
+from tests.live_server import free_port, log_tail
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+N_STOPS = 5
+ROWS = 12  # one second-class carriage: 60 seats
+MEMBERS = 60
+JWT_SECRET = "fault-secret-" + "x" * 32
+REQUEST_TIMEOUT_S = 10.0  # a request still unanswered after this is a hang
+FINAL = {"SUCCESS", "EMPTY", "FAILURE", "CANCEL"}
+EXPECTED_STATUSES = {200, 202, 409, 503}
+
+
+# --------------------------------------------------------------------------------------------
+# Processes and the proxy.
+
+
+class RedisServer:
+    """A private ``redis-server`` with AOF (``appendfsync always``); killed with SIGKILL, restarted on
+    the same port, with its data directory or a fresh one (a total loss of Redis data)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.generation = 0
+        self.dir = workdir / "redis-0"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self, *, wiped: bool = False) -> None:
+        if wiped:
+            self.generation += 1
+            self.dir = self.workdir / f"redis-{self.generation}"
+        self.dir.mkdir(exist_ok=True)
+        command = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--dir",
+            str(self.dir),
+            "--protected-mode",
+            "no",
+        ]
+        with (self.workdir / "redis.log").open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=1.0)
+        try:
+            for _ in range(100):
+                with contextlib.suppress(Exception):
+                    if await client.ping():
+                        return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"redis-server did not start:\n{log_tail(self.workdir / 'redis.log')}")
+        finally:
+            await client.aclose()
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            await self.kill()
+
+
+class TcpProxy:
+    """A TCP relay between the serve process and PostgreSQL that can be cut (every connection reset,
+    new ones refused) and restored on the same port."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.server: asyncio.Server | None = None
+        self.links: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.links):
+            writer.transport.abort()
+        self.links.clear()
+        self.server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.links.update((writer, up_writer))
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (OSError, RuntimeError):
+            pass
+        finally:
+            self.links.discard(sink)
+            sink.transport.abort()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.cut()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class ServeProcess:
+    """``railbook serve`` on a fixed port, so it can be killed and started again behind the same URL."""
+
+    def __init__(self, workdir: Path, settings: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAILBOOK_")}
+        self.env.update(settings)
+        self.log = workdir / "serve.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, role: str = "serve") -> None:
+        """Start ``railbook serve`` (or ``railbook api``: HTTP only, no committer) and wait until healthy."""
+        railbook = Path(sys.executable).with_name("railbook")
+        command = [str(railbook), role, "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *command, cwd=self.workdir, env=self.env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 90
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while True:
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"serve exited with {self.proc.returncode}:\n{log_tail(self.log)}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"serve not healthy:\n{log_tail(self.log)}")
+                await asyncio.sleep(0.1)
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM and wait without blocking the event loop (the database proxy lives in it)."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout=20)
+        except TimeoutError:
+            await self.kill()
+            raise AssertionError(f"serve did not stop on SIGTERM:\n{log_tail(self.log)}") from None
+
+    async def railbook(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+        """Run a ``railbook`` command with this server's settings (without blocking the event loop)."""
+        railbook = Path(sys.executable).with_name("railbook")
+        proc = await asyncio.create_subprocess_exec(
+            str(railbook),
+            *args,
+            cwd=self.workdir,
+            env=env or self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace")
+
+
+# --------------------------------------------------------------------------------------------
+# The crowd.
+
+
+@dataclass
+class Tally:
+    """What the crowd saw."""
+
+    accepted: dict[str, dict[str, str]] = field(default_factory=dict)  # order id → member headers
+    statuses: Counter[int] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
+    refused: int = 0  # connections refused or reset (the serve process was down)
+    refusals: Counter[str] = field(default_factory=Counter)
+    slowest_s: float = 0.0
+    slowest: str = ""
+    cancelled: int = 0
+
+    def check(self, r: httpx.Response, took: float) -> None:
+        self.statuses[r.status_code] += 1
+        if took > self.slowest_s:
+            self.slowest_s = took
+            self.slowest = f"{r.request.method} {r.request.url.path} → {r.status_code}"
+        if r.status_code >= 400:
+            with contextlib.suppress(Exception):
+                self.codes[r.json()["error"]["code"]] += 1
+        where = f"{r.request.method} {r.request.url.path}"
+        if r.status_code not in EXPECTED_STATUSES:
+            self.violations.append(f"{where} → {r.status_code}: {r.text[:300]}")
+        if r.status_code == 503 and not r.headers.get("retry-after"):
+            self.violations.append(f"{where} → 503 without Retry-After: {r.text[:200]}")
+        if r.status_code >= 400:
+            try:
+                error = r.json()["error"]
+                assert isinstance(error["code"], str) and "message" in error
+            except Exception:
+                self.violations.append(f"{where} → {r.status_code} not in the error shape: {r.text[:200]}")
+
+
+async def call(
+    client: httpx.AsyncClient, tally: Tally, method: str, path: str, **kw: Any
+) -> httpx.Response | None:
+    started = time.monotonic()
+    try:
+        r = await client.request(method, path, **kw)
+    except httpx.TimeoutException:
+        tally.violations.append(f"{method} {path}: no answer within {REQUEST_TIMEOUT_S}s (a hang)")
+        return None
+    except httpx.TransportError as exc:
+        tally.refused += 1
+        tally.refusals[type(exc).__name__] += 1
+        return None
+    tally.check(r, time.monotonic() - started)
+    return r
+
+
+@dataclass
+class Shopper:
+    headers: dict[str, str]
+    passengers: list[int]
+
+
+async def make_shoppers(pg_url: str, n: int) -> list[Shopper]:
+    """Members with two passengers each, written straight to the database (registration is not under
+    test), and their access tokens."""
+    engine = create_async_engine(pg_url)
+    out = []
+    tag = random.randrange(10**6)
+    try:
+        async with engine.begin() as conn:
+            from sqlalchemy.ext.asyncio import AsyncSession
+
+            async with AsyncSession(bind=conn) as session:
+                members = [
+                    Member(mobile=f"16{tag:06d}{k:03d}", name="乘客", password_hash="x") for k in range(n)
+                ]
+                session.add_all(members)
+                await session.flush()
+                passengers = [
+                    [
+                        Passenger(member_id=m.id, name="张三", id_card=f"11010119900101{k:03d}{j}")
+                        for j in range(2)
+                    ]
+                    for k, m in enumerate(members)
+                ]
+                session.add_all([p for ps in passengers for p in ps])
+                await session.flush()
+                signer: Any = SimpleNamespace(
+                    settings=SimpleNamespace(access_token_seconds=3600), jwt_secret=JWT_SECRET
+                )
+                for m, ps in zip(members, passengers, strict=True):
+                    token, _ = issue_token(signer, m.id, "member")
+                    out.append(Shopper({"Authorization": f"Bearer {token}"}, [p.id for p in ps]))
+    finally:
+        await engine.dispose()
+    return out
+
+
+async def shop(
+    client: httpx.AsyncClient,
+    shopper: Shopper,
+    day: dict[str, Any],
+    stop: asyncio.Event,
+    tally: Tally,
+    rng: random.Random,
+) -> None:
+    """Order one seat at a time; follow the order to its end; cancel half the successes (seats come
+    back, so the day keeps selling); back off on 409/503 and on refused connections."""
+    names = [s[0] for s in day["stations"]]
+    k = 0
+    while not stop.is_set():
+        pid = shopper.passengers[k % len(shopper.passengers)]
+        k += 1
+        i = rng.randrange(N_STOPS - 1)
+        j = rng.randrange(i + 1, N_STOPS)
+        body = {
+            "date": day["date"],
+            "train_code": day["train_code"],
+            "from": names[i],
+            "to": names[j],
+            "passengers": [{"passenger_id": pid, "seat_class": "second"}],
+        }
+        r = await call(client, tally, "POST", "/api/v1/orders", json=body, headers=shopper.headers)
+        if r is None or r.status_code != 202:
+            await asyncio.sleep(0.3 if r is None or r.status_code == 503 else 0.05)
+            continue
+        order_id = r.json()["order_id"]
+        tally.accepted[order_id] = shopper.headers
+        while not stop.is_set():
+            await asyncio.sleep(0.15)
+            r = await call(client, tally, "GET", f"/api/v1/orders/{order_id}", headers=shopper.headers)
+            if r is None or r.status_code != 200:
+                continue
+            status = r.json()["status"]
+            if status in FINAL:
+                if status == "SUCCESS" and rng.random() < 0.5:
+                    c = await call(
+                        client, tally, "POST", f"/api/v1/orders/{order_id}/cancel", headers=shopper.headers
+                    )
+                    if c is not None and c.status_code == 200:
+                        tally.cancelled += 1
+                break
+
+
+@dataclass
+class Stage:
+    """One fault run: the stores, the server, the hot train-day and the crowd."""
+
+    serve: ServeProcess
+    redis: RedisServer
+    pg_url: str  # the real database (the audit reads it directly, never through the proxy)
+    day: dict[str, Any]
+    shoppers: list[Shopper]
+    client: httpx.AsyncClient
+    tally: Tally = field(default_factory=Tally)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_crowd(self) -> None:
+        rng = random.Random(11)
+        for s in self.shoppers:
+            r = random.Random(rng.random())
+            self.tasks.append(
+                asyncio.create_task(shop(self.client, s, self.day, self.stop, self.tally, r), name="shopper")
+            )
+
+    async def stop_crowd(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+
+
+@contextlib.asynccontextmanager
+async def _pg_database() -> AsyncIterator[str]:
+    """A fresh migrated database; made in a thread (the migration runs its own event loop)."""
+    manager = fresh_pg_database()
+    url = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def stage(tmp_path: Path, *, proxy: bool = False) -> AsyncIterator[tuple[Stage, TcpProxy | None]]:
+    """Stores, a serve process (behind a PostgreSQL proxy when asked), a hot train-day and shoppers."""
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    tcp: TcpProxy | None = None
+    serve: ServeProcess | None = None
+    try:
+        async with _pg_database() as pg_url:
+            db_url = pg_url
+            if proxy:
+                tcp = TcpProxy(5432)
+                await tcp.start()
+                db_url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{tcp.port}/")
+                assert db_url != pg_url
+            serve = ServeProcess(
+                tmp_path,
+                {
+                    "RAILBOOK_DATABASE_URL": db_url,
+                    "RAILBOOK_REDIS_URL": redis.url,
+                    "RAILBOOK_RATE_LIMITS": "off",
+                    "RAILBOOK_SALE_DAYS_AHEAD": "3",
+                    "RAILBOOK_LOAD_SAMPLE_DATA": "false",
+                    "RAILBOOK_ADMIN_MOBILE": ADMIN_MOBILE,
+                    "RAILBOOK_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                    "RAILBOOK_JWT_SECRET": JWT_SECRET,
+                    "RAILBOOK_ARGON2_TIME_COST": "1",
+                    "RAILBOOK_ARGON2_MEMORY_COST": "1024",
+                    "RAILBOOK_PAY_DEADLINE_SECONDS": "600",
+                },
+            )
+            await serve.start()
+            # Idle connections are dropped before the server's keep-alive timeout (5 s) can race a request.
+            limits = httpx.Limits(
+                max_connections=MEMBERS + 10, max_keepalive_connections=MEMBERS + 10, keepalive_expiry=2.0
+            )
+            async with httpx.AsyncClient(
+                base_url=serve.url, timeout=REQUEST_TIMEOUT_S, limits=limits
+            ) as client:
+                r = await client.post(
+                    "/api/v1/auth/login", json={"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD}
+                )
+                assert r.status_code == 200, r.text
+                admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
+                day = await make_train_day(client, admin, rows=ROWS, stops=N_STOPS, days_ahead=1)
+                shoppers = await make_shoppers(pg_url, MEMBERS)
+                s = Stage(serve, redis, pg_url, day, shoppers, client)
+                try:
+                    yield s, tcp
+                finally:
+                    s.stop.set()
+                    await asyncio.gather(*s.tasks, return_exceptions=True)
+            await serve.stop()  # before its database is dropped
+    finally:
+        if serve is not None and serve.proc is not None and serve.proc.returncode is None:
+            await serve.kill()
+        if tcp is not None:
+            await tcp.close()
+        await redis.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# The audit.
+
+
+async def settle(s: Stage, *, within_s: float, lost_ok: bool) -> Counter[str]:
+    """Every accepted order reads back final within ``within_s``; FAILURE only as LOST_IN_FAILOVER
+    (or the SEAT_CONFLICT backstop) and only where Redis data may have been lost."""
+    deadline = time.monotonic() + within_s
+    open_ids = dict(s.tally.accepted)
+    finals: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    while open_ids:
+        for order_id, headers in list(open_ids.items()):
+            r = await call(s.client, s.tally, "GET", f"/api/v1/orders/{order_id}", headers=headers)
+            if r is None or r.status_code != 200:
+                continue
+            body = r.json()
+            if body["status"] in FINAL:
+                finals[body["status"]] += 1
+                if body["status"] == "FAILURE":
+                    failures[(body.get("error") or {}).get("code", "?")] += 1
+                del open_ids[order_id]
+        if not open_ids:
+            break
+        assert time.monotonic() < deadline, (
+            f"{len(open_ids)} accepted orders not final after {within_s}s "
+            f"(e.g. {list(open_ids)[:3]}):\n{log_tail(s.serve.log)}"
+        )
+        await asyncio.sleep(0.5)
+    if lost_ok:
+        assert set(failures) <= {"LOST_IN_FAILOVER", "SEAT_CONFLICT"}, failures
+    else:
+        assert not failures, f"orders failed although no data was lost: {failures}"
+    return finals
+
+
+async def audit(s: Stage) -> dict[str, Any]:
+    """The system of record holds no segment twice and no more than capacity; Redis agrees with it."""
+    engine = create_async_engine(s.pg_url)
+    try:
+        async with engine.connect() as conn:
+            daily_id = (
+                await conn.execute(
+                    select(DailyTrain.id).where(
+                        DailyTrain.train_code == s.day["train_code"],
+                        DailyTrain.service_date == dt.date.fromisoformat(s.day["date"]),
+                    )
+                )
+            ).scalar_one()
+            tickets = (
+                await conn.execute(
+                    select(Ticket.daily_seat_id, Ticket.from_index, Ticket.to_index, Ticket.order_id).where(
+                        Ticket.daily_train_id == daily_id, Ticket.status.in_(["UNPAID", "PAID"])
+                    )
+                )
+            ).all()
+            orders = Counter(
+                (await conn.execute(select(Order.status).where(Order.daily_train_id == daily_id))).scalars()
+            )
+    finally:
+        await engine.dispose()
+    held: dict[tuple[int, int], str] = {}
+    for seat, i, j, order_id in tickets:
+        for k in range(i, j):
+            other = held.setdefault((seat, k), order_id)
+            assert other == order_id, f"seat {seat} segment {k} held by {other} and {order_id}"
+    capacity = ROWS * 5
+    for k in range(N_STOPS - 1):
+        assert sum(1 for (_, seg) in held if seg == k) <= capacity
+    env = dict(s.serve.env, RAILBOOK_DATABASE_URL=s.pg_url)
+    checks = 0
+    while True:  # a cancel's release may still be on its retry loop
+        checks += 1
+        rc, out = await s.serve.railbook(
+            "inventory", "check", "--date", s.day["date"], "--train", s.day["train_code"], env=env
+        )
+        if rc == 0 or checks == 10:
+            break
+        await asyncio.sleep(1.0)
+    assert rc == 0, f"allocator and system of record disagree:\n{out}"
+    return {"active_tickets": len(tickets), "orders": dict(orders), "inventory_checks": checks}
+
+
+def assert_clean(s: Stage, *, refused_ok: bool = False) -> None:
+    t = s.tally
+    assert not t.violations, "\n".join(t.violations[:20])
+    assert 500 not in t.statuses
+    if not refused_ok:
+        assert t.refused == 0, f"{t.refused} requests were refused or reset: {dict(t.refusals)}"
+    text = s.serve.log.read_text(errors="replace")
+    assert "unhandled_error" not in text, log_tail(s.serve.log, 80)
+    assert "background_role_failed" not in text, log_tail(s.serve.log, 80)
+
+
+def report(name: str, s: Stage, finals: Counter[str], figures: dict[str, Any]) -> None:
+    t = s.tally
+    print(
+        f"\n[{name}] accepted={len(t.accepted)} finals={dict(finals)} statuses={dict(t.statuses)} "
+        f"codes={dict(t.codes)} refused={dict(t.refusals)} cancelled={t.cancelled} "
+        f"slowest={t.slowest_s:.2f}s ({t.slowest}) db={figures}"
+    )
+
+
+async def crowd_phase(s: Stage, seconds: float) -> int:
+    """Let the crowd run; returns how many orders were accepted in that time."""
+    before = len(s.tally.accepted)
+    await asyncio.sleep(seconds)
+    return len(s.tally.accepted) - before
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios.
+
+
+async def test_serve_killed_mid_crowd_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 of the serve process, then a restart on the same stores: every 202 order ends final
+    (the stream survives in Redis; the new committer claims what the dead one had read)."""
+    async with stage(tmp_path) as (s, _):
+        s.start_crowd()
+        assert await crowd_phase(s, 3.0) > 0
+        await s.serve.kill()
+        await asyncio.sleep(1.0)
+        await s.serve.start()
+        assert await crowd_phase(s, 3.0) > 0, "nothing accepted after the restart"
+        await s.stop_crowd()
+        finals = await settle(s, within_s=45, lost_ok=False)
+        figures = await audit(s)
+        report("serve killed", s, finals, figures)
+        assert_clean(s, refused_ok=True)
+
+
+async def test_redis_killed_with_aof_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 of Redis (AOF, fsync always) and a restart on the same port and data: 503 +
+    Retry-After while it is down, nothing acknowledged is lost, the script cache is reloaded."""
+    async with stage(tmp_path) as (s, _):
+        s.start_crowd()
+        assert await crowd_phase(s, 3.0) > 0
+        await s.redis.kill()
+        before = s.tally.statuses[503]
+        await asyncio.sleep(3.0)
+        assert s.tally.statuses[503] > before, "no 503 while Redis was down"
+        await s.redis.start()
+        assert await crowd_phase(s, 4.0) > 0, "nothing accepted after Redis came back"
+        await s.stop_crowd()
+        finals = await settle(s, within_s=45, lost_ok=False)
+        figures = await audit(s)
+        report("redis killed (AOF)", s, finals, figures)
+        assert_clean(s)
+
+
+async def test_redis_wiped_rebuilds_the_day_before_selling(tmp_path: Path) -> None:
+    """Redis comes back empty: the day is rebuilt from PostgreSQL before it sells again, orders
+    accepted but never committed read back FAILURE / LOST_IN_FAILOVER, nothing is oversold."""
+    async with stage(tmp_path) as (s, _):
+        s.start_crowd()
+        assert await crowd_phase(s, 3.0) > 0
+        await s.redis.kill()
+        await asyncio.sleep(1.0)
+        await s.redis.start(wiped=True)
+        assert await crowd_phase(s, 5.0) > 0, "nothing accepted after Redis came back empty"
+        await s.stop_crowd()
+        finals = await settle(s, within_s=45, lost_ok=True)
+        figures = await audit(s)
+        report("redis wiped", s, finals, figures)
+        assert_clean(s)
+
+
+async def test_database_cut_off_mid_crowd(tmp_path: Path) -> None:
+    """PostgreSQL unreachable (every connection reset, new ones refused) and back: 503 + Retry-After
+    meanwhile, the committer retries and commits everything after recovery."""
+    async with stage(tmp_path, proxy=True) as (s, tcp):
+        assert tcp is not None
+        s.start_crowd()
+        assert await crowd_phase(s, 3.0) > 0
+        await tcp.cut()
+        before = s.tally.statuses[503]
+        await asyncio.sleep(3.0)
+        ready = await call(s.client, s.tally, "GET", "/readyz")
+        assert ready is not None and ready.status_code == 503, "ready while the database is cut off"
+        assert s.tally.statuses[503] > before, "no 503 while the database was unreachable"
+        await tcp.start()
+        assert await crowd_phase(s, 4.0) > 0, "nothing accepted after the database came back"
+        ready = await call(s.client, s.tally, "GET", "/readyz")
+        assert ready is not None and ready.status_code == 200, "not ready again after the database came back"
+        await s.stop_crowd()
+        started = time.monotonic()
+        finals = await settle(s, within_s=45, lost_ok=False)
+        settled = time.monotonic() - started
+        figures = await audit(s)
+        figures["settle_s"] = round(settled, 1)
+        report("database cut", s, finals, figures)
+        assert_clean(s)
+
+
+async def test_orders_lost_with_redis_data_read_back_lost_in_failover(tmp_path: Path) -> None:
+    """Orders accepted (202) but never committed, then Redis data is lost: they read back FAILURE /
+    LOST_IN_FAILOVER, and the day is rebuilt from PostgreSQL and sells again without overselling."""
+    async with stage(tmp_path) as (s, _):
+        await s.serve.kill()
+        await s.serve.start("api")  # HTTP only: accepted orders stay in the stream, uncommitted
+        names = [n for n, _ in s.day["stations"]]
+        lost = []
+        for shopper in s.shoppers[:10]:
+            body = {
+                "date": s.day["date"],
+                "train_code": s.day["train_code"],
+                "from": names[0],
+                "to": names[-1],
+                "passengers": [{"passenger_id": shopper.passengers[0], "seat_class": "second"}],
+            }
+            r = await call(s.client, s.tally, "POST", "/api/v1/orders", json=body, headers=shopper.headers)
+            assert r is not None and r.status_code == 202, r
+            lost.append(r.json()["order_id"])
+            s.tally.accepted[r.json()["order_id"]] = shopper.headers
+        await s.redis.kill()
+        await s.redis.start(wiped=True)
+        await s.serve.stop()
+        await s.serve.start()
+        s.start_crowd()
+        assert await crowd_phase(s, 3.0) > 0, "nothing accepted after Redis came back empty"
+        await s.stop_crowd()
+        finals = await settle(s, within_s=45, lost_ok=True)
+        for order_id in lost:
+            r = await call(
+                s.client, s.tally, "GET", f"/api/v1/orders/{order_id}", headers=s.tally.accepted[order_id]
+            )
+            assert r is not None and r.status_code == 200
+            assert r.json()["status"] == "FAILURE" and r.json()["error"]["code"] == "LOST_IN_FAILOVER", r.text
+        figures = await audit(s)
+        report("orders lost with Redis data", s, finals, figures)
+        assert_clean(s)
