@@ -230,11 +230,24 @@ def bench_orders(
     url: str = typer.Option(None, help="A running server; default: start one (PostgreSQL + Redis)."),
     seconds: float = typer.Option(10.0),
     concurrency: int = typer.Option(64),
+    load_procs: int = typer.Option(2, help="Load-generating processes (apart from the server)."),
+    members: int = typer.Option(1500, help="Members in the crowd (3 passengers each)."),
+    seats: int = typer.Option(1000, help="Seats of the hot train-day."),
+    stops: int = typer.Option(8, help="Stops of the trains."),
 ) -> None:
-    """Orders accepted/s and committed/s, p50/p99 acceptance, beside hello-world requests/s."""
+    """A flash sale on one train-day: accepted/s and sold-out/s, committed/s, p50/p99, drain time,
+    beside hello-world requests/s of the same single API process."""
     from railbook.bench.orders import run
 
-    run(url=url, seconds=seconds, concurrency=concurrency)
+    run(
+        url=url,
+        seconds=seconds,
+        concurrency=concurrency,
+        load_procs=load_procs,
+        members=members,
+        seats=seats,
+        stops=stops,
+    )
 
 
 @bench_app.command("search")

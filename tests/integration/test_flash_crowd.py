@@ -1,5 +1,6 @@
-"""A flash crowd on one 100-seat train-day: hundreds of concurrent orders over random journeys, through
-the real app (PostgreSQL + Redis), then audits of the system of record against the allocator."""
+"""A flash crowd on one train-day: hundreds of concurrent orders over random journeys, through the real
+app — distributed (PostgreSQL + Redis, 100 seats) and embedded (SQLite, in-process allocator and queue,
+40 seats) — then audits of the system of record against the allocator."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
+from railbook.adapters.db.migrate import upgrade
 from railbook.adapters.db.models import DailySeat, DailyTrain, Member, Order, Passenger, Ticket
 from railbook.api.app import create_app
 from railbook.api.deps import issue_token
@@ -26,10 +28,33 @@ MEMBERS = 300
 ORDERS_PER_MEMBER = 2
 
 
+EMBEDDED_ROWS = 8  # 40 seats
+EMBEDDED_MEMBERS = 100  # 200 orders
+
+
 @pytest.fixture(scope="module")
 async def app_client(pg_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The distributed configuration (the embedded flow is covered in tests/api/test_orders.py)."""
-    settings = test_settings(pg_url, redis_url)
+    """The distributed configuration."""
+    async for client in _serve(test_settings(pg_url, redis_url)):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def crowd_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite file of this module's own (migrations run outside the event loop)."""
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('crowd') / 'railbook.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+async def embedded_client(crowd_sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The embedded configuration (its shutdown must finish, too: LifespanManager times out if not)."""
+    async for client in _serve(test_settings(crowd_sqlite_url, None)):
+        yield client
+
+
+async def _serve(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, run_background=True)
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
@@ -73,12 +98,21 @@ async def _drain(container: Any, daily_train_id: int, accepted: int) -> None:
 
 
 async def test_flash_crowd_sells_exactly_the_capacity(app_client: httpx.AsyncClient) -> None:
-    client = app_client
+    await _flash_crowd(app_client, rows=ROWS, members=MEMBERS)
+
+
+async def test_embedded_flash_crowd_sells_exactly_the_capacity(embedded_client: httpx.AsyncClient) -> None:
+    await _flash_crowd(embedded_client, rows=EMBEDDED_ROWS, members=EMBEDDED_MEMBERS)
+
+
+async def _flash_crowd(client: httpx.AsyncClient, *, rows: int, members: int) -> None:
+    """Concurrent orders (two per member) on a one-carriage train-day, a sweep to sell every segment,
+    then the audit: final states, no seat segment twice, capacity per segment, allocator == database."""
     container = client.app.state.container  # type: ignore[attr-defined]
     admin = await login(client, ADMIN_MOBILE, ADMIN_PASSWORD)
-    day = await make_train_day(client, admin, rows=ROWS, stops=N_STOPS, days_ahead=5)
+    day = await make_train_day(client, admin, rows=rows, stops=N_STOPS, days_ahead=5)
     names = [s[0] for s in day["stations"]]
-    members = await _members(container, MEMBERS)
+    crowd = await _members(container, members)
     rng = random.Random(7)
 
     def body(i: int, j: int, pids: list[int]) -> dict[str, Any]:
@@ -96,8 +130,8 @@ async def test_flash_crowd_sells_exactly_the_capacity(app_client: httpx.AsyncCli
         return await client.post("/api/v1/orders", json=body(i, j, pids), headers=headers)
 
     # Each member sends two orders at once, one per passenger (two passengers per order would be
-    # refused as duplicates of each other): 600 concurrent orders for 100 seats.
-    jobs = [one(h, [p]) for h, pids in members for p in pids[:ORDERS_PER_MEMBER]]
+    # refused as duplicates of each other): 2 × members concurrent orders for 5 × rows seats.
+    jobs = [one(h, [p]) for h, pids in crowd for p in pids[:ORDERS_PER_MEMBER]]
     answers = await asyncio.gather(*jobs)
     codes: dict[int, int] = {}
     for r in answers:
@@ -105,7 +139,7 @@ async def test_flash_crowd_sells_exactly_the_capacity(app_client: httpx.AsyncCli
         if r.status_code != 202:
             assert r.status_code == 409 and r.json()["error"]["code"] == "SOLD_OUT", r.text
     accepted = [r.json()["order_id"] for r in answers if r.status_code == 202]
-    assert codes.get(409, 0) > 0 and len(accepted) >= 100 // (N_STOPS - 1)
+    assert codes.get(409, 0) > 0 and len(accepted) >= rows * 5 // (N_STOPS - 1)
 
     async with container.sessionmaker() as session:
         daily_id = (
@@ -169,7 +203,7 @@ async def test_flash_crowd_sells_exactly_the_capacity(app_client: httpx.AsyncCli
         assert masks.get(sid, 0) & bits == 0, f"seat {sid} sold twice"
         masks[sid] = masks.get(sid, 0) | bits
     sold = [sum(1 for m in masks.values() if m >> k & 1) for k in range(N_STOPS - 1)]
-    assert sold == [ROWS * 5] * (N_STOPS - 1)
+    assert sold == [rows * 5] * (N_STOPS - 1)
 
     # The allocator agrees with the system of record, seat by seat.
     fast = await container.allocator.masks(day["train_code"], dt.date.fromisoformat(day["date"]))

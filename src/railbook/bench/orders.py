@@ -1,16 +1,28 @@
-"""``railbook bench orders``: orders accepted/s and committed/s, acceptance latency, and the time the
-queue takes to commit after the crowd stops, beside hello-world requests/s of the same server.
+"""``railbook bench orders``: a flash sale on one train-day, beside hello-world requests/s of the same server.
 
-With no ``--url`` it starts a real server (uvicorn subprocess on a scratch PostgreSQL database and
-a Redis database of its own, rate limits off) plus one ``railbook worker`` subprocess.
+With no ``--url`` it starts its own site: a scratch PostgreSQL database, a Redis database of its own,
+ONE uvicorn API process (``railbook api --workers 1``, rate limits off) and one ``railbook worker``.
+The load comes from separate processes (``--load-procs``), each a small keep-alive HTTP/1.1 client on
+asyncio streams, so the server's single process is what is measured, for hello-world and for orders.
+
+Before the timed part: a hot train (``--stops`` stops, ``--seats`` second/first-class seats) and some
+cold trains on one sale day, ``--members`` members written to the database with 3 passengers each,
+and their access tokens fetched by logging in over HTTP. Timed part: hello-world (``GET /healthz``)
+for a few seconds, then the crowd: most orders (``--hot-share``) on the hot train-day, over realistic
+journeys (a third end to end, the rest long or short hops), one to three passengers each, until the
+day is sold out and on (SOLD_OUT answers are cheap and counted apart). Then the committed count is
+read from the database until every accepted order is written, which gives committed/s during the
+crowd (by ``order.updated_at``) and the drain time after the crowd stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
+import json
+import multiprocessing as mp
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -20,8 +32,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -31,20 +43,86 @@ PG_ADMIN = os.environ.get("RAILBOOK_BENCH_PG_ADMIN", "postgresql://postgres@127.
 REDIS = os.environ.get("RAILBOOK_BENCH_REDIS", "redis://127.0.0.1:6379/6")
 ADMIN_MOBILE = "13800000009"
 ADMIN_PASSWORD = "bench-admin-secret"
-TRAINS = 20
-STOPS = 5
-MEMBERS = 200
-PASSENGERS_PER_MEMBER = 13
+MEMBER_PASSWORD = "bench-pass-1"
+PASSENGERS_PER_MEMBER = 3
+COLD_TRAINS = 6
+HELLO_SECONDS = 4.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the load processes need: the day, the trains, the riders (token, passenger ids)."""
+
+    host: str
+    port: int
+    date: str
+    hot: dict[str, Any]
+    cold: list[dict[str, Any]]
+    riders: list[tuple[str, list[int]]]
+    hot_share: float
 
 
 @dataclass
 class Tally:
-    latencies: list[float] = field(default_factory=list)
-    codes: dict[str, int] = field(default_factory=dict)
+    """Answers of one load process: latencies (ms) by outcome."""
 
-    def add(self, code: str, seconds: float) -> None:
-        self.codes[code] = self.codes.get(code, 0) + 1
-        self.latencies.append(seconds)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    requests: int = 0
+
+    def add(self, outcome: str, ms: float) -> None:
+        self.latencies.setdefault(outcome, []).append(ms)
+        self.requests += 1
+
+    def merge(self, other: Tally) -> None:
+        for k, v in other.latencies.items():
+            self.latencies.setdefault(k, []).extend(v)
+        self.requests += other.requests
+
+    def count(self, outcome: str) -> int:
+        return len(self.latencies.get(outcome, []))
+
+    def all_latencies(self) -> list[float]:
+        return [x for v in self.latencies.values() for x in v]
+
+
+class KeepAliveClient:
+    """One persistent HTTP/1.1 connection; answers are (status, body)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: str = ""
+    ) -> tuple[int, bytes]:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{headers}"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        try:
+            raw = await self.reader.readuntil(b"\r\n\r\n")
+            status = int(raw[9:12])
+            length = 0
+            for line in raw.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            data = await self.reader.readexactly(length) if length else b""
+        except (asyncio.IncompleteReadError, ConnectionError):
+            await self.close()
+            raise
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except Exception:  # the peer may be gone already
+                pass
+        self.reader = self.writer = None
 
 
 def _free_port() -> int:
@@ -53,9 +131,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# --------------------------------------------------------------------------------------------
+# The site under test.
+
+
 @contextmanager
-def _local_stack() -> Iterator[tuple[str, str]]:
-    """Scratch PostgreSQL database + Redis db, an API server and a worker; yields (url, database url)."""
+def _local_stack() -> Iterator[tuple[str, str, int]]:
+    """Scratch PostgreSQL database + Redis db, one API process and one worker: (url, db url, api pid)."""
+    import httpx
     import psycopg
     import redis
 
@@ -83,10 +166,12 @@ def _local_stack() -> Iterator[tuple[str, str]]:
             "RAILBOOK_ARGON2_MEMORY_COST": "1024",
             "RAILBOOK_SALE_TOKENS_PER_TRAIN_DAY": "100000",
             "RAILBOOK_LOAD_SAMPLE_DATA": "false",
+            "RAILBOOK_LOG_LEVEL": "warning",
         }
+        cli = [sys.executable, "-m", "railbook.cli"]
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "railbook.cli", "api", "--port", str(port)],
+                [*cli, "api", "--port", str(port), "--workers", "1"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -94,14 +179,14 @@ def _local_stack() -> Iterator[tuple[str, str]]:
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "railbook.cli", "worker", "--name", "bench-worker"],
+                [*cli, "worker", "--name", "bench-worker"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         )
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
+        for _ in range(300):
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
@@ -110,7 +195,7 @@ def _local_stack() -> Iterator[tuple[str, str]]:
             time.sleep(0.1)
         else:
             raise RuntimeError("the server did not start")
-        yield url, db_url
+        yield url, db_url, procs[0].pid
     finally:
         for p in procs:
             p.terminate()
@@ -125,151 +210,301 @@ def _local_stack() -> Iterator[tuple[str, str]]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def _post(
-    client: httpx.AsyncClient, path: str, body: Any, headers: dict[str, str] | None = None
-) -> Any:
-    """POST, retrying while the server sheds load (503/429 during the set-up's login storm)."""
-    for _ in range(200):
-        r = await client.post(path, json=body, headers=headers)
-        if r.status_code not in (429, 503):
-            r.raise_for_status()
-            return r.json()
-        await asyncio.sleep(0.05)
+def _dsn(db_url: str) -> str:
+    return db_url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _admin_post(client: Any, path: str, body: Any, headers: dict[str, str]) -> Any:
+    r = await client.post(path, json=body, headers=headers)
     r.raise_for_status()
     return r.json()
 
 
-async def _prepare(
-    client: httpx.AsyncClient,
-) -> tuple[list[dict[str, Any]], list[tuple[dict[str, str], int]]]:
-    """Trains on sale (20 carriages x 20 rows of second class each) and members with passengers."""
+async def _prepare(url: str, db_url: str, *, members: int, stops: int, seats: int) -> Plan:
+    """Trains on sale, members with passengers (written to the database), tokens by logging in."""
+    import httpx
+    import psycopg
+    from pwdlib import PasswordHash
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
     from railbook.domain.identity import compose_id_card
 
-    r = await client.post("/api/v1/auth/login", json={"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD})
-    r.raise_for_status()
-    admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-    tag = uuid.uuid4().int
-    stations = []
-    for k in range(STOPS):
-        code = "".join(chr(65 + (tag // 26 ** (3 * k + d)) % 26) for d in range(3))
-        name = f"测{code}{k}"
-        r = await client.post("/api/v1/admin/stations", json={"name": name, "code": code}, headers=admin)
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        r = await client.post("/api/v1/auth/login", json={"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD})
         r.raise_for_status()
-        stations.append(name)
-    date = (dt.date.today() + dt.timedelta(days=2)).isoformat()
-    trains = []
-    for t in range(TRAINS):
-        code = f"G{7000 + t + tag % 2000}"
-        spec = {
-            "code": code,
-            "kind": "G",
-            "stops": [
-                {
-                    "station": s,
-                    **({"arrives": f"{8 + k:02d}:00"} if k else {}),
-                    **({"departs": f"{8 + k:02d}:05"} if k < STOPS - 1 else {}),
-                    "km": 100 * k,
-                }
-                for k, s in enumerate(stations)
-            ],
-            "carriages": [{"carriage": c, "seat_class": "second", "rows": 20} for c in range(1, 21)],
-        }
-        r = await client.post("/api/v1/admin/trains", json=spec, headers=admin)
-        r.raise_for_status()
-        trains.append({"train_code": code, "date": date, "stations": stations})
-    r = await client.post("/api/v1/admin/sales/open", json={"date": date}, headers=admin)
-    r.raise_for_status()
-
-    async def member(k: int) -> list[tuple[dict[str, str], int]]:
-        mobile = f"15{tag % 10**6:06d}{k:03d}"
-        await _post(
-            client, "/api/v1/auth/register", {"mobile": mobile, "password": "bench-pass-1", "name": "测试"}
-        )
-        token = await _post(client, "/api/v1/auth/login", {"mobile": mobile, "password": "bench-pass-1"})
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
-        out = []
-        for j in range(PASSENGERS_PER_MEMBER):
-            card = compose_id_card("110101", dt.date(1970 + j, 1 + k % 12, 1 + k % 28), k % 999 + 1)
-            r = await client.post(
-                "/api/v1/passengers", json={"name": "乘客", "id_card": card, "type": "adult"}, headers=headers
-            )
-            r.raise_for_status()
-            out.append((headers, int(r.json()["passenger_id"])))
-        return out
-
-    riders: list[tuple[dict[str, str], int]] = []
-    for chunk in range(0, MEMBERS, 20):
-        for got in await asyncio.gather(*(member(k) for k in range(chunk, min(MEMBERS, chunk + 20)))):
-            riders.extend(got)
-    return trains, riders
-
-
-async def _hello(client: httpx.AsyncClient, seconds: float, concurrency: int) -> float:
-    count = 0
-    stop = time.perf_counter() + seconds
-
-    async def loop() -> None:
-        nonlocal count
-        while time.perf_counter() < stop:
-            await client.get("/healthz")
-            count += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return count / (time.perf_counter() - started)
-
-
-async def _crowd(
-    client: httpx.AsyncClient,
-    trains: list[dict[str, Any]],
-    riders: list[tuple[dict[str, str], int]],
-    seconds: float,
-    concurrency: int,
-) -> tuple[Tally, float, list[str]]:
-    tally = Tally()
-    accepted: list[str] = []
-    # Each (train, passenger) pair once: one order per passenger per train-day (no duplicates).
-    work = iter([(t, h, p) for t in trains for h, p in riders])
-    seg = itertools.cycle(range(STOPS - 1))
-    stop = time.perf_counter() + seconds
-
-    async def loop() -> None:
-        while time.perf_counter() < stop:
-            try:
-                train, headers, pid = next(work)
-            except StopIteration:
-                return
-            k = next(seg)
-            body = {
-                "date": train["date"],
-                "train_code": train["train_code"],
-                "from": train["stations"][k],
-                "to": train["stations"][k + 1],
-                "passengers": [{"passenger_id": pid, "seat_class": "second"}],
+        admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        tag = uuid.uuid4().int
+        stations = []
+        for k in range(stops):
+            code = "".join(chr(65 + (tag // 26 ** (3 * k + d)) % 26) for d in range(3))
+            name = f"测{code}{k}"
+            await _admin_post(client, "/api/v1/admin/stations", {"name": name, "code": code}, admin)
+            stations.append(name)
+        date = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+        stop_specs = [
+            {
+                "station": s,
+                **({"arrives": f"{6 + k:02d}:00"} if k else {}),
+                **({"departs": f"{6 + k:02d}:03"} if k < stops - 1 else {}),
+                "km": 120 * k,
             }
-            t0 = time.perf_counter()
-            r = await client.post("/api/v1/orders", json=body, headers=headers)
-            elapsed = time.perf_counter() - t0
-            if r.status_code == 202:
-                accepted.append(r.json()["order_id"])
-                tally.add("202", elapsed)
-            else:
-                code = r.json().get("error", {}).get("code", str(r.status_code))
-                tally.add(f"{r.status_code} {code}", elapsed)
+            for k, s in enumerate(stations)
+        ]
+        # Hot train: one first-class carriage per eight, the rest second class (20 rows each).
+        second_rows, first_rows = 20 * 5, 20 * 4
+        n_first = max(1, seats // (8 * first_rows))
+        n_second = max(1, (seats - n_first * first_rows) // second_rows)
+        carriages = [{"carriage": c + 1, "seat_class": "first", "rows": 20} for c in range(n_first)]
+        carriages += [
+            {"carriage": n_first + c + 1, "seat_class": "second", "rows": 20} for c in range(n_second)
+        ]
+        base = 7000 + tag % 2000
+        hot: dict[str, Any] = {
+            "train_code": f"G{base}",
+            "stations": stations,
+            "classes": ["second", "first"],
+            "seats": n_first * first_rows + n_second * second_rows,
+        }
+        await _admin_post(
+            client,
+            "/api/v1/admin/trains",
+            {"code": hot["train_code"], "kind": "G", "stops": stop_specs, "carriages": carriages},
+            admin,
+        )
+        cold = []
+        for t in range(COLD_TRAINS):
+            code = f"G{base + 1 + t}"
+            spec = {
+                "code": code,
+                "kind": "G",
+                "stops": stop_specs,
+                "carriages": [{"carriage": c, "seat_class": "second", "rows": 20} for c in range(1, 9)],
+            }
+            await _admin_post(client, "/api/v1/admin/trains", spec, admin)
+            cold.append({"train_code": code, "stations": stations, "classes": ["second"]})
+        await _admin_post(client, "/api/v1/admin/sales/open", {"date": date}, admin)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return tally, time.perf_counter() - started, accepted
+        # Members and passengers straight into the database (registration is not under test).
+        hashed = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),)).hash(
+            MEMBER_PASSWORD
+        )
+        prefix = f"15{tag % 10**4:04d}"
+        async with await psycopg.AsyncConnection.connect(_dsn(db_url)) as conn:
+            cur = conn.cursor()
+            await cur.executemany(
+                "INSERT INTO member (mobile, name, password_hash, role, created_at) "
+                "VALUES (%s, %s, %s, 'member', now())",
+                [(f"{prefix}{k:05d}", "测试", hashed) for k in range(members)],
+            )
+            await cur.execute("SELECT id FROM member WHERE mobile LIKE %s ORDER BY id", (prefix + "%",))
+            ids = [int(row[0]) for row in await cur.fetchall()]
+            rows = [
+                (
+                    mid,
+                    "乘客",
+                    compose_id_card("110101", dt.date(1970 + j, 1 + k % 12, 1 + k % 28), k % 999 + 1),
+                )
+                for k, mid in enumerate(ids)
+                for j in range(PASSENGERS_PER_MEMBER)
+            ]
+            await cur.executemany(
+                "INSERT INTO passenger (member_id, name, id_card, type, created_at) "
+                "VALUES (%s, %s, %s, 'adult', now())",
+                rows,
+            )
+            await cur.execute(
+                "SELECT member_id, id FROM passenger WHERE member_id = ANY(%s) ORDER BY id", (ids,)
+            )
+            by_member: dict[int, list[int]] = {}
+            for mid, pid in await cur.fetchall():
+                by_member.setdefault(int(mid), []).append(int(pid))
+            await conn.commit()
+
+        # Tokens fetched over HTTP before the timed part (the real login path).
+        riders: list[tuple[str, list[int]]] = []
+        sem = asyncio.Semaphore(16)
+
+        async def login(k: int, mid: int) -> None:
+            async with sem:
+                for _ in range(100):
+                    r = await client.post(
+                        "/api/v1/auth/login", json={"mobile": f"{prefix}{k:05d}", "password": MEMBER_PASSWORD}
+                    )
+                    if r.status_code not in (429, 503):
+                        break
+                    await asyncio.sleep(0.05)
+                r.raise_for_status()
+                riders.append((str(r.json()["access_token"]), by_member[mid]))
+
+        await asyncio.gather(*(login(k, mid) for k, mid in enumerate(ids)))
+    parts = urlsplit(url)
+    return Plan(parts.hostname or "127.0.0.1", parts.port or 80, date, hot, cold, riders, 0.85)
 
 
-async def _committed(db_url: str, ids: list[str]) -> int:
+# --------------------------------------------------------------------------------------------
+# Load processes.
+
+
+def _journey(rng: random.Random, n: int) -> tuple[int, int]:
+    """Realistic journeys: a third end to end, a third long (most of the line), the rest any hop."""
+    roll = rng.random()
+    if roll < 0.34:
+        return 0, n - 1
+    if roll < 0.67:
+        i = rng.randrange(0, max(1, n // 3))
+        return i, rng.randrange(max(i + 1, n - 1 - n // 3), n)
+    i = rng.randrange(n - 1)
+    return i, rng.randrange(i + 1, n)
+
+
+async def _hello_loop(plan: Plan, deadline: float, connections: int) -> Tally:
+    tally = Tally()
+
+    async def one() -> None:
+        client = KeepAliveClient(plan.host, plan.port)
+        try:
+            while time.time() < deadline:
+                t0 = time.perf_counter()
+                status, _ = await client.request("GET", "/healthz")
+                tally.add(str(status), (time.perf_counter() - t0) * 1000)
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return tally
+
+
+async def _crowd_loop(plan: Plan, start: float, deadline: float, connections: int, seed: int) -> Tally:
+    """Each connection walks its own members: an order per turn, on the hot day with ``hot_share``."""
+    tally = Tally()
+    rng = random.Random(seed)
+    # Passengers still free per (rider, train): an accepted order uses them up for that train-day.
+    free: dict[tuple[int, str], list[int]] = {}
+    riders = list(range(len(plan.riders)))
+    rng.shuffle(riders)
+    lanes = [riders[k::connections] for k in range(connections)]
+
+    async def one(lane: list[int]) -> None:
+        client = KeepAliveClient(plan.host, plan.port)
+        await asyncio.sleep(max(0.0, start - time.time()))
+        turn = 0
+        try:
+            while time.time() < deadline and lane:
+                r = lane[turn % len(lane)]
+                turn += 1
+                train = plan.hot if rng.random() < plan.hot_share else rng.choice(plan.cold)
+                pool = free.setdefault((r, train["train_code"]), list(plan.riders[r][1]))
+                if not pool:
+                    continue
+                k = min(len(pool), rng.choices((1, 2, 3), (70, 25, 5))[0])
+                pids = pool[:k]
+                i, j = _journey(rng, len(train["stations"]))
+                seat_class = "first" if "first" in train["classes"] and rng.random() < 0.15 else "second"
+                body = json.dumps(
+                    {
+                        "date": plan.date,
+                        "train_code": train["train_code"],
+                        "from": train["stations"][i],
+                        "to": train["stations"][j],
+                        "passengers": [{"passenger_id": p, "seat_class": seat_class} for p in pids],
+                    },
+                    ensure_ascii=False,
+                ).encode()
+                t0 = time.perf_counter()
+                status, data = await client.request(
+                    "POST", "/api/v1/orders", body, f"Authorization: Bearer {plan.riders[r][0]}\r\n"
+                )
+                ms = (time.perf_counter() - t0) * 1000
+                if status == 202:
+                    del pool[:k]
+                    tally.add("202", ms)
+                else:
+                    try:
+                        code = json.loads(data)["error"]["code"]
+                    except (ValueError, KeyError, TypeError):
+                        code = "?"
+                    tally.add(f"{status} {code}", ms)
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(one(lane) for lane in lanes))
+    return tally
+
+
+def _load_process(task: str, plan: Plan, start: float, deadline: float, connections: int, seed: int) -> Tally:
+    """Entry point of one load process (spawned): runs its share of the connections."""
+    if task == "hello":
+
+        async def hello() -> Tally:
+            await asyncio.sleep(max(0.0, start - time.time()))
+            return await _hello_loop(plan, deadline, connections)
+
+        return asyncio.run(hello())
+    return asyncio.run(_crowd_loop(plan, start, deadline, connections, seed))
+
+
+def _spread(
+    task: str, plan: Plan, seconds: float, concurrency: int, procs: int
+) -> tuple[Tally, float, float]:
+    """Run ``task`` for ``seconds`` from ``procs`` processes; the start is synchronised by wall clock."""
+    ctx = mp.get_context("spawn")
+    start = time.time() + 1.5  # time for the processes to start
+    deadline = start + seconds
+    shares = [concurrency // procs + (1 if k < concurrency % procs else 0) for k in range(procs)]
+    with ctx.Pool(procs) as pool:
+        jobs = []
+        for k, n in enumerate(shares):
+            sub = plan
+            if task == "crowd":  # disjoint riders per process: no cross-process duplicates
+                sub = Plan(
+                    plan.host,
+                    plan.port,
+                    plan.date,
+                    plan.hot,
+                    plan.cold,
+                    plan.riders[k::procs],
+                    plan.hot_share,
+                )
+            jobs.append(pool.apply_async(_load_process, (task, sub, start, deadline, n, 1000 + k)))
+        total = Tally()
+        for job in jobs:
+            total.merge(job.get(timeout=seconds + 120))
+    return total, start, deadline
+
+
+# --------------------------------------------------------------------------------------------
+# Figures from the system of record.
+
+
+async def _committed_after(
+    db_url: str, accepted: int, crowd_start: float, crowd_end: float
+) -> dict[str, Any]:
+    """Wait until every accepted order is committed; committed during the crowd, and the drain time."""
     import psycopg
 
-    dsn = db_url.replace("postgresql+asyncpg://", "postgresql://")
-    async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        cur = await conn.execute('SELECT count(*) FROM "order" WHERE status <> %s', ("PENDING",))
+    async with await psycopg.AsyncConnection.connect(_dsn(db_url), autocommit=True) as conn:
+        n = 0
+        for _ in range(1200):
+            cur = await conn.execute('SELECT count(*) FROM "order" WHERE status <> %s', ("PENDING",))
+            row = await cur.fetchone()
+            n = int(row[0]) if row else 0
+            if n >= accepted:
+                break
+            await asyncio.sleep(0.05)
+        cur = await conn.execute(
+            'SELECT count(*) FILTER (WHERE updated_at <= to_timestamp(%s)), max(updated_at) FROM "order"',
+            (crowd_end,),
+        )
         row = await cur.fetchone()
-        return int(row[0]) if row else 0
+    during = int(row[0]) if row else 0
+    last = row[1].timestamp() if row and row[1] is not None else crowd_end
+    return {
+        "committed": n,
+        "during": during,
+        "drain_s": max(0.0, last - crowd_end) if n >= accepted else float("nan"),
+        "per_s": during / max(1e-9, crowd_end - crowd_start),
+    }
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -279,51 +514,79 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _run(url: str, db_url: str | None, seconds: float, concurrency: int) -> None:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        console.print("preparing trains, members and passengers ...")
-        trains, riders = await _prepare(client)
-        hello = await _hello(client, min(seconds, 5.0), concurrency)
-        tally, crowd_s, accepted = await _crowd(client, trains, riders, seconds, concurrency)
-        crowd_end = time.perf_counter()
-        drain_s = float("nan")
-        committed = 0
-        if db_url:
-            for _ in range(1200):
-                committed = await _committed(db_url, accepted)
-                if committed >= len(accepted):
-                    break
-                await asyncio.sleep(0.05)
-            drain_s = time.perf_counter() - crowd_end
-    accepted_rate = len(accepted) / crowd_s
-    table = Table(title=f"railbook bench orders — {seconds:.0f}s, concurrency {concurrency}")
+def _report(
+    plan: Plan,
+    seconds: float,
+    concurrency: int,
+    procs: int,
+    hello: Tally,
+    hello_s: float,
+    crowd: Tally,
+    crowd_s: float,
+    db: dict[str, Any] | None,
+) -> None:
+    hello_rate = hello.requests / hello_s
+    accepted = crowd.count("202")
+    sold_out = crowd.count("409 SOLD_OUT")
+    accepted_rate = accepted / crowd_s
+    table = Table(
+        title=f"railbook bench orders — {seconds:.0f}s crowd, {concurrency} connections from {procs} "
+        f"load process(es), 1 API process"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("hello world (GET /healthz) req/s", f"{hello:,.0f}")
-    table.add_row("orders accepted/s (202)", f"{accepted_rate:,.0f}")
-    table.add_row("accepted / hello", f"{accepted_rate / hello:.2f}" if hello else "-")
-    table.add_row("orders accepted", f"{len(accepted):,}")
-    for code, n in sorted(tally.codes.items()):
-        table.add_row(f"  answers {code}", f"{n:,}")
+    hello_lat = hello.all_latencies()
     table.add_row(
-        "acceptance p50 / p99 ms",
-        f"{_pct(tally.latencies, 0.5) * 1000:.1f} / {_pct(tally.latencies, 0.99) * 1000:.1f}",
+        "hello world (GET /healthz) req/s, p50/p99 ms",
+        f"{hello_rate:,.0f}  ({_pct(hello_lat, 0.5):.1f} / {_pct(hello_lat, 0.99):.1f})",
     )
-    if db_url:
-        table.add_row("committed", f"{committed:,}")
-        table.add_row("committed/s (crowd start → queue drained)", f"{committed / (crowd_s + drain_s):,.0f}")
-        table.add_row("queue drained after the crowd stopped, s", f"{drain_s:.2f}")
+    table.add_row("hot train-day seats", f"{plan.hot['seats']:,} ({len(plan.hot['stations'])} stops)")
+    table.add_row("members (tokens fetched before)", f"{len(plan.riders):,}")
+    table.add_row("order requests/s (all answers)", f"{crowd.requests / crowd_s:,.0f}")
+    table.add_row("orders accepted/s (202)", f"{accepted_rate:,.0f}")
+    table.add_row("sold-out answers/s (409 SOLD_OUT)", f"{sold_out / crowd_s:,.0f}")
+    table.add_row("[bold]accepted/s ÷ hello req/s[/bold]", f"[bold]{accepted_rate / hello_rate:.2f}[/bold]")
+    table.add_row("(all order answers)/s ÷ hello req/s", f"{crowd.requests / crowd_s / hello_rate:.2f}")
+    for outcome in sorted(crowd.latencies):
+        lat = crowd.latencies[outcome]
+        table.add_row(
+            f"  {outcome}: count, p50/p99 ms", f"{len(lat):,}  ({_pct(lat, 0.5):.1f} / {_pct(lat, 0.99):.1f})"
+        )
+    table.add_row(
+        "all answers p50 / p99 ms",
+        f"{_pct(crowd.all_latencies(), 0.5):.1f} / {_pct(crowd.all_latencies(), 0.99):.1f}",
+    )
+    if db is not None:
+        table.add_row("committed (database)", f"{db['committed']:,} of {accepted:,}")
+        table.add_row("committed/s during the crowd (by updated_at)", f"{db['per_s']:,.0f}")
+        table.add_row("queue drained after the crowd stopped, s", f"{db['drain_s']:.2f}")
     console.print(table)
 
 
-def run(url: str | None, seconds: float, concurrency: int) -> None:
+def run(url: str | None, seconds: float, concurrency: int, **options: Any) -> None:
     """Entry point of ``railbook bench orders``."""
     import logging
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    procs = int(options.get("load_procs", 2))
+    members = int(options.get("members", 1500))
+    stops = int(options.get("stops", 8))
+    seats = int(options.get("seats", 1000))
+
+    def measure(site_url: str, db_url: str | None) -> None:
+        if db_url is None:
+            raise SystemExit("--url needs RAILBOOK_DATABASE_URL (the server's database) for the set-up")
+        console.print(f"preparing: {members} members, hot train of ~{seats} seats, {stops} stops ...")
+        plan = asyncio.run(_prepare(site_url, db_url, members=members, stops=stops, seats=seats))
+        console.print(f"hello world for {HELLO_SECONDS:.0f}s, then the crowd for {seconds:.0f}s ...")
+        hello, h0, h1 = _spread("hello", plan, HELLO_SECONDS, concurrency, procs)
+        crowd, c0, c1 = _spread("crowd", plan, seconds, concurrency, procs)
+        db = asyncio.run(_committed_after(db_url, crowd.count("202"), c0, c1))
+        _report(plan, seconds, concurrency, procs, hello, h1 - h0, crowd, c1 - c0, db)
+
     if url:
-        asyncio.run(_run(url, os.environ.get("RAILBOOK_DATABASE_URL"), seconds, concurrency))
+        measure(url, os.environ.get("RAILBOOK_DATABASE_URL"))
         return
-    with _local_stack() as (local_url, db_url):
-        asyncio.run(_run(local_url, db_url, seconds, concurrency))
+    with _local_stack() as (local_url, db_url, api_pid):
+        console.print(f"API process pid {api_pid} (attach a profiler: py-spy record --pid {api_pid})")
+        measure(local_url, db_url)

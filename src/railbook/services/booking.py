@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 import uuid_utils
-from sqlalchemy import and_, exists, select
+from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.models import (
@@ -89,6 +89,35 @@ class OrderGuard(Protocol):
         keep_markers_seconds: int = 0,
     ) -> None:
         """Give back the tokens of finished orders and clear (or shorten) their duplicate markers."""
+        ...
+
+    async def admit_order(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        tokens: int,
+        *,
+        record: Mapping[str, Any],
+        idempotency: tuple[str, str] | None,
+    ) -> str | None:
+        """The accept path's protections in one step: claim the idempotency key (if any), set the
+        duplicate markers, take a sale token and keep the pending record. Returns the existing claim's
+        JSON (and changes nothing) when the key was claimed already; Conflict/Unavailable as ``admit``."""
+        ...
+
+    async def refuse_order(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        idempotency_key: str | None,
+    ) -> None:
+        """Undo ``admit_order`` for an order the allocator refused: token, markers, record, key."""
         ...
 
     async def remember_pending(self, record: Mapping[str, Any]) -> None: ...
@@ -343,26 +372,144 @@ def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, in
     return i, j
 
 
-async def _member_passengers(
-    session: AsyncSession, member_id: int, daily_train_id: int, ids: Sequence[int]
-) -> dict[int, tuple[str, bool]]:
-    """The member's passengers among ``ids``: name, and whether one holds an unpaid ticket on that day."""
-    unpaid = exists().where(
-        and_(
-            Ticket.member_id == member_id,
-            Ticket.daily_train_id == daily_train_id,
-            Ticket.passenger_id == Passenger.id,
-            Ticket.status == TicketStatus.UNPAID.value,
+# The member's passengers, read once and remembered briefly.
+
+PASSENGER_CACHE_SECONDS = 10.0
+# A passenger found free of unpaid tickets on a train-day is trusted as free for this long without
+# asking the database again. Safe because it is shorter than the time the duplicate marker of any
+# order accepted since lingers after its commit (``workers.order_worker.MARKER_LINGER_S``, 5 s): an
+# order for that passenger accepted after the read is refused by its marker until the database
+# shows its unpaid tickets.
+FREE_PASSENGER_SECONDS = 2.0
+CACHE_BOUND = 100_000
+
+
+@dataclass
+class MemberCache:
+    """Per process: the member's passengers (id → name) and passengers recently seen free on a day.
+
+    Only facts that can go stale harmlessly are kept: a passenger added since is looked up at once
+    (a miss reads the database); one deleted since may still be booked for ``PASSENGER_CACHE_SECONDS``
+    (the ticket then names a passenger the member removed, as it would had the order come a moment
+    earlier); "free" is trusted only as explained at ``FREE_PASSENGER_SECONDS``.
+    """
+
+    passengers: dict[int, tuple[float, dict[int, str]]] = field(default_factory=dict)
+    free: dict[tuple[int, int, int], float] = field(default_factory=dict)
+
+    def names(self, member_id: int, ids: Sequence[int], now: float) -> dict[int, str] | None:
+        hit = self.passengers.get(member_id)
+        if hit is None or hit[0] <= now or any(pid not in hit[1] for pid in ids):
+            return None
+        return hit[1]
+
+    def all_free(self, member_id: int, daily_train_id: int, ids: Sequence[int], now: float) -> bool:
+        free = self.free
+        return all(free.get((member_id, daily_train_id, pid), 0.0) > now for pid in ids)
+
+    def remember(
+        self, member_id: int, daily_train_id: int, rows: Sequence[tuple[int, str, bool]], now: float
+    ) -> None:
+        if len(self.passengers) > CACHE_BOUND:
+            self.passengers.clear()
+        if len(self.free) > CACHE_BOUND:
+            self.free.clear()
+        held = self.passengers.get(member_id)
+        names = dict(held[1]) if held is not None and held[0] > now else {}
+        for pid, name, busy in rows:
+            names[pid] = name
+            if not busy:
+                self.free[(member_id, daily_train_id, pid)] = now + FREE_PASSENGER_SECONDS
+        self.passengers[member_id] = (now + PASSENGER_CACHE_SECONDS, names)
+
+
+def member_cache(container: OrderContext) -> MemberCache:
+    cache = container.parts.get("member_cache")
+    if cache is None:
+        cache = container.parts["member_cache"] = MemberCache()
+    assert isinstance(cache, MemberCache)
+    return cache
+
+
+_passenger = Passenger.__table__
+_ticket = Ticket.__table__
+_order = Order.__table__
+
+
+def _passenger_query(with_key: bool) -> Any:
+    """One statement for the accept path: the member's passengers among the ids, whether each holds
+    an unpaid ticket on the train-day, and (with an idempotency key) the order already made with it."""
+    unpaid = (
+        select(_ticket.c.id)
+        .where(
+            _ticket.c.member_id == bindparam("member_id"),
+            _ticket.c.daily_train_id == bindparam("daily_train_id"),
+            _ticket.c.passenger_id == _passenger.c.id,
+            _ticket.c.status == TicketStatus.UNPAID.value,
         )
+        .exists()
     )
-    rows = (
-        await session.execute(
-            select(Passenger.id, Passenger.name, unpaid.label("busy")).where(
-                Passenger.member_id == member_id, Passenger.id.in_(list(ids))
-            )
+    columns: list[Any] = [_passenger.c.id, _passenger.c.name, unpaid.label("busy")]
+    if with_key:
+        known = (
+            select(_order.c.id + literal_column("' '") + func.coalesce(_order.c.request_hash, ""))
+            .where(_order.c.member_id == bindparam("member_id"), _order.c.idempotency_key == bindparam("key"))
+            .limit(1)
+            .scalar_subquery()
         )
-    ).all()
-    return {int(pid): (name, bool(busy)) for pid, name, busy in rows}
+        columns.append(known.label("known"))
+    return select(*columns).where(
+        _passenger.c.member_id == bindparam("member_id"),
+        _passenger.c.id.in_(bindparam("ids", expanding=True)),
+    )
+
+
+_QUERIES: dict[bool, Any] = {}
+
+
+class AcceptReader:
+    """A small PostgreSQL pool for the accept path's single read: autocommit (no BEGIN/ROLLBACK) and
+    no pre-ping (which costs three round trips per checkout). A connection found dead raises a
+    disconnect error, answered 503 with Retry-After; SQLAlchemy drops it, so the next request
+    reconnects by itself."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        self.engine = create_async_engine(
+            url,
+            # No overflow: connections opened and closed under load cost more than waiting briefly.
+            pool_size=20,
+            max_overflow=0,
+            pool_timeout=5,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"timeout": 5, "command_timeout": 30},
+        )
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+
+async def _read_passengers(
+    container: OrderContext, member_id: int, daily_train_id: int, ids: Sequence[int], key: str | None
+) -> tuple[list[tuple[int, str, bool]], str | None]:
+    """The one database read of the accept path (no transaction on PostgreSQL: a single statement)."""
+    stmt = _QUERIES.get(key is not None)
+    if stmt is None:
+        stmt = _QUERIES[key is not None] = _passenger_query(key is not None)
+    params: dict[str, Any] = {"member_id": member_id, "daily_train_id": daily_train_id, "ids": list(ids)}
+    if key is not None:
+        params["key"] = key
+    engine = container.sessionmaker.kw["bind"]
+    if not container.settings.is_sqlite:
+        reader = container.parts.get("accept_reader")
+        if reader is None:
+            reader = container.parts["accept_reader"] = AcceptReader(container.settings.database_url)
+        engine = reader.engine
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt, params)).all()
+    known = next((r[3] for r in rows if r[3]), None) if key is not None else None
+    return [(int(r[0]), str(r[1]), bool(r[2])) for r in rows], known
 
 
 def _accepted_from_claim(claim: str, request_hash: str) -> Accepted:
@@ -385,7 +532,11 @@ async def place_order(
     """Accept an order into the train-day's queue (202), or refuse it at once; nothing is written to
     the database here. Invariants: a sale token and the duplicate markers are held exactly while the
     order is in flight (given back on every refusal, and by the committer once the order is final);
-    the seats and the queue message exist together or not at all (one allocator call)."""
+    the seats and the queue message exist together or not at all (one allocator call).
+
+    Cost of an accepted order: at most one database statement (none when the member's passengers
+    were read in the last seconds), one Redis round trip for all protections and the pending record,
+    and the allocator call."""
     n = len(request.passengers)
     if not 1 <= n <= MAX_PASSENGERS:
         raise InvalidInput(
@@ -417,43 +568,33 @@ async def place_order(
             )
 
     request_hash = request.digest()
-    async with container.sessionmaker() as session:
-        found = await _member_passengers(session, member_id, day.daily_train_id, ids)
+    cache = member_cache(container)
+    now = time.monotonic()
+    names = cache.names(member_id, ids, now)
+    busy = False
+    if names is None or idempotency_key or not cache.all_free(member_id, day.daily_train_id, ids, now):
+        rows, known = await _read_passengers(container, member_id, day.daily_train_id, ids, idempotency_key)
+        cache.remember(member_id, day.daily_train_id, rows, now)
+        found = {pid: name for pid, name, _ in rows}
         missing = [pid for pid in ids if pid not in found]
         if missing:
             raise NotFound(
                 "Passenger not found.", code="PASSENGER_NOT_FOUND", details={"passenger_ids": missing}
             )
-        order_id = issue_order_id(container.jwt_secret, member_id)
-        if idempotency_key:
-            claim = await guard.claim_idempotency(member_id, idempotency_key, request_hash, order_id)
-            if claim is not None:
-                return _accepted_from_claim(claim, request_hash)
-            # Redis did not know the key: the system of record may (after a cache loss).
-            row = (
-                await session.execute(
-                    select(Order.id, Order.request_hash).where(
-                        Order.member_id == member_id, Order.idempotency_key == idempotency_key
-                    )
-                )
-            ).first()
-            if row is not None:
-                await guard.drop_idempotency(member_id, idempotency_key)
-                return _accepted_from_claim(json.dumps({"order_id": row[0], "hash": row[1]}), request_hash)
-
-    try:
-        if any(found[pid][1] for pid in ids):
-            raise Conflict(
-                "One of these passengers already has an unpaid order for this train and date.",
-                code="DUPLICATE_ORDER",
-            )
-        return await _enqueue(
-            container, guard, day, member_id, request, i, j, found, order_id, idempotency_key, request_hash
+        if known is not None:  # the system of record knows this key (e.g. after a loss of the cache)
+            order_id, _, first_hash = known.partition(" ")
+            return _accepted_from_claim(json.dumps({"order_id": order_id, "hash": first_hash}), request_hash)
+        names = found
+        busy = any(b for _, _, b in rows)
+    if busy:
+        raise Conflict(
+            "One of these passengers already has an unpaid order for this train and date.",
+            code="DUPLICATE_ORDER",
         )
-    except BaseException:
-        if idempotency_key:
-            await guard.drop_idempotency(member_id, idempotency_key)
-        raise
+    order_id = issue_order_id(container.jwt_secret, member_id)
+    return await _enqueue(
+        container, guard, day, member_id, request, i, j, names, order_id, idempotency_key, request_hash
+    )
 
 
 async def _enqueue(
@@ -464,15 +605,12 @@ async def _enqueue(
     request: OrderRequest,
     i: int,
     j: int,
-    found: Mapping[int, tuple[str, bool]],
+    names: Mapping[int, str],
     order_id: str,
     idempotency_key: str | None,
     request_hash: str,
 ) -> Accepted:
     ids = [p.passenger_id for p in request.passengers]
-    await guard.admit(
-        day.train_code, day.date, member_id, ids, order_id, container.settings.sale_tokens_per_train_day
-    )
     created_at = dt.datetime.now(dt.UTC)
     payload = {
         "v": 1,
@@ -488,7 +626,7 @@ async def _enqueue(
         "passengers": [
             {
                 "passenger_id": p.passenger_id,
-                "name": found[p.passenger_id][0],
+                "name": names[p.passenger_id],
                 "seat_class": p.seat_class,
                 "seat_pref": p.seat_pref,
                 "price_fen": day.prices.get((p.seat_class, i, j), 0),
@@ -499,6 +637,18 @@ async def _enqueue(
         "request_hash": request_hash,
         "created_at": created_at.isoformat(),
     }
+    claim = await guard.admit_order(
+        day.train_code,
+        day.date,
+        member_id,
+        ids,
+        order_id,
+        container.settings.sale_tokens_per_train_day,
+        record={**payload, "status": "PENDING"},
+        idempotency=(idempotency_key, request_hash) if idempotency_key else None,
+    )
+    if claim is not None:
+        return _accepted_from_claim(claim, request_hash)
     alloc_request = AllocationRequest(
         i, j, tuple(PassengerSeatRequest(p.seat_class, p.seat_pref or None) for p in request.passengers)
     )
@@ -506,9 +656,8 @@ async def _enqueue(
     try:
         await _allocate(container, day, alloc_request, order_id, message)
     except BaseException:
-        await guard.release(day.train_code, day.date, [(order_id, member_id, ids)])
+        await guard.refuse_order(day.train_code, day.date, member_id, ids, order_id, idempotency_key)
         raise
-    await guard.remember_pending({**payload, "status": "PENDING"})
     return Accepted(order_id=order_id)
 
 

@@ -140,6 +140,47 @@ class MemoryOrderGuard:
         for name in names:
             self.markers[name] = _Expiring(order_id, now + 24 * 3600)
 
+    async def admit_order(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        tokens: int,
+        *,
+        record: Mapping[str, Any],
+        idempotency: tuple[str, str] | None,
+    ) -> str | None:
+        """Claim, admission and record with no await in between: atomic on the event loop."""
+        if idempotency is not None:
+            claim = await self.claim_idempotency(member_id, idempotency[0], idempotency[1], order_id)
+            if claim is not None:
+                return claim
+        try:
+            await self.admit(train_code, date, member_id, passenger_ids, order_id, tokens)
+        except BaseException:
+            if idempotency is not None:
+                await self.drop_idempotency(member_id, idempotency[0])
+            raise
+        await self.remember_pending(record)
+        return None
+
+    async def refuse_order(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        idempotency_key: str | None,
+    ) -> None:
+        await self.release(train_code, date, [(order_id, member_id, passenger_ids)])
+        self.records.pop(order_id, None)
+        self.member_pending.get(member_id, {}).pop(order_id, None)
+        if idempotency_key:
+            await self.drop_idempotency(member_id, idempotency_key)
+
     async def release(
         self,
         train_code: str,

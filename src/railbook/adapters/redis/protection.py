@@ -150,6 +150,95 @@ class RedisOrderGuard:
         if result == -2:
             raise Unavailable("This train-day is busy; retry shortly.", code="SALE_BUSY", retry_after=2)
 
+    async def admit_order(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        tokens: int,
+        *,
+        record: Mapping[str, Any],
+        idempotency: tuple[str, str] | None,
+    ) -> str | None:
+        """One round trip (a pipeline, so each key keeps its own slot on Redis Cluster): the key claim,
+        the admission script, and the pending record. A refused admission takes the record back; a
+        key claimed before wins over everything, and what this call set is undone."""
+        keys = [tokens_key(train_code, date)] + [
+            marker_key(train_code, date, member_id, p) for p in passenger_ids
+        ]
+        idem_key = self._idem_key(member_id, idempotency[0]) if idempotency else None
+        pipe = self.redis.pipeline(transaction=False)
+        if idem_key is not None and idempotency is not None:
+            value = json.dumps({"order_id": order_id, "hash": idempotency[1]})
+            pipe.set(idem_key, value, nx=True, get=True, ex=IDEMPOTENCY_TTL_SECONDS)
+        await self._admit(
+            keys=keys,
+            args=[order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS],
+            client=pipe,
+        )
+        self._remember(pipe, record)
+        replies = await pipe.execute()
+        claim = replies[0] if idem_key is not None else None
+        result = int(replies[1 if idem_key is not None else 0])
+        if claim is not None:
+            await self._undo(train_code, date, member_id, passenger_ids, order_id, None, admitted=result == 1)
+            return claim.decode() if isinstance(claim, bytes) else str(claim)
+        if result != 1:
+            await self._undo(
+                train_code,
+                date,
+                member_id,
+                passenger_ids,
+                order_id,
+                idempotency[0] if idempotency else None,
+                admitted=False,
+            )
+        if result == -1:
+            raise Conflict(
+                "One of these passengers already has an order in flight for this train and date.",
+                code="DUPLICATE_ORDER",
+            )
+        if result == -2:
+            raise Unavailable("This train-day is busy; retry shortly.", code="SALE_BUSY", retry_after=2)
+        return None
+
+    async def refuse_order(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        idempotency_key: str | None,
+    ) -> None:
+        await self._undo(train_code, date, member_id, passenger_ids, order_id, idempotency_key, admitted=True)
+
+    async def _undo(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        idempotency_key: str | None,
+        *,
+        admitted: bool,
+    ) -> None:
+        """One round trip: token and markers back (if taken), the pending record and the key claim gone."""
+        pipe = self.redis.pipeline(transaction=False)
+        if admitted:
+            keys = [tokens_key(train_code, date)] + [
+                marker_key(train_code, date, member_id, p) for p in passenger_ids
+            ]
+            await self._release(keys=keys, args=[order_id, 0], client=pipe)
+        pipe.delete(f"order:{order_id}")
+        pipe.zrem(f"member:{member_id}:pending", order_id)
+        if idempotency_key:
+            pipe.delete(self._idem_key(member_id, idempotency_key))
+        await pipe.execute()
+
     async def release(
         self,
         train_code: str,
@@ -171,14 +260,18 @@ class RedisOrderGuard:
     async def remember_pending(self, record: Mapping[str, Any]) -> None:
         """``order:{id}`` (read back while PENDING) and the member's pending list, in one round trip.
         It also registers the day's stream for the committers (a set of stream keys)."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._remember(pipe, record)
+        await pipe.execute()
+
+    @staticmethod
+    def _remember(pipe: Any, record: Mapping[str, Any]) -> None:
         order_id = str(record["order_id"])
         member_key = f"member:{record['member_id']}:pending"
-        pipe = self.redis.pipeline(transaction=False)
         pipe.set(f"order:{order_id}", json.dumps(record, ensure_ascii=False), ex=PENDING_RECORD_TTL_SECONDS)
         pipe.zadd(member_key, {order_id: time.time()})
         pipe.expire(member_key, PENDING_RECORD_TTL_SECONDS)
         pipe.sadd("order:streams", stream_key(str(record["train_code"]), str(record["date"])))
-        await pipe.execute()
 
     async def pending(self, order_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(f"order:{order_id}")
