@@ -486,3 +486,32 @@ async def test_a_hot_answer_expires_with_the_snapshot_it_was_built_from(containe
     )
     clock.advance(0.41)  # 1.01 s after the read, 0.41 s after the answer was built: too old all the same
     assert (await service.search(other)).offers[0].seats["second"].remaining == before - 1
+
+
+async def test_an_unchanged_answer_is_reused_past_the_bound_and_a_changed_one_rebuilt(
+    container: Container,
+) -> None:
+    net = await seed_network(container)  # a train of its own: seats left to sell
+    clock = FakeClock()
+    service = fresh_service(container, clock)
+    journey = q(net.stations[0], net.stations[2])
+
+    def encode(answer: Any) -> bytes:
+        return repr(answer.offers).encode()
+
+    first, _ = await service.search_encoded(journey, encode)
+    reads = service.stats["count_reads"]
+    clock.advance(1.01)
+    again, _ = await service.search_encoded(journey, encode)
+    assert service.stats["count_reads"] == reads + 1  # the counts were read again...
+    assert service.stats["answers_reused"] == 1 and again is first  # ...found unchanged: same bytes
+    await container.allocator.allocate(
+        net.train, DAY, AllocationRequest(0, 2, (PassengerSeatRequest("second"),)), order_id=uuid.uuid4().hex
+    )
+    clock.advance(1.01)
+    changed, _ = await service.search_encoded(journey, encode)
+    assert service.stats["answers_reused"] == 1 and changed != first
+    offer = next(o for o in (await service.search(journey)).offers if o.train_code == net.train)
+    assert {c: s.remaining for c, s in offer.seats.items()} == await container.allocator.remaining(
+        net.train, DAY, 0, 2
+    )

@@ -157,9 +157,10 @@ def create_app(
     from railbook.api.routers import admin, health, members, orders, search, web
 
     app.include_router(health.router)
+    # Search first among the API routers: it carries most of the traffic, and routes are matched in order.
+    app.include_router(search.router)
     app.include_router(members.router)
     app.include_router(admin.router)
-    app.include_router(search.router)
     app.include_router(orders.router)
     from railbook.api.routers import payments
 

@@ -2,11 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import datetime as dt
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+TERM_TEXT = "Station name, telegraph code or city."
 SeatClass = Literal["business", "first", "second", "soft_sleeper", "hard_sleeper", "hard_seat"]
+
+
+class SearchParams(BaseModel):
+    """The search query's parameters (constraints as documented in /openapi.json); the route parses the
+    common case by hand and validates with this model only what it does not take, so a 422 names the
+    same fields, types and messages as FastAPI's own query validation."""
+
+    NAMES: ClassVar[tuple[str, ...]] = ("from", "to", "date", "kind", "depart_after", "depart_before")
+
+    from_: Annotated[str, Field(alias="from", min_length=1, max_length=64, description=TERM_TEXT)]
+    to: Annotated[str, Field(min_length=1, max_length=64, description=TERM_TEXT)]
+    date: Annotated[dt.date, Field(description="Service date, YYYY-MM-DD.")]
+    kind: Annotated[str | None, Field(max_length=32, description="Train kinds, e.g. G,D")] = None
+    depart_after: Annotated[str | None, Field(max_length=5, description="HH:MM")] = None
+    depart_before: Annotated[str | None, Field(max_length=5, description="HH:MM")] = None
+
+    @classmethod
+    def openapi_parameters(cls) -> list[dict[str, Any]]:
+        """The fields as OpenAPI query parameters (the route reads them itself, so FastAPI cannot)."""
+        schema = cls.model_json_schema(by_alias=True)
+        required = set(schema.get("required", ()))
+        return [
+            {
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "schema": prop,
+                **({"description": prop["description"]} if "description" in prop else {}),
+            }
+            for name, prop in schema["properties"].items()
+        ]
 
 
 class SeatOfferOut(BaseModel):

@@ -18,7 +18,9 @@ Read path, cheapest first:
    by at most ``hot_seconds`` (1 s) plus the orders in flight.
 
 A hot hit costs no database query and no Redis round trip; the API keeps the encoded body beside
-the answer (``search_encoded``), so a hit is not re-serialised either.
+the answer (``search_encoded``), so a hit is not re-serialised either. An answer rebuilt once its
+bound has passed that finds the same route legs and the same counts (nothing sold on those legs
+meanwhile) keeps the previous answer and its encoding, with the new read time.
 
 When Redis fails, a circuit breaker stops asking it for a cool-down; meanwhile routes come from the
 database and counts from the active tickets (the system of record), and the answer is marked stale.
@@ -163,12 +165,12 @@ class SingleFlight:
     """
 
     def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._tasks: dict[Hashable, asyncio.Task[Any]] = {}
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def run(self, key: str, loader: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, key: Hashable, loader: Callable[[], Awaitable[T]]) -> T:
         task = self._tasks.get(key)
         if task is None:
             task = asyncio.ensure_future(loader())
@@ -177,7 +179,7 @@ class SingleFlight:
         result: T = await asyncio.shield(task)
         return result
 
-    def _forget(self, key: str, task: asyncio.Task[Any]) -> None:
+    def _forget(self, key: Hashable, task: asyncio.Task[Any]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]
         if not task.cancelled():
@@ -185,7 +187,9 @@ class SingleFlight:
 
 
 class HotCache:
-    """The hottest answers in process memory, each served for at most ``ttl`` seconds (bounded LRU)."""
+    """The hottest answers in process memory, each served for at most ``ttl`` seconds (bounded LRU).
+    An expired entry is no longer served but stays until evicted, so ``last`` can hand it to the
+    rebuild of the same key (which reuses its encoding when nothing in it changed)."""
 
     def __init__(self, *, ttl: float, max_entries: int, clock: Callable[[], float]) -> None:
         self.ttl = ttl
@@ -195,13 +199,15 @@ class HotCache:
 
     def get(self, key: Hashable) -> Any | None:
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self.clock():
-            del self._entries[key]
+        if entry is None or entry[0] <= self.clock():
             return None
         self._entries.move_to_end(key)
         return entry[1]
+
+    def last(self, key: Hashable) -> Any | None:
+        """The value last put for ``key``, expired or not."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
 
     def put(self, key: Hashable, value: Any, *, expires_at: float | None = None) -> None:
         """Keep ``value`` for ``ttl`` seconds, or until ``expires_at`` if that comes sooner."""
@@ -247,20 +253,6 @@ class SearchQuery:
     depart_after: int | None = None  # minutes after midnight
     depart_before: int | None = None
 
-    @property
-    def key(self) -> str:
-        return json.dumps(
-            [
-                self.from_term,
-                self.to_term,
-                self.date.isoformat(),
-                sorted(self.kinds),
-                self.depart_after,
-                self.depart_before,
-            ],
-            ensure_ascii=False,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class SeatOffer:
@@ -290,10 +282,14 @@ class SearchAnswer:
 
 @dataclass(slots=True)
 class HotAnswer:
-    """A hot-cache entry: the answer, and the API's encoding of it once someone has asked for it."""
+    """A hot-cache entry: the answer, the API's encoding of it once someone has asked for it, and what
+    it was built from (the route legs as cached, the counts per leg), so that a rebuild finding the
+    same legs and counts reuses answer and encoding instead of building and encoding them again."""
 
     answer: SearchAnswer
     body: bytes | None = None
+    legs: list[dict[str, Any]] | None = None
+    counts: list[dict[str, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -429,9 +425,13 @@ class SearchService:
         self._redis_slots = asyncio.Semaphore(self.redis_concurrency)
         self._tables: OrderedDict[DayKey, _DayTable] = OrderedDict()
         self._window: tuple[dt.date | None, frozenset[dt.date]] = (None, frozenset())
+        self._window_until = float("-inf")  # wall-clock time at which to look at the date again
         self._table_reads: dict[DayKey, asyncio.Future[dict[DayKey, _TableRead]]] = {}
         # Route legs are immutable for a key (the key carries the date's fingerprint), so a process
         # keeps its own copy too and skips the Redis round trip; bounded, and refreshed on expiry.
+        # Query strings already parsed into queries (the parse is pure): a repeated query string skips
+        # parsing and validation. Bounded; the oldest go first.
+        self.parsed_queries: dict[bytes, SearchQuery] = {}
         self._route_copies = HotCache(
             ttl=self.route_ttl_seconds * (1 - self.ttl_spread), max_entries=self.hot_entries, clock=self.clock
         )
@@ -639,6 +639,13 @@ class SearchService:
         """Trains from ``query.from_term`` to ``query.to_term`` on ``query.date``, by departure."""
         return (await self._hot_entry(query)).answer
 
+    def remember_query(self, raw: bytes, query: SearchQuery) -> None:
+        """Keep the parse of a query string, so the next request with the same string skips it."""
+        memo = self.parsed_queries
+        memo[raw] = query
+        if len(memo) > self.hot_entries:
+            del memo[next(iter(memo))]
+
     async def search_encoded(
         self, query: SearchQuery, encode: Callable[[SearchAnswer], bytes]
     ) -> tuple[bytes, bool]:
@@ -666,13 +673,18 @@ class SearchService:
             self.stats["hot_hits"] += 1
             entry: HotAnswer = hot
             return entry
-        return await self.flights.run("answer:" + query.key, lambda: self._answer(query))
+        return await self.flights.run(("answer", query), lambda: self._answer(query))
 
     def _on_sale(self) -> frozenset[dt.date]:
-        """The sale window, recomputed when the day changes rather than on every request."""
-        today = sales_today()
-        if self._window[0] != today:
-            self._window = (today, frozenset(sale_window(self.settings, today)))
+        """The sale window, recomputed when the day changes rather than on every request (reading the
+        wall clock is cheaper than asking for the date)."""
+        if time.time() >= self._window_until:
+            today = sales_today()
+            if self._window[0] != today:
+                self._window = (today, frozenset(sale_window(self.settings, today)))
+            # Until the next change of day: midnight, or sooner (a minute) if the clock is odd.
+            midnight = dt.datetime.combine(today + dt.timedelta(days=1), dt.time()).timestamp()
+            self._window_until = min(midnight, time.time() + 60.0)
         return self._window[1]
 
     async def _answer(self, query: SearchQuery) -> HotAnswer:
@@ -685,9 +697,23 @@ class SearchService:
                 code="SAME_STATION",
                 details={"from": query.from_term, "to": query.to_term},
             )
-        legs = await self.routes(query.date, from_ids, to_ids)
-        legs = [leg for leg in legs if _leg_matches(leg, query)]
+        route_legs = await self.routes(query.date, from_ids, to_ids)
+        legs = [leg for leg in route_legs if _leg_matches(leg, query)]
         counts, stale, read_at = await self._counts(query.date, legs)
+        expires_at = None if read_at is None else read_at + self.hot_seconds
+        previous: HotAnswer | None = self.hot.last(query)
+        if (
+            previous is not None
+            and previous.legs is route_legs
+            and previous.counts == counts
+            and previous.answer.stale == stale
+        ):
+            # The same legs (the very cached list: same route key) and the same counts, read just now:
+            # the answer is what it was; only its expiry moves on with the counts' read time.
+            self.stats["answers_reused"] += 1
+            entry = HotAnswer(previous.answer, previous.body, route_legs, counts)
+            self.hot.put(query, entry, expires_at=expires_at)
+            return entry
         offers = []
         for leg, remaining in zip(legs, counts, strict=True):
             seats = {
@@ -711,8 +737,7 @@ class SearchService:
                     seats=seats,
                 )
             )
-        entry = HotAnswer(SearchAnswer(tuple(offers), stale))
-        expires_at = None if read_at is None else read_at + self.hot_seconds
+        entry = HotAnswer(SearchAnswer(tuple(offers), stale), None, route_legs, counts)
         self.hot.put(query, entry, expires_at=expires_at)
         return entry
 
@@ -918,7 +943,12 @@ class SearchService:
                 self._tables.pop(key, None)
                 out[key] = (read_at, None)
                 continue
-            table = self._tables[key] = _DayTable(read_at, counts)
+            old = self._tables.get(key)
+            if old is not None and old.counts == counts:
+                # Nothing sold or released since the last read: the sums already made still hold.
+                table = self._tables[key] = _DayTable(read_at, old.counts, old.pairs)
+            else:
+                table = self._tables[key] = _DayTable(read_at, counts)
             self._tables.move_to_end(key)
             out[key] = (read_at, table)
         while len(self._tables) > self.hot_entries:

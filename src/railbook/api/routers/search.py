@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.datastructures import QueryParams
 
 from railbook.api.schemas_search import (
+    TERM_TEXT,
     CarriageOut,
+    SearchParams,
     SeatClass,
     SeatMapOut,
     SeatOut,
@@ -29,9 +36,22 @@ from railbook.services.search import (
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
+
+class PlainRoute(APIRoute):
+    """A route whose endpoint takes the bare request and returns its own response: FastAPI's parameter
+    solving (which would parse and validate the query a second time) is skipped. The endpoint's
+    signature, ``response_model`` and ``openapi_extra`` still document it in /openapi.json, and the
+    app's exception handlers still turn its errors into the error shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return handler
+
+
 STALE_HEADER = "X-Railbook-Stale"
-Term = Annotated[str, Query(min_length=1, max_length=64, description="Station name, telegraph code or city.")]
-Clock = Annotated[str | None, Query(max_length=5, description="HH:MM")]
+STALE_HEADERS = {STALE_HEADER: "1"}
+MAX_REMEMBERED_QUERY = 2048  # bytes: two 64-character terms, percent-encoded CJK, and the rest fit
+Term = Annotated[str, Query(min_length=1, max_length=64, description=TERM_TEXT)]
 
 
 def search_service(request: Request) -> SearchService:
@@ -67,39 +87,85 @@ def encode_offers(answer: SearchAnswer) -> bytes:
     ).encode()
 
 
-@router.get(
+def _iso_date(text: str) -> dt.date | None:
+    """``YYYY-MM-DD`` in ASCII digits as a date; None for anything else (left to pydantic, which takes
+    more forms and words its refusals)."""
+    digits = text[:4] + text[5:7] + text[8:]
+    if len(text) != 10 or text[4] != "-" or text[7] != "-" or not (digits.isascii() and digits.isdigit()):
+        return None
+    try:
+        return dt.date(int(text[:4]), int(text[5:7]), int(text[8:]))
+    except ValueError:
+        return None
+
+
+def parse_search(params: QueryParams) -> SearchQuery:
+    """The search query from its parameters. The common case is checked by hand (FastAPI's
+    per-parameter validation and dependency solving cost more than the hot answer itself); anything
+    else goes through ``SearchParams``, so the 422 details name the same fields, types and messages."""
+    get = params.get
+    from_, to, date_text = get("from"), get("to"), get("date")
+    kind, after, before = get("kind"), get("depart_after"), get("depart_before")
+    date = _iso_date(date_text) if date_text is not None else None
+    if (
+        from_ is None
+        or to is None
+        or date is None
+        or not 0 < len(from_) <= 64
+        or not 0 < len(to) <= 64
+        or (kind is not None and len(kind) > 32)
+        or (after is not None and len(after) > 5)
+        or (before is not None and len(before) > 5)
+    ):
+        try:
+            checked = SearchParams.model_validate(
+                {k: v for k, v in params.items() if k in SearchParams.NAMES}
+            )
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
+            ) from None
+        from_, to, date = checked.from_, checked.to, checked.date
+        kind, after, before = checked.kind, checked.depart_after, checked.depart_before
+    return SearchQuery(
+        from_term=check_term(from_, "from"),
+        to_term=check_term(to, "to"),
+        date=date,
+        kinds=parse_kinds(kind),
+        depart_after=parse_clock(after, "depart_after"),
+        depart_before=parse_clock(before, "depart_before"),
+    )
+
+
+async def search_trains(request: Request) -> Response:
+    """Trains between two stations (or cities) on a day, by departure, with seats left and prices.
+    ``X-Railbook-Stale: 1`` marks counts read from the system of record while the cache was down.
+    The parameters (``from``, ``to``, ``date``, ``kind``, ``depart_after``, ``depart_before``) are
+    read by ``parse_search``, once per distinct query string: a repeated one reuses its parsed query."""
+    service = search_service(request)
+    raw: bytes = request.scope.get("query_string", b"")
+    query = service.parsed_queries.get(raw)
+    if query is None:
+        query = parse_search(request.query_params)
+        if len(raw) <= MAX_REMEMBERED_QUERY:  # padded with unknown parameters: parsed, not kept
+            service.remember_query(raw, query)
+    body, stale = await service.search_encoded(query, encode_offers)
+    return Response(body, media_type="application/json", headers=STALE_HEADERS if stale else None)
+
+
+router.add_api_route(
     "/trains/search",
+    search_trains,
+    methods=["GET"],
+    route_class_override=PlainRoute,
     response_model=list[TrainOfferOut],
     response_model_by_alias=True,
     responses={
         404: {"description": "STATION_NOT_FOUND"},
         422: {"description": "VALIDATION_ERROR, SAME_STATION or DATE_NOT_ON_SALE"},
     },
+    openapi_extra={"parameters": SearchParams.openapi_parameters()},
 )
-async def search_trains(
-    request: Request,
-    from_: Annotated[
-        str,
-        Query(alias="from", min_length=1, max_length=64, description="Station name, telegraph code or city."),
-    ],
-    to: Term,
-    date: dt.date,
-    kind: Annotated[str | None, Query(max_length=32, description="Train kinds, e.g. G,D")] = None,
-    depart_after: Clock = None,
-    depart_before: Clock = None,
-) -> Response:
-    """Trains between two stations (or cities) on a day, by departure, with seats left and prices.
-    ``X-Railbook-Stale: 1`` marks counts read from the system of record while the cache was down."""
-    query = SearchQuery(
-        from_term=check_term(from_, "from"),
-        to_term=check_term(to, "to"),
-        date=date,
-        kinds=parse_kinds(kind),
-        depart_after=parse_clock(depart_after, "depart_after"),
-        depart_before=parse_clock(depart_before, "depart_before"),
-    )
-    body, stale = await search_service(request).search_encoded(query, encode_offers)
-    return Response(body, media_type="application/json", headers={STALE_HEADER: "1"} if stale else None)
 
 
 @router.get(
