@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,15 +29,6 @@ class Background:
             log.error("background_role_did_not_stop", role=task.get_name())
 
 
-def _optional_role(module: str, function: str) -> Callable[[Container], Awaitable[Any]] | None:
-    """A role's loop when its module is installed in this build."""
-    try:
-        found: Callable[[Container], Awaitable[Any]] = getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError):
-        return None
-    return found
-
-
 async def _guarded(name: str, loop: Callable[[], Awaitable[Any]]) -> None:
     """Run a role loop; if it dies of an unexpected error, log it and start it again."""
     while True:
@@ -54,18 +44,18 @@ async def _guarded(name: str, loop: Callable[[], Awaitable[Any]]) -> None:
 
 async def start_background(container: Container) -> Background:
     """Start the order committer, and the scheduler, expiry and outbox loops, inside this process."""
+    from railbook.workers.expiry import run_expiry
     from railbook.workers.order_worker import committer
+    from railbook.workers.outbox import run_relay
+    from railbook.workers.scheduler import run_scheduler
 
     background = Background()
-    roles: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("order_committer", committer(container))]
-    for name, module, function in (
-        ("scheduler", "railbook.workers.scheduler", "run_scheduler"),
-        ("expiry", "railbook.workers.expiry", "run_expiry"),
-        ("outbox_relay", "railbook.workers.outbox", "run_relay"),
-    ):
-        role = _optional_role(module, function)
-        if role is not None:
-            roles.append((name, lambda role=role: role(container)))  # type: ignore[misc]
+    roles: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("order_committer", committer(container)),
+        ("scheduler", lambda: run_scheduler(container)),
+        ("expiry", lambda: run_expiry(container)),
+        ("outbox_relay", lambda: run_relay(container)),
+    ]
     for name, loop in roles:
         background.tasks.append(asyncio.create_task(_guarded(name, loop), name=name))
     return background
