@@ -467,49 +467,152 @@ def _passenger_query(with_key: bool) -> Any:
 _QUERIES: dict[bool, Any] = {}
 
 
+# The accept path's read on PostgreSQL, as one prepared statement on a plain asyncpg pool (no ORM
+# compile, no transaction, no pre-ping). $1 member, $2 train-day, $3 passenger ids, $4 the key.
+_ACCEPT_SQL = (
+    "SELECT p.id, p.name, EXISTS (SELECT 1 FROM ticket t WHERE t.member_id = $1 AND t.daily_train_id = $2"
+    " AND t.passenger_id = p.id AND t.status = '" + TicketStatus.UNPAID.value + "') AS busy{known}"
+    " FROM passenger p WHERE p.member_id = $1 AND p.id = ANY($3::bigint[])"
+)
+_ACCEPT_SQL_PLAIN = _ACCEPT_SQL.format(known="")
+_ACCEPT_SQL_KEYED = _ACCEPT_SQL.format(
+    known=", (SELECT o.id || ' ' || coalesce(o.request_hash, '') FROM \"order\" o"
+    " WHERE o.member_id = $1 AND o.idempotency_key = $4 LIMIT 1) AS known"
+)
+
+
+async def _keep(_conn: Any) -> None:
+    """No reset on release (asyncpg's default costs a round trip): these connections only ever run
+    single read statements outside any transaction, so they carry no session state to clear."""
+
+
 class AcceptReader:
-    """A small PostgreSQL pool for the accept path's single read: autocommit (no BEGIN/ROLLBACK) and
-    no pre-ping (which costs three round trips per checkout). A connection found dead raises a
-    disconnect error, answered 503 with Retry-After; SQLAlchemy drops it, so the next request
-    reconnects by itself."""
+    """A small asyncpg pool for the accept path's single read. A connection found dead raises a
+    disconnect error (answered 503 with Retry-After); the pool drops it and the next request
+    reconnects by itself. The pool is created on first use, once, even under a crowd."""
 
     def __init__(self, url: str) -> None:
-        from sqlalchemy.ext.asyncio import create_async_engine
+        self.dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self.pool: Any = None
+        self._creating: asyncio.Lock = asyncio.Lock()
 
-        self.engine = create_async_engine(
-            url,
-            # No overflow: connections opened and closed under load cost more than waiting briefly.
-            pool_size=20,
-            max_overflow=0,
-            pool_timeout=5,
-            isolation_level="AUTOCOMMIT",
-            connect_args={"timeout": 5, "command_timeout": 30},
-        )
+    async def _pool(self) -> Any:
+        if self.pool is None:
+            async with self._creating:
+                if self.pool is None:
+                    import asyncpg
+
+                    self.pool = await asyncpg.create_pool(
+                        self.dsn, min_size=1, max_size=20, timeout=5, command_timeout=30, reset=_keep
+                    )
+        return self.pool
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        pool = await self._pool()
+        async with pool.acquire(timeout=5) as conn:
+            return list(await conn.fetch(sql, *args))
 
     async def aclose(self) -> None:
-        await self.engine.dispose()
+        if self.pool is not None:
+            await self.pool.close()
 
 
 async def _read_passengers(
     container: OrderContext, member_id: int, daily_train_id: int, ids: Sequence[int], key: str | None
 ) -> tuple[list[tuple[int, str, bool]], str | None]:
-    """The one database read of the accept path (no transaction on PostgreSQL: a single statement)."""
-    stmt = _QUERIES.get(key is not None)
-    if stmt is None:
-        stmt = _QUERIES[key is not None] = _passenger_query(key is not None)
-    params: dict[str, Any] = {"member_id": member_id, "daily_train_id": daily_train_id, "ids": list(ids)}
-    if key is not None:
-        params["key"] = key
-    engine = container.sessionmaker.kw["bind"]
-    if not container.settings.is_sqlite:
+    """The one database read of the accept path (no transaction: a single statement)."""
+    if container.settings.is_sqlite:
+        stmt = _QUERIES.get(key is not None)
+        if stmt is None:
+            stmt = _QUERIES[key is not None] = _passenger_query(key is not None)
+        params: dict[str, Any] = {"member_id": member_id, "daily_train_id": daily_train_id, "ids": list(ids)}
+        if key is not None:
+            params["key"] = key
+        async with container.sessionmaker.kw["bind"].connect() as conn:
+            rows: Sequence[Any] = (await conn.execute(stmt, params)).all()
+    else:
         reader = container.parts.get("accept_reader")
         if reader is None:
             reader = container.parts["accept_reader"] = AcceptReader(container.settings.database_url)
-        engine = reader.engine
-    async with engine.connect() as conn:
-        rows = (await conn.execute(stmt, params)).all()
+        if key is None:
+            rows = await reader.fetch(_ACCEPT_SQL_PLAIN, member_id, daily_train_id, list(ids))
+        else:
+            rows = await reader.fetch(_ACCEPT_SQL_KEYED, member_id, daily_train_id, list(ids), key)
     known = next((r[3] for r in rows if r[3]), None) if key is not None else None
     return [(int(r[0]), str(r[1]), bool(r[2])) for r in rows], known
+
+
+# Sold-out answers without touching the protections.
+#
+# After the allocator refused an order as SOLD_OUT, later orders for that train-day, class and a
+# journey containing that one first ask the allocator's O(1) remaining count (one read-only script)
+# and are refused at once when it cannot cover them: exactly the allocator's own rule (remaining <
+# passengers of the class), so a seat put back by a cancel or refund is on sale again at the next
+# request. The memo only picks who pays for that read; it never answers by itself, so it cannot go
+# stale. Saves the admission round trip and its undo on every sold-out answer.
+SOLD_OUT_MEMO_SECONDS = 2.0
+
+
+@dataclass
+class SoldOutMemo:
+    """Per process: (train, date) → {(class, from, to): until}, journeys recently refused as sold out."""
+
+    days: dict[tuple[str, dt.date], dict[tuple[str, int, int], float]] = field(default_factory=dict)
+
+    def suspects(self, train_code: str, date: dt.date, classes: Sequence[str], i: int, j: int) -> bool:
+        """True when a journey inside i→j of one of these classes was sold out a moment ago."""
+        seen = self.days.get((train_code, date))
+        if not seen:
+            return False
+        now = time.monotonic()
+        return any(
+            seen.get((c, a, b), 0.0) > now for c in classes for a in range(i, j) for b in range(a + 1, j + 1)
+        )
+
+    def remember(self, train_code: str, date: dt.date, classes: Sequence[str], i: int, j: int) -> None:
+        if len(self.days) > 1024:
+            self.days.clear()
+        seen = self.days.setdefault((train_code, date), {})
+        until = time.monotonic() + SOLD_OUT_MEMO_SECONDS
+        for c in classes:
+            seen[(c, i, j)] = until
+
+    def forget(self, train_code: str, date: dt.date, classes: Sequence[str], i: int, j: int) -> None:
+        """Seats are free for i→j again: so are they for every journey inside it."""
+        seen = self.days.get((train_code, date))
+        if seen:
+            for key in [k for k in seen if k[0] in classes and i <= k[1] and k[2] <= j]:
+                del seen[key]
+
+
+def sold_out_memo(container: OrderContext) -> SoldOutMemo:
+    memo = container.parts.get("sold_out_memo")
+    if memo is None:
+        memo = container.parts["sold_out_memo"] = SoldOutMemo()
+    assert isinstance(memo, SoldOutMemo)
+    return memo
+
+
+async def _refuse_if_sold_out(
+    container: OrderContext, day: TrainDay, request: OrderRequest, i: int, j: int
+) -> None:
+    """SOLD_OUT at the cost of one read when a recent refusal makes it likely (see SoldOutMemo)."""
+    need: dict[str, int] = {}
+    for p in request.passengers:
+        need[p.seat_class] = need.get(p.seat_class, 0) + 1
+    memo = sold_out_memo(container)
+    if not memo.suspects(day.train_code, day.date, list(need), i, j):
+        return
+    try:
+        left = await container.allocator.remaining(day.train_code, day.date, i, j)
+    except NotFound:
+        return  # the day is not loaded: the allocating path loads it
+    short = [c for c, k in need.items() if left.get(c, 0) < k]
+    if not short:
+        memo.forget(day.train_code, day.date, list(need), i, j)
+        return
+    memo.remember(day.train_code, day.date, short, i, j)
+    raise SoldOut(f"{short[0]} sold out", code="SOLD_OUT")
 
 
 def _accepted_from_claim(claim: str, request_hash: str) -> Accepted:
@@ -571,6 +674,11 @@ async def place_order(
     cache = member_cache(container)
     now = time.monotonic()
     names = cache.names(member_id, ids, now)
+    # Known passengers of this member and no key to answer for: a likely sold-out is settled before
+    # the database read (it then wins over an unpaid order of theirs, both being immediate refusals).
+    early = names is not None and not idempotency_key
+    if early:
+        await _refuse_if_sold_out(container, day, request, i, j)
     busy = False
     if names is None or idempotency_key or not cache.all_free(member_id, day.daily_train_id, ids, now):
         rows, known = await _read_passengers(container, member_id, day.daily_train_id, ids, idempotency_key)
@@ -591,6 +699,8 @@ async def place_order(
             "One of these passengers already has an unpaid order for this train and date.",
             code="DUPLICATE_ORDER",
         )
+    if not early:
+        await _refuse_if_sold_out(container, day, request, i, j)
     order_id = issue_order_id(container.jwt_secret, member_id)
     return await _enqueue(
         container, guard, day, member_id, request, i, j, names, order_id, idempotency_key, request_hash
@@ -655,8 +765,11 @@ async def _enqueue(
     message = {"order": json.dumps(payload, ensure_ascii=False)}
     try:
         await _allocate(container, day, alloc_request, order_id, message)
-    except BaseException:
+    except BaseException as exc:
         await guard.refuse_order(day.train_code, day.date, member_id, ids, order_id, idempotency_key)
+        if isinstance(exc, SoldOut) and exc.code == "SOLD_OUT":
+            classes = list(dict.fromkeys(p.seat_class for p in request.passengers))
+            sold_out_memo(container).remember(day.train_code, day.date, classes, i, j)
         raise
     return Accepted(order_id=order_id)
 

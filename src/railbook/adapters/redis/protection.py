@@ -9,6 +9,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from railbook.adapters.redis.allocator import day_tag, order_stream_key
 from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
 from railbook.services.booking import (
@@ -20,6 +22,7 @@ from railbook.services.booking import (
 # Stale sale tokens (an API process died between taking one and allocating) expire after this.
 TOKEN_STALE_SECONDS = 600
 MARKER_TTL_SECONDS = 24 * 3600
+STREAM_REGISTER_SECONDS = 5.0
 
 
 def _tag(train_code: str, date: dt.date | str) -> str:
@@ -93,6 +96,10 @@ class RedisOrderGuard:
         self.group = group
         self._admit = redis.register_script(ADMIT_LUA)
         self._release = redis.register_script(RELEASE_LUA)
+        # Streams registered in ``order:streams`` lately (stream key → monotonic time): one SADD per
+        # stream every few seconds instead of one per order. Safe after a loss of Redis: the set is
+        # written again within STREAM_REGISTER_SECONDS, and the committers also SCAN for streams.
+        self._registered: dict[str, float] = {}
 
     async def check_rates(self, member_id: int, client_ip: str) -> None:
         """Fixed windows: orders per member per minute, requests per client address per second."""
@@ -169,17 +176,17 @@ class RedisOrderGuard:
             marker_key(train_code, date, member_id, p) for p in passenger_ids
         ]
         idem_key = self._idem_key(member_id, idempotency[0]) if idempotency else None
-        pipe = self.redis.pipeline(transaction=False)
-        if idem_key is not None and idempotency is not None:
+        args = [order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS]
+        if idem_key is None:
+            replies = await self._admit_plain(keys, args, record)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            assert idempotency is not None
             value = json.dumps({"order_id": order_id, "hash": idempotency[1]})
             pipe.set(idem_key, value, nx=True, get=True, ex=IDEMPOTENCY_TTL_SECONDS)
-        await self._admit(
-            keys=keys,
-            args=[order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS],
-            client=pipe,
-        )
-        self._remember(pipe, record)
-        replies = await pipe.execute()
+            await self._admit(keys=keys, args=args, client=pipe)
+            self._remember(pipe, record)
+            replies = await pipe.execute()
         claim = replies[0] if idem_key is not None else None
         result = int(replies[1 if idem_key is not None else 0])
         if claim is not None:
@@ -203,6 +210,23 @@ class RedisOrderGuard:
         if result == -2:
             raise Unavailable("This train-day is busy; retry shortly.", code="SALE_BUSY", retry_after=2)
         return None
+
+    async def _admit_plain(self, keys: list[str], args: list[Any], record: Mapping[str, Any]) -> list[Any]:
+        """The admission pipeline without a key claim, sent as a bare EVALSHA: redis-py's script
+        objects make a pipeline ask ``SCRIPT EXISTS`` first, an extra round trip per order. If Redis
+        lost its script cache the whole pipeline is sent again after loading the script; repeating
+        its other commands (the pending record) changes nothing."""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._admit.sha, len(keys), *keys, *args)
+            self._remember(pipe, record)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.redis.script_load(ADMIT_LUA)
+        raise AssertionError("unreachable")
 
     async def refuse_order(
         self,
@@ -264,14 +288,19 @@ class RedisOrderGuard:
         self._remember(pipe, record)
         await pipe.execute()
 
-    @staticmethod
-    def _remember(pipe: Any, record: Mapping[str, Any]) -> None:
+    def _remember(self, pipe: Any, record: Mapping[str, Any]) -> None:
         order_id = str(record["order_id"])
         member_key = f"member:{record['member_id']}:pending"
         pipe.set(f"order:{order_id}", json.dumps(record, ensure_ascii=False), ex=PENDING_RECORD_TTL_SECONDS)
         pipe.zadd(member_key, {order_id: time.time()})
         pipe.expire(member_key, PENDING_RECORD_TTL_SECONDS)
-        pipe.sadd("order:streams", stream_key(str(record["train_code"]), str(record["date"])))
+        stream = stream_key(str(record["train_code"]), str(record["date"]))
+        now = time.monotonic()
+        if self._registered.get(stream, 0.0) <= now:
+            if len(self._registered) > 4096:
+                self._registered.clear()
+            self._registered[stream] = now + STREAM_REGISTER_SECONDS
+            pipe.sadd("order:streams", stream)
 
     async def pending(self, order_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(f"order:{order_id}")
