@@ -203,13 +203,29 @@ def inventory_rebuild(date: str = typer.Option(...), train: str = typer.Option(N
 
 
 @inventory_app.command("check")
-def inventory_check(date: str = typer.Option(None), train: str = typer.Option(None)) -> None:
+def inventory_check(
+    date: str = typer.Option(None),
+    train: str = typer.Option(None),
+    repair: bool = typer.Option(
+        False, "--repair", help="First mark held what active tickets hold and the allocator shows free."
+    ),
+) -> None:
     """Compare the allocator with the system of record; exits 1 on any drift."""
-    from railbook.services.sales import check_inventory
+    from railbook.services.sales import check_inventory, reconcile_inventory
 
-    drift = _with_container(
-        lambda c: check_inventory(c, dt.date.fromisoformat(date) if date else None, train)
-    )
+    day = dt.date.fromisoformat(date) if date else None
+
+    async def run(c: Any) -> list[str]:
+        if repair:
+            for result in await reconcile_inventory(c, day, train):
+                if result.repaired_seats:
+                    console.print(
+                        f"[yellow]{result.train_code} {result.date.isoformat()}: "
+                        f"{result.repaired_seats} seat(s) repaired[/yellow]"
+                    )
+        return await check_inventory(c, day, train)
+
+    drift = _with_container(run)
     for line in drift:
         console.print(f"[red]{line}[/red]")
     if drift:

@@ -254,6 +254,9 @@ class Harness:
                 ), (x, y)
         entries = await self.redis.xrange(order_stream_key(self.code, DATE))
         stream = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+        # Each message carries the load epoch of its own allocator; the rest is the same bytes.
+        assert {m.pop("epoch") for m in stream} <= set(await self.redis_alloc.epochs([(self.code, DATE)]))
+        assert {m.pop("epoch") for m in self.messages} <= set(await self.local.epochs([(self.code, DATE)]))
         assert stream == self.messages
         assert len(stream) == self.sent
 

@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -705,3 +706,71 @@ async def test_orders_lost_with_redis_data_read_back_lost_in_failover(tmp_path: 
         figures = await audit(s)
         report("orders lost with Redis data", s, finals, figures)
         assert_clean(s)
+
+
+async def test_batch_committed_across_a_redis_wipe_is_held_again(tmp_path: Path) -> None:
+    """A batch the committer read before Redis lost its data commits after the day was rebuilt from a
+    snapshot without it: the committer sees the load epoch moved and marks the seats held again, so the
+    allocator agrees with PostgreSQL and the crowd that follows buys none of those seats twice."""
+    async with stage(tmp_path) as (s, _):
+        names = [n for n, _ in s.day["stations"]]
+        lock = await psycopg.AsyncConnection.connect(
+            s.pg_url.replace("postgresql+asyncpg://", "postgresql://")
+        )
+        try:
+            # The committer's last insert of a batch is the outbox's: it waits there, mid-transaction.
+            await lock.execute("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+            for shopper in s.shoppers[:6]:
+                body = {
+                    "date": s.day["date"],
+                    "train_code": s.day["train_code"],
+                    "from": names[0],
+                    "to": names[-1],
+                    "passengers": [{"passenger_id": shopper.passengers[0], "seat_class": "second"}],
+                }
+                r = await call(
+                    s.client, s.tally, "POST", "/api/v1/orders", json=body, headers=shopper.headers
+                )
+                assert r is not None and r.status_code == 202, r
+                s.tally.accepted[r.json()["order_id"]] = shopper.headers
+            for _ in range(300):
+                # A backend that has written tickets and waits for the outbox: the committer, mid-batch.
+                cur = await lock.execute(
+                    "SELECT count(*) FROM pg_locks w JOIN pg_locks t ON t.pid = w.pid"
+                    " WHERE w.relation = 'outbox'::regclass AND NOT w.granted"
+                    " AND t.relation = 'ticket'::regclass AND t.granted"
+                )
+                row = await cur.fetchone()
+                if row and row[0]:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(
+                    f"the committer never reached its outbox insert:\n{log_tail(s.serve.log)}"
+                )
+            await s.redis.kill()
+            await s.redis.start(wiped=True)
+            env = dict(s.serve.env, RAILBOOK_DATABASE_URL=s.pg_url)
+            rc, out = await s.serve.railbook(
+                "inventory", "rebuild", "--date", s.day["date"], "--train", s.day["train_code"], env=env
+            )
+            assert rc == 0, out
+        finally:
+            await lock.rollback()
+            await lock.close()
+        finals = await settle(s, within_s=45, lost_ok=False)
+        assert finals["SUCCESS"] == 6, finals  # committed, not lost: the database had them first
+        # Repaired by the committer itself, right after its commit (not by a later reconciliation round).
+        rc, out = await s.serve.railbook(
+            "inventory", "check", "--date", s.day["date"], "--train", s.day["train_code"], env=env
+        )
+        assert rc == 0, f"allocator and system of record disagree after the commit:\n{out}"
+        s.start_crowd()
+        assert await crowd_phase(s, 3.0) > 0, "nothing accepted after the rebuild"
+        await s.stop_crowd()
+        # No SEAT_CONFLICT: nobody was sold a seat the database already held.
+        finals = await settle(s, within_s=45, lost_ok=False)
+        figures = await audit(s)
+        report("batch committed across a wipe", s, finals, figures)
+        assert_clean(s)
+        assert "order_commit_repair_failed" not in s.serve.log.read_text(errors="replace")

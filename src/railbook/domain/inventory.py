@@ -69,7 +69,8 @@ MAX_PASSENGERS = 5
 # Masks must stay exact in Lua (doubles, 53 bits) and G counts fit 16 bits (see the Redis adapter).
 MAX_STOPS = 50
 MAX_SEATS_PER_CLASS = 65535
-MAX_CARRIAGES_PER_CLASS = 60
+# The carriage table fills the Redis class header up to its load epoch (4 bytes a carriage).
+MAX_CARRIAGES_PER_CLASS = 56
 
 Policy = Literal["best_fit", "first_fit"]
 Run = tuple[int, int]
@@ -265,6 +266,21 @@ class ClassInventory:
         for r in sorted(after - before):
             self._add_run(r, seat)
         self.masks[seat] = new
+
+    def hold(self, seat: int, x: int, y: int) -> bool:
+        """Mark ``x→y`` sold on a seat whatever part of it already is (a repair from the system of
+        record); returns whether the mask changed."""
+        old = self.masks[seat]
+        new = old | journey_mask(x, y)
+        if new == old:
+            return False
+        before, after = set(free_runs(old, self.n_stops)), set(free_runs(new, self.n_stops))
+        for r in sorted(before - after):
+            self._drop_run(r, seat)
+        for r in sorted(after - before):
+            self._add_run(r, seat)
+        self.masks[seat] = new
+        return True
 
     def index_of(self, pref: SeatNamePref) -> int | None:
         for c in self.carriages:

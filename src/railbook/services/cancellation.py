@@ -4,7 +4,9 @@ The state change is committed first; the seats go back to the allocator afterwar
 release id per order (``cancel:<order id>``) that the allocator remembers, so a repeated release
 changes nothing. ``order.released_at`` records that the release happened: a ``CANCEL`` order
 without it is released again by the expiry job, so a crash between the commit and the release
-only delays the seats' return, never loses them.
+only delays the seats' return, never loses them. A day rebuilt from the system of record after the
+cancel committed (a Redis wipe) already shows the seats free and holds the release id as done, so a
+release landing after the rebuild cannot free a seat the new copy sold again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
 from railbook.services.booking import OrderContext
 from railbook.services.payment import lock_order, utcnow
 from railbook.services.ports import HeldSeat
+from railbook.services.sales import order_release_id
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +34,8 @@ RERELEASE_AFTER = dt.timedelta(seconds=5)
 
 
 def release_id_of_order(order_id: str) -> str:
-    return f"cancel:{order_id}"
+    """The same id a rebuild of the day marks done when its snapshot already shows the seats free."""
+    return order_release_id(order_id)
 
 
 async def cancel_rows(session: AsyncSession, order: Order, *, reason: str, now: dt.datetime) -> None:

@@ -10,6 +10,13 @@ Invariants:
   the compensation, without a coordinator.
 - Transient store errors propagate: the caller retries later and does not acknowledge, so nothing
   accepted is lost.
+- Load epochs: an order is committed only if its train-day is still loaded under the epoch it was
+  allocated under (carried in the message). Otherwise the day was rebuilt from the system of record
+  (a total loss of Redis data) and the new copy never had the order's seats: committing it would
+  hold in the database seats the allocator sells again, so it is written ``FAILURE``
+  (``LOST_IN_FAILOVER``) and nothing is given back. A rebuild can still land between that check and
+  the commit; the epoch is read again after the commit and, if it moved, the day is reconciled
+  (``sales.reconcile_day`` marks the committed seats held again).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from railbook.adapters.db.models import DailySeat, Order, Outbox, Ticket
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus, transition
 from railbook.services.booking import OrderContext, ticket_id
 from railbook.services.ports import HeldSeat
+from railbook.services.sales import ensure_day_loaded, reconcile_day
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +66,7 @@ class OrderMessage:
     idempotency_key: str | None
     request_hash: str | None
     created_at: dt.datetime
+    epoch: str | None = None  # the load epoch it was allocated under (None: unknown, not checked)
 
     @property
     def passenger_ids(self) -> list[int]:
@@ -87,6 +96,7 @@ def parse_message(fields: Mapping[Any, Any]) -> OrderMessage:
         idempotency_key=body.get("idempotency_key"),
         request_hash=body.get("request_hash"),
         created_at=dt.datetime.fromisoformat(str(body["created_at"])),
+        epoch=text.get("epoch"),
     )
 
 
@@ -262,7 +272,7 @@ async def _fail(container: OrderContext, msg: OrderMessage, code: str, text: str
 
 async def _release(container: OrderContext, msg: OrderMessage) -> None:
     """Give a failed order's seats back to the allocator, except the segments the system of record holds
-    for another order.
+    for another order; only to the copy of the day they were allocated in (its load epoch).
 
     Invariant: the allocator never shows free a segment that an active ticket holds. A seat conflict
     means the allocator had that segment free although a committed ticket holds it (a rebuild raced a
@@ -292,7 +302,13 @@ async def _release(container: OrderContext, msg: OrderMessage) -> None:
     whole = [HeldSeat(c, i) for c, i in wanted if not held.get((c, i))]
     if whole:
         await container.allocator.release(
-            msg.train_code, msg.date, msg.from_index, msg.to_index, whole, release_id=msg.order_id
+            msg.train_code,
+            msg.date,
+            msg.from_index,
+            msg.to_index,
+            whole,
+            release_id=msg.order_id,
+            expected_epoch=msg.epoch,
         )
     for c, i in wanted:
         taken = held.get((c, i))
@@ -301,7 +317,13 @@ async def _release(container: OrderContext, msg: OrderMessage) -> None:
         log.warning("order_release_kept_held_segments", order_id=msg.order_id, seat_class=c, seat_index=i)
         for a, b in _free_runs(msg.from_index, msg.to_index, taken):
             await container.allocator.release(
-                msg.train_code, msg.date, a, b, [HeldSeat(c, i)], release_id=f"{msg.order_id}:{c}:{i}:{a}-{b}"
+                msg.train_code,
+                msg.date,
+                a,
+                b,
+                [HeldSeat(c, i)],
+                release_id=f"{msg.order_id}:{c}:{i}:{a}-{b}",
+                expected_epoch=msg.epoch,
             )
 
 
@@ -319,6 +341,60 @@ def _free_runs(start: int, end: int, taken: set[int]) -> list[tuple[int, int]]:
     return runs
 
 
+Day = tuple[str, dt.date]
+
+
+async def _epochs(container: OrderContext, messages: Sequence[OrderMessage]) -> dict[Day, str | None]:
+    """The current load epoch of every train-day of these messages that carry one (one round trip)."""
+    days = sorted({(m.train_code, m.date) for m in messages if m.epoch is not None})
+    if not days:
+        return {}
+    return dict(zip(days, await container.allocator.epochs(days), strict=True))
+
+
+LOST_MESSAGE = (
+    "The order was accepted but lost in a failover before it was committed; no seat is held and "
+    "nothing was charged. Please order again."
+)
+
+
+async def _lose(container: OrderContext, stale: Sequence[OrderMessage], outcome: CommitOutcome) -> set[Day]:
+    """Write orders of a lost copy of their day ``FAILURE`` / ``LOST_IN_FAILOVER`` (nothing to give back:
+    the rebuilt copy never had their seats). An order already written keeps its state; one already
+    committed is the drift a rebuild racing its commit leaves, and its day is returned for repair."""
+    async with container.sessionmaker() as session, session.begin():
+        rows = [_order_row(m, FAILED, 0, error="LOST_IN_FAILOVER", error_message=LOST_MESSAGE) for m in stale]
+        stmt = _insert(session, Order.__table__).on_conflict_do_nothing(index_elements=["id"])
+        lost = {row[0] for row in await session.execute(stmt.returning(Order.__table__.c.id), rows)}
+        earlier = [m.order_id for m in stale if m.order_id not in lost]
+        states: dict[str, str] = {}
+        if earlier:
+            found = await session.execute(select(Order.id, Order.status).where(Order.id.in_(earlier)))
+            states = {order_id: state for order_id, state in found.all()}
+    repair: set[Day] = set()
+    for m in stale:
+        if m.order_id in lost or states.get(m.order_id) == OrderStatus.FAILURE.value:
+            outcome.failed.append(m)
+        else:
+            outcome.committed.append(m)
+            repair.add((m.train_code, m.date))
+    if lost:
+        log.warning(
+            "orders_lost_in_failover", n=len(lost), days=sorted({f"{m.train_code} {m.date}" for m in stale})
+        )
+    return repair
+
+
+async def _repair(container: OrderContext, days: set[Day]) -> None:
+    """Reconcile days a rebuild may have raced a commit on (best effort: the scheduler sweeps too)."""
+    for code, date in sorted(days):
+        try:
+            await ensure_day_loaded(container, code, date)
+            await reconcile_day(container, code, date)
+        except Exception as exc:
+            log.warning("order_commit_repair_failed", train_code=code, date=str(date), error=repr(exc)[:200])
+
+
 async def commit_batch(container: OrderContext, messages: Sequence[OrderMessage]) -> CommitOutcome:
     """Write a batch of queued orders; see the module docstring for the invariants it keeps."""
     outcome = CommitOutcome()
@@ -327,7 +403,27 @@ async def commit_batch(container: OrderContext, messages: Sequence[OrderMessage]
     unique: dict[str, OrderMessage] = {}
     for m in messages:
         unique.setdefault(m.order_id, m)
-    batch = list(unique.values())
+    epochs = await _epochs(container, list(unique.values()))
+    stale = [m for m in unique.values() if m.epoch is not None and epochs[(m.train_code, m.date)] != m.epoch]
+    repair = await _lose(container, stale, outcome) if stale else set()
+    lost_ids = {m.order_id for m in stale}
+    batch = [m for m in unique.values() if m.order_id not in lost_ids]
+    await _commit_current(container, batch, outcome)
+    if batch:
+        # A rebuild that landed between the check and the commit has not seen these orders.
+        after = await _epochs(container, batch)
+        repair |= {day for day, epoch in after.items() if epoch != epochs[day]}
+    if repair:
+        await _repair(container, repair)
+    return outcome
+
+
+async def _commit_current(
+    container: OrderContext, batch: Sequence[OrderMessage], outcome: CommitOutcome
+) -> None:
+    """Commit orders of the current copy of their day (the batch, then one by one on a conflict)."""
+    if not batch:
+        return
     try:
         async with container.sessionmaker() as session, session.begin():
             inserted = await _write(container, session, batch)
@@ -364,7 +460,6 @@ async def commit_batch(container: OrderContext, messages: Sequence[OrderMessage]
             else:
                 outcome.committed.append(m)
     outcome.committed.extend(m for m in batch if m.order_id in inserted)
-    return outcome
 
 
 def stable_uuid(value: str) -> str:

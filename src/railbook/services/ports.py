@@ -23,6 +23,9 @@ class DayLayout:
     n_stops: int
     seats: Mapping[str, Sequence[Seat]]
     masks: Mapping[str, Sequence[int]]
+    # Release ids (``cancel:<order>``, ``refund:<ticket>``, ...) whose seats these masks already show
+    # free: installing the layout marks them done, so a late retry of one changes nothing.
+    released: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,39 @@ class HeldSeat:
     seat_index: int
 
 
+@dataclass(frozen=True, slots=True)
+class SeatHold:
+    """Segments ``from_index..to_index-1`` of one seat that the system of record holds for a ticket, to
+    mark held in the allocator unless one of ``release_ids`` (the releases that would free that
+    ticket's seat) has already been applied there."""
+
+    seat_class: str
+    seat_index: int
+    from_index: int
+    to_index: int
+    release_ids: tuple[str, ...] = ()
+
+
+class Allocation(list[SeatAssignment]):
+    """The seats of one order (a list, as before), and the load epoch of the train-day they were
+    allocated under: the order's message carries the same epoch (field ``epoch``)."""
+
+    epoch: str
+
+    def __init__(self, seats: Sequence[SeatAssignment] = (), epoch: str = "") -> None:
+        super().__init__(seats)
+        self.epoch = epoch
+
+
 class Allocator(Protocol):
     """Segment inventory of open train-days. Every call is atomic per train-day.
 
     Invariant kept by every implementation: no seat segment is held twice, and the
     remaining count of every station pair equals the number of seats free for that pair.
+
+    Every load of a train-day stamps a fresh *load epoch* (unique across restarts and wipes). An
+    allocation, an order message and a release made under one epoch mean nothing under another:
+    the new copy was rebuilt from the system of record and never had them.
     """
 
     async def load_day(self, layout: DayLayout, *, replace: bool = False) -> bool:
@@ -72,10 +103,11 @@ class Allocator(Protocol):
         *,
         order_id: str,
         message: Mapping[str, str] | None = None,
-    ) -> list[SeatAssignment]:
+    ) -> Allocation:
         """Seat every passenger or nothing. Raises SoldOut, NotFound (day not loaded) or
         InvalidInput (class/letter/seat name/stations). With ``message``, the order message is
-        appended to the train-day's order stream in the same atomic step."""
+        appended to the train-day's order stream in the same atomic step, with the day's load epoch
+        added as field ``epoch``."""
         ...
 
     async def release(
@@ -87,9 +119,24 @@ class Allocator(Protocol):
         seats: Sequence[HeldSeat],
         *,
         release_id: str,
+        expected_epoch: str | None = None,
     ) -> bool:
         """Free those seats for that journey. Idempotent on ``release_id``: a repeat changes
-        nothing and returns False."""
+        nothing and returns False. With ``expected_epoch``, a day loaded under another epoch is left
+        as it is (returns False): its copy was rebuilt and never held what is being given back."""
+        ...
+
+    async def epochs(self, days: Sequence[tuple[str, dt.date]]) -> list[str | None]:
+        """The current load epoch of each train-day (``(train_code, date)``) in one round trip; None
+        for a day not loaded."""
+        ...
+
+    async def hold(
+        self, train_code: str, date: dt.date, holds: Sequence[SeatHold], *, expected_epoch: str
+    ) -> int:
+        """Mark those segments held (a repair: segments already held stay held, nothing is freed),
+        skipping a hold whose release was already applied; a no-op returning 0 unless the day is still
+        loaded under ``expected_epoch``. Returns how many seats changed."""
         ...
 
     async def remaining(

@@ -28,6 +28,7 @@ from railbook.services.booking import Accepted, OrderContext, OrderRequest, Pass
 from railbook.services.cancellation import after_release, cancel_rows, release_orders
 from railbook.services.payment import SUCCEEDED, lock_order, payment_provider, utcnow
 from railbook.services.ports import HeldSeat
+from railbook.services.sales import ticket_release_id
 
 log = structlog.get_logger(__name__)
 
@@ -164,8 +165,8 @@ def _refund_ref(ticket_id: str) -> str:
 
 
 def release_id_of_ticket(ticket: Ticket) -> str:
-    prefix = "refund" if ticket.status == TicketStatus.REFUNDED else "change"
-    return f"{prefix}:{ticket.id}"
+    """The same id a rebuild of the day marks done when its snapshot already shows the seat free."""
+    return ticket_release_id(ticket.id, ticket.status)
 
 
 async def release_tickets(container: OrderContext, ticket_ids: list[str]) -> int:

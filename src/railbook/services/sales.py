@@ -13,7 +13,7 @@ import datetime as dt
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
@@ -41,7 +41,7 @@ from railbook.domain.inventory import diff_masks
 from railbook.domain.pricing import pair_fares
 from railbook.domain.seating import SEAT_LETTERS, CarriageSpec, Seat, class_seats, journey_mask
 from railbook.domain.segments import pair_remaining, sold_per_segment
-from railbook.services.ports import Allocator, DayLayout
+from railbook.services.ports import Allocator, DayLayout, SeatHold
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +56,16 @@ class SalesContext(Protocol):
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     allocator: Allocator
+
+
+def order_release_id(order_id: str) -> str:
+    """The allocator release id of a cancelled order's seats."""
+    return f"cancel:{order_id}"
+
+
+def ticket_release_id(ticket_id: str, status: str) -> str:
+    """The allocator release id of a refunded (or changed) ticket's seat."""
+    return f"{'refund' if status == 'REFUNDED' else 'change'}:{ticket_id}"
 
 
 def today() -> dt.date:
@@ -378,21 +388,28 @@ class DaySnapshot:
 async def _day_snapshot(session: AsyncSession, daily_train: DailyTrain) -> DaySnapshot:
     """The layout and the unconfirmed releases of one day, read in the caller's (one) snapshot."""
     layout = await load_day_layout(session, daily_train)
-    orders = await session.execute(
-        select(Order.id).where(
-            Order.daily_train_id == daily_train.id,
-            Order.status == "CANCEL",
-            Order.released_at.is_(None),
-        )
+    orders = tuple(
+        (
+            await session.execute(
+                select(Order.id).where(
+                    Order.daily_train_id == daily_train.id,
+                    Order.status == "CANCEL",
+                    Order.released_at.is_(None),
+                )
+            )
+        ).scalars()
     )
-    tickets = await session.execute(
-        select(Ticket.id).where(
-            Ticket.daily_train_id == daily_train.id,
-            Ticket.status.in_(RETURNED_TICKET_STATUSES),
-            Ticket.released_at.is_(None),
+    tickets = (
+        await session.execute(
+            select(Ticket.id, Ticket.status).where(
+                Ticket.daily_train_id == daily_train.id,
+                Ticket.status.in_(RETURNED_TICKET_STATUSES),
+                Ticket.released_at.is_(None),
+            )
         )
-    )
-    return DaySnapshot(layout, tuple(orders.scalars()), tuple(tickets.scalars()))
+    ).all()
+    released = [order_release_id(o) for o in orders] + [ticket_release_id(t, st) for t, st in tickets]
+    return DaySnapshot(replace(layout, released=tuple(released)), orders, tuple(t for t, _ in tickets))
 
 
 async def _snapshots(
@@ -412,8 +429,10 @@ async def _confirm_releases(container: SalesContext, snapshot: DaySnapshot) -> N
     Invariant: a release is applied to an allocator copy at most once. The release markers of the
     allocator die with its data (a Redis wipe, a restart of the embedded process), so after a day is
     rebuilt from the system of record, a retried release of a cancel or refund that the rebuild
-    already counted would free a seat a newer order may hold. Only what the installed snapshot saw is
-    stamped; a release committed after the snapshot stays pending and is retried as usual.
+    already counted would free a seat a newer order may hold. The install itself sets the markers of
+    those releases (``DayLayout.released``, in the same atomic call), so a retry already in flight
+    changes nothing; stamping here only spares the retry job the work. Only what the installed
+    snapshot saw is stamped; a release committed after the snapshot stays pending and is retried.
     """
     if not snapshot.cancelled_orders and not snapshot.returned_tickets:
         return
@@ -512,13 +531,16 @@ async def load_open_days(container: SalesContext) -> int:
 async def rebuild_inventory(container: SalesContext, date: dt.date, train_code: str | None = None) -> int:
     """Replace the allocator's state of a day (or one train-day) with what the system of record says.
 
-    Run it when the order queue is drained: allocations accepted but not yet committed are not in
-    the database, so a rebuild would forget them (the ticket exclusion constraint still refuses any
-    double sale that followed).
+    Best run when the order queue is drained: allocations accepted but not yet committed are not in
+    the database, so the rebuilt copy does not have them, and their orders end ``FAILURE`` /
+    ``LOST_IN_FAILOVER`` (their load epoch is gone) instead of being committed.
     """
     snapshots = await _snapshots(container, date, train_code)
     for snapshot in snapshots:
         await _install(container, snapshot, replace=True)
+        # Orders committed between the snapshot and the install are put back (their committers may
+        # have checked the epoch before the install, so none of them repairs it).
+        await reconcile_day(container, snapshot.layout.train_code, snapshot.layout.date)
     return len(snapshots)
 
 
@@ -578,3 +600,104 @@ async def day_inventory(session: AsyncSession, train_code: str, date: dt.date) -
         "stations": list(stations),
         "classes": classes,
     }
+
+
+@dataclass
+class Reconciliation:
+    """What one reconciliation of a train-day found and did."""
+
+    train_code: str
+    date: dt.date
+    loaded: bool = True
+    repaired_seats: int = 0  # seats whose segments held in the database were marked held
+    unconfirmed: list[str] = field(default_factory=list)  # held in the allocator only: left alone
+
+
+async def reconcile_day(container: SalesContext, train_code: str, date: dt.date) -> Reconciliation:
+    """Mark held in the allocator every segment an active ticket holds in the system of record and
+    the allocator shows free (the drift a rebuild racing a commit leaves); never frees anything.
+
+    Invariant: the allocator never shows free a segment an active ticket holds, so no later order is
+    sold a seat the database already gave away. The allocator is read before the database: a seat a
+    cancel or refund gives back is freed in the database first and in the allocator after, so a
+    ticket still active in the later read was not being given back when the allocator was read, and
+    its free bits there are drift. The hold is applied only if the day is still the copy that was read
+    (same load epoch; otherwise it is read again) and skips a ticket whose release was applied there
+    since. Segments held in the allocator but by no active ticket are reported, not freed: an order
+    accepted but not committed yet, or a release on its way, looks exactly like that, and freeing
+    either could sell a seat twice.
+    """
+    result = Reconciliation(train_code, date)
+    for _ in range(3):
+        epoch = (await container.allocator.epochs([(train_code, date)]))[0]
+        if epoch is None:
+            result.loaded = False
+            return result
+        actual = await container.allocator.masks(train_code, date)
+        async with container.sessionmaker() as session:
+            daily = await _daily_trains(session, date, train_code)
+            if not daily:
+                return result
+            rows = (
+                await session.execute(
+                    select(
+                        Ticket.id,
+                        Ticket.order_id,
+                        Ticket.seat_class,
+                        Ticket.seat_index,
+                        Ticket.from_index,
+                        Ticket.to_index,
+                    ).where(Ticket.daily_train_id == daily[0].id, Ticket.status.in_(ACTIVE_TICKET_STATUSES))
+                )
+            ).all()
+        holds: list[SeatHold] = []
+        expected: dict[str, dict[int, int]] = defaultdict(dict)
+        for ticket, order, seat_class, index, a, b in rows:
+            journey = journey_mask(a, b)
+            by_seat = expected[seat_class]
+            by_seat[index] = by_seat.get(index, 0) | journey
+            have = actual.get(seat_class, [])
+            if index < len(have) and journey & ~have[index]:
+                releases = (order_release_id(order), ticket_release_id(ticket, "REFUNDED"))
+                holds.append(
+                    SeatHold(seat_class, index, a, b, (*releases, ticket_release_id(ticket, "CHANGED")))
+                )
+        result.unconfirmed = [
+            f"{seat_class} seat {i}: segments {bin(m & ~expected.get(seat_class, {}).get(i, 0))} held "
+            "in the allocator only"
+            for seat_class, masks in actual.items()
+            for i, m in enumerate(masks)
+            if m & ~expected.get(seat_class, {}).get(i, 0)
+        ]
+        if not holds:
+            return result
+        changed = await container.allocator.hold(train_code, date, holds, expected_epoch=epoch)
+        if changed or (await container.allocator.epochs([(train_code, date)]))[0] == epoch:
+            result.repaired_seats = changed
+            if changed:
+                log.warning(
+                    "train_day_reconciled", train_code=train_code, date=date.isoformat(), seats=changed
+                )
+            return result
+    return result
+
+
+async def open_days(container: SalesContext) -> list[tuple[str, dt.date]]:
+    """Every open train-day from today on, as ``(train_code, date)``."""
+    async with container.sessionmaker() as session, session.begin():
+        return [
+            (d.train_code, d.service_date)
+            for d in await _daily_trains(session, None, None, from_date=today())
+        ]
+
+
+async def reconcile_inventory(
+    container: SalesContext, date: dt.date | None = None, train_code: str | None = None
+) -> list[Reconciliation]:
+    """``reconcile_day`` over the days ``check_inventory`` compares (a day, a train, or all from today)."""
+    async with container.sessionmaker() as session, session.begin():
+        days = [
+            (d.train_code, d.service_date)
+            for d in await _daily_trains(session, date, train_code, from_date=None if date else today())
+        ]
+    return [await reconcile_day(container, code, day) for code, day in days]

@@ -1,12 +1,15 @@
-"""The scheduler role: keeps the sale window open and the allocator holding every open day.
+"""The scheduler role: keeps the sale window open, the allocator holding every open day, and the
+allocator reconciled with the system of record.
 
-Every step is idempotent (opening a day twice changes nothing; loading a loaded day is a no-op),
-so several instances are safe; the leader lock only keeps them from doing the same work twice.
+Every step is idempotent (opening a day twice changes nothing; loading a loaded day is a no-op;
+reconciling only marks held what the database holds), so several instances are safe; the leader lock
+only keeps them from doing the same work twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import socket
 import time
@@ -15,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from railbook.services.sales import load_open_days, open_window
+from railbook.services.sales import load_open_days, open_days, open_window, reconcile_day
 
 log = structlog.get_logger(__name__)
 
@@ -23,6 +26,10 @@ LEADER_KEY = "railbook:leader"
 LEADER_TTL_MS = 30_000
 RENEW_EVERY_S = 10.0
 TICK_EVERY_S = 60.0
+RECONCILE_EVERY_S = 30.0
+# Besides every day loaded again since its last reconciliation, each round reconciles this share of
+# the others, so a full pass over the open days takes SWEEP_ROUNDS rounds.
+SWEEP_ROUNDS = 10
 
 
 class LeaderLock:
@@ -84,10 +91,44 @@ async def scheduler_tick(container: Any) -> dict[str, int]:
     return {"opened": len(opened["opened"]), "loaded": loaded}
 
 
+class Reconciler:
+    """Reconciliation rounds over the open train-days (``sales.reconcile_day``).
+
+    Drift between the allocator and the system of record comes from a day being loaded again (a wipe
+    or a rebuild racing a commit), so a day whose load epoch changed since its last reconciliation is
+    reconciled at once; the rest are swept a slice per round, against drift of any other origin.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, dt.date], str] = {}
+        self.round = 0
+
+    async def run(self, container: Any) -> dict[str, int]:
+        days = await open_days(container)
+        epochs = await container.allocator.epochs(days) if days else []
+        self.round += 1
+        due = {
+            day: epoch
+            for k, (day, epoch) in enumerate(zip(days, epochs, strict=True))
+            if epoch is not None
+            and (self.seen.get(day) != epoch or k % SWEEP_ROUNDS == self.round % SWEEP_ROUNDS)
+        }
+        repaired = 0
+        for (code, date), epoch in due.items():
+            result = await reconcile_day(container, code, date)
+            repaired += result.repaired_seats
+            self.seen[(code, date)] = epoch
+        live = set(days)
+        self.seen = {d: e for d, e in self.seen.items() if d in live}
+        return {"reconciled": len(due), "repaired_seats": repaired}
+
+
 async def run_scheduler(container: Any) -> None:
     """Loop forever: a round at once, then every TICK_EVERY_S while this instance leads."""
     lock = LeaderLock(container.redis) if container.redis is not None else None
     last_tick: float | None = None
+    last_reconcile: float | None = None
+    reconciler = Reconciler()
     leading = False
     try:
         while True:
@@ -102,12 +143,19 @@ async def run_scheduler(container: Any) -> None:
                     last_tick = time.monotonic()
                     if result["opened"] or result["loaded"]:
                         log.info("scheduler_round", **result)
+                if leading and (
+                    last_reconcile is None or time.monotonic() - last_reconcile >= RECONCILE_EVERY_S
+                ):
+                    last_reconcile = time.monotonic()
+                    done = await reconciler.run(container)
+                    if done["repaired_seats"]:
+                        log.warning("scheduler_reconciled", **done)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A store restarting must not end the role: log and try again next round.
                 log.exception("scheduler_round_failed")
-            await asyncio.sleep(RENEW_EVERY_S if lock is not None else TICK_EVERY_S)
+            await asyncio.sleep(RENEW_EVERY_S if lock is not None else RECONCILE_EVERY_S)
     finally:
         if lock is not None:
             await asyncio.shield(lock.release())

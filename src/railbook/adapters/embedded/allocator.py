@@ -10,12 +10,13 @@ import asyncio
 import datetime as dt
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from railbook.domain.errors import NotFound
 from railbook.domain.inventory import DayInventory, check_journey_static, check_request
 from railbook.domain.seating import AllocationRequest, SeatAssignment
-from railbook.services.ports import DayCounts, DayLayout, HeldSeat
+from railbook.services.ports import Allocation, DayCounts, DayLayout, HeldSeat, SeatHold
 
 OnMessage = Callable[[str, dt.date, dict[str, str]], Awaitable[None]]
 DayKey = tuple[str, dt.date]
@@ -25,8 +26,15 @@ RELEASE_MARKER_TTL_S = 4 * 86400
 def assignments_json(assignments: Sequence[SeatAssignment]) -> str:
     """The ``seats`` field of an order message: the same bytes the Redis script writes."""
     return json.dumps(
-        [{"position": a.position, "seat_class": a.seat_class, "seat_index": a.seat_index,
-          "seat_name": a.seat_name} for a in sorted(assignments, key=lambda a: a.position)],
+        [
+            {
+                "position": a.position,
+                "seat_class": a.seat_class,
+                "seat_index": a.seat_index,
+                "seat_name": a.seat_name,
+            }
+            for a in sorted(assignments, key=lambda a: a.position)
+        ],
         separators=(",", ":"),
     )
 
@@ -53,6 +61,7 @@ class InProcessAllocator:
         self._release_ttl_s = release_ttl_s
         self._clock = clock
         self._days: dict[DayKey, DayInventory] = {}
+        self._epochs: dict[DayKey, str] = {}
         self._locks: dict[DayKey, asyncio.Lock] = {}
         self._released: dict[tuple[DayKey, str], float] = {}
 
@@ -71,6 +80,11 @@ class InProcessAllocator:
             if key in self._days and not replace:
                 return False
             self._days[key] = DayInventory.from_masks(layout.n_stops, layout.seats, layout.masks)
+            # A fresh epoch, and the releases these masks already reflect marked done (see load_day.lua).
+            self._epochs[key] = uuid.uuid4().hex[:16]
+            until = self._clock() + self._release_ttl_s
+            for release_id in layout.released:
+                self._released[(key, release_id)] = until
             return True
 
     async def is_loaded(self, train_code: str, date: dt.date) -> bool:
@@ -84,22 +98,24 @@ class InProcessAllocator:
         *,
         order_id: str,
         message: Mapping[str, str] | None = None,
-    ) -> list[SeatAssignment]:
+    ) -> Allocation:
         """Seat the order (all or nothing) and hand its message over, as one step per train-day."""
         check_request(request)  # same order of checks as the Redis adapter: stateless ones first
         key = (train_code, date)
         async with self._lock(key):
             day = self._day(key)
+            epoch = self._epochs[key]
             seats = day.allocate(request)
             if message is not None and self._on_message is not None:
-                body = {**message, "order_id": order_id, "seats": assignments_json(seats)}
+                body = {**message, "order_id": order_id, "seats": assignments_json(seats), "epoch": epoch}
                 try:
                     await self._on_message(train_code, date, body)
                 except BaseException:
-                    day.release(request.from_index, request.to_index,
-                                [(a.seat_class, a.seat_index) for a in seats])
+                    day.release(
+                        request.from_index, request.to_index, [(a.seat_class, a.seat_index) for a in seats]
+                    )
                     raise
-            return seats
+            return Allocation(seats, epoch)
 
     async def release(
         self,
@@ -110,8 +126,10 @@ class InProcessAllocator:
         seats: Sequence[HeldSeat],
         *,
         release_id: str,
+        expected_epoch: str | None = None,
     ) -> bool:
-        """Free those seats' journey once per ``release_id`` (marker kept ``release_ttl_s``)."""
+        """Free those seats' journey once per ``release_id`` (marker kept ``release_ttl_s``); a day
+        loaded under another epoch than ``expected_epoch`` (when given) is left alone."""
         check_journey_static(from_index, to_index)
         key = (train_code, date)
         async with self._lock(key):
@@ -119,11 +137,38 @@ class InProcessAllocator:
             marker = (key, release_id)
             if self._released.get(marker, now) > now:
                 return False
+            if expected_epoch is not None and self._epochs.get(key, "") != expected_epoch:
+                return False
             day = self._day(key)
             day.release(from_index, to_index, [(s.seat_class, s.seat_index) for s in seats])
             self._prune(now)
             self._released[marker] = now + self._release_ttl_s
             return True
+
+    async def epochs(self, days: Sequence[tuple[str, dt.date]]) -> list[str | None]:
+        return [self._epochs.get(key) if key in self._days else None for key in days]
+
+    async def hold(
+        self, train_code: str, date: dt.date, holds: Sequence[SeatHold], *, expected_epoch: str
+    ) -> int:
+        """Mark the holds' segments held, never freeing any (see hold.lua for the rules)."""
+        key = (train_code, date)
+        async with self._lock(key):
+            day = self._days.get(key)
+            if day is None or self._epochs.get(key) != expected_epoch:
+                return 0
+            now = self._clock()
+            changed: set[tuple[str, int]] = set()
+            for h in holds:
+                check_journey_static(h.from_index, h.to_index)
+                if any(self._released.get((key, r), now) > now for r in h.release_ids):
+                    continue
+                inv = day.classes.get(h.seat_class)
+                if inv is None or not 0 <= h.seat_index < len(inv.masks) or h.to_index >= day.n_stops:
+                    continue
+                if inv.hold(h.seat_index, h.from_index, h.to_index):
+                    changed.add((h.seat_class, h.seat_index))
+            return len(changed)
 
     def _prune(self, now: float) -> None:
         if len(self._released) > 10_000:
@@ -165,3 +210,4 @@ class InProcessAllocator:
         key = (train_code, date)
         async with self._lock(key):
             self._days.pop(key, None)
+            self._epochs.pop(key, None)

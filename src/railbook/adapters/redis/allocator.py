@@ -3,15 +3,17 @@
 Keys of a train-day all carry the hash tag ``{CODE:YYYY-MM-DD}`` (one Cluster slot) and are passed
 in ``KEYS``:
 
-- ``{tag}:meta`` — hash ``n`` (stops), ``classes``; exists iff the day is loaded;
+- ``{tag}:meta`` — hash ``n`` (stops), ``classes``, ``epoch`` (the load epoch); exists iff the day
+  is loaded;
 - ``{tag}:inv:<class>`` — one string per class: a 256-byte header (stops, seats, letters,
-  carriages); the run table as row suffix sums ``H[a][t] = Σ_{b≥t} G[a][b]`` (``a < t``,
-  ``T = n(n-1)/2`` big-endian u16 cells in triangular order), so that ``remaining(x, y)`` is the
-  sum of at most ``x+1`` cells ``H[a][y]``, ``a ≤ x``, and a sale rewrites two contiguous row
-  pieces; the sold mask of every seat (big-endian u64); and the run index, one bitmap of
-  ``ceil(N/8)`` bytes per run ``(a, b)`` (bit ``s`` set iff seat ``s`` has that free run), so the
-  lowest seat of a run is one ``BITPOS``. One ``GETRANGE`` gives a script the header and ``H``;
-  one ``BITFIELD`` (masks, run bits) and one ``SETRANGE`` (``H``) apply an order's changes;
+  carriages; the load epoch in its last 16 bytes); the run table as row suffix sums
+  ``H[a][t] = Σ_{b≥t} G[a][b]`` (``a < t``, ``T = n(n-1)/2`` big-endian u16 cells in triangular
+  order), so that ``remaining(x, y)`` is the sum of at most ``x+1`` cells ``H[a][y]``, ``a ≤ x``,
+  and a sale rewrites two contiguous row pieces; the sold mask of every seat (big-endian u64); and
+  the run index, one bitmap of ``ceil(N/8)`` bytes per run ``(a, b)`` (bit ``s`` set iff seat ``s``
+  has that free run), so the lowest seat of a run is one ``BITPOS``. One ``GETRANGE`` gives a
+  script the header and ``H``; one ``BITFIELD`` (masks, run bits) and one ``SETRANGE`` (``H``)
+  apply an order's changes;
 - ``{tag}:rel:<release_id>`` — idempotency marker of a release (expires);
 - ``{tag}:orders`` — the order stream, appended by the allocating call (consumed elsewhere).
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import uuid
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
@@ -48,9 +51,11 @@ from railbook.domain.seating import (
     SeatAssignment,
     class_seats,
 )
-from railbook.services.ports import DayCounts, DayLayout, HeldSeat
+from railbook.services.ports import Allocation, DayCounts, DayLayout, HeldSeat, SeatHold
 
 HEADER_BYTES = 256
+EPOCH_AT = 240  # the load epoch: header bytes 240..255 (NUL-padded ASCII)
+EPOCH_BYTES = HEADER_BYTES - EPOCH_AT
 _H_END = HEADER_BYTES + MAX_STOPS * (MAX_STOPS - 1)  # the header and the largest H (u16 cells)
 RELEASE_MARKER_TTL_S = 4 * 86400  # longer than any cancel/refund retry window
 
@@ -71,6 +76,15 @@ def _meta_key(tag: str) -> str:
 
 def _inv_key(tag: str, seat_class: str) -> str:
     return f"{tag}:inv:{seat_class}"
+
+
+def _release_key(tag: str, release_id: str) -> str:
+    return f"{tag}:rel:{release_id}"
+
+
+def new_epoch() -> str:
+    """A load epoch: random, so a copy rebuilt after a total loss of Redis data never reuses one."""
+    return uuid.uuid4().hex[:EPOCH_BYTES]
 
 
 @cache
@@ -99,13 +113,15 @@ def _tri(n: int, a: int, b: int) -> int:
     return a * (2 * n - a - 1) // 2 + b - a - 1
 
 
-def encode_class(inv: ClassInventory) -> bytes:
+def encode_class(inv: ClassInventory, epoch: str = "") -> bytes:
     """The class string of a class inventory (layout in the module docstring)."""
     n, count = inv.n_stops, len(inv.seats)
     letters = "".join(inv.letters).encode()
     head = struct.pack(">HHB8sB", n, count, len(letters), letters, len(inv.carriages))
     head += b"".join(struct.pack(">HH", c.carriage, c.rows) for c in inv.carriages)
-    head = head.ljust(HEADER_BYTES, b"\0")
+    if len(head) > EPOCH_AT or len(epoch) > EPOCH_BYTES:
+        raise ValueError(f"{inv.seat_class}: too many carriages for the class header")
+    head = head.ljust(EPOCH_AT, b"\0") + epoch.encode().ljust(EPOCH_BYTES, b"\0")
     h = [0] * (n * (n - 1) // 2)
     for a in range(n):
         acc = 0
@@ -146,6 +162,7 @@ class RedisAllocator:
         self._release = redis.register_script(_lua("release"))
         self._load = redis.register_script(_lua("load_day"))
         self._remaining = redis.register_script(_lua("remaining"))
+        self._hold = redis.register_script(_lua("hold"))
 
     @property
     def allocate_sha(self) -> str:
@@ -157,17 +174,20 @@ class RedisAllocator:
         tag = day_tag(layout.train_code, layout.date)
         keys = [_meta_key(tag)]
         present = ",".join(c for c in SEAT_CLASSES if c in layout.seats)
-        args: list[Any] = [int(replace), layout.n_stops, present]
+        epoch = new_epoch()
+        args: list[Any] = [int(replace), layout.n_stops, present, epoch, self._release_ttl_s]
+        args.append(len(SEAT_CLASSES))
         for c in SEAT_CLASSES:
             keys.append(_inv_key(tag, c))
             if c in layout.seats:
                 inv = ClassInventory(c, layout.n_stops, layout.seats[c], layout.masks.get(c))
-                args.append(encode_class(inv))
+                args.append(encode_class(inv, epoch))
             else:
                 args.append(b"")
         unknown = set(layout.seats) - set(SEAT_CLASSES)
         if unknown:
             raise ValueError(f"unknown seat classes {sorted(unknown)}")
+        keys += [_release_key(tag, r) for r in dict.fromkeys(layout.released)]
         return bool(await self._load(keys=keys, args=args))
 
     async def is_loaded(self, train_code: str, date: dt.date) -> bool:
@@ -181,7 +201,7 @@ class RedisAllocator:
         *,
         order_id: str,
         message: Mapping[str, str] | None = None,
-    ) -> list[SeatAssignment]:
+    ) -> Allocation:
         """One script call: checks, seat choice, masks and counts, and the stream entry together."""
         parsed = check_request(request)
         tag = day_tag(train_code, date)
@@ -214,10 +234,11 @@ class RedisAllocator:
         if int(reply[0]) != 1:
             _raise(reply)
         names = list(slots)
-        return [
+        seats = [
             SeatAssignment(int(reply[i]), names[int(reply[i + 1]) - 1], int(reply[i + 2]), _s(reply[i + 3]))
-            for i in range(1, len(reply), 4)
+            for i in range(2, len(reply), 4)
         ]
+        return Allocation(seats, _s(reply[1]))
 
     async def release(
         self,
@@ -228,22 +249,62 @@ class RedisAllocator:
         seats: Sequence[HeldSeat],
         *,
         release_id: str,
+        expected_epoch: str | None = None,
     ) -> bool:
-        """One script call; a repeated ``release_id`` changes nothing and returns False."""
+        """One script call; a repeated ``release_id``, or a day loaded under another epoch than
+        ``expected_epoch`` (when given), changes nothing and returns False."""
         check_journey_static(from_index, to_index)
         tag = day_tag(train_code, date)
         slots: dict[str, int] = {}
         for s in seats:
             slots.setdefault(s.seat_class, len(slots) + 1)
-        keys = [_meta_key(tag), f"{tag}:rel:{release_id}"]
+        keys = [_meta_key(tag), _release_key(tag, release_id)]
         keys += [_inv_key(tag, c) for c in slots]
         args: list[Any] = [from_index, to_index, self._release_ttl_s, len(slots), len(seats)]
         for s in seats:
             args += [slots[s.seat_class], s.seat_index]
+        if expected_epoch is not None:
+            args.append(expected_epoch)
         reply = await self._release(keys=keys, args=args)
         if int(reply[0]) == 0:
             _raise(reply)
         return int(reply[0]) == 1
+
+    async def epochs(self, days: Sequence[tuple[str, dt.date]]) -> list[str | None]:
+        """Every day's load epoch in one pipelined round trip (None: not loaded; "": loaded before
+        epochs existed)."""
+        if not days:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for code, date in days:
+            pipe.hmget(_meta_key(day_tag(code, date)), ["n", "epoch"])
+        out: list[str | None] = []
+        for n, epoch in await pipe.execute():
+            out.append(None if n is None else ("" if epoch is None else _s(epoch)))
+        return out
+
+    async def hold(
+        self, train_code: str, date: dt.date, holds: Sequence[SeatHold], *, expected_epoch: str
+    ) -> int:
+        """One script call marking the holds' segments held (see hold.lua); 0 if the epoch moved on."""
+        if not holds:
+            return 0
+        tag = day_tag(train_code, date)
+        slots: dict[str, int] = {}
+        for h in holds:
+            slots.setdefault(h.seat_class, len(slots) + 1)
+        keys = [_meta_key(tag), *(_inv_key(tag, c) for c in slots)]
+        args: list[Any] = [expected_epoch, len(slots), len(holds)]
+        for h in holds:
+            check_journey_static(h.from_index, h.to_index)
+            args += [slots[h.seat_class], h.seat_index, h.from_index, h.to_index, len(h.release_ids)]
+            keys += [_release_key(tag, r) for r in h.release_ids]
+        reply = await self._hold(keys=keys, args=args)
+        if int(reply[0]) != 1:
+            if _s(reply[1]) == "EPOCH_CHANGED":
+                return 0
+            _raise(reply)
+        return int(reply[1])
 
     async def remaining(
         self, train_code: str, date: dt.date, from_index: int, to_index: int
@@ -324,7 +385,7 @@ class RedisAllocator:
             moff = HEADER_BYTES + 2 * t
             roff = moff + 8 * len(masks)
             for what, lo, hi in (
-                ("header differs from its carriages", 0, HEADER_BYTES),
+                ("header differs from its carriages", 0, EPOCH_AT),
                 ("run table differs from a recount of the masks", HEADER_BYTES, moff),
                 ("run index differs from a recount of the masks", roff, len(expected)),
             ):

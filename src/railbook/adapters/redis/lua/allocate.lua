@@ -19,13 +19,18 @@
 -- Selling x->y on a seat of run (a, b) is H[a][x+1..b] - 1 and H[y][y+1..b] + 1: two contiguous
 -- row pieces, written with the rows between them as one SETRANGE.
 --
+-- The load epoch of the day (header bytes 241..256, stamped by load_day.lua, read with the header at
+-- no extra cost) is returned and added to the message as field epoch, so the committer can tell an
+-- order of this copy of the day from one of a copy that was lost and rebuilt since.
+--
 -- KEYS: 1 meta hash, 2 order stream, then per class slot i: its inventory string. All keys share
 -- the train-day's hash tag {CODE:YYYY-MM-DD} (one Cluster slot).
 -- ARGV: 1 x, 2 y, 3 order_id, 4 #slots, 5 #passengers, 6 #message pairs, 7 want message (0/1),
 --       then per passenger (slot, kind 0/1/2, v1, v2, v3), then slot class names, then message pairs.
--- Returns {1, pos, slot, seat, name, ...} or {0, code, text}.
+-- Returns {1, epoch, pos, slot, seat, name, ...} or {0, code, text}.
 
 local HDR = 256
+local EPOCH_AT = 241 -- 1-based: header bytes 240..255
 local FIRST_READ = HDR + 2 * 496 -- header and H of a train of up to 32 stops in one GETRANGE
 
 local x = tonumber(ARGV[1])
@@ -411,7 +416,8 @@ end
 
 -- writes, per class: one BITFIELD (masks, run bits) and one SETRANGE (the changed span of H)
 local JM = 2 ^ y - 2 ^ x
-local out = {1}
+local epoch = string.match(string.sub(C[1].s, EPOCH_AT, EPOCH_AT + 15), '^[^%z]*')
+local out = {1, epoch}
 local assigned = {}
 for i = 1, nslots do
   local c = C[i]
@@ -477,6 +483,7 @@ if want_msg then
   for j = 1, 2 * nmsg do args[j] = ARGV[mo + j] end
   args[#args + 1] = 'order_id'; args[#args + 1] = ARGV[3]
   args[#args + 1] = 'seats'; args[#args + 1] = '[' .. table.concat(parts, ',') .. ']'
+  args[#args + 1] = 'epoch'; args[#args + 1] = epoch
   redis.call('XADD', KEYS[2], '*', unpack(args))
 end
 return out

@@ -8,10 +8,15 @@
 -- release id. Bits already free stay free. Writes per class: one BITFIELD (masks, run bits) and
 -- one SETRANGE (the changed span of H); layout as in allocate.lua.
 --
+-- With an expected load epoch (the epoch the seats were allocated under), a day loaded under any
+-- other epoch is left alone and the release id is not consumed: that copy was rebuilt from the
+-- system of record and never held what is being given back.
+--
 -- KEYS: 1 meta hash, 2 release marker, then per class slot i: its inventory string. All keys share
 -- the train-day's hash tag {CODE:YYYY-MM-DD} (one Cluster slot).
--- ARGV: 1 x, 2 y, 3 marker ttl seconds, 4 #slots, 5 #seats, then per seat (slot, seat index).
--- Returns {1} applied, {2} repeat (nothing done), or {0, code, text}.
+-- ARGV: 1 x, 2 y, 3 marker ttl seconds, 4 #slots, 5 #seats, then per seat (slot, seat index), then
+--       optionally the expected epoch.
+-- Returns {1} applied, {2} repeat (nothing done), {3} another epoch (nothing done), or {0, code, text}.
 
 local HDR = 256
 local FIRST_READ = HDR + 2 * 496
@@ -22,6 +27,8 @@ local x = tonumber(ARGV[1])
 local y = tonumber(ARGV[2])
 local nslots = tonumber(ARGV[4])
 local ns = tonumber(ARGV[5])
+local want = ARGV[6 + 2 * ns]
+if want and (redis.call('HGET', KEYS[1], 'epoch') or '') ~= want then return {3} end
 
 local C = {}
 local n = nil
