@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import register, unique
+from tests.naming import station_code, train_code
 
 _rng = random.Random()
 
@@ -22,7 +23,7 @@ def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) 
 
 async def _station(client: httpx.AsyncClient, headers: dict[str, str], name: str) -> dict[str, Any]:
     for _ in range(50):
-        code = "".join(_rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(3))
+        code = station_code()
         r = await client.post(
             "/api/v1/admin/stations",
             headers=headers,
@@ -41,7 +42,7 @@ async def _train_body(client: httpx.AsyncClient, headers: dict[str, str]) -> dic
     b = await _station(client, headers, f"西{tag}")
     c = await _station(client, headers, f"南{tag}")
     return {
-        "code": f"D{_rng.randrange(10_000, 99_999)}",
+        "code": train_code("D"),
         "kind": "D",
         "stops": [
             {"station": a["name"], "departs": "09:00", "km": 0},

@@ -14,20 +14,15 @@ import pytest
 
 from railbook.domain.identity import compose_id_card
 from tests.api.conftest import register, unique
+from tests.naming import station_code
+from tests.naming import train_code as new_train_code
 
-_codes = itertools.count(random.randrange(0, 26**3 // 2))
 _cards = itertools.count(random.randrange(1, 400))
-_trains = itertools.count(random.randrange(1, 5000))
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
     """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
-
-
-def station_code() -> str:
-    n = next(_codes) % 26**3
-    return "".join(chr(65 + (n // 26**k) % 26) for k in (2, 1, 0))
 
 
 async def make_train_day(
@@ -40,7 +35,7 @@ async def make_train_day(
         r = await client.post("/api/v1/admin/stations", json={"name": name, "code": code}, headers=admin)
         assert r.status_code == 201, r.text
         stations.append((name, code))
-    train_code = f"G{next(_trains) % 9999 + 1}"
+    train_code = new_train_code("G")
     spec = {
         "code": train_code,
         "kind": "G",

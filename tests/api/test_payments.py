@@ -17,22 +17,16 @@ from railbook.domain.identity import compose_id_card
 from railbook.services.cancellation import expire_unpaid
 from railbook.services.payment import MockProvider, callback_payload
 from railbook.services.refund import apply_changes
+from tests.naming import station_code, train_code
 
 from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, register, unique
 
 _ids = itertools.count(1)
-_codes = itertools.count(int(unique()) % 9000)
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
     """Start both apps through ordinary fixture resolution (see tests/api/test_members.py)."""
-
-
-def _station_code() -> str:
-    n = next(_codes) + 26 * 26 * 3  # clear of the A.. codes other tests pick first
-    return "".join(LETTERS[(n // 26**k) % 26] for k in (2, 1, 0))
 
 
 def _day(offset: int) -> str:
@@ -53,11 +47,11 @@ async def make_train(
     for _ in range(3):
         name = f"站{unique()}"
         r = await client.post(
-            "/api/v1/admin/stations", json={"name": name, "code": _station_code()}, headers=admin
+            "/api/v1/admin/stations", json={"name": name, "code": station_code()}, headers=admin
         )
         assert r.status_code == 201, r.text
         names.append(name)
-    code = f"G{1000 + int(unique()) % 89000}"
+    code = train_code("G")
     train = {
         "code": code,
         "kind": "G",

@@ -4,12 +4,13 @@ with the timetable published and opened through the admin API."""
 from __future__ import annotations
 
 import datetime as dt
-import random
 import uuid
 from dataclasses import dataclass
 
 import httpx
 import pytest
+
+from tests.naming import station_code, train_code
 
 DAY = dt.date.today() + dt.timedelta(days=3)
 SEARCH = "/api/v1/trains/search"
@@ -25,9 +26,8 @@ class Line:
 
 
 async def _station(client: httpx.AsyncClient, headers: dict[str, str], name: str, city: str) -> str:
-    rng = random.Random()
     for _ in range(50):
-        code = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(3))
+        code = station_code()
         r = await client.post(
             "/api/v1/admin/stations", json={"name": name, "code": code, "city": city}, headers=headers
         )
@@ -44,8 +44,7 @@ async def publish_line(client: httpx.AsyncClient, headers: dict[str, str]) -> Li
     codes = [
         await _station(client, headers, n, city if i < 2 else f"镇{tag}{i}") for i, n in enumerate(names)
     ]
-    rng = random.Random()
-    fast, slow = f"G{rng.randrange(10_000, 99_999)}", f"D{rng.randrange(10_000, 99_999)}"
+    fast, slow = train_code("G"), train_code("D")
     trains = [
         {
             "code": fast,

@@ -27,6 +27,7 @@ from railbook.domain.seating import CarriageSpec, journey_mask
 from railbook.domain.timetable import StopSpec, TrainSpec
 from railbook.services import catalog, sales
 from railbook.workers.scheduler import LeaderLock, scheduler_tick
+from tests.naming import station_code, train_code
 
 # Beyond the sale window (and the scheduler running beside these tests), so only this test opens it.
 FAR = dt.date.today() + dt.timedelta(days=60)
@@ -58,7 +59,7 @@ async def container(store_settings: Settings) -> AsyncIterator[Container]:
 async def _station(c: Container, name: str) -> str:
     """A new station with a free telegraph code; returns the code."""
     for _ in range(50):
-        code = "".join(_rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(3))
+        code = station_code()
         try:
             async with c.sessionmaker() as session:
                 await catalog.create_station(session, name=name, code=code)
@@ -74,7 +75,7 @@ async def _train(c: Container) -> TrainSpec:
     names = [f"甲{tag}", f"乙{tag}", f"丙{tag}", f"丁{tag}"]
     codes = [await _station(c, n) for n in names]
     spec = TrainSpec(
-        code=f"G{_rng.randrange(10_000, 99_999)}",
+        code=train_code("G"),
         kind="G",
         stops=(
             StopSpec(names[0], None, "08:00", 0),
@@ -309,7 +310,7 @@ async def test_delete_and_replace_respect_open_days(container: Container) -> Non
 async def test_unknown_station_names_the_stop_and_writes_nothing(container: Container) -> None:
     spec = await _train(container)
     bad = TrainSpec(
-        f"G{_rng.randrange(100_000, 999_999) % 99_999 + 1}",
+        train_code("G"),
         "G",
         (spec.stops[0], StopSpec("无此站", "09:00", None, 100)),
         spec.carriages,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import random
 import shutil
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, jou
 from railbook.services.catalog import import_timetable
 from railbook.services.sales import ensure_day_loaded, open_sale_days
 from railbook.services.search import SearchQuery, SearchService
+from tests.naming import station_code, train_code
 
 DAY = dt.date.today() + dt.timedelta(days=2)
 
@@ -72,10 +72,9 @@ async def seed_network(container: Container, date: dt.date = DAY) -> Network:
     async with container.sessionmaker() as session:
         used_codes = set((await session.execute(select(Station.code))).scalars().all())
         used_trains = set((await session.execute(select(Train.code))).scalars().all())
-    rng = random.Random()
     codes: list[str] = []
     while len(codes) < 5:
-        code = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(3))
+        code = station_code()
         if code not in used_codes and code not in codes:
             codes.append(code)
     tag = uuid.uuid4().hex[:8]
@@ -87,9 +86,9 @@ async def seed_network(container: Container, date: dt.date = DAY) -> Network:
     ]
     train, night = "", ""
     while not train or train in used_trains:
-        train = f"G{rng.randrange(10_000, 99_999)}"
+        train = train_code("G")
     while not night or night in used_trains or night[1:] == train[1:]:
-        night = f"K{rng.randrange(10_000, 99_999)}"
+        night = train_code("K")
     g = {
         "code": train,
         "kind": "G",
