@@ -9,6 +9,9 @@
 -- (property tests compare them). Cost per call is a handful of redis.calls, never one per seat or
 -- per station pair: a one-passenger order is GETRANGE, BITPOS (one per candidate run, usually
 -- one), BITFIELD, SETRANGE, XADD.
+-- A one-passenger order without preference (most orders) takes an inlined fast path that creates
+-- no closures and almost no tables (here each costs about what a redis.call does); it must choose
+-- and write exactly what the general path would (the differential tests drive both).
 --
 -- Class key layout (one string per class, see allocator.py): 256-byte header (u16 n, u16 N, u8 L,
 -- 8 bytes letters, u8 ncar, ncar x (u16 carriage, u16 rows)); then H, T = n(n-1)/2 big-endian
@@ -46,6 +49,150 @@ local PX = 2 ^ x
 local PLEN = 2 ^ (y - x)
 
 local function fail(code, text) return {0, code, text} end
+
+-- Fast path: one passenger, no preference, the common order. The same checks, best fit and writes
+-- as the general path below, inlined so that it creates no closures and almost no tables (on this
+-- path a closure or table costs as much as a redis.call). Falls through when the class is absent.
+if nslots == 1 and np == 1 and ARGV[PA + 2] == '0' then
+  local key = KEYS[3]
+  local s = redis.call('GETRANGE', key, 0, FIRST_READ - 1)
+  if s ~= '' then
+    local byte = string.byte
+    local n, N, L = struct.unpack('>HHB', s)
+    local need = HDR + n * (n - 1)
+    if #s < need then s = s .. redis.call('GETRANGE', key, #s, need - 1) end
+    if y > n - 1 then return fail('BAD_JOURNEY', 'bad journey for this train') end
+    local n2 = 2 * n - 1
+    -- byte offset (1-based) of H cell (a, t) is HDR + 2 * tri(a, t) + 1
+    local sum = 0
+    for a = 0, x do
+      local o = HDR + 2 * (a * (n2 - a) / 2 + y - a - 1) + 1
+      local hi, lo = byte(s, o, o + 1)
+      sum = sum + hi * 256 + lo
+      if sum >= 1 then break end
+    end
+    if sum < 1 then return fail('SOLD_OUT', ARGV[CA + 1] .. ' sold out') end
+    -- best fit (see best_fit below): rows a = x down to 0, bisection on the row's drop below H[a][y]
+    local bestL, c1, cands = nil, nil, nil
+    for a = x, 0, -1 do
+      if bestL and y - a > bestL then break end
+      local rb = HDR + 2 * (a * (n2 - a) / 2 - a - 1) + 1 -- byte offset of cell (a, t) is rb + 2t
+      local hi, lo = byte(s, rb + 2 * y, rb + 2 * y + 1)
+      local top = hi * 256 + lo
+      if top > 0 then
+        local lo_, hi_ = y, n - 1
+        if bestL and a + bestL < hi_ then hi_ = a + bestL end
+        local below
+        if hi_ + 1 > n - 1 then
+          below = 0
+        else
+          local h1, l1 = byte(s, rb + 2 * (hi_ + 1), rb + 2 * (hi_ + 1) + 1)
+          below = h1 * 256 + l1
+        end
+        if below < top then
+          while lo_ < hi_ do
+            local mid = math.floor((lo_ + hi_) / 2)
+            local v = 0
+            if mid + 1 <= n - 1 then
+              local h1, l1 = byte(s, rb + 2 * (mid + 1), rb + 2 * (mid + 1) + 1)
+              v = h1 * 256 + l1
+            end
+            if v < top then hi_ = mid else lo_ = mid + 1 end
+          end
+          local len = lo_ - a
+          if not bestL or len < bestL then
+            bestL, c1, cands = len, a, nil
+          elseif cands then
+            cands[#cands + 1] = a
+          else
+            cands = {c1, a}
+          end
+        end
+      end
+    end
+    if not bestL then error('best_fit: run table inconsistent') end
+    local T = n * (n - 1) / 2
+    local moff = HDR + 2 * T
+    local W8 = 8 * math.ceil(N / 8)
+    local roff8 = 8 * (moff + 8 * N)
+    local seat, ra = nil, nil
+    local ncand = cands and #cands or 1
+    for j = 1, ncand do
+      local a = cands and cands[j] or c1
+      if not seat or seat > 0 then
+        local base = roff8 + W8 * (a * (n2 - a) / 2 + bestL - 1)
+        local p = redis.call('BITPOS', key, 1, base, base + (seat or N) - 1, 'BIT')
+        if p >= 0 then seat, ra = p - base, a end
+      end
+    end
+    if not seat then error('best_fit: run index inconsistent') end
+    local rb = ra + bestL
+    -- writes: one BITFIELD (mask, run bits), one SETRANGE over H rows ra and y (see below)
+    local function cell(a, b) return a * (n2 - a) / 2 + b - a - 1 end
+    local JM = 2 ^ y - 2 ^ x
+    if ra < x and y < rb then
+      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0, 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, 1,
+        'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, 1)
+    elseif ra < x then
+      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0, 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, 1)
+    elseif y < rb then
+      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0, 'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, 1)
+    else
+      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0)
+    end
+    -- H[ra][x+1..rb] - 1, and H[y][y+1..rb] + 1 when y < rb, with the bytes between copied
+    local p1 = HDR + 2 * cell(ra, x + 1) + 1
+    local p2 = HDR + 2 * cell(ra, rb) + 2
+    local v = {byte(s, p1, p2)}
+    for k = 1, #v, 2 do
+      local w = v[k] * 256 + v[k + 1] - 1
+      v[k], v[k + 1] = math.floor(w / 256), w % 256
+    end
+    local piece = string.char(unpack(v))
+    if y < rb then
+      local q1 = HDR + 2 * cell(y, y + 1) + 1
+      local q2 = HDR + 2 * cell(y, rb) + 2
+      local u = {byte(s, q1, q2)}
+      for k = 1, #u, 2 do
+        local w = u[k] * 256 + u[k + 1] + 1
+        u[k], u[k + 1] = math.floor(w / 256), w % 256
+      end
+      piece = piece .. string.sub(s, p2 + 1, q1 - 1) .. string.char(unpack(u))
+    end
+    redis.call('SETRANGE', key, p1 - 1, piece)
+    -- the seat's name from the carriage table
+    local first, name = 0, nil
+    for o = 15, 14 + 4 * byte(s, 14), 4 do
+      local cno, c2, r1, r2 = byte(s, o, o + 3)
+      local size = (r1 * 256 + r2) * L
+      if seat < first + size then
+        local off = seat - first
+        local li = off % L
+        name = string.format('%02d-%02d%s', cno * 256 + c2, math.floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
+        break
+      end
+      first = first + size
+    end
+    local epoch = string.match(string.sub(s, EPOCH_AT, EPOCH_AT + 15), '^[^%z]*')
+    if want_msg then
+      local args = {}
+      local mo = CA + nslots
+      for j = 1, 2 * nmsg do args[j] = ARGV[mo + j] end
+      local m = 2 * nmsg
+      args[m + 1] = 'order_id'; args[m + 2] = ARGV[3]
+      args[m + 3] = 'seats'
+      args[m + 4] = string.format('[{"position":0,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}]',
+        ARGV[CA + 1], seat, name)
+      args[m + 5] = 'epoch'; args[m + 6] = epoch
+      redis.call('XADD', KEYS[2], '*', unpack(args))
+    end
+    return {1, epoch, 0, 1, seat, name}
+  end
+end
 
 -- per class slot state
 local C = {}
