@@ -299,3 +299,30 @@ def test_unloaded_day_is_not_found_everywhere(env: Env) -> None:
                 assert e.value.code == "DAY_NOT_LOADED"
 
     env.loop.run_until_complete(scenario())
+
+
+@pytest.mark.parametrize("runs", [((1, 4), (0, 3)), ((0, 3), (1, 4))])
+def test_equal_best_fit_runs_go_to_the_lowest_seat(env: Env, runs: tuple[tuple[int, int], ...]) -> None:
+    """Two free runs of the same length contain the journey 1→3: every allocator picks the lower seat,
+    whichever of the two runs starts at the lower stop (the tie-break the policy names)."""
+    n = 5
+    carriages = (CarriageSpec(1, "second", 1),)
+    seats = {"second": class_seats(carriages, "second")}
+    full = journey_mask(0, n - 1)
+    masks = [full & ~journey_mask(a, b) for a, b in runs] + [full] * (len(seats["second"]) - len(runs))
+    request = AllocationRequest(1, 3, (PassengerSeatRequest("second"),))
+
+    async def scenario() -> None:
+        code = f"T{_run}{next(_codes)}"
+        layout = DayLayout(code, DATE, n, seats, {"second": masks})
+        domain = DayInventory.from_masks(n, seats, {"second": list(masks)})
+        expected = domain.allocate(request)
+        assert [a.seat_index for a in expected] == [0]
+        for alloc in (RedisAllocator(env.redis), InProcessAllocator()):
+            await alloc.load_day(layout)
+            got = await alloc.allocate(code, DATE, request, order_id=f"tie-{code}")
+            want = [(a.seat_index, a.seat_name) for a in expected]
+            assert [(a.seat_index, a.seat_name) for a in got] == want
+            await alloc.drop_day(code, DATE)
+
+    env.loop.run_until_complete(scenario())
