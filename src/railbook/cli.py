@@ -247,8 +247,8 @@ def bench_orders(
     seconds: float = typer.Option(10.0),
     concurrency: int = typer.Option(64),
     load_procs: int = typer.Option(2, help="Load-generating processes (apart from the server)."),
-    members: int = typer.Option(1500, help="Members in the crowd (3 passengers each)."),
-    seats: int = typer.Option(1000, help="Seats of the hot train-day."),
+    members: int = typer.Option(4000, help="Members in the crowd (3 passengers each)."),
+    seats: int = typer.Option(6000, help="Seats of the hot train-day (at most 40 carriages: 5,880)."),
     stops: int = typer.Option(8, help="Stops of the trains."),
 ) -> None:
     """A flash sale on one train-day: accepted/s and sold-out/s, committed/s, p50/p99, drain time,

@@ -47,17 +47,15 @@ class Principal:
 
 
 def issue_token(container: Container, member_id: int, role: str) -> tuple[str, int]:
-    """A signed access token and its lifetime in seconds."""
+    """A signed access token and its lifetime in seconds. It goes straight into this process's cache
+    of verified tokens: it was signed here, so its first request needs no signature check."""
     lifetime = container.settings.access_token_seconds
     now = dt.datetime.now(dt.UTC)
-    claims = {
-        "sub": str(member_id),
-        "role": role,
-        "iat": now,
-        "exp": now + dt.timedelta(seconds=lifetime),
-        "typ": "access",
-    }
-    return jwt.encode(claims, container.jwt_secret, algorithm=JWT_ALGORITHM), lifetime
+    expires = now + dt.timedelta(seconds=lifetime)
+    claims = {"sub": str(member_id), "role": role, "iat": now, "exp": expires, "typ": "access"}
+    token = jwt.encode(claims, container.jwt_secret, algorithm=JWT_ALGORITHM)
+    _remember_verified(container, token, int(expires.timestamp()), Principal(member_id, role))
+    return token, lifetime
 
 
 TOKEN_CACHE_SIZE = 50_000
@@ -80,10 +78,18 @@ def decode_token(container: Container, token: str) -> Principal:
         expires = float(claims["exp"])
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise Unauthorized("The access token is missing, invalid or expired.", code="UNAUTHORIZED") from exc
+    _remember_verified(container, token, expires, principal)
+    return principal
+
+
+def _remember_verified(container: Container, token: str, expires: float, principal: Principal) -> None:
+    parts = getattr(container, "parts", None)
+    if parts is None:  # a token issued outside a serving process (scripts, tools): nothing to cache
+        return
+    cache: dict[str, tuple[float, Principal]] = parts.setdefault("verified_tokens", {})
     if len(cache) >= TOKEN_CACHE_SIZE:
         cache.clear()
     cache[token] = (expires, principal)
-    return principal
 
 
 async def current_principal(request: Request, container: ContainerDep) -> Principal:

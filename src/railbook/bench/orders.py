@@ -234,6 +234,7 @@ async def _prepare(url: str, db_url: str, *, members: int, stops: int, seats: in
     from pwdlib.hashers.argon2 import Argon2Hasher
 
     from railbook.domain.identity import compose_id_card
+    from railbook.domain.timetable import MAX_CARRIAGES, MAX_ROWS
 
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
@@ -257,13 +258,14 @@ async def _prepare(url: str, db_url: str, *, members: int, stops: int, seats: in
             }
             for k, s in enumerate(stations)
         ]
-        # Hot train: one first-class carriage per eight, the rest second class (20 rows each).
-        second_rows, first_rows = 20 * 5, 20 * 4
+        # Hot train: one first-class carriage per eight, the rest second class (full-length carriages
+        # of MAX_ROWS rows), as many as asked up to the timetable's MAX_CARRIAGES (5,880 seats).
+        second_rows, first_rows = MAX_ROWS * 5, MAX_ROWS * 4
         n_first = max(1, seats // (8 * first_rows))
-        n_second = max(1, (seats - n_first * first_rows) // second_rows)
-        carriages = [{"carriage": c + 1, "seat_class": "first", "rows": 20} for c in range(n_first)]
+        n_second = max(1, min(MAX_CARRIAGES - n_first, (seats - n_first * first_rows) // second_rows))
+        carriages = [{"carriage": c + 1, "seat_class": "first", "rows": MAX_ROWS} for c in range(n_first)]
         carriages += [
-            {"carriage": n_first + c + 1, "seat_class": "second", "rows": 20} for c in range(n_second)
+            {"carriage": n_first + c + 1, "seat_class": "second", "rows": MAX_ROWS} for c in range(n_second)
         ]
         base = 7000 + tag % 2000
         hot: dict[str, Any] = {
@@ -595,9 +597,9 @@ def run(url: str | None, seconds: float, concurrency: int, **options: Any) -> No
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     procs = int(options.get("load_procs", 2))
-    members = int(options.get("members", 1500))
+    members = int(options.get("members", 4000))
     stops = int(options.get("stops", 8))
-    seats = int(options.get("seats", 1000))
+    seats = int(options.get("seats", 6000))
 
     def measure(site_url: str, db_url: str | None) -> None:
         if db_url is None:

@@ -1,9 +1,13 @@
 """Placing an order: validate, protect, take a sale token, then one atomic allocate-and-enqueue call.
 
-The accept path costs one indexed database query (the member's passengers, with a check for
-unpaid tickets of theirs on the same train-day) plus a few Redis round trips; train-day metadata
-(stops, station names and codes, prices) comes from a small in-process TTL cache. The order is
-written to the database later, in batches, by the order committer (``order_commit``).
+The accept path asks no database as a rule: the member's passengers come from a cache (in process,
+then Redis, filled from the database on a miss), and "this passenger already has a pending or unpaid
+order on this train-day" is answered by the duplicate markers in the admission script, kept from
+admission until the order is paid, cancelled or expired. Markers are trusted only where they were
+restored from the database since the last loss of Redis data; elsewhere the database answers (one
+indexed query). Train-day metadata (stops, station names and codes, prices) comes from a small
+in-process TTL cache. The order is written to the database later, in batches, by the order committer
+(``order_commit``).
 """
 
 from __future__ import annotations
@@ -48,14 +52,29 @@ TRAIN_DAY_TTL_SECONDS = 60.0
 MISSING_TRAIN_DAY_TTL_SECONDS = 1.0
 IDEMPOTENCY_TTL_SECONDS = 26 * 3600
 PENDING_RECORD_TTL_SECONDS = 24 * 3600
+# A committed order's markers outlive its pay deadline by this much (expiry deletes them on time;
+# this only bounds what a missed deletion can cost: refusals of a passenger who is free again).
+MARKER_MARGIN_SECONDS = 300
+
+
+class MarkersUnknown(Exception):
+    """The train-day's duplicate markers are not known to be complete (not restored since a loss of
+    Redis data): the caller asks the database and admits with ``checked=True``."""
+
+
+def marker_keep_seconds(settings: Settings) -> int:
+    """How long a committed, unpaid order's duplicate markers live: its pay deadline and a margin."""
+    return settings.pay_deadline_seconds + MARKER_MARGIN_SECONDS
 
 
 class OrderGuard(Protocol):
     """Protections of the accept path (Redis in distributed mode, memory when embedded).
 
-    Sale tokens bound the orders in flight per train-day; duplicate markers refuse a second
-    in-flight order for the same passenger; idempotency claims make a repeated request return
-    the first answer. Every ``take``/``claim`` has its undo, used when the order is refused.
+    Sale tokens bound the orders in flight per train-day; duplicate markers refuse a second order
+    for the same passenger while one is pending or unpaid (trusted once the day's markers were
+    restored from the database, see ``restore_day_markers``); idempotency claims make a repeated
+    request return the first answer. Every ``take``/``claim`` has its undo, used when the order is
+    refused.
     """
 
     async def check_rates(self, member_id: int, client_ip: str) -> None: ...
@@ -76,8 +95,11 @@ class OrderGuard(Protocol):
         passenger_ids: Sequence[int],
         order_id: str,
         tokens: int,
+        *,
+        checked: bool = False,
     ) -> None:
-        """Set the duplicate markers and take a sale token, atomically; Conflict/Unavailable if not."""
+        """Set the duplicate markers and take a sale token, atomically; Conflict/Unavailable if not;
+        MarkersUnknown (nothing changed) if the day's markers are not trusted and not ``checked``."""
         ...
 
     async def release(
@@ -102,6 +124,7 @@ class OrderGuard(Protocol):
         *,
         record: Mapping[str, Any],
         idempotency: tuple[str, str] | None,
+        checked: bool = False,
     ) -> str | None:
         """The accept path's protections in one step: claim the idempotency key (if any), set the
         duplicate markers, take a sale token and keep the pending record. Returns the existing claim's
@@ -119,6 +142,31 @@ class OrderGuard(Protocol):
     ) -> None:
         """Undo ``admit_order`` for an order the allocator refused: token, markers, record, key."""
         ...
+
+    async def restore_markers(
+        self, train_code: str, date: dt.date, holds: Sequence[tuple[str, int, int]], ttl_seconds: int
+    ) -> None:
+        """Set the markers (order, member, passenger) where none exists."""
+        ...
+
+    async def trust_markers(self, train_code: str, date: dt.date) -> None:
+        """The day's markers are complete: admissions may rely on them alone."""
+        ...
+
+    async def lookup(
+        self, member_id: int, passenger_ids: Sequence[int], train_code: str, date: dt.date
+    ) -> tuple[dict[int, str] | None, str, bool]:
+        """Cached names of these passengers (None unless all are cached), the member's passenger
+        generation, and whether the day's markers are trusted; one round trip."""
+        ...
+
+    async def passengers_generation(self, member_id: int) -> str:
+        """Read before the database, passed to ``cache_passengers``: a change in between voids the fill."""
+        ...
+
+    async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None: ...
+
+    async def forget_passengers(self, member_id: int) -> None: ...
 
     async def remember_pending(self, record: Mapping[str, Any]) -> None: ...
 
@@ -375,27 +423,20 @@ def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, in
 # The member's passengers, read once and remembered briefly.
 
 PASSENGER_CACHE_SECONDS = 10.0
-# A passenger found free of unpaid tickets on a train-day is trusted as free for this long without
-# asking the database again. Safe because it is shorter than the time the duplicate marker of any
-# order accepted since lingers after its commit (``workers.order_worker.MARKER_LINGER_S``, 5 s): an
-# order for that passenger accepted after the read is refused by its marker until the database
-# shows its unpaid tickets.
-FREE_PASSENGER_SECONDS = 2.0
 CACHE_BOUND = 100_000
 
 
 @dataclass
 class MemberCache:
-    """Per process: the member's passengers (id → name) and passengers recently seen free on a day.
+    """Per process: the member's passengers (id → name), remembered briefly.
 
-    Only facts that can go stale harmlessly are kept: a passenger added since is looked up at once
-    (a miss reads the database); one deleted since may still be booked for ``PASSENGER_CACHE_SECONDS``
-    (the ticket then names a passenger the member removed, as it would had the order come a moment
-    earlier); "free" is trusted only as explained at ``FREE_PASSENGER_SECONDS``.
+    Only a fact that can go stale harmlessly is kept: a passenger added since is looked up at once
+    (a miss asks the shared cache, then the database); one deleted since may still be booked for
+    ``PASSENGER_CACHE_SECONDS`` (the ticket then names a passenger the member removed, as it would
+    had the order come a moment earlier).
     """
 
     passengers: dict[int, tuple[float, dict[int, str]]] = field(default_factory=dict)
-    free: dict[tuple[int, int, int], float] = field(default_factory=dict)
 
     def names(self, member_id: int, ids: Sequence[int], now: float) -> dict[int, str] | None:
         hit = self.passengers.get(member_id)
@@ -403,23 +444,12 @@ class MemberCache:
             return None
         return hit[1]
 
-    def all_free(self, member_id: int, daily_train_id: int, ids: Sequence[int], now: float) -> bool:
-        free = self.free
-        return all(free.get((member_id, daily_train_id, pid), 0.0) > now for pid in ids)
-
-    def remember(
-        self, member_id: int, daily_train_id: int, rows: Sequence[tuple[int, str, bool]], now: float
-    ) -> None:
+    def remember(self, member_id: int, found: Mapping[int, str], now: float) -> None:
         if len(self.passengers) > CACHE_BOUND:
             self.passengers.clear()
-        if len(self.free) > CACHE_BOUND:
-            self.free.clear()
         held = self.passengers.get(member_id)
         names = dict(held[1]) if held is not None and held[0] > now else {}
-        for pid, name, busy in rows:
-            names[pid] = name
-            if not busy:
-                self.free[(member_id, daily_train_id, pid)] = now + FREE_PASSENGER_SECONDS
+        names.update(found)
         self.passengers[member_id] = (now + PASSENGER_CACHE_SECONDS, names)
 
 
@@ -633,13 +663,15 @@ async def place_order(
     client_ip: str = "",
 ) -> Accepted:
     """Accept an order into the train-day's queue (202), or refuse it at once; nothing is written to
-    the database here. Invariants: a sale token and the duplicate markers are held exactly while the
-    order is in flight (given back on every refusal, and by the committer once the order is final);
-    the seats and the queue message exist together or not at all (one allocator call).
+    the database here. Invariants: a sale token is held exactly while the order is in flight, its
+    duplicate markers while it is pending or unpaid (both given back on every refusal; the token by
+    the committer, the markers by payment, cancellation, expiry or a failed commit); the seats and
+    the queue message exist together or not at all (one allocator call).
 
-    Cost of an accepted order: at most one database statement (none when the member's passengers
-    were read in the last seconds), one Redis round trip for all protections and the pending record,
-    and the allocator call."""
+    Cost of an accepted order: no database statement once the member's passengers are cached and the
+    day's markers trusted; one lookup round trip (none when this process saw the passengers in the
+    last seconds), one Redis round trip for all protections and the pending record, and the
+    allocator call."""
     n = len(request.passengers)
     if not 1 <= n <= MAX_PASSENGERS:
         raise InvalidInput(
@@ -670,41 +702,180 @@ async def place_order(
                 },
             )
 
+    async with _accept_slots(container):
+        return await _admit_and_enqueue(container, guard, day, member_id, request, i, j, idempotency_key)
+
+
+# Orders between validation and their answer, per process. Each holds at most one Redis connection
+# at a time; the bound keeps a crowd of concurrent requests below the client's connection pool
+# (which refuses, rather than waits, past its size) with room to spare for everything else.
+ACCEPT_SLOTS = 128
+
+
+def _accept_slots(container: OrderContext) -> asyncio.Semaphore:
+    slots = container.parts.get("accept_slots")
+    if slots is None:
+        slots = container.parts["accept_slots"] = asyncio.Semaphore(ACCEPT_SLOTS)
+    assert isinstance(slots, asyncio.Semaphore)
+    return slots
+
+
+async def _admit_and_enqueue(
+    container: OrderContext,
+    guard: OrderGuard,
+    day: TrainDay,
+    member_id: int,
+    request: OrderRequest,
+    i: int,
+    j: int,
+    idempotency_key: str | None,
+) -> Accepted:
+    """The protections, the duplicate check and the allocation of a validated order."""
+    ids = [p.passenger_id for p in request.passengers]
     request_hash = request.digest()
     cache = member_cache(container)
     now = time.monotonic()
     names = cache.names(member_id, ids, now)
-    # Known passengers of this member and no key to answer for: a likely sold-out is settled before
-    # the database read (it then wins over an unpaid order of theirs, both being immediate refusals).
+    generation: str | None = None  # set when the shared cache was asked: a fill must match it
+    trusted: bool | None = None  # the day's markers: None when not asked (admission tells)
+    if names is None and not idempotency_key:
+        names, generation, trusted = await guard.lookup(member_id, ids, day.train_code, day.date)
+        if names is not None:
+            cache.remember(member_id, names, now)
+    # Known passengers and no key to answer for: a likely sold-out is settled before any database
+    # read (it then wins over an unpaid order of theirs, both being immediate refusals).
     early = names is not None and not idempotency_key
     if early:
         await _refuse_if_sold_out(container, day, request, i, j)
-    busy = False
-    if names is None or idempotency_key or not cache.all_free(member_id, day.daily_train_id, ids, now):
+    checked = False
+    if names is None or idempotency_key or trusted is False:
         rows, known = await _read_passengers(container, member_id, day.daily_train_id, ids, idempotency_key)
-        cache.remember(member_id, day.daily_train_id, rows, now)
         found = {pid: name for pid, name, _ in rows}
         missing = [pid for pid in ids if pid not in found]
         if missing:
             raise NotFound(
                 "Passenger not found.", code="PASSENGER_NOT_FOUND", details={"passenger_ids": missing}
             )
+        cache.remember(member_id, found, now)
+        if generation is not None:
+            await guard.cache_passengers(member_id, generation, found)
         if known is not None:  # the system of record knows this key (e.g. after a loss of the cache)
             order_id, _, first_hash = known.partition(" ")
             return _accepted_from_claim(json.dumps({"order_id": order_id, "hash": first_hash}), request_hash)
         names = found
-        busy = any(b for _, _, b in rows)
-    if busy:
-        raise Conflict(
-            "One of these passengers already has an unpaid order for this train and date.",
-            code="DUPLICATE_ORDER",
-        )
+        if trusted is False:
+            await restore_day_markers(container, day)
+        _refuse_if_busy(rows)
+        checked = True
     if not early:
         await _refuse_if_sold_out(container, day, request, i, j)
     order_id = issue_order_id(container.jwt_secret, member_id)
-    return await _enqueue(
-        container, guard, day, member_id, request, i, j, names, order_id, idempotency_key, request_hash
-    )
+    args = (container, guard, day, member_id, request, i, j, names, order_id, idempotency_key, request_hash)
+    try:
+        return await _enqueue(*args, checked=checked)
+    except MarkersUnknown:
+        # The day's markers are not trusted (never restored here, or lost with Redis data): the
+        # database answers for this order, and the markers are restored for the next ones.
+        rows, _ = await _read_passengers(container, member_id, day.daily_train_id, ids, None)
+        await restore_day_markers(container, day)
+        _refuse_if_busy(rows)
+        return await _enqueue(*args, checked=True)
+
+
+def _refuse_if_busy(rows: Sequence[tuple[int, str, bool]]) -> None:
+    if any(busy for _, _, busy in rows):
+        raise Conflict(
+            "One of these passengers already has a pending or unpaid order for this train and date.",
+            code="DUPLICATE_ORDER",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Duplicate markers beyond the queue: restored from the database, deleted when an order is final.
+
+
+async def restore_day_markers(container: OrderContext, day: TrainDay) -> None:
+    """Set the markers of every unpaid order of the train-day, then trust the day's markers.
+
+    Once per train-day and process at a time (concurrent requests meanwhile ask the database). An
+    order committed after the read had its markers set by its own admission. An order paid or
+    cancelled meanwhile may have deleted its marker before it was set again here: the unpaid
+    tickets are read again after the markers are set, and the markers of orders no longer unpaid are
+    deleted (a payment committed after that read deletes its marker itself, after its commit)."""
+    running: set[tuple[str, dt.date]] = container.parts.setdefault("marker_restores", set())
+    key = (day.train_code, day.date)
+    if key in running:
+        return
+    running.add(key)
+    try:
+        guard = order_guard(container)
+        unpaid = Ticket.status == TicketStatus.UNPAID.value
+        async with container.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(Ticket.order_id, Ticket.member_id, Ticket.passenger_id).where(
+                        Ticket.daily_train_id == day.daily_train_id, unpaid
+                    )
+                )
+            ).all()
+        holds = [(str(o), int(m), int(p)) for o, m, p in rows]
+        await guard.restore_markers(day.train_code, day.date, holds, marker_keep_seconds(container.settings))
+        orders = sorted({o for o, _, _ in holds})
+        still: set[str] = set()
+        async with container.sessionmaker() as session:
+            for start in range(0, len(orders), 1000):
+                chunk = orders[start : start + 1000]
+                still.update(
+                    (
+                        await session.execute(
+                            select(Ticket.order_id).where(Ticket.order_id.in_(chunk), unpaid).distinct()
+                        )
+                    ).scalars()
+                )
+        gone: dict[str, tuple[int, list[int]]] = {}
+        for o, m, p in holds:
+            if o not in still:
+                gone.setdefault(o, (m, []))[1].append(p)
+        await guard.release(day.train_code, day.date, [(o, m, ps) for o, (m, ps) in gone.items()])
+        await guard.trust_markers(day.train_code, day.date)
+        log.info("duplicate_markers_restored", train_code=day.train_code, date=str(day.date), n=len(holds))
+    finally:
+        running.discard(key)
+
+
+async def forget_markers(
+    container: OrderContext, finished: Sequence[tuple[str, dt.date, str, int, Sequence[int]]]
+) -> None:
+    """Delete the duplicate markers of orders that are no longer pending or unpaid (paid, cancelled,
+    expired): (train code, date, order id, member, passenger ids). Best effort after the commit: a
+    marker left behind expires with its pay deadline and margin (``marker_keep_seconds``)."""
+    by_day: dict[tuple[str, dt.date], list[tuple[str, int, Sequence[int]]]] = {}
+    for code, date, order_id, member_id, pids in finished:
+        by_day.setdefault((code, date), []).append((order_id, member_id, pids))
+    try:
+        guard = order_guard(container)
+        for (code, date), orders in by_day.items():
+            await guard.release(code, date, orders)
+    except Exception as exc:
+        log.warning("duplicate_markers_not_cleared", error=repr(exc)[:200], orders=len(finished))
+
+
+async def forget_order_markers(container: OrderContext, order_ids: Sequence[str]) -> None:
+    """``forget_markers`` for these orders, read from the database."""
+    if not order_ids:
+        return
+    async with container.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(Order.id, Order.train_code, Order.service_date, Order.member_id, Ticket.passenger_id)
+                .join(Ticket, Ticket.order_id == Order.id)
+                .where(Order.id.in_(list(order_ids)))
+            )
+        ).all()
+    orders: dict[str, tuple[str, dt.date, int, list[int]]] = {}
+    for oid, code, date, member_id, pid in rows:
+        orders.setdefault(str(oid), (str(code), date, int(member_id), []))[3].append(int(pid))
+    await forget_markers(container, [(c, d, o, m, ps) for o, (c, d, m, ps) in orders.items()])
 
 
 async def _enqueue(
@@ -719,6 +890,8 @@ async def _enqueue(
     order_id: str,
     idempotency_key: str | None,
     request_hash: str,
+    *,
+    checked: bool,
 ) -> Accepted:
     ids = [p.passenger_id for p in request.passengers]
     created_at = dt.datetime.now(dt.UTC)
@@ -756,6 +929,7 @@ async def _enqueue(
         container.settings.sale_tokens_per_train_day,
         record={**payload, "status": "PENDING"},
         idempotency=(idempotency_key, request_hash) if idempotency_key else None,
+        checked=checked,
     )
     if claim is not None:
         return _accepted_from_claim(claim, request_hash)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from railbook.adapters.db.models import Order, Outbox, Ticket
 from railbook.domain.errors import Conflict
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus, transition
-from railbook.services.booking import OrderContext
+from railbook.services.booking import OrderContext, forget_markers
 from railbook.services.payment import lock_order, utcnow
 from railbook.services.ports import HeldSeat
 from railbook.services.sales import order_release_id
@@ -110,6 +110,21 @@ async def release_orders(container: OrderContext, order_ids: list[str]) -> int:
         by_order[t.order_id].append(t)
     done: list[str] = []
     days: set[tuple[str, dt.date]] = set()
+    # Cancelled: the passengers may be booked on the train-day again (their markers go first).
+    cancelled = [o for o in orders if o.status == OrderStatus.CANCEL]
+    await forget_markers(
+        container,
+        [
+            (
+                o.train_code,
+                o.service_date,
+                o.id,
+                o.member_id,
+                [t.passenger_id for t in by_order.get(o.id, [])],
+            )
+            for o in cancelled
+        ],
+    )
     for order in orders:
         if order.status != OrderStatus.CANCEL:
             continue

@@ -160,6 +160,8 @@ async def authenticate(container: MemberContext, *, mobile: str, password: str) 
             member = await session.get(Member, row.id)
             if member is not None:
                 member.password_hash = updated
+    if row.role == "member":
+        await _warm_cached_passengers(container, row.id)
     return row.id, row.role
 
 
@@ -227,11 +229,54 @@ async def list_passengers(container: MemberContext, member_id: int) -> list[Pass
 
 async def delete_passenger(container: MemberContext, member_id: int, passenger_id: int) -> None:
     """Remove one of the member's passengers; someone else's (or none) is 404, as if it did not exist."""
+    # The order path's cache of the member's passengers is dropped before (a fill racing with this
+    # delete is then refused) and again after the commit (a fill that read the row just before it).
+    await _forget_cached_passengers(container, member_id)
     async with container.sessionmaker() as session, session.begin():
         passenger = await session.get(Passenger, passenger_id)
         if passenger is None or passenger.member_id != member_id:
             raise NotFound("No such passenger.", code="PASSENGER_NOT_FOUND")
         await session.delete(passenger)
+    try:
+        await _forget_cached_passengers(container, member_id)
+    except Exception as exc:
+        log.warning("passenger_cache_not_cleared", member_id=member_id, error=repr(exc)[:200])
+
+
+async def _warm_cached_passengers(
+    container: MemberContext, member_id: int, rows: list[Passenger] | None = None
+) -> None:
+    """Fill the order path's cache of the member's passengers (a member who logs in
+    is about to order), so the order needs no database read. Best effort: a miss reads later."""
+    guard = container.parts.get("protection")
+    if guard is None:
+        return
+    try:
+        generation = await guard.passengers_generation(member_id)
+        if rows is None:
+            async with container.sessionmaker() as session:
+                found = dict(
+                    (
+                        await session.execute(
+                            select(Passenger.id, Passenger.name).where(Passenger.member_id == member_id)
+                        )
+                    )
+                    .tuples()
+                    .all()
+                )
+        else:
+            found = {p.id: p.name for p in rows}
+        if found:
+            await guard.cache_passengers(member_id, generation, found)
+    except Exception as exc:
+        log.warning("passenger_cache_not_filled", member_id=member_id, error=repr(exc)[:200])
+
+
+async def _forget_cached_passengers(container: MemberContext, member_id: int) -> None:
+    """The member's passenger list changed: the order path's shared cache of it must not answer."""
+    guard = container.parts.get("protection")
+    if guard is not None:
+        await guard.forget_passengers(member_id)
 
 
 async def _ensure_account(

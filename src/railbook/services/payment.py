@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from railbook.adapters.db.models import Order, Outbox, Payment, Ticket
 from railbook.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
-from railbook.services.booking import OrderContext
+from railbook.services.booking import OrderContext, forget_order_markers
 
 log = structlog.get_logger(__name__)
 
@@ -228,6 +228,8 @@ async def pay_order(
         )
         await _mark_paid(session, order, charge, idempotency_key=idempotency_key, now=now)
     log.info("order_paid", order_id=order_id, amount_fen=charge.amount_fen)
+    # Paid: no longer "pending or unpaid", so the passenger may be booked on this train-day again.
+    await forget_order_markers(container, [order_id])
     return order_id
 
 
@@ -290,6 +292,7 @@ async def apply_callback(
         # A concurrent delivery of the same notice won the unique (provider, provider_ref).
         return CallbackResult(order_id, applied=False)
     log.info("payment_callback_applied", order_id=order_id, provider_ref=provider_ref)
+    await forget_order_markers(container, [order_id])
     return CallbackResult(order_id, applied=True)
 
 

@@ -24,7 +24,14 @@ from railbook.adapters.db.models import DailyTrainStop, Order, Outbox, Payment, 
 from railbook.domain.errors import Conflict, NotFound
 from railbook.domain.fees import RefundQuote, departure_at, refund_quote
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
-from railbook.services.booking import Accepted, OrderContext, OrderRequest, PassengerChoice, place_order
+from railbook.services.booking import (
+    Accepted,
+    OrderContext,
+    OrderRequest,
+    PassengerChoice,
+    forget_order_markers,
+    place_order,
+)
 from railbook.services.cancellation import after_release, cancel_rows, release_orders
 from railbook.services.payment import SUCCEEDED, lock_order, payment_provider, utcnow
 from railbook.services.ports import HeldSeat
@@ -322,6 +329,13 @@ async def apply_changes(container: OrderContext, *, now: dt.datetime | None = No
         if kind == "changed":
             applied += 1
             await release_tickets(container, [target])
+            # The new order was paid with the old fare: its markers go as a payment's do.
+            async with container.sessionmaker() as session:
+                new_order = await session.scalar(
+                    select(TicketChange.new_order_id).where(TicketChange.id == change_id)
+                )
+            if new_order:
+                await forget_order_markers(container, [new_order])
         elif kind == "cancelled":
             await release_orders(container, [target])
     return applied

@@ -20,7 +20,7 @@ import structlog
 
 from railbook.api.errors import is_store_outage
 from railbook.bootstrap import Container
-from railbook.services.booking import order_guard
+from railbook.services.booking import marker_keep_seconds, order_guard
 from railbook.services.order_commit import CommitOutcome, OrderMessage, commit_batch, parse_message
 
 log = structlog.get_logger(__name__)
@@ -29,9 +29,6 @@ CLAIM_EVERY_S = 5.0
 DEFAULT_CLAIM_IDLE_MS = 30_000
 # A consumer that has not read for this long is taken for dead and its pending messages are claimed.
 GONE_AFTER_MS = 5_000
-# After commit the database answers the duplicate check; the marker lingers a little to cover
-# requests that read the database just before the commit.
-MARKER_LINGER_S = 5
 
 
 def default_consumer_name() -> str:
@@ -39,7 +36,10 @@ def default_consumer_name() -> str:
 
 
 async def _settle(container: Container, outcome: CommitOutcome) -> None:
-    """Give back sale tokens, clear duplicate markers and pending records of finished orders."""
+    """Give back sale tokens and drop pending records of finished orders. Duplicate markers of failed
+    orders are cleared; those of committed (unpaid) orders are kept until the pay deadline and a
+    margin, so the accept path refuses a second order for the passenger without asking the
+    database; payment, cancellation and expiry delete them (``booking.forget_markers``)."""
     guard = order_guard(container)
     Finished = list[tuple[str, int, Sequence[int]]]
     by_day: dict[tuple[str, dt.date], tuple[Finished, Finished]] = {}
@@ -47,7 +47,7 @@ async def _settle(container: Container, outcome: CommitOutcome) -> None:
         entry = by_day.setdefault((m.train_code, m.date), ([], []))
         entry[0 if ok else 1].append((m.order_id, m.member_id, m.passenger_ids))
     for (code, day), (done, failed) in by_day.items():
-        await guard.release(code, day, done, keep_markers_seconds=MARKER_LINGER_S)
+        await guard.release(code, day, done, keep_markers_seconds=marker_keep_seconds(container.settings))
         await guard.release(code, day, failed)
     await guard.forget_pending([(m.order_id, m.member_id) for m in outcome.committed + outcome.failed])
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
-from railbook.services.booking import IDEMPOTENCY_TTL_SECONDS, PENDING_RECORD_TTL_SECONDS
+from railbook.services.booking import IDEMPOTENCY_TTL_SECONDS, PENDING_RECORD_TTL_SECONDS, MarkersUnknown
 
 QueueItem = tuple[str, dt.date, dict[str, str]]
 
@@ -79,6 +79,8 @@ class MemoryOrderGuard:
     windows: dict[str, tuple[int, int]] = field(default_factory=dict)
     idempotency: dict[str, _Expiring] = field(default_factory=dict)
     markers: dict[str, _Expiring] = field(default_factory=dict)
+    # Train-days whose markers were restored from the database in this process (see ADMIT_LUA).
+    trusted_days: set[str] = field(default_factory=set)
     tokens: dict[str, dict[str, float]] = field(default_factory=dict)
     records: OrderedDict[str, _Expiring] = field(default_factory=OrderedDict)
     member_pending: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -122,15 +124,19 @@ class MemoryOrderGuard:
         passenger_ids: Sequence[int],
         order_id: str,
         tokens: int,
+        *,
+        checked: bool = False,
     ) -> None:
         now = time.monotonic()
         day = f"{train_code}:{date}"
+        if not checked and day not in self.trusted_days:
+            raise MarkersUnknown()
         names = [f"{day}:{member_id}:{p}" for p in passenger_ids]
         for name in names:
             held = self.markers.get(name)
             if held is not None and held.expires > now:
                 raise Conflict(
-                    "One of these passengers already has an order in flight for this train and date.",
+                    "One of these passengers already has a pending or unpaid order for this train and date.",
                     code="DUPLICATE_ORDER",
                 )
         taken = self.tokens.setdefault(day, {})
@@ -151,6 +157,7 @@ class MemoryOrderGuard:
         *,
         record: Mapping[str, Any],
         idempotency: tuple[str, str] | None,
+        checked: bool = False,
     ) -> str | None:
         """Claim, admission and record with no await in between: atomic on the event loop."""
         if idempotency is not None:
@@ -158,7 +165,7 @@ class MemoryOrderGuard:
             if claim is not None:
                 return claim
         try:
-            await self.admit(train_code, date, member_id, passenger_ids, order_id, tokens)
+            await self.admit(train_code, date, member_id, passenger_ids, order_id, tokens, checked=checked)
         except BaseException:
             if idempotency is not None:
                 await self.drop_idempotency(member_id, idempotency[0])
@@ -201,6 +208,34 @@ class MemoryOrderGuard:
                         held.expires = now + keep_markers_seconds
                     else:
                         del self.markers[name]
+
+    async def restore_markers(
+        self, train_code: str, date: dt.date, holds: Sequence[tuple[str, int, int]], ttl_seconds: int
+    ) -> None:
+        now = time.monotonic()
+        for order_id, member_id, passenger_id in holds:
+            name = f"{train_code}:{date}:{member_id}:{passenger_id}"
+            held = self.markers.get(name)
+            if held is None or held.expires <= now:
+                self.markers[name] = _Expiring(order_id, now + ttl_seconds)
+
+    async def trust_markers(self, train_code: str, date: dt.date) -> None:
+        self.trusted_days.add(f"{train_code}:{date}")
+
+    async def lookup(
+        self, member_id: int, passenger_ids: Sequence[int], train_code: str, date: dt.date
+    ) -> tuple[dict[int, str] | None, str, bool]:
+        """No shared passenger cache here (the database is in process): names always come from it."""
+        return None, "", f"{train_code}:{date}" in self.trusted_days
+
+    async def passengers_generation(self, member_id: int) -> str:
+        return ""
+
+    async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None:
+        return None
+
+    async def forget_passengers(self, member_id: int) -> None:
+        return None
 
     async def remember_pending(self, record: Mapping[str, Any]) -> None:
         order_id = str(record["order_id"])

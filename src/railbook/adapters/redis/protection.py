@@ -16,12 +16,15 @@ from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
 from railbook.services.booking import (
     IDEMPOTENCY_TTL_SECONDS,
     PENDING_RECORD_TTL_SECONDS,
+    MarkersUnknown,
     idempotency_hash_token,
 )
 
 # Stale sale tokens (an API process died between taking one and allocating) expire after this.
 TOKEN_STALE_SECONDS = 600
 MARKER_TTL_SECONDS = 24 * 3600
+MARKERS_VALID_TTL_SECONDS = 7 * 24 * 3600
+PASSENGERS_TTL_SECONDS = 24 * 3600
 STREAM_REGISTER_SECONDS = 5.0
 
 
@@ -32,22 +35,41 @@ def _tag(train_code: str, date: dt.date | str) -> str:
 # Admission of one order on a train-day, atomic in one slot (all keys carry the day's hash tag).
 #
 # Invariant: either every duplicate marker of the order is set AND one sale token is taken (a member
-# of the tokens zset, scored by time), or nothing changes. Markers exist while an order of that
-# member for that passenger is in flight, so a second concurrent order for the same passenger is
-# refused; the tokens zset never holds more than ARGV[3] orders, which bounds the queue per
-# train-day. Tokens older than ARGV[5] seconds are dropped first (their order never got queued).
-# KEYS: 1 tokens zset, 2.. duplicate markers.  ARGV: 1 order id, 2 now, 3 limit, 4 marker ttl, 5 stale.
+# of the tokens zset, scored by time), or nothing changes. A marker exists while an order of that
+# member for that passenger is in flight or committed and unpaid (the committer keeps it until the
+# pay deadline, payment and cancellation delete it), so a second order for the same passenger is
+# refused here without asking the database. The markers of a day are trusted only while the day's
+# "markers valid" flag exists (KEYS[2]): it is set once the markers of every unpaid order of the day
+# were restored from the database, and a loss of Redis data loses it with the markers; without it
+# the script changes nothing and returns -3 (the caller asks the database, then admits with ARGV[6]
+# = 1). The tokens zset never holds more than ARGV[3] orders, which bounds the queue per train-day.
+# Tokens older than ARGV[5] seconds are dropped first (their order never got queued).
+# KEYS: 1 tokens zset, 2 markers-valid flag, 3.. duplicate markers.
+# ARGV: 1 order id, 2 now, 3 limit, 4 marker ttl, 5 stale, 6 checked against the database (0/1).
 ADMIT_LUA = """
-for k = 2, #KEYS do
+if ARGV[6] ~= '1' and redis.call('EXISTS', KEYS[2]) == 0 then return -3 end
+for k = 3, #KEYS do
   if redis.call('EXISTS', KEYS[k]) == 1 then return -1 end
 end
 local now = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[5]))
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return -2 end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-for k = 2, #KEYS do
+for k = 3, #KEYS do
   redis.call('SET', KEYS[k], ARGV[1], 'EX', tonumber(ARGV[4]))
 end
+return 1
+"""
+
+# The member's passengers (id → name), cached for the accept path. A fill writes the hash only if
+# the member's passenger generation is still the one read before the database was asked: an add or
+# delete (which bumps the generation and deletes the hash) between the read and the fill makes the
+# fill a no-op, so the hash never holds an entry older than the last change.
+# KEYS: 1 hash, 2 generation.  ARGV: 1 expected generation ('' for none), 2 ttl, then id, name pairs.
+FILL_PASSENGERS_LUA = """
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+for k = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[k], ARGV[k + 1]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
 
@@ -74,6 +96,18 @@ def marker_key(train_code: str, date: dt.date | str, member_id: int, passenger_i
     return f"{_tag(train_code, date)}:dup:{member_id}:{passenger_id}"
 
 
+def markers_valid_key(train_code: str, date: dt.date | str) -> str:
+    return f"{_tag(train_code, date)}:dupok"
+
+
+def passengers_key(member_id: int) -> str:
+    return f"member:{member_id}:passengers"
+
+
+def passengers_generation_key(member_id: int) -> str:
+    return f"member:{member_id}:passengers:gen"
+
+
 def stream_key(train_code: str, date: dt.date | str) -> str:
     """The train-day's order stream (named by the allocator, which appends to it)."""
     return order_stream_key(train_code, date if isinstance(date, dt.date) else dt.date.fromisoformat(date))
@@ -96,6 +130,7 @@ class RedisOrderGuard:
         self.group = group
         self._admit = redis.register_script(ADMIT_LUA)
         self._release = redis.register_script(RELEASE_LUA)
+        self._fill = redis.register_script(FILL_PASSENGERS_LUA)
         # Streams registered in ``order:streams`` lately (stream key → monotonic time): one SADD per
         # stream every few seconds instead of one per order. Safe after a loss of Redis: the set is
         # written again within STREAM_REGISTER_SECONDS, and the committers also SCAN for streams.
@@ -140,22 +175,19 @@ class RedisOrderGuard:
         passenger_ids: Sequence[int],
         order_id: str,
         tokens: int,
+        *,
+        checked: bool = False,
     ) -> None:
-        keys = [tokens_key(train_code, date)] + [
+        keys = self._admission_keys(train_code, date, member_id, passenger_ids)
+        args = [order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS, int(checked)]
+        _raise_refusal(int(await self._admit(keys=keys, args=args)))
+
+    def _admission_keys(
+        self, train_code: str, date: dt.date, member_id: int, passenger_ids: Sequence[int]
+    ) -> list[str]:
+        return [tokens_key(train_code, date), markers_valid_key(train_code, date)] + [
             marker_key(train_code, date, member_id, p) for p in passenger_ids
         ]
-        result = int(
-            await self._admit(
-                keys=keys, args=[order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS]
-            )
-        )
-        if result == -1:
-            raise Conflict(
-                "One of these passengers already has an order in flight for this train and date.",
-                code="DUPLICATE_ORDER",
-            )
-        if result == -2:
-            raise Unavailable("This train-day is busy; retry shortly.", code="SALE_BUSY", retry_after=2)
 
     async def admit_order(
         self,
@@ -168,15 +200,14 @@ class RedisOrderGuard:
         *,
         record: Mapping[str, Any],
         idempotency: tuple[str, str] | None,
+        checked: bool = False,
     ) -> str | None:
         """One round trip (a pipeline, so each key keeps its own slot on Redis Cluster): the key claim,
         the admission script, and the pending record. A refused admission takes the record back; a
         key claimed before wins over everything, and what this call set is undone."""
-        keys = [tokens_key(train_code, date)] + [
-            marker_key(train_code, date, member_id, p) for p in passenger_ids
-        ]
+        keys = self._admission_keys(train_code, date, member_id, passenger_ids)
         idem_key = self._idem_key(member_id, idempotency[0]) if idempotency else None
-        args = [order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS]
+        args = [order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS, int(checked)]
         if idem_key is None:
             replies = await self._admit_plain(keys, args, record)
         else:
@@ -202,13 +233,7 @@ class RedisOrderGuard:
                 idempotency[0] if idempotency else None,
                 admitted=False,
             )
-        if result == -1:
-            raise Conflict(
-                "One of these passengers already has an order in flight for this train and date.",
-                code="DUPLICATE_ORDER",
-            )
-        if result == -2:
-            raise Unavailable("This train-day is busy; retry shortly.", code="SALE_BUSY", retry_after=2)
+        _raise_refusal(result)
         return None
 
     async def _admit_plain(self, keys: list[str], args: list[Any], record: Mapping[str, Any]) -> list[Any]:
@@ -281,6 +306,55 @@ class RedisOrderGuard:
             await self._release(keys=keys, args=[order_id, keep_markers_seconds], client=pipe)
         await pipe.execute()
 
+    async def restore_markers(
+        self, train_code: str, date: dt.date, holds: Sequence[tuple[str, int, int]], ttl_seconds: int
+    ) -> None:
+        """Set the markers of unpaid orders read from the database (order, member, passenger), where
+        no marker exists yet."""
+        for start in range(0, len(holds), 1000):
+            pipe = self.redis.pipeline(transaction=False)
+            for order_id, member_id, passenger_id in holds[start : start + 1000]:
+                pipe.set(
+                    marker_key(train_code, date, member_id, passenger_id), order_id, nx=True, ex=ttl_seconds
+                )
+            await pipe.execute()
+
+    async def trust_markers(self, train_code: str, date: dt.date) -> None:
+        await self.redis.set(markers_valid_key(train_code, date), "1", ex=MARKERS_VALID_TTL_SECONDS)
+
+    async def lookup(
+        self, member_id: int, passenger_ids: Sequence[int], train_code: str, date: dt.date
+    ) -> tuple[dict[int, str] | None, str, bool]:
+        """One round trip: the cached names of these passengers (None unless all are cached), the
+        member's passenger generation (for ``cache_passengers``) and whether the day's markers are valid."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(passengers_key(member_id), [str(p) for p in passenger_ids])
+        pipe.get(passengers_generation_key(member_id))
+        pipe.exists(markers_valid_key(train_code, date))
+        names, generation, trusted = await pipe.execute()
+        gen = _text(generation)
+        if any(n is None for n in names):
+            return None, gen, bool(trusted)
+        return {p: _text(n) for p, n in zip(passenger_ids, names, strict=True)}, gen, bool(trusted)
+
+    async def passengers_generation(self, member_id: int) -> str:
+        return _text(await self.redis.get(passengers_generation_key(member_id)))
+
+    async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None:
+        """Cache these passengers of the member, unless their list changed since ``generation`` was read."""
+        args: list[Any] = [generation, PASSENGERS_TTL_SECONDS]
+        for pid, name in names.items():
+            args += [pid, name]
+        await self._fill(keys=[passengers_key(member_id), passengers_generation_key(member_id)], args=args)
+
+    async def forget_passengers(self, member_id: int) -> None:
+        """The member's passengers changed: a new generation, and the cached list dropped."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(passengers_generation_key(member_id))
+        pipe.expire(passengers_generation_key(member_id), 30 * 24 * 3600)
+        pipe.delete(passengers_key(member_id))
+        await pipe.execute()
+
     async def remember_pending(self, record: Mapping[str, Any]) -> None:
         """``order:{id}`` (read back while PENDING) and the member's pending list, in one round trip.
         It also registers the day's stream for the committers (a set of stream keys)."""
@@ -350,6 +424,18 @@ class RedisOrderGuard:
             return behind
         share = min(1.0, (created_ms - last_ms) / (newest_ms - last_ms))
         return max(1, round(behind * share)) if behind else 0
+
+
+def _raise_refusal(result: int) -> None:
+    if result == -1:
+        raise Conflict(
+            "One of these passengers already has a pending or unpaid order for this train and date.",
+            code="DUPLICATE_ORDER",
+        )
+    if result == -2:
+        raise Unavailable("This train-day is busy; retry shortly.", code="SALE_BUSY", retry_after=2)
+    if result == -3:
+        raise MarkersUnknown()
 
 
 def _text(value: Any) -> str:
