@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -73,19 +74,14 @@ def is_store_outage(exc: BaseException) -> bool:
             return True
     if isinstance(exc, ConnectionError | TimeoutError | OSError):
         return True
-    try:
-        import asyncpg
-
-        if isinstance(
-            exc,
-            asyncpg.exceptions.ConnectionDoesNotExistError
-            | asyncpg.CannotConnectNowError
-            | asyncpg.exceptions.AdminShutdownError
-            | asyncpg.exceptions.InterfaceError,
-        ):
-            return True
-    except ImportError:  # pragma: no cover - asyncpg is a dependency
-        pass
+    if isinstance(
+        exc,
+        asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.InterfaceError,
+    ):
+        return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and is_store_outage(cause)
 
