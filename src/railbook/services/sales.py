@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 from sqlalchemy import bindparam, insert, select, text, update
@@ -610,30 +610,91 @@ class Reconciliation:
     date: dt.date
     loaded: bool = True
     repaired_seats: int = 0  # seats whose segments held in the database were marked held
+    freed_seats: int = 0  # seats whose segments held in the allocator only were freed (drained day)
     unconfirmed: list[str] = field(default_factory=list)  # held in the allocator only: left alone
+
+
+@runtime_checkable
+class DrainAwareAllocator(Protocol):
+    """An allocator that can tell a drained train-day and free drift on it (the Redis allocator)."""
+
+    async def drained_mark(self, train_code: str, date: dt.date) -> str | None: ...
+
+    async def unhold(
+        self,
+        train_code: str,
+        date: dt.date,
+        frees: Sequence[tuple[str, int, int]],
+        *,
+        expected_epoch: str,
+        drained_mark: str,
+    ) -> int: ...
+
+
+async def _unconfirmed_releases(session: AsyncSession, daily_train_id: int) -> int:
+    """Cancels and returned tickets of the day whose seat release is not confirmed yet."""
+    orders = (
+        await session.execute(
+            select(Order.id)
+            .where(
+                Order.daily_train_id == daily_train_id,
+                Order.status == "CANCEL",
+                Order.released_at.is_(None),
+            )
+            .limit(1)
+        )
+    ).first()
+    tickets = (
+        await session.execute(
+            select(Ticket.id)
+            .where(
+                Ticket.daily_train_id == daily_train_id,
+                Ticket.status.in_(RETURNED_TICKET_STATUSES),
+                Ticket.released_at.is_(None),
+            )
+            .limit(1)
+        )
+    ).first()
+    return int(orders is not None) + int(tickets is not None)
 
 
 async def reconcile_day(container: SalesContext, train_code: str, date: dt.date) -> Reconciliation:
     """Mark held in the allocator every segment an active ticket holds in the system of record and
-    the allocator shows free (the drift a rebuild racing a commit leaves); never frees anything.
+    the allocator shows free (the drift a rebuild racing a commit leaves); free what the allocator
+    holds and no active ticket does only where that is provably safe (a drained day, see below).
 
-    Invariant: the allocator never shows free a segment an active ticket holds, so no later order is
-    sold a seat the database already gave away. The allocator is read before the database: a seat a
-    cancel or refund gives back is freed in the database first and in the allocator after, so a
+    Invariant (holding): the allocator never shows free a segment an active ticket holds, so no later
+    order is sold a seat the database already gave away. The allocator is read before the database: a
+    seat a cancel or refund gives back is freed in the database first and in the allocator after, so a
     ticket still active in the later read was not being given back when the allocator was read, and
     its free bits there are drift. The hold is applied only if the day is still the copy that was read
     (same load epoch; otherwise it is read again) and skips a ticket whose release was applied there
-    since. Segments held in the allocator but by no active ticket are reported, not freed: an order
-    accepted but not committed yet, or a release on its way, looks exactly like that, and freeing
-    either could sell a seat twice.
+    since.
+
+    Invariant (freeing): a segment held in the allocator but by no active ticket is freed only when
+    nothing can still be on its way to the database for it, that is when all of these hold:
+    (1) before the allocator and the database are read, the train-day's order stream exists and its
+    committer group has no pending and no undelivered entry (every allocation appends its entry in the
+    same atomic call, and an entry is acknowledged only after its order is final in the database and a
+    failed order's seats were given back), so every allocation the masks show is final in the database
+    when it is read; (2) no cancel or returned ticket of the day has an unconfirmed release (that
+    release would be applied later and free the same bits again, perhaps under a newer order); (3) at
+    the moment of freeing (one atomic call) the day is still the copy that was read (same load epoch)
+    and the stream is unchanged and still drained (same last-generated-id: no order allocated since).
+    Otherwise (an order accepted but not committed yet, a release on its way, an allocator without a
+    stream) such segments are reported in ``unconfirmed`` and left alone: freeing them could sell a
+    seat twice.
     """
     result = Reconciliation(train_code, date)
+    allocator = container.allocator
+    drainer = allocator if isinstance(allocator, DrainAwareAllocator) else None
     for _ in range(3):
-        epoch = (await container.allocator.epochs([(train_code, date)]))[0]
+        epoch = (await allocator.epochs([(train_code, date)]))[0]
         if epoch is None:
             result.loaded = False
             return result
-        actual = await container.allocator.masks(train_code, date)
+        mark = await drainer.drained_mark(train_code, date) if drainer is not None else None
+        actual = await allocator.masks(train_code, date)
         async with container.sessionmaker() as session:
             daily = await _daily_trains(session, date, train_code)
             if not daily:
@@ -650,6 +711,8 @@ async def reconcile_day(container: SalesContext, train_code: str, date: dt.date)
                     ).where(Ticket.daily_train_id == daily[0].id, Ticket.status.in_(ACTIVE_TICKET_STATUSES))
                 )
             ).all()
+            # Read after the tickets: a release confirmed in between was applied, one still pending shows.
+            pending_releases = await _unconfirmed_releases(session, daily[0].id) if mark is not None else 0
         holds: list[SeatHold] = []
         expected: dict[str, dict[int, int]] = defaultdict(dict)
         for ticket, order, seat_class, index, a, b in rows:
@@ -662,23 +725,34 @@ async def reconcile_day(container: SalesContext, train_code: str, date: dt.date)
                 holds.append(
                     SeatHold(seat_class, index, a, b, (*releases, ticket_release_id(ticket, "CHANGED")))
                 )
-        result.unconfirmed = [
-            f"{seat_class} seat {i}: segments {bin(m & ~expected.get(seat_class, {}).get(i, 0))} held "
-            "in the allocator only"
+        orphans = [
+            (seat_class, i, m & ~expected.get(seat_class, {}).get(i, 0))
             for seat_class, masks in actual.items()
             for i, m in enumerate(masks)
             if m & ~expected.get(seat_class, {}).get(i, 0)
         ]
-        if not holds:
-            return result
-        changed = await container.allocator.hold(train_code, date, holds, expected_epoch=epoch)
-        if changed or (await container.allocator.epochs([(train_code, date)]))[0] == epoch:
+        result.unconfirmed = [
+            f"{seat_class} seat {i}: segments {bin(extra)} held in the allocator only"
+            for seat_class, i, extra in orphans
+        ]
+        if holds:
+            changed = await allocator.hold(train_code, date, holds, expected_epoch=epoch)
+            if not changed and (await allocator.epochs([(train_code, date)]))[0] != epoch:
+                continue  # loaded again meanwhile: compare with the new copy
             result.repaired_seats = changed
             if changed:
                 log.warning(
                     "train_day_reconciled", train_code=train_code, date=date.isoformat(), seats=changed
                 )
-            return result
+        if orphans and drainer is not None and mark is not None and not pending_releases:
+            freed = await drainer.unhold(train_code, date, orphans, expected_epoch=epoch, drained_mark=mark)
+            if freed:
+                result.freed_seats = freed
+                result.unconfirmed = []
+                log.warning(
+                    "train_day_drift_freed", train_code=train_code, date=date.isoformat(), seats=freed
+                )
+        return result
     return result
 
 

@@ -96,11 +96,14 @@ class Reconciler:
 
     Drift between the allocator and the system of record comes from a day being loaded again (a wipe
     or a rebuild racing a commit), so a day whose load epoch changed since its last reconciliation is
-    reconciled at once; the rest are swept a slice per round, against drift of any other origin.
+    reconciled at once; the rest are swept a slice per round, against drift of any other origin. A day
+    left with drift it could not safely free (orders or releases still on their way) is looked at again
+    the next round, so a drained day converges.
     """
 
     def __init__(self) -> None:
         self.seen: dict[tuple[str, dt.date], str] = {}
+        self.drifting: set[tuple[str, dt.date]] = set()  # drift left alone last time: looked at again
         self.round = 0
 
     async def run(self, container: Any) -> dict[str, int]:
@@ -111,15 +114,24 @@ class Reconciler:
             day: epoch
             for k, (day, epoch) in enumerate(zip(days, epochs, strict=True))
             if epoch is not None
-            and (self.seen.get(day) != epoch or k % SWEEP_ROUNDS == self.round % SWEEP_ROUNDS)
+            and (
+                self.seen.get(day) != epoch
+                or day in self.drifting
+                or k % SWEEP_ROUNDS == self.round % SWEEP_ROUNDS
+            )
         }
         repaired = 0
         for (code, date), epoch in due.items():
             result = await reconcile_day(container, code, date)
             repaired += result.repaired_seats
             self.seen[(code, date)] = epoch
+            if result.unconfirmed:
+                self.drifting.add((code, date))
+            else:
+                self.drifting.discard((code, date))
         live = set(days)
         self.seen = {d: e for d, e in self.seen.items() if d in live}
+        self.drifting &= live
         return {"reconciled": len(due), "repaired_seats": repaired}
 
 

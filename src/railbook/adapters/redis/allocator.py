@@ -33,7 +33,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
+from redis.exceptions import ResponseError
 
+from railbook.adapters.redis.stream import GROUP as STREAM_GROUP
 from railbook.domain.errors import DomainError, InvalidInput, NotFound, SoldOut
 from railbook.domain.inventory import (
     MAX_STOPS,
@@ -163,6 +165,7 @@ class RedisAllocator:
         self._load = redis.register_script(_lua("load_day"))
         self._remaining = redis.register_script(_lua("remaining"))
         self._hold = redis.register_script(_lua("hold"))
+        self._unhold = redis.register_script(_lua("unhold"))
 
     @property
     def allocate_sha(self) -> str:
@@ -302,6 +305,53 @@ class RedisAllocator:
         reply = await self._hold(keys=keys, args=args)
         if int(reply[0]) != 1:
             if _s(reply[1]) == "EPOCH_CHANGED":
+                return 0
+            _raise(reply)
+        return int(reply[1])
+
+    async def drained_mark(self, train_code: str, date: dt.date) -> str | None:
+        """The stream's last-generated-id when every order appended to the train-day's stream is
+        acknowledged by the committers (group with no pending and no undelivered entry); None when the
+        stream or its group is missing or orders are on their way (see unhold.lua)."""
+        key = order_stream_key(train_code, date)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xinfo_stream(key)
+        pipe.xinfo_groups(key)
+        try:
+            stream, groups = await pipe.execute()
+        except ResponseError:  # no such stream
+            return None
+        for g in groups:
+            fields = {_s(k): v for k, v in g.items()}
+            if _s(fields.get("name", b"")) == STREAM_GROUP:
+                if fields.get("pending") == 0 and fields.get("lag") == 0:
+                    return _s(stream["last-generated-id"])
+        return None
+
+    async def unhold(
+        self,
+        train_code: str,
+        date: dt.date,
+        frees: Sequence[tuple[str, int, int]],
+        *,
+        expected_epoch: str,
+        drained_mark: str,
+    ) -> int:
+        """One script call freeing ``(class, seat index, mask)`` bits on a drained day (see unhold.lua);
+        0 (nothing done) when the epoch moved on or orders were appended or are pending since."""
+        if not frees:
+            return 0
+        tag = day_tag(train_code, date)
+        slots: dict[str, int] = {}
+        for seat_class, _, _ in frees:
+            slots.setdefault(seat_class, len(slots) + 1)
+        keys = [_meta_key(tag), order_stream_key(train_code, date), *(_inv_key(tag, c) for c in slots)]
+        args: list[Any] = [expected_epoch, drained_mark, STREAM_GROUP, len(slots), len(frees)]
+        for seat_class, index, mask in frees:
+            args += [slots[seat_class], index, mask]
+        reply = await self._unhold(keys=keys, args=args)
+        if int(reply[0]) != 1:
+            if _s(reply[1]) in ("EPOCH_CHANGED", "NOT_DRAINED"):
                 return 0
             _raise(reply)
         return int(reply[1])
