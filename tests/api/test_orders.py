@@ -339,3 +339,36 @@ async def test_orders_page_newest_first_with_cursor(client: httpx.AsyncClient) -
     assert rest.json()["next_cursor"] is None
     bad = await client.get("/api/v1/orders", params={"cursor": "%%%"}, headers=m["headers"])
     assert bad.status_code == 422
+
+
+async def test_a_lost_allocator_answer_keeps_the_order_and_refuses_a_second_one(
+    client: httpx.AsyncClient,
+) -> None:
+    """The allocation ran (seats taken, order queued) but its answer never came back: the client gets
+    503 + Retry-After naming the order, the order is confirmed by the committer, and a retry is a
+    duplicate rather than a second purchase."""
+    container = client.app.state.container  # type: ignore[attr-defined]
+    day = await make_train_day(client, await admin(client))
+    m = await register(client)
+    p1 = await add_passenger(client, m["headers"])
+    allocator = container.allocator
+    real = allocator.allocate
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        await real(*args, **kwargs)
+        raise TimeoutError("reply lost")
+
+    allocator.allocate = answer_lost
+    try:
+        r = await client.post("/api/v1/orders", json=order_body(day, [p1]), headers=m["headers"])
+    finally:
+        del allocator.allocate  # back to the class's method
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "UNAVAILABLE" and int(r.headers["retry-after"]) >= 1
+    order_id = r.json()["error"]["details"]["order_id"]
+    order = await wait_final(client, m["headers"], order_id)
+    assert order["status"] == "SUCCESS" and len(order["tickets"]) == 1
+    again = await client.post("/api/v1/orders", json=order_body(day, [p1]), headers=m["headers"])
+    assert again.status_code == 409 and again.json()["error"]["code"] == "DUPLICATE_ORDER", again.text
+    mine = await client.get("/api/v1/orders", headers=m["headers"])
+    assert [o["order_id"] for o in mine.json()["items"]] == [order_id]

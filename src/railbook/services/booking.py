@@ -40,7 +40,7 @@ from railbook.adapters.db.models import (
     Train,
 )
 from railbook.config import Settings
-from railbook.domain.errors import Conflict, InvalidInput, NotFound, SoldOut, Unavailable
+from railbook.domain.errors import Conflict, DomainError, InvalidInput, NotFound, SoldOut, Unavailable
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, SeatAssignment
 from railbook.services.ports import Allocator
@@ -939,6 +939,20 @@ async def _enqueue(
     message = {"order": json.dumps(payload, ensure_ascii=False)}
     try:
         await _allocate(container, day, alloc_request, order_id, message)
+    except (OutcomeUnknown, asyncio.CancelledError) as exc:
+        # The allocation script may have run (and queued the order) even though no answer came back:
+        # undoing the claim and the markers could let a retry buy a second order. Keep them; the
+        # markers lapse after AMBIGUOUS_MARKER_SECONDS unless the committer confirms the order.
+        cleanup = _keep_for_the_committer(guard, day, member_id, ids, order_id)
+        if isinstance(exc, asyncio.CancelledError):
+            _background(cleanup)
+            raise
+        await cleanup
+        raise Unavailable(
+            "The seat store did not answer; the order may still be confirmed: read it back by its id.",
+            details={"order_id": order_id},
+            retry_after=2,
+        ) from exc.__cause__
     except BaseException as exc:
         await guard.refuse_order(day.train_code, day.date, member_id, ids, order_id, idempotency_key)
         if isinstance(exc, SoldOut) and exc.code == "SOLD_OUT":
@@ -946,6 +960,35 @@ async def _enqueue(
             sold_out_memo(container).remember(day.train_code, day.date, classes, i, j)
         raise
     return Accepted(order_id=order_id)
+
+
+# Duplicate markers of an order whose allocation outcome is unknown: long enough for the committer to
+# confirm a queued order (it re-arms them for the unpaid period), short enough not to block a
+# passenger for long when the script never ran.
+AMBIGUOUS_MARKER_SECONDS = 120
+_cleanups: set[asyncio.Task[None]] = set()
+
+
+class OutcomeUnknown(Exception):
+    """The allocator call failed without an answer: the script may or may not have run."""
+
+
+def _background(coro: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(coro)
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
+
+
+async def _keep_for_the_committer(
+    guard: OrderGuard, day: TrainDay, member_id: int, ids: Sequence[int], order_id: str
+) -> None:
+    """Shorten the markers and the pending record of an order whose allocation outcome is unknown."""
+    try:
+        held = [(order_id, member_id, ids)]
+        await guard.release(day.train_code, day.date, held, keep_markers_seconds=AMBIGUOUS_MARKER_SECONDS)
+        await guard.forget_pending([(order_id, member_id)])
+    except Exception:  # the store is still away: the markers' own expiry bounds the harm
+        log.warning("ambiguous_order_not_shortened", order_id=order_id)
 
 
 async def _allocate(
@@ -957,9 +1000,7 @@ async def _allocate(
 ) -> list[SeatAssignment]:
     """One allocator call; a day the allocator lacks (restart, cache loss) is loaded once, then retried."""
     try:
-        return await container.allocator.allocate(
-            day.train_code, day.date, request, order_id=order_id, message=message
-        )
+        return await _allocate_once(container, day, request, order_id, message)
     except SoldOut:
         raise
     except NotFound as exc:
@@ -968,9 +1009,26 @@ async def _allocate(
         from railbook.services.sales import ensure_day_loaded
 
         await ensure_day_loaded(container, day.train_code, day.date)
+        return await _allocate_once(container, day, request, order_id, message)
+
+
+async def _allocate_once(
+    container: OrderContext,
+    day: TrainDay,
+    request: AllocationRequest,
+    order_id: str,
+    message: Mapping[str, str],
+) -> list[SeatAssignment]:
+    """The allocator's answer, or OutcomeUnknown when the call failed without one (timeout, lost
+    connection): a domain error is an answer, anything else may hide a script that ran."""
+    try:
         return await container.allocator.allocate(
             day.train_code, day.date, request, order_id=order_id, message=message
         )
+    except DomainError:
+        raise
+    except Exception as exc:
+        raise OutcomeUnknown(str(exc)) from exc
 
 
 def idempotency_hash_token(member_id: int, key: str) -> str:
