@@ -89,9 +89,17 @@ def new_epoch() -> str:
     return uuid.uuid4().hex[:EPOCH_BYTES]
 
 
+_SEGMENT_SCRIPTS = frozenset({"hold", "unhold", "release"})
+
+
 @cache
 def _lua(name: str) -> str:
-    return resources.files("railbook.adapters.redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """A script's source; those editing segments get lib/segments.lua prepended (Redis has no require)."""
+    lua = resources.files("railbook.adapters.redis").joinpath("lua")
+    body = lua.joinpath(f"{name}.lua").read_text("utf-8")
+    if name not in _SEGMENT_SCRIPTS:
+        return body
+    return lua.joinpath("lib", "segments.lua").read_text("utf-8") + "\n" + body
 
 
 def _s(v: Any) -> str:

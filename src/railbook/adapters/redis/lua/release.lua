@@ -18,9 +18,6 @@
 --       optionally the expected epoch.
 -- Returns {1} applied, {2} repeat (nothing done), {3} another epoch (nothing done), or {0, code, text}.
 
-local HDR = 256
-local FIRST_READ = HDR + 2 * 496
-
 if redis.call('EXISTS', KEYS[2]) == 1 then return {2} end
 
 local x = tonumber(ARGV[1])
@@ -34,12 +31,9 @@ local C = {}
 local n = nil
 for i = 1, nslots do
   local key = KEYS[2 + i]
-  local s = redis.call('GETRANGE', key, 0, FIRST_READ - 1)
-  if s ~= '' then
-    local cn, cN = struct.unpack('>HH', s)
-    local need = HDR + cn * (cn - 1)
-    if #s < need then s = s .. redis.call('GETRANGE', key, #s, need - 1) end
-    C[i] = {s = s, n = cn, N = cN, key = key, masks = {}, g = {}, bits = {}, set = {}}
+  local s, cn, cN = seg_read_class(key)
+  if s then
+    C[i] = {s = s, n = cn, N = cN, key = key, masks = {}, g = {}, bf = {}, set = {}}
     n = n or cn
   else
     C[i] = false
@@ -59,23 +53,7 @@ for j = 0, ns - 1 do
 end
 
 local T = n * (n - 1) / 2
-local MOFF = HDR + 2 * T
-local function tri(a, b) return a * (2 * n - a - 1) / 2 + b - a - 1 end
-
-local function runs(m)
-  local out = {}
-  local start = nil
-  for k = 0, n - 2 do
-    if math.floor(m / 2 ^ k) % 2 == 0 then
-      if not start then start = k end
-    elseif start then
-      out[start * n + k] = true
-      start = nil
-    end
-  end
-  if start then out[start * n + n - 1] = true end
-  return out
-end
+local MOFF = HDR + 2 * T -- HDR, FIRST_READ and the seg_* helpers: lib/segments.lua
 
 for j = 0, ns - 1 do
   local c = C[tonumber(ARGV[6 + 2 * j])]
@@ -90,23 +68,8 @@ for j = 0, ns - 1 do
     if math.floor(new / 2 ^ k) % 2 == 1 then new = new - 2 ^ k end
   end
   if new ~= old then
-    local before, after = runs(old), runs(new)
-    local rb = 8 * (MOFF + 8 * c.N)
-    local W8 = 8 * math.ceil(c.N / 8)
-    for rid in pairs(before) do
-      if not after[rid] then
-        c.g[rid] = (c.g[rid] or 0) - 1
-        local a, b = math.floor(rid / n), rid % n
-        c.bits[#c.bits + 1] = {rb + W8 * tri(a, b) + seat, 0}
-      end
-    end
-    for rid in pairs(after) do
-      if not before[rid] then
-        c.g[rid] = (c.g[rid] or 0) + 1
-        local a, b = math.floor(rid / n), rid % n
-        c.bits[#c.bits + 1] = {rb + W8 * tri(a, b) + seat, 1}
-      end
-    end
+    -- run bits in the order computed: a seat released twice in one call ends with the runs of its last mask
+    seg_run_delta(n, old, new, seat, 8 * (MOFF + 8 * c.N), 8 * math.ceil(c.N / 8), c.g, c.bf)
     c.masks[seat] = new
     c.set[seat] = true
   end
@@ -114,49 +77,11 @@ end
 
 for i = 1, nslots do
   local c = C[i]
-  local bf = {}
-  -- in the order computed: a seat released twice in one call ends with the runs of its last mask
-  for _, e in ipairs(c.bits) do
-    bf[#bf + 1] = 'SET'; bf[#bf + 1] = 'u1'; bf[#bf + 1] = e[1]; bf[#bf + 1] = e[2]
-  end
   for seat in pairs(c.set) do
+    local bf = c.bf
     bf[#bf + 1] = 'SET'; bf[#bf + 1] = 'u63'; bf[#bf + 1] = 8 * (MOFF + 8 * seat) + 1; bf[#bf + 1] = c.masks[seat]
   end
-  if #bf > 0 then redis.call('BITFIELD', c.key, unpack(bf)) end
-  -- G[a][b] += d is H[a][a+1..b] += d; one SETRANGE from the first changed H cell to the last
-  local hd = {}
-  local lo, hi = nil, nil
-  for rid, d in pairs(c.g) do
-    if d ~= 0 then
-      local a, b = math.floor(rid / n), rid % n
-      local j1, j2 = tri(a, a + 1), tri(a, b)
-      for j = j1, j2 do hd[j] = (hd[j] or 0) + d end
-      if not lo or j1 < lo then lo = j1 end
-      if not hi or j2 > hi then hi = j2 end
-    end
-  end
-  if lo then
-    local pieces = {}
-    local bytes = {}
-    for j = lo, hi do
-      local d = hd[j]
-      if d and d ~= 0 then
-        local o = HDR + 2 * j + 1
-        local h1, l1 = string.byte(c.s, o, o + 1)
-        local v = h1 * 256 + l1 + d
-        bytes[#bytes + 1] = math.floor(v / 256)
-        bytes[#bytes + 1] = v % 256
-      else
-        if #bytes > 0 then
-          pieces[#pieces + 1] = string.char(unpack(bytes))
-          bytes = {}
-        end
-        pieces[#pieces + 1] = string.sub(c.s, HDR + 2 * j + 1, HDR + 2 * j + 2)
-      end
-    end
-    if #bytes > 0 then pieces[#pieces + 1] = string.char(unpack(bytes)) end
-    redis.call('SETRANGE', c.key, HDR + 2 * lo, table.concat(pieces))
-  end
+  seg_write(c.key, c.s, n, c.bf, c.g)
 end
 
 redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[3]))
