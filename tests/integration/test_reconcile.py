@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy import insert, select
 
-from railbook.adapters.db.models import DailySeat, DailyTrain, Member, Order, Ticket
+from railbook.adapters.db.models import DailyTrain, Member, Order
 from railbook.bootstrap import Container
 from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest, journey_mask
 from railbook.services import sales
@@ -20,7 +20,15 @@ from railbook.services.cancellation import release_orders
 from railbook.services.order_commit import OrderMessage, commit_batch
 from railbook.services.ports import SeatHold
 from railbook.workers.scheduler import Reconciler
-from tests.integration.test_sales import FAR, _daily, _rng, _train, container, store_settings
+from tests.integration.test_sales import (
+    FAR,
+    _daily,
+    _rng,
+    _train,
+    container,
+    sell_directly,
+    store_settings,
+)
 
 __all__ = ["container", "store_settings"]  # the fixtures, shared with test_sales
 
@@ -41,59 +49,8 @@ async def _sold(
     c: Container, daily: DailyTrain, seat_index: int, a: int, b: int, *, cancelled: bool = False
 ) -> tuple[str, str]:
     """An order with one second-class ticket straight in the database; returns (order id, ticket id)."""
-    member_id = await _member(c)
-    order_id, ticket_id = str(uuid.uuid4()), str(uuid.uuid4())
-    async with c.sessionmaker() as session, session.begin():
-        await session.execute(
-            insert(Order),
-            [
-                {
-                    "id": order_id,
-                    "member_id": member_id,
-                    "daily_train_id": daily.id,
-                    "train_code": daily.train_code,
-                    "service_date": daily.service_date,
-                    "from_index": a,
-                    "to_index": b,
-                    "from_station": "x",
-                    "to_station": "y",
-                    "status": "CANCEL" if cancelled else "SUCCESS",
-                    "request": {},
-                    "total_fen": 100,
-                }
-            ],
-        )
-        seat_id = (
-            await session.execute(
-                select(DailySeat.id).where(
-                    DailySeat.daily_train_id == daily.id,
-                    DailySeat.seat_class == "second",
-                    DailySeat.seat_index == seat_index,
-                )
-            )
-        ).scalar_one()
-        await session.execute(
-            insert(Ticket),
-            [
-                {
-                    "id": ticket_id,
-                    "order_id": order_id,
-                    "member_id": member_id,
-                    "passenger_id": 1,
-                    "passenger_name": "测试",
-                    "daily_train_id": daily.id,
-                    "daily_seat_id": seat_id,
-                    "seat_class": "second",
-                    "seat_index": seat_index,
-                    "seat_name": "03-01A",
-                    "from_index": a,
-                    "to_index": b,
-                    "price_fen": 100,
-                    "status": "CANCELLED" if cancelled else "UNPAID",
-                }
-            ],
-        )
-    return order_id, ticket_id
+    statuses = {"ticket_status": "CANCELLED", "order_status": "CANCEL"} if cancelled else {}
+    return await sell_directly(c, daily, seat_index, a, b, **statuses)
 
 
 def _request(a: int, b: int) -> AllocationRequest:

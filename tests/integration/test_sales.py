@@ -171,22 +171,26 @@ async def test_seat_numbering_in_the_database_matches_the_domain(container: Cont
     assert layout.seats["second"][6].name == "03-02B"  # row 1 is A B C D F, then 2A, 2B
 
 
-async def _ticket(c: Container, daily: DailyTrain, seat_index: int, a: int, b: int, status: str) -> None:
+async def sell_directly(
+    c: Container,
+    daily: DailyTrain,
+    seat_index: int,
+    a: int,
+    b: int,
+    *,
+    ticket_status: str = "UNPAID",
+    order_status: str = "SUCCESS",
+) -> tuple[str, str]:
+    """An order of a new member with one second-class ticket, written straight to the database
+    (the allocator is not told); returns (order id, ticket id)."""
+    order_id, ticket_id = str(uuid.uuid4()), str(uuid.uuid4())
     async with c.sessionmaker() as session, session.begin():
         member_id = (
             await session.execute(
                 insert(Member).returning(Member.id),
-                [
-                    {
-                        "mobile": f"17{_rng.randrange(10**8, 10**9)}",
-                        "name": "测试",
-                        "password_hash": "x",
-                        "role": "member",
-                    }
-                ],
+                [{"mobile": f"17{_rng.randrange(10**8, 10**9)}", "name": "测试", "password_hash": "x"}],
             )
         ).scalar_one()
-        order_id = str(uuid.uuid4())
         await session.execute(
             insert(Order),
             [
@@ -200,7 +204,7 @@ async def _ticket(c: Container, daily: DailyTrain, seat_index: int, a: int, b: i
                     "to_index": b,
                     "from_station": "x",
                     "to_station": "y",
-                    "status": "SUCCESS",
+                    "status": order_status,
                     "request": {},
                     "total_fen": 100,
                 }
@@ -219,7 +223,7 @@ async def _ticket(c: Container, daily: DailyTrain, seat_index: int, a: int, b: i
             insert(Ticket),
             [
                 {
-                    "id": str(uuid.uuid4()),
+                    "id": ticket_id,
                     "order_id": order_id,
                     "member_id": member_id,
                     "passenger_id": 1,
@@ -232,20 +236,21 @@ async def _ticket(c: Container, daily: DailyTrain, seat_index: int, a: int, b: i
                     "from_index": a,
                     "to_index": b,
                     "price_fen": 100,
-                    "status": status,
+                    "status": ticket_status,
                 }
             ],
         )
+    return order_id, ticket_id
 
 
 async def test_layout_masks_come_from_active_tickets_only(container: Container) -> None:
     spec = await _train(container)
     await sales.open_sale_days(container, [FAR])
     daily = await _daily(container, spec.code, FAR)
-    await _ticket(container, daily, 0, 0, 1, "PAID")
-    await _ticket(container, daily, 0, 2, 3, "UNPAID")
-    await _ticket(container, daily, 1, 0, 3, "REFUNDED")
-    await _ticket(container, daily, 2, 1, 2, "CHANGED")
+    await sell_directly(container, daily, 0, 0, 1, ticket_status="PAID")
+    await sell_directly(container, daily, 0, 2, 3, ticket_status="UNPAID")
+    await sell_directly(container, daily, 1, 0, 3, ticket_status="REFUNDED")
+    await sell_directly(container, daily, 2, 1, 2, ticket_status="CHANGED")
     async with container.sessionmaker() as session:
         layout = await sales.load_day_layout(session, daily)
     assert layout.masks["second"][:3] == [journey_mask(0, 1) | journey_mask(2, 3), 0, 0]
