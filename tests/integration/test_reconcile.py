@@ -26,11 +26,12 @@ from tests.integration.test_sales import (
     _rng,
     _train,
     container,
+    module_redis_url,
     sell_directly,
     store_settings,
 )
 
-__all__ = ["container", "store_settings"]  # the fixtures, shared with test_sales
+__all__ = ["container", "module_redis_url", "store_settings"]  # the fixtures, shared with test_sales
 
 
 async def _member(c: Container) -> int:

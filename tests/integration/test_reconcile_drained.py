@@ -15,9 +15,9 @@ from railbook.domain.seating import journey_mask
 from railbook.services import sales
 from railbook.workers.scheduler import Reconciler
 from tests.integration.test_reconcile import _open, _request, _second, _sold
-from tests.integration.test_sales import FAR, container, store_settings
+from tests.integration.test_sales import FAR, container, module_redis_url, store_settings
 
-__all__ = ["container", "store_settings"]
+__all__ = ["container", "module_redis_url", "store_settings"]
 
 pytestmark = pytest.mark.parametrize("store_settings", ["pg"], indirect=True)  # the order stream is Redis
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -27,11 +27,20 @@ from railbook.domain.seating import CarriageSpec, journey_mask
 from railbook.domain.timetable import StopSpec, TrainSpec
 from railbook.services import catalog, sales
 from railbook.workers.scheduler import LeaderLock, scheduler_tick
+from tests.conftest import claimed_redis_db
 from tests.naming import station_code, train_code
 
 # Beyond the sale window (and the scheduler running beside these tests), so only this test opens it.
 FAR = dt.date.today() + dt.timedelta(days=60)
 _rng = random.Random()
+
+
+@pytest.fixture(scope="module")
+def module_redis_url() -> Iterator[str]:
+    """A Redis database of this module's own: the session's apps run order committers in the
+    background, and they must not consume or acknowledge the streams these tests stage by hand."""
+    with claimed_redis_db(1) as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["pg", "sqlite"])
@@ -40,7 +49,7 @@ def store_settings(request: pytest.FixtureRequest) -> Settings:
     if request.param == "pg":
         return Settings(
             database_url=request.getfixturevalue("pg_url"),
-            redis_url=request.getfixturevalue("redis_url"),
+            redis_url=request.getfixturevalue("module_redis_url"),
             jwt_secret="s" * 40,
             sale_days_ahead=2,
         )
