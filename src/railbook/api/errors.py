@@ -51,7 +51,10 @@ def is_store_outage(exc: BaseException) -> bool:
 
     if isinstance(exc, redis_exc.ConnectionError | redis_exc.TimeoutError | redis_exc.BusyLoadingError):
         return True
-    if isinstance(exc, redis_exc.ResponseError) and "LOADING" in str(exc):
+    # Replies of a server still starting: loading its data, or a reconnect handshake answered out of
+    # order (redis-py's CLIENT SETINFO refused by a Redis that just came back).
+    transient = ("LOADING", "MASTERDOWN", "TRYAGAIN", "unknown subcommand 'SETINFO'")
+    if isinstance(exc, redis_exc.ResponseError) and str(exc).startswith(transient):
         return True
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         return True
