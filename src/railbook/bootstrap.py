@@ -80,14 +80,17 @@ async def build_container(settings: Settings) -> Container:
     parts: dict[str, Any] = {}
     if settings.redis_url:
         from railbook.adapters.redis.allocator import RedisAllocator
+        from railbook.adapters.redis.autopipe import AutoPipeline
         from railbook.adapters.redis.protection import RedisOrderGuard
 
         redis_client = make_redis(settings.redis_url)
-        allocator = RedisAllocator(redis_client)
+        autopipe = AutoPipeline(redis_client)  # one per process: the accept path's calls share batches
+        allocator = RedisAllocator(redis_client, autopipe=autopipe)
         parts["protection"] = RedisOrderGuard(
             redis_client,
             member_orders_per_minute=settings.member_orders_per_minute,
             ip_requests_per_second=settings.ip_requests_per_second,
+            autopipe=autopipe,
         )
     else:
         from railbook.adapters.embedded.allocator import InProcessAllocator

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +45,18 @@ def _with_container(fn: Callable[[Any], Awaitable[T]], settings: Settings | None
         finally:
             await container.close()
 
-    return asyncio.run(runner())
+    return _run(runner())
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop where it is installed (it comes with uvicorn[standard], which the
+    API server uses too): the worker's many small socket writes cost about half as much there."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def _migrate(settings: Settings) -> None:

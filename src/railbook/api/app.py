@@ -14,6 +14,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from railbook.api.errors import HTTP_CODES, install_error_handlers, is_store_outage
+from railbook.api.routers.orders import ORDERS_PATH, direct_order
 from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
 from railbook.logs import configure_logging
@@ -59,6 +60,7 @@ class GuardMiddleware:
             )
             return
         received = 0
+        route_label = ""
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -76,7 +78,13 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            if scope["method"] == "POST" and scope["path"] == ORDERS_PATH:
+                route_label = ORDERS_PATH
+                rest = await direct_order(scope, limited_receive, tracking_send)
+                if rest is not None:
+                    await self.app(scope, rest, tracking_send)
+            else:
+                await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not status_holder["sent"]:
                 await self._send_error(send, 413, "PAYLOAD_TOO_LARGE", "Body too large.")
@@ -91,8 +99,7 @@ class GuardMiddleware:
                 log.exception("unhandled_error", path=scope.get("path"))
                 await self._send_error(send, 500, "INTERNAL_ERROR", "Internal error.")
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
+            path = route_label or getattr(scope.get("route"), "path", "unmatched")
             REQUESTS.labels(scope.get("method", ""), path, str(status_holder["status"])).inc()
             LATENCY.labels(scope.get("method", ""), path).observe(time.perf_counter() - started)
 
@@ -152,6 +159,9 @@ def create_app(
         version="1.0",
         description="Railway ticketing in the style of China Railway 12306.",
         lifespan=lifespan,
+        # Metrics are Prometheus (GuardMiddleware, /metrics); FastAPI's OpenTelemetry hooks would
+        # only ask, on every request, whether a provider was configured since.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     from railbook.api.routers import admin, health, members, orders, search, web

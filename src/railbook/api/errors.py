@@ -44,6 +44,14 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def domain_error_response(exc: DomainError) -> JSONResponse:
+    """A domain refusal: its status, code, message and details (Retry-After where it applies)."""
+    headers = None
+    if isinstance(exc, TooManyRequests | Unavailable):
+        headers = {"Retry-After": str(max(1, exc.retry_after))}
+    return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+
+
 def is_store_outage(exc: BaseException) -> bool:
     """True for errors that mean PostgreSQL, SQLite or Redis is unreachable or restarting."""
     import sqlalchemy.exc as sa_exc
@@ -100,10 +108,7 @@ def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, TooManyRequests | Unavailable):
-            headers = {"Retry-After": str(max(1, exc.retry_after))}
-        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+        return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

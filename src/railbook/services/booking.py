@@ -125,9 +125,11 @@ class OrderGuard(Protocol):
         record: Mapping[str, Any],
         idempotency: tuple[str, str] | None,
         checked: bool = False,
+        record_json: str | None = None,
     ) -> str | None:
         """The accept path's protections in one step: claim the idempotency key (if any), set the
-        duplicate markers, take a sale token and keep the pending record. Returns the existing claim's
+        duplicate markers, take a sale token and keep the pending record (``record_json``: the same
+        record already encoded, when the caller has it). Returns the existing claim's
         JSON (and changes nothing) when the key was claimed already; Conflict/Unavailable as ``admit``."""
         ...
 
@@ -920,6 +922,8 @@ async def _enqueue(
         "request_hash": request_hash,
         "created_at": created_at.isoformat(),
     }
+    # The queue message and the pending record are the same JSON, encoded once.
+    encoded = json.dumps(payload, ensure_ascii=False)
     claim = await guard.admit_order(
         day.train_code,
         day.date,
@@ -927,16 +931,17 @@ async def _enqueue(
         ids,
         order_id,
         container.settings.sale_tokens_per_train_day,
-        record={**payload, "status": "PENDING"},
+        record=payload,
         idempotency=(idempotency_key, request_hash) if idempotency_key else None,
         checked=checked,
+        record_json=encoded,
     )
     if claim is not None:
         return _accepted_from_claim(claim, request_hash)
     alloc_request = AllocationRequest(
         i, j, tuple(PassengerSeatRequest(p.seat_class, p.seat_pref or None) for p in request.passengers)
     )
-    message = {"order": json.dumps(payload, ensure_ascii=False)}
+    message = {"order": encoded}
     try:
         await _allocate(container, day, alloc_request, order_id, message)
     except (OutcomeUnknown, asyncio.CancelledError) as exc:

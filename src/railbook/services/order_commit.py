@@ -256,7 +256,7 @@ async def _write(
         tstmt = _insert(session, Ticket.__table__).on_conflict_do_nothing(index_elements=["id"])
         await session.execute(tstmt, ticket_rows)
     if outbox_rows:
-        await session.execute(insert(Outbox), outbox_rows)
+        await session.execute(insert(Outbox.__table__), outbox_rows)
     return inserted
 
 

@@ -158,6 +158,7 @@ class MemoryOrderGuard:
         record: Mapping[str, Any],
         idempotency: tuple[str, str] | None,
         checked: bool = False,
+        record_json: str | None = None,
     ) -> str | None:
         """Claim, admission and record with no await in between: atomic on the event loop."""
         if idempotency is not None:

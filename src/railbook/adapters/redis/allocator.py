@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
+from railbook.adapters.redis.autopipe import AutoPipeline
 from railbook.adapters.redis.stream import GROUP as STREAM_GROUP
 from railbook.domain.errors import DomainError, InvalidInput, NotFound, SoldOut
 from railbook.domain.inventory import (
@@ -164,8 +165,12 @@ def decode_class(blob: bytes) -> tuple[int, list[list[int]], list[int]]:
 class RedisAllocator:
     """``Allocator`` over Redis: every call is one Lua script on the train-day's slot."""
 
-    def __init__(self, redis: Redis, *, release_ttl_s: int = RELEASE_MARKER_TTL_S):
+    def __init__(
+        self, redis: Redis, *, release_ttl_s: int = RELEASE_MARKER_TTL_S, autopipe: AutoPipeline | None = None
+    ):
         self._redis = redis
+        # allocate and remaining (the accept path's calls) share batches with concurrent requests
+        self._batch = autopipe or AutoPipeline(redis)
         self._release_ttl_s = release_ttl_s
         # redis-py's Script runs EVALSHA and reloads on NoScriptError (restart, failover).
         self._allocate = redis.register_script(_lua("allocate"))
@@ -241,7 +246,7 @@ class RedisAllocator:
         args += list(slots)
         for k, v in msg.items():
             args += [k, v]
-        reply = await self._allocate(keys=keys, args=args)
+        reply = await self._batch.evalsha(self._allocate, keys, args)
         if int(reply[0]) != 1:
             _raise(reply)
         names = list(slots)
@@ -371,7 +376,7 @@ class RedisAllocator:
         check_journey_static(from_index, to_index)
         tag = day_tag(train_code, date)
         keys = [_meta_key(tag), *(_inv_key(tag, c) for c in SEAT_CLASSES)]
-        reply = await self._remaining(keys=keys, args=[from_index, to_index])
+        reply = await self._batch.evalsha(self._remaining, keys, [from_index, to_index])
         if int(reply[0]) != 1:
             _raise(reply)
         return {SEAT_CLASSES[int(reply[i]) - 1]: int(reply[i + 1]) for i in range(1, len(reply), 2)}

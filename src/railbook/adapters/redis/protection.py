@@ -12,6 +12,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from railbook.adapters.redis.allocator import day_tag, order_stream_key
+from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
 from railbook.services.booking import (
     IDEMPOTENCY_TTL_SECONDS,
@@ -123,8 +124,11 @@ class RedisOrderGuard:
         member_orders_per_minute: int,
         ip_requests_per_second: int,
         group: str = "committers",
+        autopipe: AutoPipeline | None = None,
     ) -> None:
         self.redis = redis
+        # The accept path's round trips share batches with concurrent requests (and the allocator's).
+        self.batch = autopipe or AutoPipeline(redis)
         self.member_limit = member_orders_per_minute
         self.ip_limit = ip_requests_per_second
         self.group = group
@@ -141,12 +145,11 @@ class RedisOrderGuard:
         now = int(time.time())
         mkey = f"rl:m:{member_id}:{now // 60}"
         ikey = f"rl:ip:{client_ip}:{now}"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(mkey)
-        pipe.expire(mkey, 61)
-        pipe.incr(ikey)
-        pipe.expire(ikey, 2)
-        m, _, ip, _ = await pipe.execute()
+        m, _, ip, _ = raise_errors(
+            await self.batch.execute(
+                [("INCR", mkey), ("EXPIRE", mkey, 61), ("INCR", ikey), ("EXPIRE", ikey, 2)]
+            )
+        )
         if int(m) > self.member_limit:
             raise TooManyRequests("Too many orders; slow down.", retry_after=60 - now % 60)
         if client_ip and int(ip) > self.ip_limit:
@@ -201,6 +204,7 @@ class RedisOrderGuard:
         record: Mapping[str, Any],
         idempotency: tuple[str, str] | None,
         checked: bool = False,
+        record_json: str | None = None,
     ) -> str | None:
         """One round trip (a pipeline, so each key keeps its own slot on Redis Cluster): the key claim,
         the admission script, and the pending record. A refused admission takes the record back; a
@@ -208,16 +212,22 @@ class RedisOrderGuard:
         keys = self._admission_keys(train_code, date, member_id, passenger_ids)
         idem_key = self._idem_key(member_id, idempotency[0]) if idempotency else None
         args = [order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS, int(checked)]
-        if idem_key is None:
-            replies = await self._admit_plain(keys, args, record)
-        else:
-            pipe = self.redis.pipeline(transaction=False)
+        admit = ("EVALSHA", self._admit.sha, len(keys), *keys, *args)
+        commands = [admit, *self._remember(record, record_json)]
+        if idem_key is not None:
             assert idempotency is not None
             value = json.dumps({"order_id": order_id, "hash": idempotency[1]})
-            pipe.set(idem_key, value, nx=True, get=True, ex=IDEMPOTENCY_TTL_SECONDS)
-            await self._admit(keys=keys, args=args, client=pipe)
-            self._remember(pipe, record)
-            replies = await pipe.execute()
+            commands.insert(0, ("SET", idem_key, value, "NX", "GET", "EX", IDEMPOTENCY_TTL_SECONDS))
+        replies = await self.batch.execute(commands)
+        if any(isinstance(r, NoScriptError) for r in replies):
+            # Redis lost its script cache (restart, failover): the script did not run; load it and
+            # send the group again (the record is simply written again; a key claim that the first
+            # attempt made is this order's own, not a previous order's).
+            await self.redis.script_load(ADMIT_LUA)
+            replies = await self.batch.execute(commands)
+            if idem_key is not None and _text(replies[0]) == commands[0][2]:
+                replies[0] = None
+        raise_errors(replies)
         claim = replies[0] if idem_key is not None else None
         result = int(replies[1 if idem_key is not None else 0])
         if claim is not None:
@@ -235,23 +245,6 @@ class RedisOrderGuard:
             )
         _raise_refusal(result)
         return None
-
-    async def _admit_plain(self, keys: list[str], args: list[Any], record: Mapping[str, Any]) -> list[Any]:
-        """The admission pipeline without a key claim, sent as a bare EVALSHA: redis-py's script
-        objects make a pipeline ask ``SCRIPT EXISTS`` first, an extra round trip per order. If Redis
-        lost its script cache the whole pipeline is sent again after loading the script; repeating
-        its other commands (the pending record) changes nothing."""
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.evalsha(self._admit.sha, len(keys), *keys, *args)
-            self._remember(pipe, record)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                await self.redis.script_load(ADMIT_LUA)
-        raise AssertionError("unreachable")
 
     async def refuse_order(
         self,
@@ -276,17 +269,17 @@ class RedisOrderGuard:
         admitted: bool,
     ) -> None:
         """One round trip: token and markers back (if taken), the pending record and the key claim gone."""
-        pipe = self.redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         if admitted:
             keys = [tokens_key(train_code, date)] + [
                 marker_key(train_code, date, member_id, p) for p in passenger_ids
             ]
-            await self._release(keys=keys, args=[order_id, 0], client=pipe)
-        pipe.delete(f"order:{order_id}")
-        pipe.zrem(f"member:{member_id}:pending", order_id)
+            commands.append(("EVALSHA", self._release.sha, len(keys), *keys, order_id, 0))
+        commands.append(("DEL", f"order:{order_id}"))
+        commands.append(("ZREM", f"member:{member_id}:pending", order_id))
         if idempotency_key:
-            pipe.delete(self._idem_key(member_id, idempotency_key))
-        await pipe.execute()
+            commands.append(("DEL", self._idem_key(member_id, idempotency_key)))
+        await self._scripted(commands, RELEASE_LUA)
 
     async def release(
         self,
@@ -298,13 +291,22 @@ class RedisOrderGuard:
     ) -> None:
         if not orders:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for order_id, member_id, passenger_ids in orders:
             keys = [tokens_key(train_code, date)] + [
                 marker_key(train_code, date, member_id, p) for p in passenger_ids
             ]
-            await self._release(keys=keys, args=[order_id, keep_markers_seconds], client=pipe)
-        await pipe.execute()
+            commands.append(("EVALSHA", self._release.sha, len(keys), *keys, order_id, keep_markers_seconds))
+        await self._scripted(commands, RELEASE_LUA)
+
+    async def _scripted(self, commands: list[tuple[Any, ...]], script: str) -> list[Any]:
+        """A group calling one script (and idempotent commands): sent again once after loading the
+        script if Redis lost its script cache; any other error reply raised."""
+        replies = await self.batch.execute(commands)
+        if any(isinstance(r, NoScriptError) for r in replies):
+            await self.redis.script_load(script)
+            replies = await self.batch.execute(commands)
+        return raise_errors(replies)
 
     async def restore_markers(
         self, train_code: str, date: dt.date, holds: Sequence[tuple[str, int, int]], ttl_seconds: int
@@ -327,11 +329,15 @@ class RedisOrderGuard:
     ) -> tuple[dict[int, str] | None, str, bool]:
         """One round trip: the cached names of these passengers (None unless all are cached), the
         member's passenger generation (for ``cache_passengers``) and whether the day's markers are valid."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(passengers_key(member_id), [str(p) for p in passenger_ids])
-        pipe.get(passengers_generation_key(member_id))
-        pipe.exists(markers_valid_key(train_code, date))
-        names, generation, trusted = await pipe.execute()
+        names, generation, trusted = raise_errors(
+            await self.batch.execute(
+                [
+                    ("HMGET", passengers_key(member_id), *[str(p) for p in passenger_ids]),
+                    ("GET", passengers_generation_key(member_id)),
+                    ("EXISTS", markers_valid_key(train_code, date)),
+                ]
+            )
+        )
         gen = _text(generation)
         if any(n is None for n in names):
             return None, gen, bool(trusted)
@@ -358,23 +364,32 @@ class RedisOrderGuard:
     async def remember_pending(self, record: Mapping[str, Any]) -> None:
         """``order:{id}`` (read back while PENDING) and the member's pending list, in one round trip.
         It also registers the day's stream for the committers (a set of stream keys)."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._remember(pipe, record)
-        await pipe.execute()
+        raise_errors(await self.batch.execute(self._remember(record)))
 
-    def _remember(self, pipe: Any, record: Mapping[str, Any]) -> None:
+    def _remember(self, record: Mapping[str, Any], encoded: str | None = None) -> list[tuple[Any, ...]]:
         order_id = str(record["order_id"])
+        if encoded is None:
+            encoded = json.dumps(record, ensure_ascii=False)
         member_key = f"member:{record['member_id']}:pending"
-        pipe.set(f"order:{order_id}", json.dumps(record, ensure_ascii=False), ex=PENDING_RECORD_TTL_SECONDS)
-        pipe.zadd(member_key, {order_id: time.time()})
-        pipe.expire(member_key, PENDING_RECORD_TTL_SECONDS)
+        commands: list[tuple[Any, ...]] = [
+            (
+                "SET",
+                f"order:{order_id}",
+                json.dumps(record, ensure_ascii=False),
+                "EX",
+                PENDING_RECORD_TTL_SECONDS,
+            ),
+            ("ZADD", member_key, time.time(), order_id),
+            ("EXPIRE", member_key, PENDING_RECORD_TTL_SECONDS),
+        ]
         stream = stream_key(str(record["train_code"]), str(record["date"]))
         now = time.monotonic()
         if self._registered.get(stream, 0.0) <= now:
             if len(self._registered) > 4096:
                 self._registered.clear()
             self._registered[stream] = now + STREAM_REGISTER_SECONDS
-            pipe.sadd("order:streams", stream)
+            commands.append(("SADD", "order:streams", stream))
+        return commands
 
     async def pending(self, order_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(f"order:{order_id}")
@@ -391,11 +406,11 @@ class RedisOrderGuard:
     async def forget_pending(self, orders: Sequence[tuple[str, int]]) -> None:
         if not orders:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for order_id, member_id in orders:
-            pipe.zrem(f"member:{member_id}:pending", order_id)
-            pipe.expire(f"order:{order_id}", 600)
-        await pipe.execute()
+            commands.append(("ZREM", f"member:{member_id}:pending", order_id))
+            commands.append(("EXPIRE", f"order:{order_id}", 600))
+        raise_errors(await self.batch.execute(commands))
 
     async def queue_position(self, record: Mapping[str, Any]) -> int:
         """Approximate count of stream entries ahead of this order not yet read by the committers:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Header, Query, Request, status
 from pydantic import ValidationError
+from starlette.types import Message, Receive, Scope, Send
 
-from railbook.api.deps import ContainerDep, MemberDep, Principal, current_principal, get_container
+from railbook.api.deps import ContainerDep, MemberDep, Principal, decode_token
+from railbook.api.errors import domain_error_response
 from railbook.api.schemas_orders import (
     AcceptedOut,
     MemberTicketOut,
@@ -21,9 +21,9 @@ from railbook.api.schemas_orders import (
     TicketOut,
 )
 from railbook.bootstrap import Container
-from railbook.domain.errors import InvalidInput
+from railbook.domain.errors import DomainError, InvalidInput, Unauthorized
 from railbook.domain.pricing import yuan_text
-from railbook.services.booking import OrderRequest, PassengerChoice, place_order
+from railbook.services.booking import Accepted, OrderRequest, PassengerChoice, place_order
 from railbook.services.order_query import OrderView, TicketView, get_order, list_orders, list_tickets
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
@@ -63,8 +63,8 @@ def _ticket_out(t: TicketView) -> TicketOut:
 
 
 async def _create(
-    body: OrderIn, request: Request, principal: Principal, container: Container, idempotency_key: str | None
-) -> Response:
+    body: OrderIn, client_ip: str, principal: Principal, container: Container, idempotency_key: str | None
+) -> Accepted:
     if idempotency_key is not None and not idempotency_key.strip():
         raise InvalidInput(
             "The Idempotency-Key header is empty.",
@@ -78,17 +78,12 @@ async def _create(
         to_station=body.to_station,
         passengers=tuple(PassengerChoice(p.passenger_id, p.seat_class, p.seat_pref) for p in body.passengers),
     )
-    accepted = await place_order(
+    return await place_order(
         container,
         member_id=principal.member_id,
         request=order_request,
         idempotency_key=idempotency_key,
-        client_ip=request.client.host if request.client else "",
-    )
-    return Response(
-        b'{"order_id":"' + accepted.order_id.encode() + b'","status":"' + accepted.status.encode() + b'"}',
-        status_code=status.HTTP_202_ACCEPTED,
-        media_type="application/json",
+        client_ip=client_ip,
     )
 
 
@@ -99,38 +94,76 @@ async def create_order(
     container: ContainerDep,
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=128),
 ) -> Any:
-    """Queue an order (202 with its id); refusals are immediate (409/422/429/503)."""
-    return await _create(body, request, principal, container, idempotency_key)
+    """Queue an order (202 with its id); refusals are immediate (409/422/429/503). Well-formed
+    requests are answered by ``direct_order`` before they reach this route."""
+    client_ip = request.client.host if request.client else ""
+    accepted = await _create(body, client_ip, principal, container, idempotency_key)
+    return AcceptedOut(order_id=accepted.order_id, status="PENDING")
 
 
-class OrderRoute(APIRoute):
-    """``POST /orders`` with a direct path for well-formed requests, the busiest endpoint in a sale.
+ORDERS_PATH = "/api/v1/orders"
 
-    A JSON body that validates as ``OrderIn`` (the same model, validated the same way: ``json.loads``
-    then python-mode validation) goes straight to the use case with the same dependencies called in
-    the same order (member first, as FastAPI resolves it). Anything else (another content type, a
-    body or header that does not validate) takes FastAPI's own handler, so 422 answers, their
-    details and the OpenAPI document are exactly FastAPI's."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        standard = super().get_route_handler()
+async def direct_order(scope: Scope, receive: Receive, send: Send) -> Receive | None:
+    """``POST /api/v1/orders`` straight from the ASGI guard, the busiest endpoint in a sale.
 
-        async def handler(request: Request) -> Response:
-            headers = request.headers
-            key = headers.get("idempotency-key")
-            if not headers.get("content-type", "").startswith("application/json") or (
-                key is not None and len(key) > 128
-            ):
-                return await standard(request)
-            try:
-                body = OrderIn.model_validate(json.loads(await request.body()))
-            except (ValueError, ValidationError):
-                return await standard(request)
-            container = await get_container(request)
-            principal = await current_principal(request, container)
-            return await _create(body, request, principal, container, key)
+    A JSON body that validates as ``OrderIn`` (the same model, validated the same way as FastAPI
+    does: ``json.loads`` then python-mode validation) with a bearer token goes straight to the use
+    case, past the routing and middleware layers that cost as much as the order itself; its answers
+    (202, and domain refusals in the error shape) are those of the route. Anything else (another
+    content type, a body or header that does not validate) returns a ``receive`` replaying the body
+    for the FastAPI route, so 422 answers, their details and the OpenAPI document are exactly
+    FastAPI's. Returns None when it answered."""
+    headers = dict(scope["headers"])
+    key_raw = headers.get(b"idempotency-key")
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return receive  # the client went away: let the framework see it
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    raw = b"".join(chunks)
+    replayed = False
 
-        return handler
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    if not headers.get(b"content-type", b"").startswith(b"application/json") or (
+        key_raw is not None and len(key_raw) > 128
+    ):
+        return replay
+    try:
+        body = OrderIn.model_validate(json.loads(raw))
+        key = key_raw.decode("latin-1") if key_raw is not None else None
+    except (ValueError, ValidationError):
+        return replay
+    container: Container = scope["app"].state.container
+    try:
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Log in first: an `Authorization: Bearer <token>` header is required.")
+        principal = decode_token(container, token.strip())
+        client = scope.get("client")
+        accepted = await _create(body, client[0] if client else "", principal, container, key)
+    except DomainError as exc:
+        await domain_error_response(exc)(scope, receive, send)
+        return None
+    answer = b'{"order_id":"%s","status":"%s"}' % (accepted.order_id.encode(), accepted.status.encode())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 202,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))],
+        }
+    )
+    await send({"type": "http.response.body", "body": answer})
+    return None
 
 
 router.add_api_route(
@@ -144,7 +177,6 @@ router.add_api_route(
         429: {"description": "rate limited"},
         503: {"description": "SALE_BUSY or UNAVAILABLE"},
     },
-    route_class_override=OrderRoute,
 )
 
 

@@ -1,0 +1,143 @@
+"""Automatic pipelining: the Redis commands of concurrent requests sent together.
+
+In a flash crowd most of an API process's time per order went into the round trips themselves
+(socket writes and reads, event-loop wake-ups, redis-py's per-call connection checkout and retry
+machinery), three per accepted order. Here each request hands over a *group* of commands and
+awaits its replies; the groups queued while the previous batch is on the wire leave together as
+one pipeline (one write, one read, one connection checkout). Under a crowd a batch carries tens of
+orders; alone, a request still goes out at once (the flush is scheduled for the next loop turn, not
+after a delay), so latency at low load is unchanged.
+
+Semantics are those of a non-transactional pipeline: each group's commands run in order on one
+connection, consecutively in the batch, but other clients' commands may run between them (a group
+needing atomicity uses one script). A command error (script error, NOSCRIPT, wrong type) is that
+command's reply, returned as the exception object; a failed round trip (connection lost, timeout)
+raises in every caller of the batch, which then does not know whether its commands ran: callers
+treat it exactly like a failed direct call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis.exceptions import NoScriptError, ResponseError
+
+# A command: its arguments (str, bytes, int or float).
+Command = tuple[Any, ...]
+
+# Batches on the wire at once. One keeps batches largest (everything queued while a batch is out
+# rides the next); a second overlaps the Redis round trip with building the next batch.
+MAX_IN_FLIGHT = 2
+# A batch past this many commands waits for the next one (bounds one reply's size and latency).
+MAX_BATCH_COMMANDS = 2000
+
+
+class AutoPipeline:
+    """Groups of commands from concurrent callers, sent as shared pipelines (see the module doc)."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        # Waiting groups: (packed commands, how many, the caller's future).
+        self._queue: list[tuple[bytes, int, asyncio.Future[list[Any]]]] = []
+        self._in_flight = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """The replies of ``commands`` (run in order, consecutively), errors as exception objects.
+        Replies are raw (no redis-py reply callbacks): integers, bytes, lists, None."""
+        # Packed here (hiredis), so a malformed command fails its own caller, not a whole batch.
+        packed = b"".join(map(hiredis.pack_command, commands))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._queue.append((packed, len(commands), future))
+        if not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._queue or self._in_flight >= MAX_IN_FLIGHT:
+            return
+        take = size = 0
+        for _, count, _ in self._queue:
+            if take and size + count > MAX_BATCH_COMMANDS:
+                break
+            size += count
+            take += 1
+        batch = self._queue[:take]
+        del self._queue[:take]
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[bytes, int, asyncio.Future[list[Any]]]]) -> None:
+        try:
+            try:
+                replies = await self._round_trip(
+                    b"".join(p for p, _, _ in batch), sum(c for _, c, _ in batch)
+                )
+            except BaseException as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            at = 0
+            for _, count, future in batch:
+                if not future.done():
+                    future.set_result(replies[at : at + count])
+                at += count
+        finally:
+            self._in_flight -= 1
+            if self._queue and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _round_trip(self, packed: bytes, count: int) -> list[Any]:
+        """One write, then ``count`` replies in order, on a pooled connection of the client (its
+        connect, auth, database and timeouts apply)."""
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command(packed)
+            replies: list[Any] = []
+            for _ in range(count):
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # that command's error reply; the others stand
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            # Sent, partly read, or cancelled midway: the connection's state is unknown.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+
+    async def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """One script call (a redis-py ``Script``) in a shared batch; its error replies raise. A Redis
+        that lost its script cache (restart, failover) answers NOSCRIPT: the script is loaded and the
+        call sent again (it did not run)."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        (reply,) = await self.execute([command])
+        if isinstance(reply, NoScriptError):
+            await self.redis.script_load(script.script)
+            (reply,) = await self.execute([command])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def raise_errors(replies: Sequence[Any]) -> list[Any]:
+    """The replies of a group, or the first error among them raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return list(replies)
