@@ -45,6 +45,8 @@ class AutoPipeline:
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0  # round trips made, and the commands they carried (how well batching works)
+        self.commands = 0
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands`` (run in order, consecutively), errors as exception objects.
@@ -72,6 +74,8 @@ class AutoPipeline:
         batch = self._queue[:take]
         del self._queue[:take]
         self._in_flight += 1
+        self.batches += 1
+        self.commands += size
         task = asyncio.ensure_future(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
