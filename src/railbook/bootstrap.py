@@ -85,6 +85,7 @@ async def build_container(settings: Settings) -> Container:
 
         redis_client = make_redis(settings.redis_url)
         autopipe = AutoPipeline(redis_client)  # one per process: the accept path's calls share batches
+        parts["autopipe"] = autopipe
         allocator = RedisAllocator(redis_client, autopipe=autopipe)
         parts["protection"] = RedisOrderGuard(
             redis_client,

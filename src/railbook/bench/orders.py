@@ -142,8 +142,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _local_stack() -> Iterator[tuple[str, str, int]]:
-    """Scratch PostgreSQL database + Redis db, one API process and one worker: (url, db url, api pid)."""
+def _local_stack() -> Iterator[tuple[str, str, int, int]]:
+    """Scratch PostgreSQL database + Redis db, one API process and one worker: (url, db url, api pid,
+    worker pid)."""
     import httpx
     import psycopg
     import redis
@@ -201,7 +202,7 @@ def _local_stack() -> Iterator[tuple[str, str, int]]:
             time.sleep(0.1)
         else:
             raise RuntimeError("the server did not start")
-        yield url, db_url, procs[0].pid
+        yield url, db_url, procs[0].pid, procs[1].pid
     finally:
         for p in procs:
             p.terminate()
@@ -524,6 +525,18 @@ async def _committed_after(
     }
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) the process has used so far; NaN where /proc is not readable."""
+    if pid is None:
+        return float("nan")
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -542,6 +555,7 @@ def _report(
     crowd_start: float,
     crowd_end: float,
     db: dict[str, Any] | None,
+    cpu: dict[str, float],
 ) -> None:
     crowd_s = crowd_end - crowd_start
     hello_rate = hello.requests / hello_s
@@ -584,10 +598,24 @@ def _report(
         "all answers p50 / p99 ms",
         f"{_pct(crowd.all_latencies(), 0.5):.1f} / {_pct(crowd.all_latencies(), 0.99):.1f}",
     )
+    # CPU time per request of the API process itself (not the load, the worker or the stores): the
+    # cost of an order next to the cost of a hello-world request, steady whatever else the machine does.
+    hello_cpu = cpu.get("api_hello", float("nan")) / max(1, hello.requests) * 1e6
+    order_cpu = cpu.get("api_crowd", float("nan")) / max(1, crowd.requests) * 1e6
+    if order_cpu == order_cpu:  # not NaN: the API process was ours to watch
+        table.add_row("API process CPU per hello-world request, µs", f"{hello_cpu:,.0f}")
+        table.add_row("API process CPU per order answer, µs", f"{order_cpu:,.0f}")
+        table.add_row(
+            "[bold]hello-world CPU ÷ order CPU (API process)[/bold]",
+            f"[bold]{hello_cpu / order_cpu:.2f}[/bold]",
+        )
     if db is not None:
         table.add_row("committed (database)", f"{db['committed']:,} of {accepted:,}")
         table.add_row("committed/s during the crowd (by updated_at)", f"{db['per_s']:,.0f}")
         table.add_row("queue drained after the crowd stopped, s", f"{db['drain_s']:.2f}")
+        worker_cpu = cpu.get("worker", float("nan")) / max(1, db["committed"]) * 1e6
+        if worker_cpu == worker_cpu:
+            table.add_row("worker process CPU per committed order, µs", f"{worker_cpu:,.0f}")
     console.print(table)
 
 
@@ -601,20 +629,24 @@ def run(url: str | None, seconds: float, concurrency: int, **options: Any) -> No
     stops = int(options.get("stops", 8))
     seats = int(options.get("seats", 6000))
 
-    def measure(site_url: str, db_url: str | None) -> None:
+    def measure(site_url: str, db_url: str | None, api_pid: int | None, worker_pid: int | None) -> None:
         if db_url is None:
             raise SystemExit("--url needs RAILBOOK_DATABASE_URL (the server's database) for the set-up")
         console.print(f"preparing: {members} members, hot train of ~{seats} seats, {stops} stops ...")
         plan = asyncio.run(_prepare(site_url, db_url, members=members, stops=stops, seats=seats))
         console.print(f"hello world for {HELLO_SECONDS:.0f}s, then the crowd for {seconds:.0f}s ...")
+        a0 = _cpu_seconds(api_pid)
         hello, h0, h1 = _spread("hello", plan, HELLO_SECONDS, concurrency, procs)
+        a1, w1 = _cpu_seconds(api_pid), _cpu_seconds(worker_pid)
         crowd, c0, c1 = _spread("crowd", plan, seconds, concurrency, procs)
+        a2 = _cpu_seconds(api_pid)
         db = asyncio.run(_committed_after(db_url, crowd.count("202"), c0, c1))
-        _report(plan, seconds, concurrency, procs, hello, h1 - h0, crowd, c0, c1, db)
+        cpu = {"api_hello": a1 - a0, "api_crowd": a2 - a1, "worker": _cpu_seconds(worker_pid) - w1}
+        _report(plan, seconds, concurrency, procs, hello, h1 - h0, crowd, c0, c1, db, cpu)
 
     if url:
-        measure(url, os.environ.get("RAILBOOK_DATABASE_URL"))
+        measure(url, os.environ.get("RAILBOOK_DATABASE_URL"), None, None)
         return
-    with _local_stack() as (local_url, db_url, api_pid):
+    with _local_stack() as (local_url, db_url, api_pid, worker_pid):
         console.print(f"API process pid {api_pid} (attach a profiler: py-spy record --pid {api_pid})")
-        measure(local_url, db_url)
+        measure(local_url, db_url, api_pid, worker_pid)

@@ -26,10 +26,10 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -256,7 +256,7 @@ async def _write(
         tstmt = _insert(session, Ticket.__table__).on_conflict_do_nothing(index_elements=["id"])
         await session.execute(tstmt, ticket_rows)
     if outbox_rows:
-        await session.execute(insert(Outbox.__table__), outbox_rows)
+        await session.execute(insert(cast(Table, Outbox.__table__)), outbox_rows)  # Core: no ORM bulk step
     return inserted
 
 

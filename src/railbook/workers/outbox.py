@@ -19,14 +19,15 @@ import json
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from railbook.adapters.db.models import Outbox, ProcessedEvent
+from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.api.errors import is_store_outage
 from railbook.bootstrap import Container
 from railbook.services.payment import utcnow
@@ -43,7 +44,7 @@ CLAIM_EVERY_S = 30.0
 CLAIM_IDLE_MS = 60_000
 
 
-def _event_fields(row: Outbox) -> dict[str, str]:
+def _event_fields(row: Any) -> dict[str, str]:
     return {
         "id": str(row.id),
         "topic": row.topic,
@@ -67,28 +68,34 @@ async def _publish(container: Container, events: Sequence[dict[str, str]]) -> No
         for event in events:
             queue.put_nowait(event)
         return
-    async with container.redis.pipeline(transaction=False) as pipe:
-        for event in events:
-            pipe.xadd(STREAM, event, maxlen=STREAM_MAXLEN, approximate=True)
-        await pipe.execute()
+    commands = []
+    for event in events:
+        fields = [part for item in event.items() for part in item]
+        commands.append(("XADD", STREAM, "MAXLEN", "~", STREAM_MAXLEN, "*", *fields))
+    raise_errors(await autopipe(container).execute(commands))
+
+
+def autopipe(container: Container) -> AutoPipeline:
+    """The process's shared Redis batches (built with the container; made here for a bare one)."""
+    batch = container.parts.get("autopipe")
+    if batch is None:
+        batch = container.parts["autopipe"] = AutoPipeline(container.redis)
+    assert isinstance(batch, AutoPipeline)
+    return batch
 
 
 async def relay_once(container: Container, *, batch: int = RELAY_BATCH) -> int:
     """Publish one batch of unpublished outbox rows; returns how many."""
     async with container.sessionmaker() as session, session.begin():
         rows = (
-            (
-                await session.execute(
-                    select(Outbox)
-                    .where(Outbox.published_at.is_(None))
-                    .order_by(Outbox.id)
-                    .limit(batch)
-                    .with_for_update(skip_locked=True)
-                )
+            await session.execute(
+                select(Outbox.id, Outbox.topic, Outbox.key, Outbox.payload)
+                .where(Outbox.published_at.is_(None))
+                .order_by(Outbox.id)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
             )
-            .scalars()
-            .all()
-        )
+        ).all()
         if not rows:
             return 0
         await _publish(container, [_event_fields(r) for r in rows])
@@ -108,10 +115,11 @@ async def handle_events(container: Container, consumer: str, events: Sequence[Ma
     async with container.sessionmaker() as session, session.begin():
         dialect = session.bind.dialect.name
         insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = (
-            insert_(ProcessedEvent).values(rows).on_conflict_do_nothing().returning(ProcessedEvent.event_id)
-        )
-        fresh = set((await session.execute(stmt)).scalars())
+        # executemany of one cached statement (batched by insertmanyvalues), not a statement with
+        # a VALUES row per event built and compiled anew for every batch
+        table = cast(Table, ProcessedEvent.__table__)
+        stmt = insert_(table).on_conflict_do_nothing().returning(ProcessedEvent.event_id)
+        fresh = set((await session.execute(stmt, rows)).scalars())
     new = len(fresh)
     for event in events:
         if str(event["id"]) not in fresh:
