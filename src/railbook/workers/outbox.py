@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, Text, select, update
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -49,7 +50,7 @@ def _event_fields(row: Any) -> dict[str, str]:
         "id": str(row.id),
         "topic": row.topic,
         "key": row.key,
-        "payload": json.dumps(row.payload, ensure_ascii=False, default=str),
+        "payload": row.payload,  # the stored JSON text, published as it is
     }
 
 
@@ -89,7 +90,7 @@ async def relay_once(container: Container, *, batch: int = RELAY_BATCH) -> int:
     async with container.sessionmaker() as session, session.begin():
         rows = (
             await session.execute(
-                select(Outbox.id, Outbox.topic, Outbox.key, Outbox.payload)
+                select(Outbox.id, Outbox.topic, Outbox.key, cast_(Outbox.payload, Text).label("payload"))
                 .where(Outbox.published_at.is_(None))
                 .order_by(Outbox.id)
                 .limit(batch)

@@ -23,7 +23,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
+from redis._parsers import _AsyncHiredisParser
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # A command: its arguments (str, bytes, int or float).
 Command = tuple[Any, ...]
@@ -111,6 +113,16 @@ class AutoPipeline:
         connection = await pool.get_connection()
         try:
             await connection.send_packed_command(packed)
+            parser = getattr(connection, "_parser", None)
+            if isinstance(parser, _AsyncHiredisParser):
+                # The replies straight from hiredis under one timeout for the batch: redis-py's
+                # per-reply read (a timeout context and bookkeeping each) costs about 6 µs of CPU a
+                # reply against under 1 µs here. Error replies come back as values.
+                try:
+                    async with asyncio.timeout(connection.socket_timeout):
+                        return [await parser.read_response() for _ in range(count)]
+                except TimeoutError as exc:
+                    raise RedisTimeoutError("Timeout reading a batch of replies") from exc
             replies: list[Any] = []
             for _ in range(count):
                 try:
