@@ -220,8 +220,7 @@ def order_id_time(order_id: str) -> dt.datetime:
 
 
 def _order_tag(secret: str, member_id: int, head: bytes) -> bytes:
-    mac = hmac.new(secret.encode(), b"order:" + str(member_id).encode() + b":" + head, hashlib.sha256)
-    return mac.digest()[:4]
+    return hmac.digest(secret.encode(), b"order:%d:%s" % (member_id, head), "sha256")[:4]
 
 
 def ticket_id(order_id: str, position: int) -> str:
@@ -734,7 +733,8 @@ async def _admit_and_enqueue(
 ) -> Accepted:
     """The protections, the duplicate check and the allocation of a validated order."""
     ids = [p.passenger_id for p in request.passengers]
-    request_hash = request.digest()
+    # Only a keyed request is ever compared with an earlier one (a retry under its key).
+    request_hash = request.digest() if idempotency_key else ""
     cache = member_cache(container)
     now = time.monotonic()
     names = cache.names(member_id, ids, now)
@@ -919,7 +919,7 @@ async def _enqueue(
             for p in request.passengers
         ],
         "idempotency_key": idempotency_key,
-        "request_hash": request_hash,
+        "request_hash": request_hash or None,
         "created_at": created_at.isoformat(),
     }
     # The queue message and the pending record are the same JSON, encoded once.

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -29,7 +30,9 @@ PASSENGERS_TTL_SECONDS = 24 * 3600
 STREAM_REGISTER_SECONDS = 5.0
 
 
+@lru_cache(maxsize=4096)
 def _tag(train_code: str, date: dt.date | str) -> str:
+    """The train-day's hash tag (remembered: the accept path names a day's keys several times)."""
     return day_tag(train_code, date if isinstance(date, dt.date) else dt.date.fromisoformat(date))
 
 
@@ -109,6 +112,7 @@ def passengers_generation_key(member_id: int) -> str:
     return f"member:{member_id}:passengers:gen"
 
 
+@lru_cache(maxsize=4096)
 def stream_key(train_code: str, date: dt.date | str) -> str:
     """The train-day's order stream (named by the allocator, which appends to it)."""
     return order_stream_key(train_code, date if isinstance(date, dt.date) else dt.date.fromisoformat(date))
