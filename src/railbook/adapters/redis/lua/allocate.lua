@@ -292,23 +292,20 @@ local function seat_mask(c, seat)
   return (struct.unpack('>I8', raw))
 end
 
--- masks of one carriage block, cached for this call: seat index -> mask
-local function block_masks(c, k)
+-- a seat's mask; its carriage block's masks are read with one GETRANGE, once per call, and a mask
+-- is decoded only when asked for (most orders look at a few seats of one carriage)
+local function mask_of(c, k, seat)
   c.bm = c.bm or {}
-  local t = c.bm[k.first]
-  if not t then
-    local cnt = k.last - k.first + 1
-    local raw = redis.call('GETRANGE', c.key, MOFF + 8 * k.first, MOFF + 8 * (k.last + 1) - 1)
-    local v = {struct.unpack('>' .. string.rep('I8', cnt), raw)}
-    t = {}
-    for j = 1, cnt do t[k.first + j - 1] = v[j] end
-    c.bm[k.first] = t
+  local raw = c.bm[k.first]
+  if not raw then
+    raw = redis.call('GETRANGE', c.key, MOFF + 8 * k.first, MOFF + 8 * (k.last + 1) - 1)
+    c.bm[k.first] = raw
   end
-  return t
+  return (struct.unpack('>I8', raw, 8 * (seat - k.first) + 1))
 end
 
 local function ok_seat(c, k, seat)
-  return not c.taken[seat] and is_free(block_masks(c, k)[seat])
+  return not c.taken[seat] and is_free(mask_of(c, k, seat))
 end
 
 local function take(c, pos, seat, a, b)
@@ -493,15 +490,22 @@ local function seat_group(c, positions)
   end
   local chosen = nil
   local k0 = car_of(c, s0)
-  local near = free_in(c, k0)
-  if #near >= u then
-    table.sort(near, function(p, q)
-      local dp, dq = math.abs(p - s0), math.abs(q - s0)
-      if dp ~= dq then return dp < dq end
-      return p < q
-    end)
-    chosen = {}
-    for j = 1, u do chosen[j] = near[j] end
+  -- the u free seats of s0's carriage nearest to s0 (by distance, then index): walking outwards
+  -- from s0, lower side first, visits them in that order without sorting the carriage
+  local near = {}
+  for d = 0, k0.last - k0.first do
+    local lo, hi = s0 - d, s0 + d
+    if lo >= k0.first and ok_seat(c, k0, lo) then
+      near[#near + 1] = lo
+      if #near == u then break end
+    end
+    if d > 0 and hi <= k0.last and ok_seat(c, k0, hi) then
+      near[#near + 1] = hi
+      if #near == u then break end
+    end
+  end
+  if #near == u then
+    chosen = near
   else
     for _, k in ipairs(cars(c)) do
       local free = free_in(c, k)
@@ -516,7 +520,7 @@ local function seat_group(c, positions)
     table.sort(chosen)
     for j = 1, u do
       local seat = chosen[j]
-      take_masked(c, positions[j], seat, block_masks(c, car_of(c, seat))[seat])
+      take_masked(c, positions[j], seat, mask_of(c, car_of(c, seat), seat))
     end
     return
   end
@@ -551,7 +555,7 @@ for i = 1, nslots do
     local got = place_letters(c, wishes)
     if got then
       for _, g in ipairs(got) do
-        take_masked(c, g[1], g[2], block_masks(c, car_of(c, g[2]))[g[2]])
+        take_masked(c, g[1], g[2], mask_of(c, car_of(c, g[2]), g[2]))
       end
     else
       for _, w in ipairs(wishes) do rest[#rest + 1] = w[1] end
