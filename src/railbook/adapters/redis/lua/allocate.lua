@@ -28,22 +28,24 @@
 --
 -- KEYS: 1 meta hash, 2 order stream, then per class slot i: its inventory string. All keys share
 -- the train-day's hash tag {CODE:YYYY-MM-DD} (one Cluster slot).
--- ARGV: 1 x, 2 y, 3 order_id, 4 #slots, 5 #passengers, 6 #message pairs, 7 want message (0/1),
---       then per passenger (slot, kind 0/1/2, v1, v2, v3), then slot class names, then message pairs.
+-- ARGV: 1 the call's numbers packed in bytes: u8 x, u8 y, u8 #slots, u8 #passengers, u8 #message
+--       pairs, u8 want message (0/1), then per passenger 7 bytes: u8 slot, u8 kind 0/1/2, big-endian
+--       u16 v1, u16 v2, u8 v3 (one string to read with string.byte, not one ARGV item and one
+--       tonumber each); 2 order_id; then the slot class names; then the message pairs.
 -- Returns {1, epoch, pos, slot, seat, name, ...} or {0, code, text}.
 
 local HDR = 256
 local EPOCH_AT = 241 -- 1-based: header bytes 240..255
 local FIRST_READ = HDR + 2 * 496 -- header and H of a train of up to 32 stops in one GETRANGE
+-- Arguments of redis.call that are constants are passed as strings: Redis formats every number
+-- argument with "%.17g", which is a large share of a short command's cost.
+local FIRST_READ_LAST = '1247' -- FIRST_READ - 1
 
-local x = tonumber(ARGV[1])
-local y = tonumber(ARGV[2])
-local nslots = tonumber(ARGV[4])
-local np = tonumber(ARGV[5])
-local nmsg = tonumber(ARGV[6])
-local want_msg = ARGV[7] == '1'
-local PA = 7
-local CA = PA + 5 * np
+local A = ARGV[1]
+local x, y, nslots, np, nmsg, want = string.byte(A, 1, 6)
+local want_msg = want == 1
+local CA = 2 -- ARGV[CA + i]: the class name of slot i
+local MA = CA + nslots -- ARGV[MA + 1 ..]: the message pairs
 
 local PX = 2 ^ x
 local PLEN = 2 ^ (y - x)
@@ -51,27 +53,26 @@ local PLEN = 2 ^ (y - x)
 local function fail(code, text) return {0, code, text} end
 
 -- Fast path: one passenger, no preference, the common order. The same checks, best fit and writes
--- as the general path below, inlined so that it creates no closures and almost no tables (on this
--- path a closure or table costs as much as a redis.call). Falls through when the class is absent.
-if nslots == 1 and np == 1 and ARGV[PA + 2] == '0' then
+-- as the general path below, inlined so that it creates almost no closures and tables (Lua work
+-- paid on every call). Falls through when the class is absent.
+if nslots == 1 and np == 1 and string.byte(A, 8) == 0 then
   local key = KEYS[3]
-  local s = redis.call('GETRANGE', key, 0, FIRST_READ - 1)
+  local s = redis.call('GETRANGE', key, '0', FIRST_READ_LAST)
   if s ~= '' then
-    local byte = string.byte
+    local byte, floor = string.byte, math.floor
     local n, N, L = struct.unpack('>HHB', s)
     local need = HDR + n * (n - 1)
     if #s < need then s = s .. redis.call('GETRANGE', key, #s, need - 1) end
     if y > n - 1 then return fail('BAD_JOURNEY', 'bad journey for this train') end
     local n2 = 2 * n - 1
     -- byte offset (1-based) of H cell (a, t) is HDR + 2 * tri(a, t) + 1
-    local sum = 0
+    local any = false
     for a = 0, x do
       local o = HDR + 2 * (a * (n2 - a) / 2 + y - a - 1) + 1
       local hi, lo = byte(s, o, o + 1)
-      sum = sum + hi * 256 + lo
-      if sum >= 1 then break end
+      if hi + lo > 0 then any = true break end
     end
-    if sum < 1 then return fail('SOLD_OUT', ARGV[CA + 1] .. ' sold out') end
+    if not any then return fail('SOLD_OUT', ARGV[CA + 1] .. ' sold out') end
     -- best fit (see best_fit below): rows a = x down to 0, bisection on the row's drop below H[a][y]
     local bestL, c1, cands = nil, nil, nil
     for a = x, 0, -1 do
@@ -91,7 +92,7 @@ if nslots == 1 and np == 1 and ARGV[PA + 2] == '0' then
         end
         if below < top then
           while lo_ < hi_ do
-            local mid = math.floor((lo_ + hi_) / 2)
+            local mid = floor((lo_ + hi_) / 2)
             local v = 0
             if mid + 1 <= n - 1 then
               local h1, l1 = byte(s, rb + 2 * (mid + 1), rb + 2 * (mid + 1) + 1)
@@ -121,7 +122,7 @@ if nslots == 1 and np == 1 and ARGV[PA + 2] == '0' then
       local a = cands and cands[j] or c1
       if not seat or seat > 0 then
         local base = roff8 + W8 * (a * (n2 - a) / 2 + bestL - 1)
-        local p = redis.call('BITPOS', key, 1, base, base + (seat or N) - 1, 'BIT')
+        local p = redis.call('BITPOS', key, '1', base, base + (seat or N) - 1, 'BIT')
         if p >= 0 then seat, ra = p - base, a end
       end
     end
@@ -132,67 +133,75 @@ if nslots == 1 and np == 1 and ARGV[PA + 2] == '0' then
     local JM = 2 ^ y - 2 ^ x
     if ra < x and y < rb then
       redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0, 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, 1,
-        'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, 1)
+        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, '1',
+        'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, '1')
     elseif ra < x then
       redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0, 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, 1)
+        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, '1')
     elseif y < rb then
       redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0, 'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, 1)
+        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, '1')
     else
       redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0)
+        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0')
     end
     -- H[ra][x+1..rb] - 1, and H[y][y+1..rb] + 1 when y < rb, with the bytes between copied
     local p1 = HDR + 2 * cell(ra, x + 1) + 1
     local p2 = HDR + 2 * cell(ra, rb) + 2
     local v = {byte(s, p1, p2)}
-    for k = 1, #v, 2 do
-      local w = v[k] * 256 + v[k + 1] - 1
-      v[k], v[k + 1] = math.floor(w / 256), w % 256
+    for k = 2, #v, 2 do -- each cell >= 1 (the seat's run is counted in it): no borrow below 0
+      local lo = v[k]
+      if lo > 0 then v[k] = lo - 1 else v[k - 1], v[k] = v[k - 1] - 1, 255 end
     end
     local piece = string.char(unpack(v))
     if y < rb then
       local q1 = HDR + 2 * cell(y, y + 1) + 1
       local q2 = HDR + 2 * cell(y, rb) + 2
       local u = {byte(s, q1, q2)}
-      for k = 1, #u, 2 do
-        local w = u[k] * 256 + u[k + 1] + 1
-        u[k], u[k + 1] = math.floor(w / 256), w % 256
+      for k = 2, #u, 2 do -- each cell < N <= 65535 before: no carry out
+        local lo = u[k]
+        if lo < 255 then u[k] = lo + 1 else u[k - 1], u[k] = u[k - 1] + 1, 0 end
       end
       piece = piece .. string.sub(s, p2 + 1, q1 - 1) .. string.char(unpack(u))
     end
     redis.call('SETRANGE', key, p1 - 1, piece)
     -- the seat's name from the carriage table
     local first, name = 0, nil
-    for o = 15, 14 + 4 * byte(s, 14), 4 do
-      local cno, c2, r1, r2 = byte(s, o, o + 3)
+    for o = 17, 16 + 4 * byte(s, 14), 4 do
+      local r1, r2 = byte(s, o, o + 1)
       local size = (r1 * 256 + r2) * L
       if seat < first + size then
         local off = seat - first
         local li = off % L
-        name = string.format('%02d-%02d%s', cno * 256 + c2, math.floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
+        local k1, k2 = byte(s, o - 2, o - 1)
+        name = string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
         break
       end
       first = first + size
     end
-    local epoch = string.match(string.sub(s, EPOCH_AT, EPOCH_AT + 15), '^[^%z]*')
+    local epoch = string.sub(s, EPOCH_AT, EPOCH_AT + 15) -- NUL-padded only when shorter than 16
+    if byte(s, EPOCH_AT + 15) == 0 then epoch = string.match(epoch, '^[^%z]*') end
     if want_msg then
-      local args = {}
-      local mo = CA + nslots
-      for j = 1, 2 * nmsg do args[j] = ARGV[mo + j] end
-      local m = 2 * nmsg
-      args[m + 1] = 'order_id'; args[m + 2] = ARGV[3]
-      args[m + 3] = 'seats'
-      args[m + 4] = string.format('[{"position":0,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}]',
+      local seats = string.format('[{"position":0,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}]',
         ARGV[CA + 1], seat, name)
-      args[m + 5] = 'epoch'; args[m + 6] = epoch
-      redis.call('XADD', KEYS[2], '*', unpack(args))
+      if nmsg == 1 then
+        redis.call('XADD', KEYS[2], '*', ARGV[MA + 1], ARGV[MA + 2], 'order_id', ARGV[2], 'seats', seats,
+          'epoch', epoch)
+      else
+        local args = {unpack(ARGV, MA + 1, MA + 2 * nmsg)}
+        local m = 2 * nmsg
+        args[m + 1] = 'order_id'; args[m + 2] = ARGV[2]
+        args[m + 3] = 'seats'; args[m + 4] = seats
+        args[m + 5] = 'epoch'; args[m + 6] = epoch
+        redis.call('XADD', KEYS[2], '*', unpack(args))
+      end
     end
     return {1, epoch, 0, 1, seat, name}
   end
 end
+
+-- passenger p (0-based): slot, kind, v1, v2, v3
+local function passenger(p) return struct.unpack('>BBHHB', A, 7 + 7 * p) end
 
 -- per class slot state
 local C = {}
@@ -322,12 +331,10 @@ end
 -- step 2: classes on the train-day and named seats exist (passenger order)
 local named = {}
 for p = 0, np - 1 do
-  local o = PA + 5 * p
-  local slot, kind = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
+  local slot, kind, car, row, li = passenger(p)
   local c = C[slot]
   if not c then return fail('BAD_SEAT_CLASS', 'seat class not on this train-day') end
   if kind == 2 then
-    local car, row, li = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4]), tonumber(ARGV[o + 5])
     local idx = nil
     for _, k in ipairs(cars(c)) do
       if k.no == car then
@@ -343,7 +350,7 @@ end
 -- step 3: sold-out check, H column y over rows 0..x (at most x+1 cells), early exit
 local need = {}
 for p = 0, np - 1 do
-  local slot = tonumber(ARGV[PA + 5 * p + 1])
+  local slot = passenger(p)
   need[slot] = (need[slot] or 0) + 1
 end
 for i = 1, nslots do
@@ -541,11 +548,10 @@ for i = 1, nslots do
   local c = C[i]
   local wishes, rest = {}, {}
   for p = 0, np - 1 do
-    local o = PA + 5 * p
-    if tonumber(ARGV[o + 1]) == i then
-      local kind = tonumber(ARGV[o + 2])
+    local slot, kind, li = passenger(p)
+    if slot == i then
       if kind == 1 then
-        wishes[#wishes + 1] = {p, tonumber(ARGV[o + 3])}
+        wishes[#wishes + 1] = {p, li}
       elseif kind == 0 then
         rest[#rest + 1] = p
       end
@@ -629,10 +635,8 @@ for p = 1, np do
 end
 
 if want_msg then
-  local args = {}
-  local mo = CA + nslots
-  for j = 1, 2 * nmsg do args[j] = ARGV[mo + j] end
-  args[#args + 1] = 'order_id'; args[#args + 1] = ARGV[3]
+  local args = {unpack(ARGV, MA + 1, MA + 2 * nmsg)}
+  args[#args + 1] = 'order_id'; args[#args + 1] = ARGV[2]
   args[#args + 1] = 'seats'; args[#args + 1] = '[' .. table.concat(parts, ',') .. ']'
   args[#args + 1] = 'epoch'; args[#args + 1] = epoch
   redis.call('XADD', KEYS[2], '*', unpack(args))
