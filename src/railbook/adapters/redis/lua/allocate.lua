@@ -281,18 +281,40 @@ local function name_of(c, seat)
   end
 end
 
+-- a seat's carriage; without the whole table when it is not built yet (a group needs one or two)
 local function car_of(c, seat)
-  for _, k in ipairs(cars(c)) do
-    if seat <= k.last then return k end
+  if c.cars then
+    for _, k in ipairs(c.cars) do
+      if seat <= k.last then return k end
+    end
+  end
+  local first = 0
+  for o = 15, 14 + 4 * string.byte(c.s, 14), 4 do
+    local c1, c2, r1, r2 = string.byte(c.s, o, o + 3)
+    local rows = r1 * 256 + r2
+    local last = first + rows * c.L - 1
+    if seat <= last then return {no = c1 * 256 + c2, rows = rows, first = first, last = last} end
+    first = last + 1
   end
 end
 
 local function is_free(m) return math.floor(m / PX) % PLEN == 0 end
-local function bit(m, k) return math.floor(m / 2 ^ k) % 2 end
+-- the free run (a, b) around the journey of a seat free for it: a is one past the highest sold
+-- segment below x (frexp gives a number's highest set bit exactly), b the lowest sold segment at
+-- or above y, else the last stop
 local function run_of(m)
-  local a, b = x, y
-  while a > 0 and bit(m, a - 1) == 0 do a = a - 1 end
-  while b < n - 1 and bit(m, b) == 0 do b = b + 1 end
+  local a, b = 0, y
+  local below = m % PX
+  if below > 0 then
+    local _, e = math.frexp(below)
+    a = e
+  end
+  local w = math.floor(m / 2 ^ y)
+  if w == 0 then return a, n - 1 end
+  while w % 2 == 0 do
+    w = w / 2
+    b = b + 1
+  end
   return a, b
 end
 
