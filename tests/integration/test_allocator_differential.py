@@ -374,3 +374,27 @@ def test_counts_past_one_byte(env: Env) -> None:
         await alloc.drop_day(code, DATE)
 
     env.loop.run_until_complete(scenario())
+
+
+@pytest.mark.parametrize("journey", [(1, 300), (299, 300), (254, 255), (255, 256), (0, 10_000)])
+def test_stop_index_past_any_train(env: Env, journey: tuple[int, int]) -> None:
+    """The Redis call carries stop indexes in one byte each: one past any train still gets the
+    answers of the domain model (BAD_JOURNEY on a loaded day, DAY_NOT_LOADED on an unloaded one)."""
+    seats = {"second": class_seats((CarriageSpec(1, "second", 2),), "second")}
+    request = AllocationRequest(*journey, (PassengerSeatRequest("second"),))
+
+    async def scenario() -> None:
+        code = f"J{_run}{next(_codes)}"
+        alloc = RedisAllocator(env.redis)
+        for loaded, want in ((False, "DAY_NOT_LOADED"), (True, "BAD_JOURNEY")):
+            if loaded:
+                await alloc.load_day(DayLayout(code, DATE, 5, seats, {}))
+                with pytest.raises(DomainError) as e:
+                    DayInventory.from_masks(5, seats).allocate(request)
+                assert e.value.code == want
+            with pytest.raises(DomainError) as e:
+                await alloc.allocate(code, DATE, request, order_id="j")
+            assert e.value.code == want
+        await alloc.drop_day(code, DATE)
+
+    env.loop.run_until_complete(scenario())

@@ -226,6 +226,8 @@ class RedisAllocator:
         keys = [_meta_key(tag), order_stream_key(train_code, date)]
         keys += [_inv_key(tag, c) for c in slots]
         msg = dict(message or {})
+        if len(msg) > 255:
+            raise ValueError("an order message has at most 255 fields")
         # The call's numbers in one binary string (allocate.lua's ARGV 1). A stop index beyond any
         # train is clamped to 255 (x to 254, keeping x < y): the script answers BAD_JOURNEY for it
         # as it would for the index itself.
