@@ -397,8 +397,12 @@ end
 -- H[a][t] less the seats of runs (a, b >= t) already taken by this call (t = n reads as 0)
 local function hleft(c, a, t)
   if t > n - 1 then return 0 end
-  local v = hcell(c, a, t)
-  for _, d in ipairs(c.dlist) do
+  local o = HDR + 2 * (a * (2 * n - a - 1) / 2 + t - a - 1) + 1 -- cell tri(a, t)
+  local hi, lo = string.byte(c.s, o, o + 1)
+  local v = hi * 256 + lo
+  local dl = c.dlist
+  for j = 1, #dl do
+    local d = dl[j]
     if d[1] == a and d[2] >= t then v = v - 1 end
   end
   return v
@@ -456,10 +460,14 @@ local function best_fit(c)
   return bs, ba, ba + bestL
 end
 
-local function free_in(c, k)
+-- the lowest free seats of a carriage, at most u of them (the scan stops there)
+local function free_in(c, k, u)
   local out = {}
   for seat = k.first, k.last do
-    if ok_seat(c, k, seat) then out[#out + 1] = seat end
+    if ok_seat(c, k, seat) then
+      out[#out + 1] = seat
+      if #out == u then break end
+    end
   end
   return out
 end
@@ -537,10 +545,9 @@ local function seat_group(c, positions)
     chosen = near
   else
     for _, k in ipairs(cars(c)) do
-      local free = free_in(c, k)
-      if #free >= u then
-        chosen = {}
-        for j = 1, u do chosen[j] = free[j] end
+      local free = free_in(c, k, u)
+      if #free == u then
+        chosen = free
         break
       end
     end
@@ -594,7 +601,7 @@ for i = 1, nslots do
 end
 
 -- writes, per class: one BITFIELD (masks, run bits) and one SETRANGE (the changed span of H)
-local JM = 2 ^ y - 2 ^ x
+local JM = string.format('%d', 2 ^ y - 2 ^ x) -- formatted once, not by Redis for every seat
 local epoch = string.match(string.sub(C[1].s, EPOCH_AT, EPOCH_AT + 15), '^[^%z]*')
 local out = {1, epoch}
 local assigned = {}
@@ -615,11 +622,11 @@ for i = 1, nslots do
     for _, t in ipairs(c.takes) do
       local pos, seat, a, b = t[1], t[2], t[3], t[4]
       bf[#bf + 1] = 'INCRBY'; bf[#bf + 1] = 'u63'; bf[#bf + 1] = 8 * (MOFF + 8 * seat) + 1; bf[#bf + 1] = JM
-      runbit(a, b, seat, 0)
-      if a < x then runbit(a, x, seat, 1) end
+      runbit(a, b, seat, '0')
+      if a < x then runbit(a, x, seat, '1') end
       hrange(a, x + 1, b, -1)
       if y < b then
-        runbit(y, b, seat, 1)
+        runbit(y, b, seat, '1')
         hrange(y, y + 1, b, 1)
       end
       assigned[pos + 1] = {pos, i, seat, name_of(c, seat)}
