@@ -9,9 +9,9 @@
 -- (property tests compare them). Cost per call is a handful of redis.calls, never one per seat or
 -- per station pair: a one-passenger order is GETRANGE, BITPOS (one per candidate run, usually
 -- one), BITFIELD, SETRANGE, XADD.
--- A one-passenger order without preference (most orders) takes an inlined fast path that creates
--- no closures and almost no tables (here each costs about what a redis.call does); it must choose
--- and write exactly what the general path would (the differential tests drive both).
+-- An order of one class without preference (most orders) takes an inlined fast path that creates
+-- almost no closures and tables; it must choose and write exactly what the general path would (the
+-- differential tests drive both).
 --
 -- Class key layout (one string per class, see allocator.py): 256-byte header (u16 n, u16 N, u8 L,
 -- 8 bytes letters, u8 ncar, ncar x (u16 carriage, u16 rows)); then H, T = n(n-1)/2 big-endian
@@ -52,10 +52,15 @@ local PLEN = 2 ^ (y - x)
 
 local function fail(code, text) return {0, code, text} end
 
--- Fast path: one passenger, no preference, the common order. The same checks, best fit and writes
--- as the general path below, inlined so that it creates almost no closures and tables (Lua work
--- paid on every call). Falls through when the class is absent.
-if nslots == 1 and np == 1 and string.byte(A, 8) == 0 then
+-- Fast path: one class, no preference, the common order. The same checks, best fit and writes as
+-- the general path below, inlined so that it creates almost no closures and tables (Lua work paid
+-- on every call). Falls through when the class is absent, or when a group does not fit in its best
+-- fit seat's carriage (nothing is written by then).
+local plain = nslots == 1
+for p = 0, np - 1 do
+  if string.byte(A, 8 + 7 * p) ~= 0 then plain = false break end
+end
+if plain then
   local key = KEYS[3]
   local s = redis.call('GETRANGE', key, '0', FIRST_READ_LAST)
   if s ~= '' then
@@ -66,13 +71,14 @@ if nslots == 1 and np == 1 and string.byte(A, 8) == 0 then
     if y > n - 1 then return fail('BAD_JOURNEY', 'bad journey for this train') end
     local n2 = 2 * n - 1
     -- byte offset (1-based) of H cell (a, t) is HDR + 2 * tri(a, t) + 1
-    local any = false
+    local sum = 0
     for a = 0, x do
       local o = HDR + 2 * (a * (n2 - a) / 2 + y - a - 1) + 1
       local hi, lo = byte(s, o, o + 1)
-      if hi + lo > 0 then any = true break end
+      sum = sum + hi * 256 + lo
+      if sum >= np then break end
     end
-    if not any then return fail('SOLD_OUT', ARGV[CA + 1] .. ' sold out') end
+    if sum < np then return fail('SOLD_OUT', ARGV[CA + 1] .. ' sold out') end
     -- best fit (see best_fit below): rows a = x down to 0, bisection on the row's drop below H[a][y]
     local bestL, c1, cands = nil, nil, nil
     for a = x, 0, -1 do
@@ -128,75 +134,208 @@ if nslots == 1 and np == 1 and string.byte(A, 8) == 0 then
     end
     if not seat then error('best_fit: run index inconsistent') end
     local rb = ra + bestL
-    -- writes: one BITFIELD (mask, run bits), one SETRANGE over H rows ra and y (see below)
     local function cell(a, b) return a * (n2 - a) / 2 + b - a - 1 end
-    local JM = 2 ^ y - 2 ^ x
-    if ra < x and y < rb then
-      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, '1',
-        'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, '1')
-    elseif ra < x then
-      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, '1')
-    elseif y < rb then
-      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, '1')
-    else
-      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0')
-    end
-    -- H[ra][x+1..rb] - 1, and H[y][y+1..rb] + 1 when y < rb, with the bytes between copied
-    local p1 = HDR + 2 * cell(ra, x + 1) + 1
-    local p2 = HDR + 2 * cell(ra, rb) + 2
-    local v = {byte(s, p1, p2)}
-    for k = 2, #v, 2 do -- each cell >= 1 (the seat's run is counted in it): no borrow below 0
-      local lo = v[k]
-      if lo > 0 then v[k] = lo - 1 else v[k - 1], v[k] = v[k - 1] - 1, 255 end
-    end
-    local piece = string.char(unpack(v))
-    if y < rb then
-      local q1 = HDR + 2 * cell(y, y + 1) + 1
-      local q2 = HDR + 2 * cell(y, rb) + 2
-      local u = {byte(s, q1, q2)}
-      for k = 2, #u, 2 do -- each cell < N <= 65535 before: no carry out
-        local lo = u[k]
-        if lo < 255 then u[k] = lo + 1 else u[k - 1], u[k] = u[k - 1] + 1, 0 end
+    if np == 1 then
+      -- writes: one BITFIELD (mask, run bits), one SETRANGE over H rows ra and y (see below)
+      local JM = 2 ^ y - 2 ^ x
+      if ra < x and y < rb then
+        redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+          'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, '1',
+          'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, '1')
+      elseif ra < x then
+        redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+          'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, '1')
+      elseif y < rb then
+        redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+          'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, '1')
+      else
+        redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+          'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0')
       end
-      piece = piece .. string.sub(s, p2 + 1, q1 - 1) .. string.char(unpack(u))
+      -- H[ra][x+1..rb] - 1, and H[y][y+1..rb] + 1 when y < rb, with the bytes between copied
+      local p1 = HDR + 2 * cell(ra, x + 1) + 1
+      local p2 = HDR + 2 * cell(ra, rb) + 2
+      local v = {byte(s, p1, p2)}
+      for k = 2, #v, 2 do -- each cell >= 1 (the seat's run is counted in it): no borrow below 0
+        local lo = v[k]
+        if lo > 0 then v[k] = lo - 1 else v[k - 1], v[k] = v[k - 1] - 1, 255 end
+      end
+      local piece = string.char(unpack(v))
+      if y < rb then
+        local q1 = HDR + 2 * cell(y, y + 1) + 1
+        local q2 = HDR + 2 * cell(y, rb) + 2
+        local u = {byte(s, q1, q2)}
+        for k = 2, #u, 2 do -- each cell < N <= 65535 before: no carry out
+          local lo = u[k]
+          if lo < 255 then u[k] = lo + 1 else u[k - 1], u[k] = u[k - 1] + 1, 0 end
+        end
+        piece = piece .. string.sub(s, p2 + 1, q1 - 1) .. string.char(unpack(u))
+      end
+      redis.call('SETRANGE', key, p1 - 1, piece)
+      -- the seat's name from the carriage table
+      local first, name = 0, nil
+      for o = 17, 16 + 4 * byte(s, 14), 4 do
+        local r1, r2 = byte(s, o, o + 1)
+        local size = (r1 * 256 + r2) * L
+        if seat < first + size then
+          local off = seat - first
+          local li = off % L
+          local k1, k2 = byte(s, o - 2, o - 1)
+          name = string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
+          break
+        end
+        first = first + size
+      end
+      local epoch = string.sub(s, EPOCH_AT, EPOCH_AT + 15) -- NUL-padded only when shorter than 16
+      if byte(s, EPOCH_AT + 15) == 0 then epoch = string.match(epoch, '^[^%z]*') end
+      if want_msg then
+        local seats = string.format('[{"position":0,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}]',
+          ARGV[CA + 1], seat, name)
+        if nmsg == 1 then
+          redis.call('XADD', KEYS[2], '*', ARGV[MA + 1], ARGV[MA + 2], 'order_id', ARGV[2], 'seats', seats,
+            'epoch', epoch)
+        else
+          local args = {unpack(ARGV, MA + 1, MA + 2 * nmsg)}
+          local m = 2 * nmsg
+          args[m + 1] = 'order_id'; args[m + 2] = ARGV[2]
+          args[m + 3] = 'seats'; args[m + 4] = seats
+          args[m + 5] = 'epoch'; args[m + 6] = epoch
+          redis.call('XADD', KEYS[2], '*', unpack(args))
+        end
+      end
+      return {1, epoch, 0, 1, seat, name}
     end
-    redis.call('SETRANGE', key, p1 - 1, piece)
-    -- the seat's name from the carriage table
-    local first, name = 0, nil
+    -- A group (seat_group below): the np free seats of s0's carriage nearest to s0, by distance
+    -- then index, walking outwards from s0; when that carriage has fewer, the general path (nothing
+    -- is written yet).
+    local kf, kl = 0, 0
     for o = 17, 16 + 4 * byte(s, 14), 4 do
       local r1, r2 = byte(s, o, o + 1)
-      local size = (r1 * 256 + r2) * L
-      if seat < first + size then
-        local off = seat - first
-        local li = off % L
-        local k1, k2 = byte(s, o - 2, o - 1)
-        name = string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
-        break
-      end
-      first = first + size
+      kl = kf + (r1 * 256 + r2) * L - 1
+      if seat <= kl then break end
+      kf = kl + 1
     end
-    local epoch = string.sub(s, EPOCH_AT, EPOCH_AT + 15) -- NUL-padded only when shorter than 16
-    if byte(s, EPOCH_AT + 15) == 0 then epoch = string.match(epoch, '^[^%z]*') end
-    if want_msg then
-      local seats = string.format('[{"position":0,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}]',
-        ARGV[CA + 1], seat, name)
-      if nmsg == 1 then
-        redis.call('XADD', KEYS[2], '*', ARGV[MA + 1], ARGV[MA + 2], 'order_id', ARGV[2], 'seats', seats,
-          'epoch', epoch)
-      else
+    local raw = redis.call('GETRANGE', key, moff + 8 * kf, moff + 8 * kl + 7)
+    local got, masks = {}, {}
+    for d = 0, kl - kf do
+      local lo, hi = seat - d, seat + d
+      if lo >= kf then
+        local m = struct.unpack('>I8', raw, 8 * (lo - kf) + 1)
+        if floor(m / PX) % PLEN == 0 then
+          got[#got + 1], masks[lo] = lo, m
+          if #got == np then break end
+        end
+      end
+      if d > 0 and hi <= kl then
+        local m = struct.unpack('>I8', raw, 8 * (hi - kf) + 1)
+        if floor(m / PX) % PLEN == 0 then
+          got[#got + 1], masks[hi] = hi, m
+          if #got == np then break end
+        end
+      end
+    end
+    if #got == np then
+      table.sort(got)
+      local function seat_name(st) -- from the carriage table
+        local first = 0
+        for o = 17, 16 + 4 * byte(s, 14), 4 do
+          local r1, r2 = byte(s, o, o + 1)
+          local size = (r1 * 256 + r2) * L
+          if st < first + size then
+            local off = st - first
+            local li = off % L
+            local k1, k2 = byte(s, o - 2, o - 1)
+            return string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
+          end
+          first = first + size
+        end
+      end
+      local epoch = string.sub(s, EPOCH_AT, EPOCH_AT + 15) -- NUL-padded only when shorter than 16
+      if byte(s, EPOCH_AT + 15) == 0 then epoch = string.match(epoch, '^[^%z]*') end
+      -- per seat its free run (a, b) around the journey (run_of below), the mask and run-bit writes
+      local JMs = string.format('%d', 2 ^ y - 2 ^ x)
+      local bf, runs, starts, bmax = {}, {}, {}, y
+      for j = 1, np do
+        local st, mk = got[j], masks[got[j]]
+        local a, b = 0, y
+        local below = mk % PX
+        if below > 0 then
+          local _, e = math.frexp(below)
+          a = e
+        end
+        local w = floor(mk / 2 ^ y)
+        if w == 0 then
+          b = n - 1
+        else
+          while w % 2 == 0 do w = w / 2; b = b + 1 end
+        end
+        runs[j] = {a, b}
+        if b > bmax then bmax = b end
+        local k = #bf
+        bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'INCRBY', 'u63', 8 * (moff + 8 * st) + 1, JMs
+        bf[k + 5], bf[k + 6], bf[k + 7], bf[k + 8] = 'SET', 'u1', roff8 + W8 * cell(a, b) + st, '0'
+        k = k + 8
+        if a < x then
+          bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'SET', 'u1', roff8 + W8 * cell(a, x) + st, '1'
+          k = k + 4
+        end
+        if y < b then
+          bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'SET', 'u1', roff8 + W8 * cell(y, b) + st, '1'
+        end
+        local new = true
+        for i = 1, #starts do if starts[i] == a then new = false end end
+        if new then starts[#starts + 1] = a end
+      end
+      redis.call('BITFIELD', key, unpack(bf))
+      -- H: rows a (run starts, ascending) lose each of their seats on x+1..b, row y gains every
+      -- seat on y+1..b; one SETRANGE from the first changed cell to the last, the rows between
+      -- copied as read
+      table.sort(starts)
+      if bmax > y then starts[#starts + 1] = y end
+      local pieces, first, prev = {}, nil, nil
+      for _, r in ipairs(starts) do
+        local t1, t2 = x + 1, 0
+        if r == y then t1 = y + 1 end
+        for j = 1, np do
+          if (r == y or runs[j][1] == r) and runs[j][2] > t2 then t2 = runs[j][2] end
+        end
+        local p1 = HDR + 2 * cell(r, t1) + 1
+        local p2 = p1 + 2 * (t2 - t1) + 1
+        local v = {byte(s, p1, p2)}
+        for t = t1, t2 do
+          local d = 0
+          for j = 1, np do
+            if runs[j][2] >= t and (r == y or runs[j][1] == r) then d = d + 1 end
+          end
+          if d > 0 then
+            local k = 2 * (t - t1) + 1
+            local w = v[k] * 256 + v[k + 1] + (r == y and d or -d)
+            v[k], v[k + 1] = floor(w / 256), w % 256
+          end
+        end
+        if prev then pieces[#pieces + 1] = string.sub(s, prev + 1, p1 - 1) else first = p1 end
+        pieces[#pieces + 1] = string.char(unpack(v))
+        prev = p2
+      end
+      redis.call('SETRANGE', key, first - 1, table.concat(pieces))
+      local out, parts = {1, epoch}, {}
+      for j = 1, np do
+        local st = got[j]
+        local name = seat_name(st)
+        out[4 * j - 1], out[4 * j], out[4 * j + 1], out[4 * j + 2] = j - 1, 1, st, name
+        parts[j] = string.format('{"position":%d,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}',
+          j - 1, ARGV[CA + 1], st, name)
+      end
+      if want_msg then
         local args = {unpack(ARGV, MA + 1, MA + 2 * nmsg)}
         local m = 2 * nmsg
         args[m + 1] = 'order_id'; args[m + 2] = ARGV[2]
-        args[m + 3] = 'seats'; args[m + 4] = seats
+        args[m + 3] = 'seats'; args[m + 4] = '[' .. table.concat(parts, ',') .. ']'
         args[m + 5] = 'epoch'; args[m + 6] = epoch
         redis.call('XADD', KEYS[2], '*', unpack(args))
       end
+      return out
     end
-    return {1, epoch, 0, 1, seat, name}
   end
 end
 
