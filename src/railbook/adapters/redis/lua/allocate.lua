@@ -8,7 +8,7 @@
 -- then one XADD) all happen or none does. Seat choice follows railbook.domain.inventory exactly
 -- (property tests compare them). Cost per call is a handful of redis.calls, never one per seat or
 -- per station pair: a one-passenger order is GETRANGE, BITPOS (one per candidate run, usually
--- one), BITFIELD, SETRANGE, XADD.
+-- one), BITFIELD, SETRANGE, XADD; a group adds one GETRANGE of its carriage's masks.
 -- An order of one class without preference (most orders) takes an inlined fast path that creates
 -- almost no closures and tables; it must choose and write exactly what the general path would (the
 -- differential tests drive both).
