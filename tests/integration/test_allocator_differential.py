@@ -163,7 +163,9 @@ class Harness:
     async def allocate(self, i: int) -> None:
         req = self._request()
         with_msg = self.rnd.random() < 0.7
-        msg = {"member": f"m{i}"} if with_msg else None
+        msg = None
+        if with_msg:  # the script spells out one message pair and packs any other number
+            msg = dict(list({"member": f"m{i}", "note": "n"}.items())[: self.rnd.choice([0, 1, 1, 2])])
         outcomes: list[Any] = []
         for run in (
             lambda: _sync(self.domain.allocate, req),
@@ -324,5 +326,75 @@ def test_equal_best_fit_runs_go_to_the_lowest_seat(env: Env, runs: tuple[tuple[i
             want = [(a.seat_index, a.seat_name) for a in expected]
             assert [(a.seat_index, a.seat_name) for a in got] == want
             await alloc.drop_day(code, DATE)
+
+    env.loop.run_until_complete(scenario())
+
+
+def test_counts_past_one_byte(env: Env) -> None:
+    """A class of 300 seats: run-table cells (big-endian u16, rewritten byte by byte by the script)
+    go past 255 both ways, with a borrow or a carry between their two bytes, and the Redis allocator
+    still answers as the domain model does, its tables equal to a recount."""
+    n = 10
+    carriages = tuple(CarriageSpec(c, "second", 20) for c in (1, 2, 3))
+    seats = {"second": class_seats(carriages, "second")}
+    rnd = random.Random(7)
+    # 0→5 on 280 seats takes H[0][1..5] from 300 down past 256 and H[5][6..9] from 0 up past 255.
+    requests = [AllocationRequest(0, 5, (PassengerSeatRequest("second"),))] * 280
+    for _ in range(400):
+        x = rnd.randrange(n - 1)
+        y = rnd.randrange(x + 1, n)
+        k = rnd.choice([1, 1, 1, 2, 3])
+        prefs = [rnd.choice([None, None, None, "A", "F"]) for _ in range(k)]
+        requests.append(AllocationRequest(x, y, tuple(PassengerSeatRequest("second", p) for p in prefs)))
+
+    async def scenario() -> None:
+        code = f"B{_run}{next(_codes)}"
+        alloc = RedisAllocator(env.redis)
+        await alloc.load_day(DayLayout(code, DATE, n, seats, {}))
+        domain = DayInventory.from_masks(n, seats)
+        sold = 0
+        for i, req in enumerate(requests):
+            outcomes: list[Any] = []
+            for call in (
+                _sync(domain.allocate, req),
+                alloc.allocate(code, DATE, req, order_id=f"b{i}", message={"m": str(i)}),
+            ):
+                try:
+                    outcomes.append(("ok", await call))
+                except DomainError as e:
+                    outcomes.append(("err", e.code))
+            assert outcomes[0] == outcomes[1], (i, req, outcomes)
+            sold += outcomes[0][0] == "ok"
+        assert sold > 300
+        assert await alloc.masks(code, DATE) == domain.masks()
+        assert await alloc.audit(code, DATE) == []
+        for x in range(n - 1):
+            for y in range(x + 1, n):
+                assert await alloc.remaining(code, DATE, x, y) == domain.remaining(x, y), (x, y)
+        await alloc.drop_day(code, DATE)
+
+    env.loop.run_until_complete(scenario())
+
+
+@pytest.mark.parametrize("journey", [(1, 300), (299, 300), (254, 255), (255, 256), (0, 10_000)])
+def test_stop_index_past_any_train(env: Env, journey: tuple[int, int]) -> None:
+    """The Redis call carries stop indexes in one byte each: one past any train still gets the
+    answers of the domain model (BAD_JOURNEY on a loaded day, DAY_NOT_LOADED on an unloaded one)."""
+    seats = {"second": class_seats((CarriageSpec(1, "second", 2),), "second")}
+    request = AllocationRequest(*journey, (PassengerSeatRequest("second"),))
+
+    async def scenario() -> None:
+        code = f"J{_run}{next(_codes)}"
+        alloc = RedisAllocator(env.redis)
+        for loaded, want in ((False, "DAY_NOT_LOADED"), (True, "BAD_JOURNEY")):
+            if loaded:
+                await alloc.load_day(DayLayout(code, DATE, 5, seats, {}))
+                with pytest.raises(DomainError) as e:
+                    DayInventory.from_masks(5, seats).allocate(request)
+                assert e.value.code == want
+            with pytest.raises(DomainError) as e:
+                await alloc.allocate(code, DATE, request, order_id="j")
+            assert e.value.code == want
+        await alloc.drop_day(code, DATE)
 
     env.loop.run_until_complete(scenario())

@@ -149,9 +149,11 @@ async def _bench(redis_url: str, seed: int) -> dict[str, Any]:
         await r.slowlog_reset()
         await r.config_resetstat()
         selling: list[bool] = []
+        sizes: list[int] = []  # passengers per order
         misses = 0
         demand = _demand(seed)
         for i, req in enumerate(demand):
+            sizes.append(len(req.passengers))
             try:
                 await alloc.allocate("BENCH", DATE, req, order_id=str(i), message=msg)
                 selling.append(True)
@@ -166,7 +168,11 @@ async def _bench(redis_url: str, seed: int) -> dict[str, Any]:
         out["logged"] = f"{len(durations):,} of {len(selling):,}"
         if len(durations) != len(selling):  # the log overflowed: keep the pairing honest
             durations, selling = durations[-len(selling) :], selling[-len(durations) :]
+            sizes = sizes[-len(durations) :]
         ok = [d for d, s in zip(durations, selling, strict=True) if s]
+        for label, want in (("one", (1,)), ("group", (2, 3))):
+            some = [d for d, s, k in zip(durations, selling, sizes, strict=True) if s and k in want]
+            out[f"median_ok_{label}"] = statistics.median(some) if some else float("nan")
         refused = [d for d, s in zip(durations, selling, strict=True) if not s]
         out["orders"] = sum(selling)
         out["median_ok"] = statistics.median(ok) if ok else float("nan")
@@ -253,6 +259,10 @@ def run(redis_url: str, *, seed: int = 1) -> None:
     t.add_row("script calls found in the slow log", figures["logged"])
     t.add_row("allocate: server µs/call, median, selling calls (slowlog)", f"{figures['median_ok']:.0f}")
     t.add_row("allocate: server µs/call, mean, selling calls (slowlog)", f"{figures['mean_ok']:.1f}")
+    t.add_row(
+        "allocate: server µs/call, median, selling calls of one / of 2-3 passengers",
+        f"{figures['median_ok_one']:.0f} / {figures['median_ok_group']:.0f}",
+    )
     t.add_row("allocate: server µs/call, median, before first sold-out", f"{figures['median_early']:.0f}")
     t.add_row(
         "allocate: server µs/call, median, sold-out answers (slowlog)", f"{figures['median_refused']:.0f}"

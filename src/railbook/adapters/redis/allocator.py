@@ -63,6 +63,10 @@ _H_END = HEADER_BYTES + MAX_STOPS * (MAX_STOPS - 1)  # the header and the larges
 RELEASE_MARKER_TTL_S = 4 * 86400  # longer than any cancel/refund retry window
 
 
+# allocate.lua's per-passenger bytes: slot, kind (0 none, 1 letter, 2 seat name), v1, v2, v3
+_PASSENGER = struct.Struct(">BBHHB")
+
+
 def day_tag(train_code: str, date: dt.date) -> str:
     """The hash tag every key of a train-day shares: ``{G1:2026-12-01}``."""
     return f"{{{train_code}:{date.isoformat()}}}"
@@ -227,23 +231,23 @@ class RedisAllocator:
         keys = [_meta_key(tag), order_stream_key(train_code, date)]
         keys += [_inv_key(tag, c) for c in slots]
         msg = dict(message or {})
-        args: list[Any] = [
-            request.from_index,
-            request.to_index,
-            order_id,
-            len(slots),
-            len(request.passengers),
-            len(msg),
-            int(message is not None),
-        ]
+        if len(msg) > 255:
+            raise ValueError("an order message has at most 255 fields")
+        # The call's numbers in one binary string (allocate.lua's ARGV 1). A stop index beyond any
+        # train is clamped to 255 (x to 254, keeping x < y): the script answers BAD_JOURNEY for it
+        # as it would for the index itself.
+        head = bytearray(
+            (min(request.from_index, 254), min(request.to_index, 255), len(slots), len(parsed), len(msg))
+        )
+        head.append(int(message is not None))
         for p, q in zip(request.passengers, parsed, strict=True):
             if isinstance(q, LetterPref):
-                args += [slots[p.seat_class], 1, q.letter_index, 0, 0]
+                head += _PASSENGER.pack(slots[p.seat_class], 1, q.letter_index, 0, 0)
             elif isinstance(q, SeatNamePref):
-                args += [slots[p.seat_class], 2, q.carriage, q.row, q.letter_index]
+                head += _PASSENGER.pack(slots[p.seat_class], 2, q.carriage, q.row, q.letter_index)
             else:
-                args += [slots[p.seat_class], 0, 0, 0, 0]
-        args += list(slots)
+                head += _PASSENGER.pack(slots[p.seat_class], 0, 0, 0, 0)
+        args: list[Any] = [bytes(head), order_id, *slots]
         for k, v in msg.items():
             args += [k, v]
         reply = await self._batch.evalsha(self._allocate, keys, args)

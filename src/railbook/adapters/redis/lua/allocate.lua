@@ -8,10 +8,10 @@
 -- then one XADD) all happen or none does. Seat choice follows railbook.domain.inventory exactly
 -- (property tests compare them). Cost per call is a handful of redis.calls, never one per seat or
 -- per station pair: a one-passenger order is GETRANGE, BITPOS (one per candidate run, usually
--- one), BITFIELD, SETRANGE, XADD.
--- A one-passenger order without preference (most orders) takes an inlined fast path that creates
--- no closures and almost no tables (here each costs about what a redis.call does); it must choose
--- and write exactly what the general path would (the differential tests drive both).
+-- one), BITFIELD, SETRANGE, XADD; a group adds one GETRANGE of its carriage's masks.
+-- An order of one class without preference (most orders) takes an inlined fast path that creates
+-- almost no closures and tables; it must choose and write exactly what the general path would (the
+-- differential tests drive both).
 --
 -- Class key layout (one string per class, see allocator.py): 256-byte header (u16 n, u16 N, u8 L,
 -- 8 bytes letters, u8 ncar, ncar x (u16 carriage, u16 rows)); then H, T = n(n-1)/2 big-endian
@@ -28,36 +28,43 @@
 --
 -- KEYS: 1 meta hash, 2 order stream, then per class slot i: its inventory string. All keys share
 -- the train-day's hash tag {CODE:YYYY-MM-DD} (one Cluster slot).
--- ARGV: 1 x, 2 y, 3 order_id, 4 #slots, 5 #passengers, 6 #message pairs, 7 want message (0/1),
---       then per passenger (slot, kind 0/1/2, v1, v2, v3), then slot class names, then message pairs.
+-- ARGV: 1 the call's numbers packed in bytes: u8 x, u8 y, u8 #slots, u8 #passengers, u8 #message
+--       pairs, u8 want message (0/1), then per passenger 7 bytes: u8 slot, u8 kind 0/1/2, big-endian
+--       u16 v1, u16 v2, u8 v3 (one string to read with string.byte, not one ARGV item and one
+--       tonumber each); 2 order_id; then the slot class names; then the message pairs.
 -- Returns {1, epoch, pos, slot, seat, name, ...} or {0, code, text}.
 
 local HDR = 256
 local EPOCH_AT = 241 -- 1-based: header bytes 240..255
 local FIRST_READ = HDR + 2 * 496 -- header and H of a train of up to 32 stops in one GETRANGE
+-- Arguments of redis.call that are constants are passed as strings: Redis formats every number
+-- argument with "%.17g", which is a large share of a short command's cost.
+local FIRST_READ_LAST = '1247' -- FIRST_READ - 1
 
-local x = tonumber(ARGV[1])
-local y = tonumber(ARGV[2])
-local nslots = tonumber(ARGV[4])
-local np = tonumber(ARGV[5])
-local nmsg = tonumber(ARGV[6])
-local want_msg = ARGV[7] == '1'
-local PA = 7
-local CA = PA + 5 * np
+local A = ARGV[1]
+local x, y, nslots, np, nmsg, want = string.byte(A, 1, 6)
+local want_msg = want == 1
+local CA = 2 -- ARGV[CA + i]: the class name of slot i
+local MA = CA + nslots -- ARGV[MA + 1 ..]: the message pairs
 
 local PX = 2 ^ x
 local PLEN = 2 ^ (y - x)
 
 local function fail(code, text) return {0, code, text} end
 
--- Fast path: one passenger, no preference, the common order. The same checks, best fit and writes
--- as the general path below, inlined so that it creates no closures and almost no tables (on this
--- path a closure or table costs as much as a redis.call). Falls through when the class is absent.
-if nslots == 1 and np == 1 and ARGV[PA + 2] == '0' then
+-- Fast path: one class, no preference, the common order. The same checks, best fit and writes as
+-- the general path below, inlined so that it creates almost no closures and tables (Lua work paid
+-- on every call). Falls through when the class is absent, or when a group does not fit in its best
+-- fit seat's carriage (nothing is written by then).
+local plain = nslots == 1
+for p = 0, np - 1 do
+  if string.byte(A, 8 + 7 * p) ~= 0 then plain = false break end
+end
+if plain then
   local key = KEYS[3]
-  local s = redis.call('GETRANGE', key, 0, FIRST_READ - 1)
+  local s = redis.call('GETRANGE', key, '0', FIRST_READ_LAST)
   if s ~= '' then
-    local byte = string.byte
+    local byte, floor = string.byte, math.floor
     local n, N, L = struct.unpack('>HHB', s)
     local need = HDR + n * (n - 1)
     if #s < need then s = s .. redis.call('GETRANGE', key, #s, need - 1) end
@@ -69,9 +76,9 @@ if nslots == 1 and np == 1 and ARGV[PA + 2] == '0' then
       local o = HDR + 2 * (a * (n2 - a) / 2 + y - a - 1) + 1
       local hi, lo = byte(s, o, o + 1)
       sum = sum + hi * 256 + lo
-      if sum >= 1 then break end
+      if sum >= np then break end
     end
-    if sum < 1 then return fail('SOLD_OUT', ARGV[CA + 1] .. ' sold out') end
+    if sum < np then return fail('SOLD_OUT', ARGV[CA + 1] .. ' sold out') end
     -- best fit (see best_fit below): rows a = x down to 0, bisection on the row's drop below H[a][y]
     local bestL, c1, cands = nil, nil, nil
     for a = x, 0, -1 do
@@ -91,7 +98,7 @@ if nslots == 1 and np == 1 and ARGV[PA + 2] == '0' then
         end
         if below < top then
           while lo_ < hi_ do
-            local mid = math.floor((lo_ + hi_) / 2)
+            local mid = floor((lo_ + hi_) / 2)
             local v = 0
             if mid + 1 <= n - 1 then
               local h1, l1 = byte(s, rb + 2 * (mid + 1), rb + 2 * (mid + 1) + 1)
@@ -121,78 +128,219 @@ if nslots == 1 and np == 1 and ARGV[PA + 2] == '0' then
       local a = cands and cands[j] or c1
       if not seat or seat > 0 then
         local base = roff8 + W8 * (a * (n2 - a) / 2 + bestL - 1)
-        local p = redis.call('BITPOS', key, 1, base, base + (seat or N) - 1, 'BIT')
+        local p = redis.call('BITPOS', key, '1', base, base + (seat or N) - 1, 'BIT')
         if p >= 0 then seat, ra = p - base, a end
       end
     end
     if not seat then error('best_fit: run index inconsistent') end
     local rb = ra + bestL
-    -- writes: one BITFIELD (mask, run bits), one SETRANGE over H rows ra and y (see below)
     local function cell(a, b) return a * (n2 - a) / 2 + b - a - 1 end
-    local JM = 2 ^ y - 2 ^ x
-    if ra < x and y < rb then
-      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0, 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, 1,
-        'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, 1)
-    elseif ra < x then
-      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0, 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, 1)
-    elseif y < rb then
-      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0, 'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, 1)
-    else
-      redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
-        'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, 0)
-    end
-    -- H[ra][x+1..rb] - 1, and H[y][y+1..rb] + 1 when y < rb, with the bytes between copied
-    local p1 = HDR + 2 * cell(ra, x + 1) + 1
-    local p2 = HDR + 2 * cell(ra, rb) + 2
-    local v = {byte(s, p1, p2)}
-    for k = 1, #v, 2 do
-      local w = v[k] * 256 + v[k + 1] - 1
-      v[k], v[k + 1] = math.floor(w / 256), w % 256
-    end
-    local piece = string.char(unpack(v))
-    if y < rb then
-      local q1 = HDR + 2 * cell(y, y + 1) + 1
-      local q2 = HDR + 2 * cell(y, rb) + 2
-      local u = {byte(s, q1, q2)}
-      for k = 1, #u, 2 do
-        local w = u[k] * 256 + u[k + 1] + 1
-        u[k], u[k + 1] = math.floor(w / 256), w % 256
+    if np == 1 then
+      -- writes: one BITFIELD (mask, run bits), one SETRANGE over H rows ra and y (see below)
+      local JM = 2 ^ y - 2 ^ x
+      if ra < x and y < rb then
+        redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+          'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, '1',
+          'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, '1')
+      elseif ra < x then
+        redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+          'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(ra, x) + seat, '1')
+      elseif y < rb then
+        redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+          'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0', 'SET', 'u1', roff8 + W8 * cell(y, rb) + seat, '1')
+      else
+        redis.call('BITFIELD', key, 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, JM,
+          'SET', 'u1', roff8 + W8 * cell(ra, rb) + seat, '0')
       end
-      piece = piece .. string.sub(s, p2 + 1, q1 - 1) .. string.char(unpack(u))
-    end
-    redis.call('SETRANGE', key, p1 - 1, piece)
-    -- the seat's name from the carriage table
-    local first, name = 0, nil
-    for o = 15, 14 + 4 * byte(s, 14), 4 do
-      local cno, c2, r1, r2 = byte(s, o, o + 3)
-      local size = (r1 * 256 + r2) * L
-      if seat < first + size then
-        local off = seat - first
-        local li = off % L
-        name = string.format('%02d-%02d%s', cno * 256 + c2, math.floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
-        break
+      -- H[ra][x+1..rb] - 1, and H[y][y+1..rb] + 1 when y < rb, with the bytes between copied
+      local p1 = HDR + 2 * cell(ra, x + 1) + 1
+      local p2 = HDR + 2 * cell(ra, rb) + 2
+      local v = {byte(s, p1, p2)}
+      for k = 2, #v, 2 do -- each cell >= 1 (the seat's run is counted in it): no borrow below 0
+        local lo = v[k]
+        if lo > 0 then v[k] = lo - 1 else v[k - 1], v[k] = v[k - 1] - 1, 255 end
       end
-      first = first + size
+      local piece = string.char(unpack(v))
+      if y < rb then
+        local q1 = HDR + 2 * cell(y, y + 1) + 1
+        local q2 = HDR + 2 * cell(y, rb) + 2
+        local u = {byte(s, q1, q2)}
+        for k = 2, #u, 2 do -- each cell < N <= 65535 before: no carry out
+          local lo = u[k]
+          if lo < 255 then u[k] = lo + 1 else u[k - 1], u[k] = u[k - 1] + 1, 0 end
+        end
+        piece = piece .. string.sub(s, p2 + 1, q1 - 1) .. string.char(unpack(u))
+      end
+      redis.call('SETRANGE', key, p1 - 1, piece)
+      -- the seat's name from the carriage table
+      local first, name = 0, nil
+      for o = 17, 16 + 4 * byte(s, 14), 4 do
+        local r1, r2 = byte(s, o, o + 1)
+        local size = (r1 * 256 + r2) * L
+        if seat < first + size then
+          local off = seat - first
+          local li = off % L
+          local k1, k2 = byte(s, o - 2, o - 1)
+          name = string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
+          break
+        end
+        first = first + size
+      end
+      local epoch = string.sub(s, EPOCH_AT, EPOCH_AT + 15) -- NUL-padded only when shorter than 16
+      if byte(s, EPOCH_AT + 15) == 0 then epoch = string.match(epoch, '^[^%z]*') end
+      if want_msg then
+        local seats = string.format('[{"position":0,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}]',
+          ARGV[CA + 1], seat, name)
+        if nmsg == 1 then
+          redis.call('XADD', KEYS[2], '*', ARGV[MA + 1], ARGV[MA + 2], 'order_id', ARGV[2], 'seats', seats,
+            'epoch', epoch)
+        else
+          local args = {unpack(ARGV, MA + 1, MA + 2 * nmsg)}
+          local m = 2 * nmsg
+          args[m + 1] = 'order_id'; args[m + 2] = ARGV[2]
+          args[m + 3] = 'seats'; args[m + 4] = seats
+          args[m + 5] = 'epoch'; args[m + 6] = epoch
+          redis.call('XADD', KEYS[2], '*', unpack(args))
+        end
+      end
+      return {1, epoch, 0, 1, seat, name}
     end
-    local epoch = string.match(string.sub(s, EPOCH_AT, EPOCH_AT + 15), '^[^%z]*')
-    if want_msg then
-      local args = {}
-      local mo = CA + nslots
-      for j = 1, 2 * nmsg do args[j] = ARGV[mo + j] end
-      local m = 2 * nmsg
-      args[m + 1] = 'order_id'; args[m + 2] = ARGV[3]
-      args[m + 3] = 'seats'
-      args[m + 4] = string.format('[{"position":0,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}]',
-        ARGV[CA + 1], seat, name)
-      args[m + 5] = 'epoch'; args[m + 6] = epoch
-      redis.call('XADD', KEYS[2], '*', unpack(args))
+    -- A group (seat_group below): the np free seats of s0's carriage nearest to s0, by distance
+    -- then index, walking outwards from s0; when that carriage has fewer, the general path (nothing
+    -- is written yet).
+    local kf, kl = 0, 0
+    for o = 17, 16 + 4 * byte(s, 14), 4 do
+      local r1, r2 = byte(s, o, o + 1)
+      kl = kf + (r1 * 256 + r2) * L - 1
+      if seat <= kl then break end
+      kf = kl + 1
     end
-    return {1, epoch, 0, 1, seat, name}
+    local raw = redis.call('GETRANGE', key, moff + 8 * kf, moff + 8 * kl + 7)
+    local got, masks = {}, {}
+    for d = 0, kl - kf do
+      local lo, hi = seat - d, seat + d
+      if lo >= kf then
+        local m = struct.unpack('>I8', raw, 8 * (lo - kf) + 1)
+        if floor(m / PX) % PLEN == 0 then
+          got[#got + 1], masks[lo] = lo, m
+          if #got == np then break end
+        end
+      end
+      if d > 0 and hi <= kl then
+        local m = struct.unpack('>I8', raw, 8 * (hi - kf) + 1)
+        if floor(m / PX) % PLEN == 0 then
+          got[#got + 1], masks[hi] = hi, m
+          if #got == np then break end
+        end
+      end
+    end
+    if #got == np then
+      table.sort(got)
+      local function seat_name(st) -- from the carriage table
+        local first = 0
+        for o = 17, 16 + 4 * byte(s, 14), 4 do
+          local r1, r2 = byte(s, o, o + 1)
+          local size = (r1 * 256 + r2) * L
+          if st < first + size then
+            local off = st - first
+            local li = off % L
+            local k1, k2 = byte(s, o - 2, o - 1)
+            return string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
+          end
+          first = first + size
+        end
+      end
+      local epoch = string.sub(s, EPOCH_AT, EPOCH_AT + 15) -- NUL-padded only when shorter than 16
+      if byte(s, EPOCH_AT + 15) == 0 then epoch = string.match(epoch, '^[^%z]*') end
+      -- per seat its free run (a, b) around the journey (run_of below), the mask and run-bit writes
+      local JMs = string.format('%d', 2 ^ y - 2 ^ x)
+      local bf, runs, starts, bmax = {}, {}, {}, y
+      for j = 1, np do
+        local st, mk = got[j], masks[got[j]]
+        local a, b = 0, y
+        local below = mk % PX
+        if below > 0 then
+          local _, e = math.frexp(below)
+          a = e
+        end
+        local w = floor(mk / 2 ^ y)
+        if w == 0 then
+          b = n - 1
+        else
+          while w % 2 == 0 do w = w / 2; b = b + 1 end
+        end
+        runs[j] = {a, b}
+        if b > bmax then bmax = b end
+        local k = #bf
+        bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'INCRBY', 'u63', 8 * (moff + 8 * st) + 1, JMs
+        bf[k + 5], bf[k + 6], bf[k + 7], bf[k + 8] = 'SET', 'u1', roff8 + W8 * cell(a, b) + st, '0'
+        k = k + 8
+        if a < x then
+          bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'SET', 'u1', roff8 + W8 * cell(a, x) + st, '1'
+          k = k + 4
+        end
+        if y < b then
+          bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'SET', 'u1', roff8 + W8 * cell(y, b) + st, '1'
+        end
+        local new = true
+        for i = 1, #starts do if starts[i] == a then new = false end end
+        if new then starts[#starts + 1] = a end
+      end
+      redis.call('BITFIELD', key, unpack(bf))
+      -- H: rows a (run starts, ascending) lose each of their seats on x+1..b, row y gains every
+      -- seat on y+1..b; one SETRANGE from the first changed cell to the last, the rows between
+      -- copied as read
+      table.sort(starts)
+      if bmax > y then starts[#starts + 1] = y end
+      local pieces, first, prev = {}, nil, nil
+      for _, r in ipairs(starts) do
+        local t1, t2 = x + 1, 0
+        if r == y then t1 = y + 1 end
+        for j = 1, np do
+          if (r == y or runs[j][1] == r) and runs[j][2] > t2 then t2 = runs[j][2] end
+        end
+        local p1 = HDR + 2 * cell(r, t1) + 1
+        local p2 = p1 + 2 * (t2 - t1) + 1
+        local v = {byte(s, p1, p2)}
+        for t = t1, t2 do
+          local d = 0
+          for j = 1, np do
+            if runs[j][2] >= t and (r == y or runs[j][1] == r) then d = d + 1 end
+          end
+          if d > 0 then
+            local k = 2 * (t - t1) + 1
+            local w = v[k] * 256 + v[k + 1] + (r == y and d or -d)
+            v[k], v[k + 1] = floor(w / 256), w % 256
+          end
+        end
+        if prev then pieces[#pieces + 1] = string.sub(s, prev + 1, p1 - 1) else first = p1 end
+        pieces[#pieces + 1] = string.char(unpack(v))
+        prev = p2
+      end
+      redis.call('SETRANGE', key, first - 1, table.concat(pieces))
+      local out, parts = {1, epoch}, {}
+      for j = 1, np do
+        local st = got[j]
+        local name = seat_name(st)
+        out[4 * j - 1], out[4 * j], out[4 * j + 1], out[4 * j + 2] = j - 1, 1, st, name
+        parts[j] = string.format('{"position":%d,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}',
+          j - 1, ARGV[CA + 1], st, name)
+      end
+      if want_msg then
+        local args = {unpack(ARGV, MA + 1, MA + 2 * nmsg)}
+        local m = 2 * nmsg
+        args[m + 1] = 'order_id'; args[m + 2] = ARGV[2]
+        args[m + 3] = 'seats'; args[m + 4] = '[' .. table.concat(parts, ',') .. ']'
+        args[m + 5] = 'epoch'; args[m + 6] = epoch
+        redis.call('XADD', KEYS[2], '*', unpack(args))
+      end
+      return out
+    end
   end
 end
+
+-- passenger p (0-based): slot, kind, v1, v2, v3
+local function passenger(p) return struct.unpack('>BBHHB', A, 7 + 7 * p) end
 
 -- per class slot state
 local C = {}
@@ -272,18 +420,40 @@ local function name_of(c, seat)
   end
 end
 
+-- a seat's carriage; without the whole table when it is not built yet (a group needs one or two)
 local function car_of(c, seat)
-  for _, k in ipairs(cars(c)) do
-    if seat <= k.last then return k end
+  if c.cars then
+    for _, k in ipairs(c.cars) do
+      if seat <= k.last then return k end
+    end
+  end
+  local first = 0
+  for o = 15, 14 + 4 * string.byte(c.s, 14), 4 do
+    local c1, c2, r1, r2 = string.byte(c.s, o, o + 3)
+    local rows = r1 * 256 + r2
+    local last = first + rows * c.L - 1
+    if seat <= last then return {no = c1 * 256 + c2, rows = rows, first = first, last = last} end
+    first = last + 1
   end
 end
 
 local function is_free(m) return math.floor(m / PX) % PLEN == 0 end
-local function bit(m, k) return math.floor(m / 2 ^ k) % 2 end
+-- the free run (a, b) around the journey of a seat free for it: a is one past the highest sold
+-- segment below x (frexp gives a number's highest set bit exactly), b the lowest sold segment at
+-- or above y, else the last stop
 local function run_of(m)
-  local a, b = x, y
-  while a > 0 and bit(m, a - 1) == 0 do a = a - 1 end
-  while b < n - 1 and bit(m, b) == 0 do b = b + 1 end
+  local a, b = 0, y
+  local below = m % PX
+  if below > 0 then
+    local _, e = math.frexp(below)
+    a = e
+  end
+  local w = math.floor(m / 2 ^ y)
+  if w == 0 then return a, n - 1 end
+  while w % 2 == 0 do
+    w = w / 2
+    b = b + 1
+  end
   return a, b
 end
 
@@ -292,23 +462,20 @@ local function seat_mask(c, seat)
   return (struct.unpack('>I8', raw))
 end
 
--- masks of one carriage block, cached for this call: seat index -> mask
-local function block_masks(c, k)
+-- a seat's mask; its carriage block's masks are read with one GETRANGE, once per call, and a mask
+-- is decoded only when asked for (most orders look at a few seats of one carriage)
+local function mask_of(c, k, seat)
   c.bm = c.bm or {}
-  local t = c.bm[k.first]
-  if not t then
-    local cnt = k.last - k.first + 1
-    local raw = redis.call('GETRANGE', c.key, MOFF + 8 * k.first, MOFF + 8 * (k.last + 1) - 1)
-    local v = {struct.unpack('>' .. string.rep('I8', cnt), raw)}
-    t = {}
-    for j = 1, cnt do t[k.first + j - 1] = v[j] end
-    c.bm[k.first] = t
+  local raw = c.bm[k.first]
+  if not raw then
+    raw = redis.call('GETRANGE', c.key, MOFF + 8 * k.first, MOFF + 8 * (k.last + 1) - 1)
+    c.bm[k.first] = raw
   end
-  return t
+  return (struct.unpack('>I8', raw, 8 * (seat - k.first) + 1))
 end
 
 local function ok_seat(c, k, seat)
-  return not c.taken[seat] and is_free(block_masks(c, k)[seat])
+  return not c.taken[seat] and is_free(mask_of(c, k, seat))
 end
 
 local function take(c, pos, seat, a, b)
@@ -325,12 +492,10 @@ end
 -- step 2: classes on the train-day and named seats exist (passenger order)
 local named = {}
 for p = 0, np - 1 do
-  local o = PA + 5 * p
-  local slot, kind = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
+  local slot, kind, car, row, li = passenger(p)
   local c = C[slot]
   if not c then return fail('BAD_SEAT_CLASS', 'seat class not on this train-day') end
   if kind == 2 then
-    local car, row, li = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4]), tonumber(ARGV[o + 5])
     local idx = nil
     for _, k in ipairs(cars(c)) do
       if k.no == car then
@@ -346,7 +511,7 @@ end
 -- step 3: sold-out check, H column y over rows 0..x (at most x+1 cells), early exit
 local need = {}
 for p = 0, np - 1 do
-  local slot = tonumber(ARGV[PA + 5 * p + 1])
+  local slot = passenger(p)
   need[slot] = (need[slot] or 0) + 1
 end
 for i = 1, nslots do
@@ -371,8 +536,12 @@ end
 -- H[a][t] less the seats of runs (a, b >= t) already taken by this call (t = n reads as 0)
 local function hleft(c, a, t)
   if t > n - 1 then return 0 end
-  local v = hcell(c, a, t)
-  for _, d in ipairs(c.dlist) do
+  local o = HDR + 2 * (a * (2 * n - a - 1) / 2 + t - a - 1) + 1 -- cell tri(a, t)
+  local hi, lo = string.byte(c.s, o, o + 1)
+  local v = hi * 256 + lo
+  local dl = c.dlist
+  for j = 1, #dl do
+    local d = dl[j]
     if d[1] == a and d[2] >= t then v = v - 1 end
   end
   return v
@@ -430,10 +599,14 @@ local function best_fit(c)
   return bs, ba, ba + bestL
 end
 
-local function free_in(c, k)
+-- the lowest free seats of a carriage, at most u of them (the scan stops there)
+local function free_in(c, k, u)
   local out = {}
   for seat = k.first, k.last do
-    if ok_seat(c, k, seat) then out[#out + 1] = seat end
+    if ok_seat(c, k, seat) then
+      out[#out + 1] = seat
+      if #out == u then break end
+    end
   end
   return out
 end
@@ -493,21 +666,27 @@ local function seat_group(c, positions)
   end
   local chosen = nil
   local k0 = car_of(c, s0)
-  local near = free_in(c, k0)
-  if #near >= u then
-    table.sort(near, function(p, q)
-      local dp, dq = math.abs(p - s0), math.abs(q - s0)
-      if dp ~= dq then return dp < dq end
-      return p < q
-    end)
-    chosen = {}
-    for j = 1, u do chosen[j] = near[j] end
+  -- the u free seats of s0's carriage nearest to s0 (by distance, then index): walking outwards
+  -- from s0, lower side first, visits them in that order without sorting the carriage
+  local near = {}
+  for d = 0, k0.last - k0.first do
+    local lo, hi = s0 - d, s0 + d
+    if lo >= k0.first and ok_seat(c, k0, lo) then
+      near[#near + 1] = lo
+      if #near == u then break end
+    end
+    if d > 0 and hi <= k0.last and ok_seat(c, k0, hi) then
+      near[#near + 1] = hi
+      if #near == u then break end
+    end
+  end
+  if #near == u then
+    chosen = near
   else
     for _, k in ipairs(cars(c)) do
-      local free = free_in(c, k)
-      if #free >= u then
-        chosen = {}
-        for j = 1, u do chosen[j] = free[j] end
+      local free = free_in(c, k, u)
+      if #free == u then
+        chosen = free
         break
       end
     end
@@ -516,7 +695,7 @@ local function seat_group(c, positions)
     table.sort(chosen)
     for j = 1, u do
       local seat = chosen[j]
-      take_masked(c, positions[j], seat, block_masks(c, car_of(c, seat))[seat])
+      take_masked(c, positions[j], seat, mask_of(c, car_of(c, seat), seat))
     end
     return
   end
@@ -537,11 +716,10 @@ for i = 1, nslots do
   local c = C[i]
   local wishes, rest = {}, {}
   for p = 0, np - 1 do
-    local o = PA + 5 * p
-    if tonumber(ARGV[o + 1]) == i then
-      local kind = tonumber(ARGV[o + 2])
+    local slot, kind, li = passenger(p)
+    if slot == i then
       if kind == 1 then
-        wishes[#wishes + 1] = {p, tonumber(ARGV[o + 3])}
+        wishes[#wishes + 1] = {p, li}
       elseif kind == 0 then
         rest[#rest + 1] = p
       end
@@ -551,7 +729,7 @@ for i = 1, nslots do
     local got = place_letters(c, wishes)
     if got then
       for _, g in ipairs(got) do
-        take_masked(c, g[1], g[2], block_masks(c, car_of(c, g[2]))[g[2]])
+        take_masked(c, g[1], g[2], mask_of(c, car_of(c, g[2]), g[2]))
       end
     else
       for _, w in ipairs(wishes) do rest[#rest + 1] = w[1] end
@@ -562,7 +740,7 @@ for i = 1, nslots do
 end
 
 -- writes, per class: one BITFIELD (masks, run bits) and one SETRANGE (the changed span of H)
-local JM = 2 ^ y - 2 ^ x
+local JM = string.format('%d', 2 ^ y - 2 ^ x) -- formatted once, not by Redis for every seat
 local epoch = string.match(string.sub(C[1].s, EPOCH_AT, EPOCH_AT + 15), '^[^%z]*')
 local out = {1, epoch}
 local assigned = {}
@@ -583,11 +761,11 @@ for i = 1, nslots do
     for _, t in ipairs(c.takes) do
       local pos, seat, a, b = t[1], t[2], t[3], t[4]
       bf[#bf + 1] = 'INCRBY'; bf[#bf + 1] = 'u63'; bf[#bf + 1] = 8 * (MOFF + 8 * seat) + 1; bf[#bf + 1] = JM
-      runbit(a, b, seat, 0)
-      if a < x then runbit(a, x, seat, 1) end
+      runbit(a, b, seat, '0')
+      if a < x then runbit(a, x, seat, '1') end
       hrange(a, x + 1, b, -1)
       if y < b then
-        runbit(y, b, seat, 1)
+        runbit(y, b, seat, '1')
         hrange(y, y + 1, b, 1)
       end
       assigned[pos + 1] = {pos, i, seat, name_of(c, seat)}
@@ -625,10 +803,8 @@ for p = 1, np do
 end
 
 if want_msg then
-  local args = {}
-  local mo = CA + nslots
-  for j = 1, 2 * nmsg do args[j] = ARGV[mo + j] end
-  args[#args + 1] = 'order_id'; args[#args + 1] = ARGV[3]
+  local args = {unpack(ARGV, MA + 1, MA + 2 * nmsg)}
+  args[#args + 1] = 'order_id'; args[#args + 1] = ARGV[2]
   args[#args + 1] = 'seats'; args[#args + 1] = '[' .. table.concat(parts, ',') .. ']'
   args[#args + 1] = 'epoch'; args[#args + 1] = epoch
   redis.call('XADD', KEYS[2], '*', unpack(args))
