@@ -451,15 +451,22 @@ async def _crowd_loop(plan: Plan, start: float, deadline: float, connections: in
 
 
 def _load_process(task: str, plan: Plan, start: float, deadline: float, connections: int, seed: int) -> Tally:
-    """Entry point of one load process (spawned): runs its share of the connections."""
+    """Entry point of one load process (spawned): runs its share of the connections, on uvloop where
+    installed (the load shares the machine's cores with the server: the lighter, the better)."""
+    try:
+        import uvloop
+
+        run: Any = uvloop.run
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        run = asyncio.run
     if task == "hello":
 
         async def hello() -> Tally:
             await asyncio.sleep(max(0.0, start - time.time()))
             return await _hello_loop(plan, deadline, connections)
 
-        return asyncio.run(hello())
-    return asyncio.run(_crowd_loop(plan, start, deadline, connections, seed))
+        return run(hello())  # type: ignore[no-any-return]
+    return run(_crowd_loop(plan, start, deadline, connections, seed))  # type: ignore[no-any-return]
 
 
 def _spread(
