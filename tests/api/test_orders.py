@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import json
 import random
 import uuid
 from typing import Any
@@ -269,9 +270,19 @@ async def test_bad_inputs(client: httpx.AsyncClient) -> None:
         "/api/v1/orders", content=b'{"date": "2026-', headers={**h, "content-type": "application/json"}
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    # A valid body sent as another media type is not read as JSON (the route's own 422, not an order).
+    raw = json.dumps(order_body(day, [mine])).encode()
+    for media_type in ("text/plain", "application/jsonx"):
+        r = await client.post("/api/v1/orders", content=raw, headers={**h, "content-type": media_type})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR", (media_type, r.text)
     # Nothing was queued or written by any of these.
     listing = await client.get("/api/v1/orders", headers=h)
     assert listing.json()["items"] == []
+    # The same body with a charset parameter is an order.
+    r = await client.post(
+        "/api/v1/orders", content=raw, headers={**h, "content-type": "application/json; charset=utf-8"}
+    )
+    assert r.status_code == 202, r.text
 
 
 async def test_reading_orders_of_others_and_made_up_ids(client: httpx.AsyncClient) -> None:

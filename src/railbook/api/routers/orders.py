@@ -134,9 +134,8 @@ async def direct_order(scope: Scope, receive: Receive, send: Send) -> Receive | 
         replayed = True
         return {"type": "http.request", "body": raw, "more_body": False}
 
-    if not headers.get(b"content-type", b"").startswith(b"application/json") or (
-        key_raw is not None and len(key_raw) > 128
-    ):
+    media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    if media_type != b"application/json" or (key_raw is not None and len(key_raw) > 128):
         return replay
     try:
         body = OrderIn.model_validate(json.loads(raw))
