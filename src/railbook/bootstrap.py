@@ -121,3 +121,14 @@ async def build_container(settings: Settings) -> Container:
         # A race between two processes creating the secret: the loser reads the winner's.
         secret = await _jwt_secret(settings, sessionmaker)
     return Container(settings, engine, sessionmaker, redis_client, allocator, secret, parts)
+
+
+def freeze_startup_heap() -> None:
+    """Move everything built at start-up (the app, the container, imported modules) out of the
+    garbage collector's reach. A full collection otherwise walks that whole long-lived heap again and
+    again under load: an order costs about a quarter more CPU with it (measured in process). For the
+    server processes only, once they are ready; objects made later are collected as usual."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -147,7 +147,13 @@ def worker(name: str = typer.Option(None, help="Consumer name (default: host-pid
     """Consume the order stream: commit orders in batches, expire unpaid orders, relay the outbox."""
     from railbook.workers.order_worker import run_worker
 
-    _with_container(lambda c: run_worker(c, name=name))
+    async def work(container: Any) -> None:
+        from railbook.bootstrap import freeze_startup_heap
+
+        freeze_startup_heap()
+        await run_worker(container, name=name)
+
+    _with_container(work)
 
 
 @app.command()

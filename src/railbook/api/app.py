@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from railbook.api.errors import HTTP_CODES, install_error_handlers, is_store_outage
 from railbook.api.routers.orders import ORDERS_PATH, direct_order
-from railbook.bootstrap import Container, build_container
+from railbook.bootstrap import Container, build_container, freeze_startup_heap
 from railbook.config import Settings
 from railbook.logs import configure_logging
 
@@ -127,10 +127,15 @@ def startup_hooks() -> list[StartupHook]:
 
 
 def create_app(
-    settings: Settings | None = None, *, container: Container | None = None, run_background: bool = False
+    settings: Settings | None = None,
+    *,
+    container: Container | None = None,
+    run_background: bool = False,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """Build the app. With ``container`` the caller owns it; otherwise the lifespan builds and closes one.
-    ``run_background`` starts the in-process workers (``railbook serve``)."""
+    ``run_background`` starts the in-process workers (``railbook serve``); ``freeze_heap`` takes the
+    start-up heap out of the garbage collector's reach once ready (server processes)."""
     settings = settings or (container.settings if container else Settings())
     configure_logging(settings.log_level, json=settings.log_json)
 
@@ -146,6 +151,8 @@ def create_app(
             from railbook.workers.runtime import start_background
 
             background = await start_background(c)
+        if freeze_heap:
+            freeze_startup_heap()
         try:
             yield
         finally:
