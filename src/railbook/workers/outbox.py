@@ -39,7 +39,8 @@ STREAM = "railbook:events"
 STREAM_MAXLEN = 100_000
 NOTIFICATIONS = "notifications"
 RELAY_BATCH = 200
-IDLE_S = 0.5
+IDLE_S = 0.1
+IDLE_MAX_S = 2.0
 BLOCK_MS = 1000  # below the Redis client's socket timeout
 CLAIM_EVERY_S = 30.0
 CLAIM_IDLE_MS = 60_000
@@ -205,10 +206,16 @@ async def ensure_group(container: Container) -> None:
 
 
 async def _relay_loop(container: Container) -> None:
+    # Polls at once while there is work; an idle outbox is polled less and less often (up to
+    # IDLE_MAX_S), since each empty poll is a transaction with a locking read.
+    idle = IDLE_S
     while True:
         try:
             if await relay_once(container) == 0:
-                await asyncio.sleep(IDLE_S)
+                await asyncio.sleep(idle)
+                idle = min(idle * 2, IDLE_MAX_S)
+            else:
+                idle = IDLE_S
         except asyncio.CancelledError:
             raise
         except Exception as exc:
