@@ -23,9 +23,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
-from redis._parsers import _AsyncHiredisParser
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:  # redis-py's hiredis reply parser (an internal class): read directly when it is the one in use
+    from redis._parsers import _AsyncHiredisParser
+except ImportError:  # pragma: no cover - another redis-py layout: replies are read one by one
+    _AsyncHiredisParser = None  # type: ignore[assignment,misc]
 
 # A command: its arguments (str, bytes, int or float).
 Command = tuple[Any, ...]
@@ -114,7 +118,7 @@ class AutoPipeline:
         try:
             await connection.send_packed_command(packed)
             parser = getattr(connection, "_parser", None)
-            if isinstance(parser, _AsyncHiredisParser):
+            if _AsyncHiredisParser is not None and isinstance(parser, _AsyncHiredisParser):
                 # The replies straight from hiredis under one timeout for the batch: redis-py's
                 # per-reply read (a timeout context and bookkeeping each) costs about 6 µs of CPU a
                 # reply against under 1 µs here. Error replies come back as values.
