@@ -62,6 +62,7 @@ async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200
     assert "railbook_http_requests_total" in metrics.text
+    assert "railbook_redis_batched_commands_total" in metrics.text  # the accept path's Redis batching
 
 
 async def test_openapi_describes_the_contract(client: httpx.AsyncClient) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
+from prometheus_client import Counter
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -30,6 +31,11 @@ try:  # redis-py's hiredis reply parser (an internal class): read directly when 
     from redis._parsers import _AsyncHiredisParser
 except ImportError:  # pragma: no cover - another redis-py layout: replies are read one by one
     _AsyncHiredisParser = None  # type: ignore[assignment,misc]
+
+BATCHES = Counter("railbook_redis_batches_total", "Round trips of the automatic Redis pipeline")
+BATCHED_COMMANDS = Counter(
+    "railbook_redis_batched_commands_total", "Commands sent by the automatic Redis pipeline"
+)
 
 # A command: its arguments (str, bytes, int or float).
 Command = tuple[Any, ...]
@@ -82,6 +88,8 @@ class AutoPipeline:
         self._in_flight += 1
         self.batches += 1
         self.commands += size
+        BATCHES.inc()
+        BATCHED_COMMANDS.inc(size)
         task = asyncio.ensure_future(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
