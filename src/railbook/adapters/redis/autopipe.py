@@ -149,17 +149,21 @@ class AutoPipeline:
         finally:
             await pool.release(connection)
 
+    async def execute_scripted(self, commands: Sequence[Command], scripts: Sequence[str]) -> list[Any]:
+        """``execute`` for a group calling these scripts by SHA (its other commands idempotent). A Redis
+        that lost its script cache (restart, failover) answers NOSCRIPT and did not run that script:
+        the scripts are loaded and the whole group sent again."""
+        replies = await self.execute(commands)
+        if any(isinstance(r, NoScriptError) for r in replies):
+            for source in scripts:
+                await self.redis.script_load(source)
+            replies = await self.execute(commands)
+        return replies
+
     async def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """One script call (a redis-py ``Script``) in a shared batch; its error replies raise. A Redis
-        that lost its script cache (restart, failover) answers NOSCRIPT: the script is loaded and the
-        call sent again (it did not run)."""
+        """One script call (a redis-py ``Script``) in a shared batch; its error replies raise."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        (reply,) = await self.execute([command])
-        if isinstance(reply, NoScriptError):
-            await self.redis.script_load(script.script)
-            (reply,) = await self.execute([command])
-        if isinstance(reply, Exception):
-            raise reply
+        (reply,) = raise_errors(await self.execute_scripted([command], [script.script]))
         return reply
 
 

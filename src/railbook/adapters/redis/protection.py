@@ -10,8 +10,6 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from railbook.adapters.redis.allocator import day_tag, order_stream_key
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
@@ -222,16 +220,11 @@ class RedisOrderGuard:
             assert idempotency is not None
             value = json.dumps({"order_id": order_id, "hash": idempotency[1]})
             commands.insert(0, ("SET", idem_key, value, "NX", "GET", "EX", IDEMPOTENCY_TTL_SECONDS))
-        replies = await self.batch.execute(commands)
-        if any(isinstance(r, NoScriptError) for r in replies):
-            # Redis lost its script cache (restart, failover): the script did not run; load it and
-            # send the group again (the record is simply written again; a key claim that the first
-            # attempt made is this order's own, not a previous order's).
-            await self.redis.script_load(ADMIT_LUA)
-            replies = await self.batch.execute(commands)
-            if idem_key is not None and _text(replies[0]) == commands[0][2]:
-                replies[0] = None
-        raise_errors(replies)
+        replies = raise_errors(await self.batch.execute_scripted(commands, [ADMIT_LUA]))
+        if idem_key is not None and _text(replies[0]) == commands[0][2]:
+            # The key already holds this very order's claim: a first attempt made it before Redis
+            # answered NOSCRIPT and the group was sent again (a new order id is never claimed before).
+            replies[0] = None
         claim = replies[0] if idem_key is not None else None
         result = int(replies[1 if idem_key is not None else 0])
         if claim is not None:
@@ -283,7 +276,7 @@ class RedisOrderGuard:
         commands.append(("ZREM", f"member:{member_id}:pending", order_id))
         if idempotency_key:
             commands.append(("DEL", self._idem_key(member_id, idempotency_key)))
-        await self._scripted(commands, RELEASE_LUA)
+        raise_errors(await self.batch.execute_scripted(commands, [RELEASE_LUA]))
 
     async def release(
         self,
@@ -301,16 +294,7 @@ class RedisOrderGuard:
                 marker_key(train_code, date, member_id, p) for p in passenger_ids
             ]
             commands.append(("EVALSHA", self._release.sha, len(keys), *keys, order_id, keep_markers_seconds))
-        await self._scripted(commands, RELEASE_LUA)
-
-    async def _scripted(self, commands: list[tuple[Any, ...]], script: str) -> list[Any]:
-        """A group calling one script (and idempotent commands): sent again once after loading the
-        script if Redis lost its script cache; any other error reply raised."""
-        replies = await self.batch.execute(commands)
-        if any(isinstance(r, NoScriptError) for r in replies):
-            await self.redis.script_load(script)
-            replies = await self.batch.execute(commands)
-        return raise_errors(replies)
+        raise_errors(await self.batch.execute_scripted(commands, [RELEASE_LUA]))
 
     async def restore_markers(
         self, train_code: str, date: dt.date, holds: Sequence[tuple[str, int, int]], ttl_seconds: int
