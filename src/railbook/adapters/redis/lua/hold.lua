@@ -21,13 +21,8 @@ local nslots = tonumber(ARGV[2])
 local nh = tonumber(ARGV[3])
 local n = tonumber(redis.call('HGET', KEYS[1], 'n'))
 
-local C = {}
-for i = 1, nslots do
-  local key = KEYS[1 + i]
-  local s, _, cN = seg_read_class(key)
-  if not s then return {0, 'BAD_SEAT_CLASS', 'seat class not on this train-day'} end
-  C[i] = {s = s, N = cN, key = key, masks = {}, set = {}}
-end
+local C = seg_read_classes(1, nslots)
+if not C then return {0, 'BAD_SEAT_CLASS', 'seat class not on this train-day'} end
 
 local T = n * (n - 1) / 2
 local MOFF = HDR + 2 * T -- HDR, FIRST_READ and the seg_* helpers: lib/segments.lua
@@ -44,13 +39,7 @@ for j = 0, nh - 1 do
   end
   mk = mk + nm
   if not released and seat >= 0 and seat < c.N and x >= 0 and x < y and y <= n - 1 then
-    local m = c.masks[seat]
-    if not m then
-      m = struct.unpack('>I8', redis.call('GETRANGE', c.key, MOFF + 8 * seat, MOFF + 8 * seat + 7))
-      c.masks[seat] = m
-      c.old = c.old or {}
-      c.old[seat] = m
-    end
+    local m = seg_mask(c, seat, MOFF)
     for k = x, y - 1 do
       if math.floor(m / 2 ^ k) % 2 == 0 then m = m + 2 ^ k end
     end

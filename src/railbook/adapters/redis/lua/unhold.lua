@@ -38,13 +38,8 @@ if not drained then return {0, 'NOT_DRAINED', 'orders are pending'} end
 local n = tonumber(redis.call('HGET', KEYS[1], 'n'))
 local nslots = tonumber(ARGV[4])
 local ns = tonumber(ARGV[5])
-local C = {}
-for i = 1, nslots do
-  local key = KEYS[2 + i]
-  local s, _, cN = seg_read_class(key)
-  if not s then return {0, 'BAD_SEAT_CLASS', 'seat class not on this train-day'} end
-  C[i] = {s = s, N = cN, key = key, masks = {}, old = {}}
-end
+local C = seg_read_classes(2, nslots)
+if not C then return {0, 'BAD_SEAT_CLASS', 'seat class not on this train-day'} end
 
 local T = n * (n - 1) / 2
 local MOFF = HDR + 2 * T -- HDR, FIRST_READ and the seg_* helpers: lib/segments.lua
@@ -54,11 +49,7 @@ for j = 0, ns - 1 do
   local c = C[tonumber(ARGV[o])]
   local seat, bits = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
   if seat >= 0 and seat < c.N then
-    local m = c.masks[seat]
-    if not m then
-      m = struct.unpack('>I8', redis.call('GETRANGE', c.key, MOFF + 8 * seat, MOFF + 8 * seat + 7))
-      c.old[seat] = m
-    end
+    local m = seg_mask(c, seat, MOFF)
     for k = 0, n - 2 do
       if math.floor(bits / 2 ^ k) % 2 == 1 and math.floor(m / 2 ^ k) % 2 == 1 then m = m - 2 ^ k end
     end

@@ -21,6 +21,30 @@ local function seg_read_class(key)
   return s, cn, cN
 end
 
+-- the classes of KEYS[first + 1 .. first + nslots] as seg_mask and seg_write_masks use them; nil
+-- when one of them is not loaded
+local function seg_read_classes(first, nslots)
+  local C = {}
+  for i = 1, nslots do
+    local key = KEYS[first + i]
+    local s, _, cN = seg_read_class(key)
+    if not s then return nil end
+    C[i] = {s = s, N = cN, key = key, masks = {}, old = {}}
+  end
+  return C
+end
+
+-- a seat's mask in this call: as changed so far, else read (and kept as its old mask)
+local function seg_mask(c, seat, moff)
+  local m = c.masks[seat]
+  if not m then
+    m = struct.unpack('>I8', redis.call('GETRANGE', c.key, moff + 8 * seat, moff + 8 * seat + 7))
+    c.masks[seat] = m
+    c.old[seat] = m
+  end
+  return m
+end
+
 -- index of the journey a..b (0 <= a < b <= n - 1) in the row-major upper triangle of n stops
 local function seg_tri(n, a, b) return a * (2 * n - a - 1) / 2 + b - a - 1 end
 
