@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 # Every queued order arrives PENDING; committing it is this transition.
 COMMITTED = transition(OrderStatus.PENDING, OrderStatus.SUCCESS)
 FAILED = transition(OrderStatus.PENDING, OrderStatus.FAILURE)
+TICKET_ISSUED = "ticket.issued"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,36 +209,172 @@ def _ticket_rows(msg: OrderMessage, seat_ids: Mapping[tuple[str, int], int]) -> 
     return rows
 
 
-def _outbox_row(msg: OrderMessage, tickets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _ticket_event(msg: OrderMessage, tickets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The payload of the order's ``ticket.issued`` outbox event."""
     return {
-        "topic": "ticket.issued",
-        "key": msg.order_id,
-        "payload": {
-            "order_id": msg.order_id,
-            "member_id": msg.member_id,
-            "train_code": msg.train_code,
-            "date": msg.date.isoformat(),
-            "from": msg.from_station,
-            "to": msg.to_station,
-            "tickets": [
-                {
-                    "ticket_id": t["id"],
-                    "passenger_id": t["passenger_id"],
-                    "seat": t["seat_name"],
-                    "seat_class": t["seat_class"],
-                    "price_fen": t["price_fen"],
-                }
-                for t in tickets
-            ],
-        },
-        "created_at": dt.datetime.now(dt.UTC),
+        "order_id": msg.order_id,
+        "member_id": msg.member_id,
+        "train_code": msg.train_code,
+        "date": msg.date.isoformat(),
+        "from": msg.from_station,
+        "to": msg.to_station,
+        "tickets": [
+            {
+                "ticket_id": t["id"],
+                "passenger_id": t["passenger_id"],
+                "seat": t["seat_name"],
+                "seat_class": t["seat_class"],
+                "price_fen": t["price_fen"],
+            }
+            for t in tickets
+        ],
     }
+
+
+# PostgreSQL: a batch is three fixed statements over arrays, whatever its size. Each is prepared
+# once per connection and planned once, where an executemany of rows renders a new multi-VALUES
+# statement (one bind per cell) for every batch size, which the server parses and plans anew.
+_PG_ORDERS = text(
+    """
+    INSERT INTO "order" (id, member_id, daily_train_id, train_code, service_date, from_index,
+        to_index, from_station, to_station, status, payment_status, total_fen, request,
+        idempotency_key, request_hash, pay_deadline, created_at, updated_at)
+    SELECT o.id, o.member_id, o.daily_train_id, o.train_code, o.service_date, o.from_index,
+        o.to_index, o.from_station, o.to_station, :status, :payment_status, o.total_fen,
+        CAST(o.request AS json), o.idempotency_key, o.request_hash, o.pay_deadline, o.created_at, :now
+    FROM unnest(CAST(:id AS varchar[]), CAST(:member_id AS bigint[]),
+        CAST(:daily_train_id AS bigint[]), CAST(:train_code AS varchar[]), CAST(:service_date AS date[]),
+        CAST(:from_index AS smallint[]), CAST(:to_index AS smallint[]),
+        CAST(:from_station AS varchar[]), CAST(:to_station AS varchar[]), CAST(:total_fen AS int[]),
+        CAST(:request AS text[]), CAST(:idempotency_key AS varchar[]), CAST(:request_hash AS varchar[]),
+        CAST(:pay_deadline AS timestamptz[]), CAST(:created_at AS timestamptz[]))
+        AS o(id, member_id, daily_train_id, train_code, service_date, from_index, to_index,
+        from_station, to_station, total_fen, request, idempotency_key, request_hash, pay_deadline,
+        created_at)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+    """
+)
+# Conflict target is the primary key only: an exclusion-constraint violation must raise.
+_PG_TICKETS = text(
+    """
+    INSERT INTO ticket (id, order_id, member_id, passenger_id, passenger_name, daily_train_id,
+        daily_seat_id, seat_class, seat_index, seat_name, from_index, to_index, price_fen, status,
+        created_at, updated_at)
+    SELECT t.id, t.order_id, t.member_id, t.passenger_id, t.passenger_name, t.daily_train_id,
+        t.daily_seat_id, t.seat_class, t.seat_index, t.seat_name, t.from_index, t.to_index,
+        t.price_fen, :status, t.created_at, :now
+    FROM unnest(CAST(:id AS varchar[]), CAST(:order_id AS varchar[]), CAST(:member_id AS bigint[]),
+        CAST(:passenger_id AS bigint[]), CAST(:passenger_name AS varchar[]),
+        CAST(:daily_train_id AS bigint[]), CAST(:daily_seat_id AS bigint[]),
+        CAST(:seat_class AS varchar[]), CAST(:seat_index AS int[]), CAST(:seat_name AS varchar[]),
+        CAST(:from_index AS smallint[]), CAST(:to_index AS smallint[]), CAST(:price_fen AS int[]),
+        CAST(:created_at AS timestamptz[]))
+        AS t(id, order_id, member_id, passenger_id, passenger_name, daily_train_id, daily_seat_id,
+        seat_class, seat_index, seat_name, from_index, to_index, price_fen, created_at)
+    ON CONFLICT (id) DO NOTHING
+    """
+)
+_PG_OUTBOX = text(
+    """
+    INSERT INTO outbox (topic, key, payload, created_at)
+    SELECT :topic, e.key, CAST(e.payload AS json), :now
+    FROM unnest(CAST(:key AS varchar[]), CAST(:payload AS text[])) AS e(key, payload)
+    """
+)
+
+
+async def _write_pg(
+    container: OrderContext, session: AsyncSession, messages: Sequence[OrderMessage]
+) -> set[str]:
+    """``_write`` on PostgreSQL: the same rows, written column-wise by the three statements above."""
+    deadline = dt.timedelta(seconds=container.settings.pay_deadline_seconds)
+    now = dt.datetime.now(dt.UTC)
+    orders: dict[str, list[Any]] = {name: [] for name in _ORDER_COLUMNS}
+    for m in messages:
+        passengers = [dict(p) for p in m.passengers]
+        orders["id"].append(m.order_id)
+        orders["member_id"].append(m.member_id)
+        orders["daily_train_id"].append(m.daily_train_id)
+        orders["train_code"].append(m.train_code)
+        orders["service_date"].append(m.date)
+        orders["from_index"].append(m.from_index)
+        orders["to_index"].append(m.to_index)
+        orders["from_station"].append(m.from_station)
+        orders["to_station"].append(m.to_station)
+        orders["total_fen"].append(sum(int(p.get("price_fen", 0)) for p in passengers))
+        orders["request"].append(json.dumps({"passengers": passengers}, ensure_ascii=False))
+        orders["idempotency_key"].append(m.idempotency_key)
+        orders["request_hash"].append(m.request_hash)
+        orders["pay_deadline"].append(m.created_at + deadline)
+        orders["created_at"].append(m.created_at)
+    result = await session.execute(
+        _PG_ORDERS,
+        {**orders, "status": COMMITTED.value, "payment_status": PaymentStatus.UNPAID.value, "now": now},
+    )
+    inserted = {row[0] for row in result}
+    seat_ids = _seat_ids(container)
+    tickets: dict[str, list[Any]] = {name: [] for name in _TICKET_COLUMNS}
+    keys: list[str] = []
+    payloads: list[str] = []
+    for m in messages:
+        if m.order_id not in inserted:
+            continue
+        rows = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id))
+        for row in rows:
+            for name in _TICKET_COLUMNS:
+                tickets[name].append(row[name])
+        keys.append(m.order_id)
+        payloads.append(json.dumps(_ticket_event(m, rows), ensure_ascii=False))
+    if keys:
+        await session.execute(_PG_TICKETS, {**tickets, "status": TicketStatus.UNPAID.value, "now": now})
+        await session.execute(
+            _PG_OUTBOX, {"key": keys, "payload": payloads, "topic": TICKET_ISSUED, "now": now}
+        )
+    return inserted
+
+
+_ORDER_COLUMNS = (
+    "id",
+    "member_id",
+    "daily_train_id",
+    "train_code",
+    "service_date",
+    "from_index",
+    "to_index",
+    "from_station",
+    "to_station",
+    "total_fen",
+    "request",
+    "idempotency_key",
+    "request_hash",
+    "pay_deadline",
+    "created_at",
+)
+_TICKET_COLUMNS = (
+    "id",
+    "order_id",
+    "member_id",
+    "passenger_id",
+    "passenger_name",
+    "daily_train_id",
+    "daily_seat_id",
+    "seat_class",
+    "seat_index",
+    "seat_name",
+    "from_index",
+    "to_index",
+    "price_fen",
+    "created_at",
+)
 
 
 async def _write(
     container: OrderContext, session: AsyncSession, messages: Sequence[OrderMessage]
 ) -> set[str]:
     """Insert the orders (SUCCESS) and tickets of ``messages``; returns the ids inserted now."""
+    if session.bind.dialect.name == "postgresql":
+        return await _write_pg(container, session, messages)
     deadline = container.settings.pay_deadline_seconds
     seat_ids = _seat_ids(container)
     order_rows = [_order_row(m, COMMITTED, deadline) for m in messages]
@@ -250,7 +387,14 @@ async def _write(
             continue
         rows = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id))
         ticket_rows.extend(rows)
-        outbox_rows.append(_outbox_row(m, rows))
+        outbox_rows.append(
+            {
+                "topic": TICKET_ISSUED,
+                "key": m.order_id,
+                "payload": _ticket_event(m, rows),
+                "created_at": dt.datetime.now(dt.UTC),
+            }
+        )
     if ticket_rows:
         # Conflict target is the primary key only: an exclusion-constraint violation must raise.
         tstmt = _insert(session, Ticket.__table__).on_conflict_do_nothing(index_elements=["id"])
