@@ -111,6 +111,10 @@ async def run_stream_committer(
                         await asyncio.sleep(settings.worker_block_ms / 1000)
                         continue
                     entries = await consumer.read(batch, settings.worker_block_ms)
+                    if entries and len(entries) < batch and settings.worker_linger_ms:
+                        # More are likely on their way (a crowd): let the batch fill for a moment.
+                        await asyncio.sleep(settings.worker_linger_ms / 1000)
+                        entries += await consumer.read(batch - len(entries), None)
                 if not entries:
                     continue
                 messages: list[OrderMessage] = []

@@ -96,8 +96,9 @@ class OrderStreamConsumer:
                 self._known.add(name)
                 self.streams.append(name)
 
-    async def read(self, count: int, block_ms: int) -> list[StreamEntry]:
-        """New messages of every known stream (at most ``count`` per stream), blocking up to ``block_ms``."""
+    async def read(self, count: int, block_ms: int | None) -> list[StreamEntry]:
+        """New messages of every known stream (at most ``count`` per stream), blocking up to ``block_ms``
+        (None: not at all)."""
         if not self.streams:
             return []
         try:
