@@ -132,6 +132,9 @@ async def test_opening_a_day_freezes_the_train_and_loads_the_allocator(container
     # 4 stops; 6 + 8 + 15 seats; 6 pairs × 3 classes.
     assert await _counts(container, daily.id) == (4, 29, 18)
     assert await container.allocator.is_loaded(spec.code, FAR)
+    # No order exists yet, so the day's (empty) duplicate-order markers are complete and trusted.
+    _, _, trusted = await container.parts["protection"].lookup(1, [1], spec.code, FAR)
+    assert trusted
     assert await container.allocator.remaining(spec.code, FAR, 0, 3) == {
         "business": 6,
         "first": 8,

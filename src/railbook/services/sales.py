@@ -291,6 +291,21 @@ async def _load_fresh_days(allocator: Allocator, date: dt.date, trains: Sequence
         )
 
 
+async def _trust_fresh_markers(
+    container: SalesContext, date: dt.date, trains: Sequence[_TimetableTrain]
+) -> None:
+    """A train-day opened just now has no order yet, so its (empty) set of duplicate-order markers is
+    complete: say so, and its first orders need no database read to be told apart from duplicates.
+    (A day loaded any other way, e.g. after a loss of Redis data, has its markers restored from the
+    database first; see ``booking.restore_day_markers``.)"""
+    parts = getattr(container, "parts", None)
+    guard = parts.get("protection") if isinstance(parts, dict) else None
+    if guard is None:
+        return
+    for t in trains:
+        await guard.trust_markers(t.code, date)
+
+
 async def open_sale_days(container: SalesContext, dates: list[dt.date]) -> dict[str, Any]:
     """Open every timetable train on each date (idempotent) and load the new train-days into the allocator."""
     opened: list[dict[str, str]] = []
@@ -307,6 +322,7 @@ async def open_sale_days(container: SalesContext, dates: list[dt.date]) -> dict[
             load_started = time.perf_counter()
             await _load_fresh_days(container.allocator, date, new)
             loading += time.perf_counter() - load_started
+            await _trust_fresh_markers(container, date, new)
     if opened:
         log.info(
             "sale_days_opened",
