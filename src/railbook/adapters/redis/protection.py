@@ -363,7 +363,7 @@ class RedisOrderGuard:
             (
                 "SET",
                 f"order:{order_id}",
-                json.dumps(record, ensure_ascii=False),
+                encoded,
                 "EX",
                 PENDING_RECORD_TTL_SECONDS,
             ),
