@@ -182,3 +182,59 @@ async def test_worker_killed_mid_batch_loses_and_doubles_nothing(
         )
     assert sorted(statuses) == ["SUCCESS"] * len(ids)
     assert sorted(tickets) == sorted(ids)  # one ticket each, none doubled
+
+
+async def test_a_partial_read_waits_for_more_and_commits_them_together(
+    quiet_client: httpx.AsyncClient, quiet_redis_url: str, pg_url: str
+) -> None:
+    """An order arriving while the committer lingers on a partial read joins that batch: one
+    transaction writes both (they share its timestamp), and neither waits for a later read."""
+    from railbook.bootstrap import build_container
+    from railbook.workers.order_worker import run_stream_committer
+
+    settings = test_settings(pg_url, quiet_redis_url).model_copy(
+        update={"worker_linger_ms": 800, "worker_block_ms": 100}
+    )
+    worker = await build_container(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_stream_committer(worker, "lingerer", stop=stop))
+    try:
+        day = await make_train_day(
+            quiet_client, await login(quiet_client, ADMIN_MOBILE, ADMIN_PASSWORD), rows=4
+        )
+        riders = []
+        for _ in range(3):
+            m = await register(quiet_client)
+            riders.append((m["headers"], await add_passenger(quiet_client, m["headers"])))
+        ids: list[str] = []
+
+        async def committed() -> int:
+            async with worker.sessionmaker() as session:
+                n = await session.execute(select(func.count()).select_from(Order).where(Order.id.in_(ids)))
+                return int(n.scalar_one())
+
+        async def place(headers: dict[str, str], p: int) -> None:
+            r = await quiet_client.post("/api/v1/orders", json=order_body(day, [p]), headers=headers)
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["order_id"])
+
+        await place(*riders[0])  # the committer learns the day's stream and commits this one
+        await _until(lambda: _is(committed, 1), "the first order to be committed", tries=600)
+        ids.clear()
+        await place(*riders[1])
+        await asyncio.sleep(0.3)  # the committer has read it and lingers
+        await place(*riders[2])
+        await _until(lambda: _is(committed, 2), "both orders to be committed")
+        async with worker.sessionmaker() as session:
+            stamps = (
+                (await session.execute(select(Order.updated_at).where(Order.id.in_(ids)))).scalars().all()
+            )
+        assert len(set(stamps)) == 1, stamps
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await worker.close()
+
+
+async def _is(count: Any, n: int) -> bool:
+    return bool(await count() == n)
