@@ -10,6 +10,10 @@ two relays ever hold the same row, and a row is stamped in the transaction that 
 row is published again only if that commit fails after the publish (at-least-once), which the
 consumers absorb by recording every event id in ``processed_event`` before acting on it.
 SQLite ignores the clause; the write transaction itself serialises relays there.
+
+On PostgreSQL each statement here has one SQL text whatever the batch size (the ids travel as one
+array parameter), so a connection prepares it once and reuses it; SQLite keeps an expanding IN list
+and an executemany.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import json
 import os
 import socket
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, Text, select, update
+from sqlalchemy import BigInteger, Table, Text, any_, bindparam, select, text, update
 from sqlalchemy import cast as cast_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from railbook.adapters.db.models import Outbox, ProcessedEvent
@@ -44,6 +49,41 @@ IDLE_MAX_S = 2.0
 BLOCK_MS = 1000  # below the Redis client's socket timeout
 CLAIM_EVERY_S = 30.0
 CLAIM_IDLE_MS = 60_000
+
+_outbox = cast(Table, Outbox.__table__)
+_processed = cast(Table, ProcessedEvent.__table__)
+
+# Id order, spelt as the order of ``ix_outbox_unpublished`` (every selected row has a NULL
+# ``published_at``): PostgreSQL then reads the batch straight off that index and stops at the limit.
+# ``ORDER BY id`` alone cannot use that index's order: every batch would walk the published history
+# by the primary key, or read and sort the whole backlog.
+_NEXT_BATCH = (
+    select(_outbox.c.id, _outbox.c.topic, _outbox.c.key, cast_(_outbox.c.payload, Text).label("payload"))
+    .where(_outbox.c.published_at.is_(None))
+    .order_by(_outbox.c.published_at, _outbox.c.id)
+    .limit(bindparam("batch"))
+    .with_for_update(skip_locked=True)
+)
+_STAMP_PG = (
+    update(_outbox)
+    .where(_outbox.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+    .values(published_at=bindparam("stamped_at"))
+)
+_STAMP_SQLITE = (
+    update(_outbox)
+    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .values(published_at=bindparam("stamped_at"))
+)
+# A batch may carry one event twice (a redelivery beside its first delivery): ON CONFLICT DO
+# NOTHING skips the second row as it skips a row recorded before, so RETURNING names each new id once.
+_RECORD_PG = text(
+    "INSERT INTO processed_event (consumer, event_id, processed_at)"
+    " SELECT CAST(:consumer AS text), e, CAST(:processed_at AS timestamptz)"
+    " FROM unnest(CAST(:event_ids AS text[])) AS e"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+# SQLite: an executemany of one statement (batched by insertmanyvalues).
+_RECORD_SQLITE = sqlite_insert(_processed).on_conflict_do_nothing().returning(_processed.c.event_id)
 
 
 def _event_fields(row: Any) -> dict[str, str]:
@@ -70,10 +110,8 @@ async def _publish(container: Container, events: Sequence[dict[str, str]]) -> No
         for event in events:
             queue.put_nowait(event)
         return
-    commands = []
-    for event in events:
-        fields = [part for item in event.items() for part in item]
-        commands.append(("XADD", STREAM, "MAXLEN", "~", STREAM_MAXLEN, "*", *fields))
+    head = ("XADD", STREAM, "MAXLEN", "~", STREAM_MAXLEN, "*")
+    commands = [(*head, *chain.from_iterable(event.items())) for event in events]
     raise_errors(await autopipe(container).execute(commands))
 
 
@@ -88,22 +126,13 @@ def autopipe(container: Container) -> AutoPipeline:
 
 async def relay_once(container: Container, *, batch: int = RELAY_BATCH) -> int:
     """Publish one batch of unpublished outbox rows; returns how many."""
+    stamp = _STAMP_PG if container.engine.dialect.name == "postgresql" else _STAMP_SQLITE
     async with container.sessionmaker() as session, session.begin():
-        rows = (
-            await session.execute(
-                select(Outbox.id, Outbox.topic, Outbox.key, cast_(Outbox.payload, Text).label("payload"))
-                .where(Outbox.published_at.is_(None))
-                .order_by(Outbox.id)
-                .limit(batch)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
+        rows = (await session.execute(_NEXT_BATCH, {"batch": batch})).all()
         if not rows:
             return 0
         await _publish(container, [_event_fields(r) for r in rows])
-        await session.execute(
-            update(Outbox).where(Outbox.id.in_([r.id for r in rows])).values(published_at=utcnow())
-        )
+        await session.execute(stamp, {"ids": [r.id for r in rows], "stamped_at": utcnow()})
     return len(rows)
 
 
@@ -113,28 +142,26 @@ async def handle_events(container: Container, consumer: str, events: Sequence[Ma
     if not events:
         return 0
     now = utcnow()
-    rows = [{"consumer": consumer, "event_id": str(e["id"]), "processed_at": now} for e in events]
+    ids = [str(e["id"]) for e in events]
     async with container.sessionmaker() as session, session.begin():
-        dialect = session.bind.dialect.name
-        insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
-        # executemany of one cached statement (batched by insertmanyvalues), not a statement with
-        # a VALUES row per event built and compiled anew for every batch
-        table = cast(Table, ProcessedEvent.__table__)
-        stmt = insert_(table).on_conflict_do_nothing().returning(ProcessedEvent.event_id)
-        fresh = set((await session.execute(stmt, rows)).scalars())
+        if container.engine.dialect.name == "postgresql":
+            params = {"consumer": consumer, "event_ids": ids, "processed_at": now}
+            fresh = set((await session.execute(_RECORD_PG, params)).scalars())
+        else:
+            rows = [{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids]
+            fresh = set((await session.execute(_RECORD_SQLITE, rows)).scalars())
     new = len(fresh)
-    for event in events:
-        if str(event["id"]) not in fresh:
+    for event_id, event in zip(ids, events, strict=True):
+        if event_id not in fresh:
             continue
-        fresh.discard(str(event["id"]))  # a batch may carry one event twice
-        payload: dict[str, Any] = json.loads(event.get("payload") or "{}")
+        fresh.discard(event_id)  # a batch may carry one event twice
         log.info(
             "notification",
             consumer=consumer,
             event_id=event["id"],
             topic=event.get("topic"),
             key=event.get("key"),
-            member_id=payload.get("member_id"),
+            member_id=json.loads(event.get("payload") or "{}").get("member_id"),
         )
     return new
 

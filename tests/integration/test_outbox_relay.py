@@ -1,0 +1,134 @@
+"""The outbox relay and the notifications consumer, batch by batch: against the real PostgreSQL and
+Redis, and the embedded SQLite path beside them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, insert, select
+
+from railbook.adapters.db.models import Outbox, ProcessedEvent
+from railbook.bootstrap import Container, build_container
+from railbook.config import Settings
+from railbook.workers.outbox import STREAM, consume_once, event_queue, handle_events, relay_once
+
+SECRET = "test-secret-" + "x" * 32
+
+
+@pytest.fixture
+async def pg_container(pg_url: str, redis_url: str) -> AsyncIterator[Container]:
+    container = await build_container(Settings(database_url=pg_url, redis_url=redis_url, jwt_secret=SECRET))
+    yield container
+    await container.close()
+
+
+@pytest.fixture
+async def sqlite_container(sqlite_url: str) -> AsyncIterator[Container]:
+    container = await build_container(Settings(database_url=sqlite_url, jwt_secret=SECRET))
+    yield container
+    await container.close()
+
+
+def _statements(container: Container) -> list[str]:
+    """Every SQL text the container's engine sends from now on."""
+    sent: list[str] = []
+
+    @event.listens_for(container.engine.sync_engine, "before_cursor_execute")
+    def _record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    return sent
+
+
+async def _write_events(container: Container, topic: str, count: int) -> list[int]:
+    async with container.sessionmaker() as session, session.begin():
+        rows = [{"topic": topic, "key": str(i), "payload": {"member_id": 100 + i}} for i in range(count)]
+        return list((await session.execute(insert(Outbox).returning(Outbox.id), rows)).scalars())
+
+
+async def _unpublished(container: Container, ids: list[int]) -> int:
+    async with container.sessionmaker() as session:
+        query = (
+            select(func.count()).select_from(Outbox).where(Outbox.id.in_(ids), Outbox.published_at.is_(None))
+        )
+        return (await session.execute(query)).scalar_one()
+
+
+async def _processed(container: Container, consumer: str) -> Counter[str]:
+    async with container.sessionmaker() as session:
+        query = select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == consumer)
+        return Counter((await session.execute(query)).scalars())
+
+
+async def test_relay_batches_publish_each_row_once_and_stamp_it_with_one_statement_text(
+    pg_container: Container,
+) -> None:
+    c = pg_container
+    topic = f"test.{uuid.uuid4().hex[:8]}"
+    ids = await _write_events(c, topic, 23)
+    sent = _statements(c)
+    for size in (1, 2, 3, 5, 7, 11, 200):  # batches of many sizes, whatever else is unpublished
+        await relay_once(c, batch=size)
+    while await relay_once(c, batch=13):
+        pass
+    assert await _unpublished(c, ids) == 0
+    assert c.redis is not None
+    published: Counter[int] = Counter()
+    for _entry_id, fields in await c.redis.xrange(STREAM, min="-", max="+"):
+        if fields[b"topic"].decode() == topic:
+            published[int(fields[b"id"])] += 1
+            assert json.loads(fields[b"payload"])["member_id"] >= 100
+    assert published == Counter(dict.fromkeys(ids, 1))
+    # Whatever the batch size, the stamp is one SQL text, prepared once per connection.
+    stamps = {s for s in sent if s.lstrip().upper().startswith("UPDATE OUTBOX")}
+    assert len(stamps) == 1
+
+
+async def test_a_batch_with_a_redelivery_and_a_duplicate_counts_only_the_new_events(
+    pg_container: Container,
+) -> None:
+    c = pg_container
+    consumer = f"test-{uuid.uuid4().hex[:8]}"
+    events = [
+        {"id": f"{consumer}-{i}", "topic": "order.paid", "key": "k", "payload": json.dumps({"member_id": i})}
+        for i in range(5)
+    ]
+    sent = _statements(c)
+    assert await handle_events(c, consumer, events[:2]) == 2
+    # events[1] was handled before; events[3] comes twice in the batch.
+    batch = [events[1], events[2], events[3], events[3], events[4]]
+    assert await handle_events(c, consumer, batch) == 3
+    assert await handle_events(c, consumer, batch) == 0
+    assert await _processed(c, consumer) == Counter({e["id"]: 1 for e in events})
+    records = {s for s in sent if s.lstrip().upper().startswith("INSERT INTO PROCESSED_EVENT")}
+    assert len(records) == 1
+
+
+async def test_the_embedded_relay_and_consumer_handle_each_event_once(sqlite_container: Container) -> None:
+    c = sqlite_container
+    topic = f"test.{uuid.uuid4().hex[:8]}"
+    ids = await _write_events(c, topic, 7)
+    while await relay_once(c, batch=3):
+        pass
+    assert await _unpublished(c, ids) == 0
+    queue = event_queue(c)
+    queued = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert sorted(int(e["id"]) for e in queued if e["topic"] == topic) == ids
+    for e in queued:
+        queue.put_nowait(e)
+    queue.put_nowait(queued[0])  # a redelivery
+    handled = 0
+    while n := await consume_once(c, consumer_name="test", block_ms=50):
+        handled += n
+    assert handled == len(queued) + 1
+    counts = await _processed(c, "notifications")
+    assert all(counts[str(i)] == 1 for i in ids)
+    consumer = f"test-{uuid.uuid4().hex[:8]}"
+    events = [{"id": f"{consumer}-{i}", "topic": topic, "key": "k", "payload": "{}"} for i in range(3)]
+    assert await handle_events(c, consumer, events[:1]) == 1
+    assert await handle_events(c, consumer, [events[0], events[1], events[1], events[2]]) == 2
