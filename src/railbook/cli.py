@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,6 +152,10 @@ def worker(name: str = typer.Option(None, help="Consumer name (default: host-pid
         from railbook.bootstrap import freeze_startup_heap
 
         freeze_startup_heap()
+        if container.settings.worker_nice:
+            # Below the accept path on a shared host: answering the crowd comes first, committing
+            # (whose delay the order's PENDING state and queue position already show) after.
+            os.nice(container.settings.worker_nice)
         await run_worker(container, name=name)
 
     _with_container(work)

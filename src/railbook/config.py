@@ -37,12 +37,16 @@ class Settings(BaseSettings):
     ip_requests_per_second: int = 200
 
     # Workers.
-    worker_batch_size: int = 200
+    worker_batch_size: int = 300
     worker_block_ms: int = 200
     # A partial read waits this long for more before committing: under a crowd a batch then carries
     # tens of orders for one transaction, where committing every read as it comes costs a round of
     # fixed work (transaction, settle, acknowledgement) per handful of orders. 0 commits at once.
-    worker_linger_ms: int = Field(default=20, ge=0, le=1000)
+    worker_linger_ms: int = Field(default=50, ge=0, le=1000)
+    # ``railbook worker`` lowers its CPU priority by this much: on a host it shares with the API, a
+    # crowd's orders are answered first and committed right after (the drain takes well under a
+    # second); alone on a host it changes nothing. 0 keeps the normal priority.
+    worker_nice: int = Field(default=10, ge=0, le=19)
 
     # Server.
     host: str = "127.0.0.1"

@@ -238,3 +238,40 @@ async def test_a_partial_read_waits_for_more_and_commits_them_together(
 
 async def _is(count: Any, n: int) -> bool:
     return bool(await count() == n)
+
+
+def _cli_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "railbook.cli", "worker", "--name", "nice-test"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _nice_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[16])
+
+
+async def test_the_worker_role_runs_below_the_api_priority(pg_url: str, quiet_redis_url: str) -> None:
+    """``railbook worker`` lowers its own CPU priority by RAILBOOK_WORKER_NICE once it has started."""
+    env = {
+        **os.environ,
+        "RAILBOOK_DATABASE_URL": pg_url,
+        "RAILBOOK_REDIS_URL": quiet_redis_url,
+        "RAILBOOK_JWT_SECRET": "test-secret-" + "x" * 32,
+        "RAILBOOK_WORKER_NICE": "7",
+    }
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = _cli_worker(env)
+
+    async def niced() -> bool:
+        return _nice_of(worker.pid) == ours + 7
+
+    try:
+        await _until(niced, "the worker to lower its priority", tries=600)
+        assert worker.poll() is None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(10)
