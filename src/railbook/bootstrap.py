@@ -123,12 +123,20 @@ async def build_container(settings: Settings) -> Container:
     return Container(settings, engine, sessionmaker, redis_client, allocator, secret, parts)
 
 
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
 def freeze_startup_heap() -> None:
     """Move everything built at start-up (the app, the container, imported modules) out of the
     garbage collector's reach. A full collection otherwise walks that whole long-lived heap again and
     again under load: an order costs about a quarter more CPU with it (measured in process). For the
-    server processes only, once they are ready; objects made later are collected as usual."""
+    server processes only, once they are ready; objects made later are collected, less often."""
     import gc
 
     gc.collect()
     gc.freeze()
+    # Young collections every 20,000 net allocations instead of 700, and older generations less often:
+    # a request makes and drops a few hundred objects, almost none of them in cycles, so the default
+    # collects several times per request for nothing. Measured with ``railbook bench orders``: the
+    # API process's CPU per order answer 114 µs against 134–164 µs with the defaults (paired runs).
+    gc.set_threshold(*GC_THRESHOLDS)
