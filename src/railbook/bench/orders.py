@@ -1,7 +1,10 @@
 """``railbook bench orders``: a flash sale on one train-day, beside hello-world requests/s of the same server.
 
 With no ``--url`` it starts its own site: a scratch PostgreSQL database, a Redis database of its own,
-ONE uvicorn API process (``railbook api --workers 1``, rate limits off) and one ``railbook worker``.
+ONE uvicorn API process (``railbook api --workers 1``, rate limits off, sale tokens above the hot
+day's seats) and one ``railbook worker``. With the default 2,000 tokens a day of more seats than that
+answers ``SALE_BUSY`` while 2,000 accepted orders wait for their commit (the bound working as meant);
+here the accept path itself is measured.
 The load comes from separate processes (``--load-procs``), each a small keep-alive HTTP/1.1 client on
 asyncio streams, so the server's single process is what is measured, for hello-world and for orders.
 
