@@ -275,3 +275,67 @@ async def test_the_worker_role_runs_below_the_api_priority(pg_url: str, quiet_re
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(10)
+
+
+async def test_sale_tokens_bound_the_orders_waiting_for_commit(
+    quiet_client: httpx.AsyncClient, quiet_redis_url: str, pg_url: str
+) -> None:
+    """With N sale tokens a train-day has at most N accepted orders waiting for their commit: the next
+    is answered 503 SALE_BUSY with Retry-After and nothing queued, and a commit gives tokens back."""
+
+    from railbook.bootstrap import build_container
+    from railbook.workers.order_worker import run_stream_committer
+
+    settings = test_settings(pg_url, quiet_redis_url).model_copy(update={"sale_tokens_per_train_day": 2})
+    app = create_app(settings, run_background=False)
+    async with (
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test", timeout=30
+        ) as client,
+    ):
+        day = await make_train_day(client, await login(client, ADMIN_MOBILE, ADMIN_PASSWORD), rows=4)
+        riders = []
+        for _ in range(3):
+            m = await register(client)
+            riders.append((m["headers"], await add_passenger(client, m["headers"])))
+
+        async def order(k: int) -> httpx.Response:
+            headers, p = riders[k]
+            return await client.post("/api/v1/orders", json=order_body(day, [p]), headers=headers)
+
+        ids = []
+        for k in range(2):
+            r = await order(k)
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["order_id"])
+        busy = await order(2)
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["error"]["code"] == "SALE_BUSY"
+        assert int(busy.headers["Retry-After"]) >= 1
+        assert len(await _stream_entries(quiet_redis_url, day)) == 2  # nothing queued for the refusal
+
+        worker = await build_container(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_stream_committer(worker, "token-giver", stop=stop))
+        try:
+
+            async def committed() -> int:
+                async with worker.sessionmaker() as session:
+                    n = await session.execute(
+                        select(func.count()).select_from(Order).where(Order.id.in_(ids))
+                    )
+                    return int(n.scalar_one())
+
+            await _until(lambda: _is(committed, 2), "the two orders to be committed", tries=600)
+            r = await order(2)
+            for _ in range(100):  # the tokens come back just after the commit (the settle)
+                if r.status_code != 503:
+                    break
+                await asyncio.sleep(0.05)
+                r = await order(2)
+            assert r.status_code == 202, r.text
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            await worker.close()
