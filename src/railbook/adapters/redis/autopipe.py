@@ -3,7 +3,7 @@
 In a flash crowd most of an API process's time per order went into the round trips themselves
 (socket writes and reads, event-loop wake-ups, redis-py's per-call connection checkout and retry
 machinery), three per accepted order. Here each request hands over a *group* of commands and
-awaits its replies; the groups queued while the previous batch is on the wire leave together as
+awaits its replies; the groups queued while earlier batches are on the wire leave together as
 one pipeline (one write, one read, one connection checkout). Under a crowd a batch carries tens of
 orders; alone, a request still goes out at once (the flush is scheduled for the next loop turn, not
 after a delay), so latency at low load is unchanged.
