@@ -69,6 +69,20 @@ if plain then
     local need = HDR + n * (n - 1)
     if #s < need then s = s .. redis.call('GETRANGE', key, #s, need - 1) end
     if y > n - 1 then return fail('BAD_JOURNEY', 'bad journey for this train') end
+    local function seat_name(st) -- from the carriage table in the header
+      local first = 0
+      for o = 17, 16 + 4 * byte(s, 14), 4 do
+        local r1, r2 = byte(s, o, o + 1)
+        local size = (r1 * 256 + r2) * L
+        if st < first + size then
+          local off = st - first
+          local li = off % L
+          local k1, k2 = byte(s, o - 2, o - 1)
+          return string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
+        end
+        first = first + size
+      end
+    end
     local n2 = 2 * n - 1
     -- byte offset (1-based) of H cell (a, t) is HDR + 2 * tri(a, t) + 1
     local sum = 0
@@ -172,20 +186,7 @@ if plain then
         piece = piece .. string.sub(s, p2 + 1, q1 - 1) .. string.char(unpack(u))
       end
       redis.call('SETRANGE', key, p1 - 1, piece)
-      -- the seat's name from the carriage table
-      local first, name = 0, nil
-      for o = 17, 16 + 4 * byte(s, 14), 4 do
-        local r1, r2 = byte(s, o, o + 1)
-        local size = (r1 * 256 + r2) * L
-        if seat < first + size then
-          local off = seat - first
-          local li = off % L
-          local k1, k2 = byte(s, o - 2, o - 1)
-          name = string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
-          break
-        end
-        first = first + size
-      end
+      local name = seat_name(seat)
       local epoch = string.sub(s, EPOCH_AT, EPOCH_AT + 15) -- NUL-padded only when shorter than 16
       if byte(s, EPOCH_AT + 15) == 0 then epoch = string.match(epoch, '^[^%z]*') end
       if want_msg then
@@ -236,20 +237,6 @@ if plain then
     end
     if #got == np then
       table.sort(got)
-      local function seat_name(st) -- from the carriage table
-        local first = 0
-        for o = 17, 16 + 4 * byte(s, 14), 4 do
-          local r1, r2 = byte(s, o, o + 1)
-          local size = (r1 * 256 + r2) * L
-          if st < first + size then
-            local off = st - first
-            local li = off % L
-            local k1, k2 = byte(s, o - 2, o - 1)
-            return string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
-          end
-          first = first + size
-        end
-      end
       local epoch = string.sub(s, EPOCH_AT, EPOCH_AT + 15) -- NUL-padded only when shorter than 16
       if byte(s, EPOCH_AT + 15) == 0 then epoch = string.match(epoch, '^[^%z]*') end
       -- per seat its free run (a, b) around the journey (run_of below), the mask and run-bit writes
