@@ -288,26 +288,11 @@ async def _write_pg(
     container: OrderContext, session: AsyncSession, messages: Sequence[OrderMessage]
 ) -> set[str]:
     """``_write`` on PostgreSQL: the same rows, written column-wise by the three statements above."""
-    deadline = dt.timedelta(seconds=container.settings.pay_deadline_seconds)
     now = dt.datetime.now(dt.UTC)
-    orders: dict[str, list[Any]] = {name: [] for name in _ORDER_COLUMNS}
-    for m in messages:
-        passengers = [dict(p) for p in m.passengers]
-        orders["id"].append(m.order_id)
-        orders["member_id"].append(m.member_id)
-        orders["daily_train_id"].append(m.daily_train_id)
-        orders["train_code"].append(m.train_code)
-        orders["service_date"].append(m.date)
-        orders["from_index"].append(m.from_index)
-        orders["to_index"].append(m.to_index)
-        orders["from_station"].append(m.from_station)
-        orders["to_station"].append(m.to_station)
-        orders["total_fen"].append(sum(int(p.get("price_fen", 0)) for p in passengers))
-        orders["request"].append(json.dumps({"passengers": passengers}, ensure_ascii=False))
-        orders["idempotency_key"].append(m.idempotency_key)
-        orders["request_hash"].append(m.request_hash)
-        orders["pay_deadline"].append(m.created_at + deadline)
-        orders["created_at"].append(m.created_at)
+    rows = [_order_row(m, COMMITTED, container.settings.pay_deadline_seconds) for m in messages]
+    for row in rows:
+        row["request"] = json.dumps(row["request"], ensure_ascii=False)  # text, cast to json by the statement
+    orders = {name: [row[name] for row in rows] for name in _ORDER_COLUMNS}
     result = await session.execute(
         _PG_ORDERS,
         {**orders, "status": COMMITTED.value, "payment_status": PaymentStatus.UNPAID.value, "now": now},
@@ -320,12 +305,12 @@ async def _write_pg(
     for m in messages:
         if m.order_id not in inserted:
             continue
-        rows = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id))
-        for row in rows:
+        issued = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id))
+        for ticket in issued:
             for name in _TICKET_COLUMNS:
-                tickets[name].append(row[name])
+                tickets[name].append(ticket[name])
         keys.append(m.order_id)
-        payloads.append(json.dumps(_ticket_event(m, rows), ensure_ascii=False))
+        payloads.append(json.dumps(_ticket_event(m, issued), ensure_ascii=False))
     if keys:
         await session.execute(_PG_TICKETS, {**tickets, "status": TicketStatus.UNPAID.value, "now": now})
         await session.execute(
