@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -29,15 +30,26 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _drop_closed(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        # A pooled connection the server closed (restart, terminate) is replaced at checkout. asyncpg
+        # sees the close as soon as the event loop reads the socket's end, so this needs no round
+        # trip, where ``pool_pre_ping`` sends three (BEGIN, a query, ROLLBACK) on every checkout. A
+        # close not yet seen fails its statement as a store outage (503 / retried), and SQLAlchemy
+        # then recycles the whole pool.
+        if record.driver_connection.is_closed():
+            raise DisconnectionError("connection closed by the server")
+
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
