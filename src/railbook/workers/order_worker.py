@@ -46,10 +46,16 @@ async def _settle(container: Container, outcome: CommitOutcome) -> None:
     for m, ok in [(m, True) for m in outcome.committed] + [(m, False) for m in outcome.failed]:
         entry = by_day.setdefault((m.train_code, m.date), ([], []))
         entry[0 if ok else 1].append((m.order_id, m.member_id, m.passenger_ids))
-    for (code, day), (done, failed) in by_day.items():
-        await guard.release(code, day, done, keep_markers_seconds=marker_keep_seconds(container.settings))
-        await guard.release(code, day, failed)
-    await guard.forget_pending([(m.order_id, m.member_id) for m in outcome.committed + outcome.failed])
+    keep = marker_keep_seconds(container.settings)
+    # Issued together, so they share the guard's round trips (one per batch, not one per day).
+    await asyncio.gather(
+        *[
+            guard.release(code, day, done, keep_markers_seconds=keep)
+            for (code, day), (done, _) in by_day.items()
+        ],
+        *[guard.release(code, day, failed) for (code, day), (_, failed) in by_day.items()],
+        guard.forget_pending([(m.order_id, m.member_id) for m in outcome.committed + outcome.failed]),
+    )
 
 
 async def _commit_until_done(

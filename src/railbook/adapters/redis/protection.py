@@ -75,19 +75,28 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
 
-# Give back one order's sale token and clear (or shorten) its markers, only where they still name
-# that order: a later order's marker for the same passenger is left alone.
-# KEYS: 1 tokens zset, 2.. markers.  ARGV: 1 order id, 2 keep seconds (0: delete).
+# Orders of one train-day finished (or undone): their sale tokens back, and their duplicate markers
+# kept for ARGV[1] seconds (0: deleted), only where they still name that order: a later order's
+# marker for the same passenger is left alone. KEYS[1] the day's tokens, then each
+# order's markers in turn; ARGV[1] keep, then per order its id and how many markers follow. One call
+# settles a committer's whole batch for the day.
 RELEASE_LUA = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-local keep = tonumber(ARGV[2])
-for k = 2, #KEYS do
-  if redis.call('GET', KEYS[k]) == ARGV[1] then
-    if keep > 0 then redis.call('EXPIRE', KEYS[k], keep) else redis.call('DEL', KEYS[k]) end
+local keep = tonumber(ARGV[1])
+local k = 2
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  redis.call('ZREM', KEYS[1], id)
+  for j = k, k + tonumber(ARGV[i + 1]) - 1 do
+    if redis.call('GET', KEYS[j]) == id then
+      if keep > 0 then redis.call('EXPIRE', KEYS[j], keep) else redis.call('DEL', KEYS[j]) end
+    end
   end
+  k = k + tonumber(ARGV[i + 1])
 end
 return 1
 """
+# Orders per release call: bounds how long one script holds Redis (~1 µs per order and marker).
+RELEASE_CHUNK = 500
 
 
 def tokens_key(train_code: str, date: dt.date | str) -> str:
@@ -271,7 +280,7 @@ class RedisOrderGuard:
             keys = [tokens_key(train_code, date)] + [
                 marker_key(train_code, date, member_id, p) for p in passenger_ids
             ]
-            commands.append(("EVALSHA", self._release.sha, len(keys), *keys, order_id, 0))
+            commands.append(("EVALSHA", self._release.sha, len(keys), *keys, 0, order_id, len(passenger_ids)))
         commands.append(("DEL", f"order:{order_id}"))
         commands.append(("ZREM", f"member:{member_id}:pending", order_id))
         if idempotency_key:
@@ -288,12 +297,15 @@ class RedisOrderGuard:
     ) -> None:
         if not orders:
             return
+        tokens = tokens_key(train_code, date)
         commands: list[tuple[Any, ...]] = []
-        for order_id, member_id, passenger_ids in orders:
-            keys = [tokens_key(train_code, date)] + [
-                marker_key(train_code, date, member_id, p) for p in passenger_ids
-            ]
-            commands.append(("EVALSHA", self._release.sha, len(keys), *keys, order_id, keep_markers_seconds))
+        for start in range(0, len(orders), RELEASE_CHUNK):
+            keys: list[str] = [tokens]
+            args: list[Any] = [keep_markers_seconds]
+            for order_id, member_id, passenger_ids in orders[start : start + RELEASE_CHUNK]:
+                keys += [marker_key(train_code, date, member_id, p) for p in passenger_ids]
+                args += [order_id, len(passenger_ids)]
+            commands.append(("EVALSHA", self._release.sha, len(keys), *keys, *args))
         raise_errors(await self.batch.execute_scripted(commands, [RELEASE_LUA]))
 
     async def restore_markers(
