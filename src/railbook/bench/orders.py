@@ -32,6 +32,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -75,6 +76,7 @@ class Tally:
     latencies: dict[str, list[float]] = field(default_factory=dict)
     requests: int = 0
     accepted_at: list[float] = field(default_factory=list)  # wall-clock times of the 202 answers
+    refused_at: list[float] = field(default_factory=list)  # wall-clock times of the other answers
     # Wall-clock time of the first SOLD_OUT answer for the hot train's second class (the bulk of its
     # seats): until then the crowd meets seats for sale, after it mostly sold-out answers.
     first_sold_out: float = float("inf")
@@ -88,6 +90,7 @@ class Tally:
             self.latencies.setdefault(k, []).extend(v)
         self.requests += other.requests
         self.accepted_at.extend(other.accepted_at)
+        self.refused_at.extend(other.refused_at)
         self.first_sold_out = min(self.first_sold_out, other.first_sold_out)
 
     def count(self, outcome: str) -> int:
@@ -457,6 +460,7 @@ async def _crowd_loop(plan: Plan, start: float, deadline: float, connections: in
                     except (ValueError, KeyError, TypeError):
                         code = "?"
                     tally.add(f"{status} {code}", ms)
+                    tally.refused_at.append(time.time())
                     if code == "SOLD_OUT" and train is plan.hot and seat_class == "second":
                         tally.first_sold_out = min(tally.first_sold_out, time.time())
         finally:
@@ -544,15 +548,56 @@ async def _committed_after(
 
 
 def _cpu_seconds(pid: int | None) -> float:
-    """CPU time (user + system) the process has used so far; NaN where /proc is not readable."""
+    """CPU time the process has used so far; NaN where /proc is not readable. From schedstat (ns)
+    where the kernel keeps it, else user + system time from stat (clock ticks)."""
     if pid is None:
         return float("nan")
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def _cpu_trace(pid: int | None, every_s: float = 0.02) -> Iterator[list[tuple[float, float]]]:
+    """(wall-clock time, CPU seconds) of the process every ``every_s`` while the block runs, so its
+    CPU can be read for a stretch known only afterwards (the time seats remained)."""
+    trace: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while True:
+            trace.append((time.time(), _cpu_seconds(pid)))
+            if done.wait(every_s):
+                trace.append((time.time(), _cpu_seconds(pid)))
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    if pid is not None:
+        thread.start()
+    try:
+        yield trace
+    finally:
+        done.set()
+        if pid is not None:
+            thread.join()
+
+
+def _cpu_at(trace: list[tuple[float, float]], when: float) -> float:
+    """The traced CPU seconds at ``when``, interpolated between the samples around it."""
+    if not trace:
+        return float("nan")
+    before = [p for p in trace if p[0] <= when] or trace[:1]
+    after = [p for p in trace if p[0] >= when] or trace[-1:]
+    (t0, v0), (t1, v1) = before[-1], after[0]
+    return v0 if t1 <= t0 else v0 + (v1 - v0) * (when - t0) / (t1 - t0)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -580,6 +625,7 @@ def _report(
     window_end = min(crowd_end, crowd.first_sold_out)
     window_s = max(1e-9, window_end - crowd_start)
     in_window = sum(1 for t in crowd.accepted_at if t <= window_end)
+    refused_in_window = sum(1 for t in crowd.refused_at if t <= window_end)
     accepted = crowd.count("202")
     sold_out = crowd.count("409 SOLD_OUT")
     accepted_rate = accepted / crowd_s
@@ -606,6 +652,10 @@ def _report(
         "[bold]accepted/s while seats remained ÷ hello req/s[/bold]",
         f"[bold]{in_window / window_s / hello_rate:.2f}[/bold]",
     )
+    table.add_row(
+        "other answers/s while seats remained (sold-out journeys and classes)",
+        f"{refused_in_window / window_s:,.0f}",
+    )
     table.add_row("(all order answers)/s ÷ hello req/s", f"{crowd.requests / crowd_s / hello_rate:.2f}")
     for outcome in sorted(crowd.latencies):
         lat = crowd.latencies[outcome]
@@ -623,6 +673,11 @@ def _report(
     if order_cpu == order_cpu:  # not NaN: the API process was ours to watch
         table.add_row("API process CPU per hello-world request, µs", f"{hello_cpu:,.0f}")
         table.add_row("API process CPU per order answer, µs", f"{order_cpu:,.0f}")
+        window_cpu = cpu.get("api_window", float("nan")) / max(1, in_window + refused_in_window) * 1e6
+        if window_cpu == window_cpu:
+            table.add_row(
+                "API process CPU per order answer while seats remained (~all 202), µs", f"{window_cpu:,.0f}"
+            )
         table.add_row(
             "[bold]hello-world CPU ÷ order CPU (API process)[/bold]",
             f"[bold]{hello_cpu / order_cpu:.2f}[/bold]",
@@ -656,10 +711,12 @@ def run(url: str | None, seconds: float, concurrency: int, **options: Any) -> No
         a0 = _cpu_seconds(api_pid)
         hello, h0, h1 = _spread("hello", plan, HELLO_SECONDS, concurrency, procs)
         a1, w1 = _cpu_seconds(api_pid), _cpu_seconds(worker_pid)
-        crowd, c0, c1 = _spread("crowd", plan, seconds, concurrency, procs)
+        with _cpu_trace(api_pid) as trace:
+            crowd, c0, c1 = _spread("crowd", plan, seconds, concurrency, procs)
         a2 = _cpu_seconds(api_pid)
         db = asyncio.run(_committed_after(db_url, crowd.count("202"), c0, c1))
         cpu = {"api_hello": a1 - a0, "api_crowd": a2 - a1, "worker": _cpu_seconds(worker_pid) - w1}
+        cpu["api_window"] = _cpu_at(trace, min(c1, crowd.first_sold_out)) - _cpu_at(trace, c0)
         _report(plan, seconds, concurrency, procs, hello, h1 - h0, crowd, c0, c1, db, cpu)
 
     if url:
