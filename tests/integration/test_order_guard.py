@@ -12,7 +12,13 @@ import pytest
 from redis.asyncio import Redis
 
 from railbook.adapters.redis.autopipe import AutoPipeline
-from railbook.adapters.redis.protection import RELEASE_CHUNK, RedisOrderGuard, marker_key, tokens_key
+from railbook.adapters.redis.protection import (
+    RELEASE_CHUNK,
+    RELEASE_LUA,
+    RedisOrderGuard,
+    marker_key,
+    tokens_key,
+)
 
 DAY = dt.date(2030, 3, 1)
 
@@ -67,6 +73,7 @@ async def test_one_release_settles_a_batch_and_leaves_other_orders_alone(redis: 
 
     # Committed orders: markers kept for the given seconds; a failed one: markers gone.
     assert isinstance(guard.batch, Recording)
+    await redis.script_load(RELEASE_LUA)  # cached (another test may have flushed it): no resend counted
     guard.batch.sent.clear()
     await guard.release(code, DAY, [(a, 1, [11, 12]), (b, 2, [21])], keep_markers_seconds=777)
     await guard.release(code, DAY, [(c, 3, [31, 32, 33])])
@@ -95,6 +102,7 @@ async def test_a_batch_larger_than_one_call_is_released_whole(redis: Redis) -> N
     orders = [(await _admit(guard, code, 1000 + i, [i]), 1000 + i, [i]) for i in range(n)]
     assert await redis.zcard(tokens_key(code, DAY)) == n
     assert isinstance(guard.batch, Recording)
+    await redis.script_load(RELEASE_LUA)
     guard.batch.sent.clear()
     await guard.release(code, DAY, orders)
     assert len(guard.batch.sent) == 3  # calls of at most RELEASE_CHUNK orders

@@ -43,7 +43,7 @@ from railbook.config import Settings
 from railbook.domain.errors import Conflict, DomainError, InvalidInput, NotFound, SoldOut, Unavailable
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, SeatAssignment
-from railbook.services.ports import Allocator
+from railbook.services.ports import Admission, AdmissionRefused, Allocator
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +111,23 @@ class OrderGuard(Protocol):
         keep_markers_seconds: int = 0,
     ) -> None:
         """Give back the tokens of finished orders and clear (or shorten) their duplicate markers."""
+        ...
+
+    def prepare_admission(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        tokens: int,
+        *,
+        record: Mapping[str, Any],
+        checked: bool = False,
+        record_json: str | None = None,
+    ) -> Admission | None:
+        """``admit_order`` without an idempotency key, prepared to run in the allocator's round trip
+        (``Allocator.allocate(admission=...)``); None when this guard has no round trip to share."""
         ...
 
     async def admit_order(
@@ -924,26 +941,45 @@ async def _enqueue(
     }
     # The queue message and the pending record are the same JSON, encoded once.
     encoded = json.dumps(payload, ensure_ascii=False)
-    claim = await guard.admit_order(
-        day.train_code,
-        day.date,
-        member_id,
-        ids,
-        order_id,
-        container.settings.sale_tokens_per_train_day,
-        record=payload,
-        idempotency=(idempotency_key, request_hash) if idempotency_key else None,
-        checked=checked,
-        record_json=encoded,
-    )
-    if claim is not None:
-        return _accepted_from_claim(claim, request_hash)
+    tokens = container.settings.sale_tokens_per_train_day
+    # Without a key to answer for, the admission rides in the allocation's round trip where the
+    # guard can (Redis): one round trip, not two, and the seats are taken only if it admitted.
+    admission = None
+    if not idempotency_key:
+        admission = guard.prepare_admission(
+            day.train_code,
+            day.date,
+            member_id,
+            ids,
+            order_id,
+            tokens,
+            record=payload,
+            checked=checked,
+            record_json=encoded,
+        )
+    if admission is None:
+        claim = await guard.admit_order(
+            day.train_code,
+            day.date,
+            member_id,
+            ids,
+            order_id,
+            tokens,
+            record=payload,
+            idempotency=(idempotency_key, request_hash) if idempotency_key else None,
+            checked=checked,
+            record_json=encoded,
+        )
+        if claim is not None:
+            return _accepted_from_claim(claim, request_hash)
     alloc_request = AllocationRequest(
         i, j, tuple(PassengerSeatRequest(p.seat_class, p.seat_pref or None) for p in request.passengers)
     )
     message = {"order": encoded}
     try:
-        await _allocate(container, day, alloc_request, order_id, message)
+        await _allocate(container, day, alloc_request, order_id, message, admission)
+    except AdmissionRefused as refused:  # nothing of the order is left (the admission undid itself)
+        raise refused.reason from None
     except (OutcomeUnknown, asyncio.CancelledError) as exc:
         # The allocation script may have run (and queued the order) even though no answer came back:
         # undoing the claim and the markers could let a retry buy a second order. Keep them; the
@@ -1002,10 +1038,12 @@ async def _allocate(
     request: AllocationRequest,
     order_id: str,
     message: Mapping[str, str],
+    admission: Admission | None = None,
 ) -> list[SeatAssignment]:
-    """One allocator call; a day the allocator lacks (restart, cache loss) is loaded once, then retried."""
+    """One allocator call; a day the allocator lacks (restart, cache loss) is loaded once, then retried
+    (an admission that came with the first call admitted the order by then: it is not sent again)."""
     try:
-        return await _allocate_once(container, day, request, order_id, message)
+        return await _allocate_once(container, day, request, order_id, message, admission)
     except SoldOut:
         raise
     except NotFound as exc:
@@ -1023,14 +1061,16 @@ async def _allocate_once(
     request: AllocationRequest,
     order_id: str,
     message: Mapping[str, str],
+    admission: Admission | None = None,
 ) -> list[SeatAssignment]:
     """The allocator's answer, or OutcomeUnknown when the call failed without one (timeout, lost
-    connection): a domain error is an answer, anything else may hide a script that ran."""
+    connection): a domain error or a refused admission is an answer, anything else may hide a
+    script that ran."""
     try:
         return await container.allocator.allocate(
-            day.train_code, day.date, request, order_id=order_id, message=message
+            day.train_code, day.date, request, order_id=order_id, message=message, admission=admission
         )
-    except DomainError:
+    except (DomainError, AdmissionRefused):
         raise
     except Exception as exc:
         raise OutcomeUnknown(str(exc)) from exc

@@ -6,9 +6,9 @@ The composition root (``railbook.bootstrap``) picks the concrete adapters.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from railbook.domain.seating import AllocationRequest, Seat, SeatAssignment
 
@@ -78,6 +78,28 @@ class Allocation(list[SeatAssignment]):
         self.epoch = epoch
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An order's admission (sale token, duplicate markers, pending record) prepared by the order
+    guard to run in the allocator's own round trip, just before the allocation, which then happens
+    only if the order was admitted. ``commands`` and ``scripts`` are in the store's own terms, and
+    ``tokens_key`` names the day's sale tokens there. ``conclude`` reads the commands' replies: it
+    returns when the order was admitted, else undoes what they set and raises AdmissionRefused."""
+
+    commands: Sequence[tuple[Any, ...]]
+    scripts: Sequence[str]
+    tokens_key: str
+    conclude: Callable[[Sequence[Any]], Awaitable[None]]
+
+
+class AdmissionRefused(Exception):
+    """A prepared admission refused the order; ``reason`` is the refusal to answer with."""
+
+    def __init__(self, reason: Exception) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
 class Allocator(Protocol):
     """Segment inventory of open train-days. Every call is atomic per train-day.
 
@@ -103,11 +125,14 @@ class Allocator(Protocol):
         *,
         order_id: str,
         message: Mapping[str, str] | None = None,
+        admission: Admission | None = None,
     ) -> Allocation:
         """Seat every passenger or nothing. Raises SoldOut, NotFound (day not loaded) or
         InvalidInput (class/letter/seat name/stations). With ``message``, the order message is
         appended to the train-day's order stream in the same atomic step, with the day's load epoch
-        added as field ``epoch``."""
+        added as field ``epoch``. With ``admission`` (prepared by an order guard of the same store),
+        the admission runs first in the same round trip and the order is seated only if admitted;
+        a refusal raises AdmissionRefused."""
         ...
 
     async def release(

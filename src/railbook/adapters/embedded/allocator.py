@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from railbook.domain.errors import NotFound
 from railbook.domain.inventory import DayInventory, check_journey_static, check_request
 from railbook.domain.seating import AllocationRequest, SeatAssignment
-from railbook.services.ports import Allocation, DayCounts, DayLayout, HeldSeat, SeatHold
+from railbook.services.ports import Admission, Allocation, DayCounts, DayLayout, HeldSeat, SeatHold
 
 OnMessage = Callable[[str, dt.date, dict[str, str]], Awaitable[None]]
 DayKey = tuple[str, dt.date]
@@ -98,8 +98,12 @@ class InProcessAllocator:
         *,
         order_id: str,
         message: Mapping[str, str] | None = None,
+        admission: Admission | None = None,
     ) -> Allocation:
-        """Seat the order (all or nothing) and hand its message over, as one step per train-day."""
+        """Seat the order (all or nothing) and hand its message over, as one step per train-day.
+        There is no round trip to share: the embedded guard admits apart and prepares no admission."""
+        if admission is not None:
+            raise ValueError("the in-process allocator takes no prepared admission")
         check_request(request)  # same order of checks as the Redis adapter: stateless ones first
         key = (train_code, date)
         async with self._lock(key):

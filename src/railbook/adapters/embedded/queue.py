@@ -146,6 +146,10 @@ class MemoryOrderGuard:
         for name in names:
             self.markers[name] = _Expiring(order_id, now + 24 * 3600)
 
+    def prepare_admission(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to prepare: in one process the admission costs no round trip (``admit_order``)."""
+        return None
+
     async def admit_order(
         self,
         train_code: str,

@@ -54,7 +54,7 @@ from railbook.domain.seating import (
     SeatAssignment,
     class_seats,
 )
-from railbook.services.ports import Allocation, DayCounts, DayLayout, HeldSeat, SeatHold
+from railbook.services.ports import Admission, Allocation, DayCounts, DayLayout, HeldSeat, SeatHold
 
 HEADER_BYTES = 256
 EPOCH_AT = 240  # the load epoch: header bytes 240..255 (NUL-padded ASCII)
@@ -221,8 +221,11 @@ class RedisAllocator:
         *,
         order_id: str,
         message: Mapping[str, str] | None = None,
+        admission: Admission | None = None,
     ) -> Allocation:
-        """One script call: checks, seat choice, masks and counts, and the stream entry together."""
+        """One script call: checks, seat choice, masks and counts, and the stream entry together.
+        With ``admission`` (from the Redis order guard) its commands go first in the same round
+        trip, and the script seats the order only if it holds its sale token."""
         parsed = check_request(request)
         tag = day_tag(train_code, date)
         slots: dict[str, int] = {}
@@ -239,7 +242,9 @@ class RedisAllocator:
         head = bytearray(
             (min(request.from_index, 254), min(request.to_index, 255), len(slots), len(parsed), len(msg))
         )
-        head.append(int(message is not None))
+        head.append(int(message is not None) | (2 if admission is not None else 0))
+        if admission is not None:
+            keys.append(admission.tokens_key)
         for p, q in zip(request.passengers, parsed, strict=True):
             if isinstance(q, LetterPref):
                 head += _PASSENGER.pack(slots[p.seat_class], 1, q.letter_index, 0, 0)
@@ -250,8 +255,20 @@ class RedisAllocator:
         args: list[Any] = [bytes(head), order_id, *slots]
         for k, v in msg.items():
             args += [k, v]
-        reply = await self._batch.evalsha(self._allocate, keys, args)
+        if admission is None:
+            reply = await self._batch.evalsha(self._allocate, keys, args)
+        else:
+            allocate = ("EVALSHA", self._allocate.sha, len(keys), *keys, *args)
+            replies = await self._batch.execute_scripted(
+                [*admission.commands, allocate], [*admission.scripts, _lua("allocate")]
+            )
+            await admission.conclude(replies[:-1])  # raises AdmissionRefused, having undone it
+            reply = replies[-1]
+            if isinstance(reply, Exception):
+                raise reply
         if int(reply[0]) != 1:
+            if _s(reply[1]) == "NOT_ADMITTED":  # the guard said admitted: the stores disagree
+                raise RuntimeError(f"order {order_id} admitted without a sale token")
             _raise(reply)
         names = list(slots)
         seats = [

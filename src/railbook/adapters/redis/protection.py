@@ -19,6 +19,7 @@ from railbook.services.booking import (
     MarkersUnknown,
     idempotency_hash_token,
 )
+from railbook.services.ports import Admission, AdmissionRefused
 
 # Stale sale tokens (an API process died between taking one and allocating) expire after this.
 TOKEN_STALE_SECONDS = 600
@@ -45,17 +46,21 @@ def _tag(train_code: str, date: dt.date | str) -> str:
 # were restored from the database, and a loss of Redis data loses it with the markers; without it
 # the script changes nothing and returns -3 (the caller asks the database, then admits with ARGV[6]
 # = 1). The tokens zset never holds more than ARGV[3] orders, which bounds the queue per train-day.
-# Tokens older than ARGV[5] seconds are dropped first (their order never got queued).
+# Tokens older than ARGV[5] seconds are dropped first (their order never got queued). Admitting an
+# order again (a group sent again after NOSCRIPT) admits it: its own markers and token are no refusal.
 # KEYS: 1 tokens zset, 2 markers-valid flag, 3.. duplicate markers.
 # ARGV: 1 order id, 2 now, 3 limit, 4 marker ttl, 5 stale, 6 checked against the database (0/1).
 ADMIT_LUA = """
 if ARGV[6] ~= '1' and redis.call('EXISTS', KEYS[2]) == 0 then return -3 end
 for k = 3, #KEYS do
-  if redis.call('EXISTS', KEYS[k]) == 1 then return -1 end
+  local holder = redis.call('GET', KEYS[k])
+  if holder and holder ~= ARGV[1] then return -1 end
 end
 local now = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[5]))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return -2 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return -2
+end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 for k = 3, #KEYS do
   redis.call('SET', KEYS[k], ARGV[1], 'EX', tonumber(ARGV[4]))
@@ -192,9 +197,8 @@ class RedisOrderGuard:
         *,
         checked: bool = False,
     ) -> None:
-        keys = self._admission_keys(train_code, date, member_id, passenger_ids)
-        args = [order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS, int(checked)]
-        _raise_refusal(int(await self._admit(keys=keys, args=args)))
+        admit = self._admit_command(train_code, date, member_id, passenger_ids, order_id, tokens, checked)
+        _raise_refusal(int(raise_errors(await self.batch.execute_scripted([admit], [ADMIT_LUA]))[0]))
 
     def _admission_keys(
         self, train_code: str, date: dt.date, member_id: int, passenger_ids: Sequence[int]
@@ -202,6 +206,52 @@ class RedisOrderGuard:
         return [tokens_key(train_code, date), markers_valid_key(train_code, date)] + [
             marker_key(train_code, date, member_id, p) for p in passenger_ids
         ]
+
+    def _admit_command(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        tokens: int,
+        checked: bool,
+    ) -> tuple[Any, ...]:
+        keys = self._admission_keys(train_code, date, member_id, passenger_ids)
+        args = [order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS, int(checked)]
+        return ("EVALSHA", self._admit.sha, len(keys), *keys, *args)
+
+    def prepare_admission(
+        self,
+        train_code: str,
+        date: dt.date,
+        member_id: int,
+        passenger_ids: Sequence[int],
+        order_id: str,
+        tokens: int,
+        *,
+        record: Mapping[str, Any],
+        checked: bool = False,
+        record_json: str | None = None,
+    ) -> Admission:
+        """``admit_order`` without an idempotency key, as commands for the allocator's round trip:
+        the admission script and the pending record, then (``conclude``) the refusal raised as
+        AdmissionRefused once what they set is undone."""
+        admit = self._admit_command(train_code, date, member_id, passenger_ids, order_id, tokens, checked)
+        commands = [admit, *self._remember(record, record_json)]
+
+        async def conclude(replies: Sequence[Any]) -> None:
+            result = int(raise_errors(replies)[0])
+            if result == 1:
+                return
+            await self._undo(train_code, date, member_id, passenger_ids, order_id, None, admitted=False)
+            try:
+                _raise_refusal(result)
+            except (Conflict, Unavailable, MarkersUnknown) as exc:
+                raise AdmissionRefused(exc) from None
+            raise RuntimeError(f"unknown admission answer {result}")
+
+        return Admission(commands, [ADMIT_LUA], tokens_key(train_code, date), conclude)
 
     async def admit_order(
         self,
@@ -220,10 +270,8 @@ class RedisOrderGuard:
         """One round trip (a pipeline, so each key keeps its own slot on Redis Cluster): the key claim,
         the admission script, and the pending record. A refused admission takes the record back; a
         key claimed before wins over everything, and what this call set is undone."""
-        keys = self._admission_keys(train_code, date, member_id, passenger_ids)
         idem_key = self._idem_key(member_id, idempotency[0]) if idempotency else None
-        args = [order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS, int(checked)]
-        admit = ("EVALSHA", self._admit.sha, len(keys), *keys, *args)
+        admit = self._admit_command(train_code, date, member_id, passenger_ids, order_id, tokens, checked)
         commands = [admit, *self._remember(record, record_json)]
         if idem_key is not None:
             assert idempotency is not None

@@ -26,10 +26,13 @@
 -- no extra cost) is returned and added to the message as field epoch, so the committer can tell an
 -- order of this copy of the day from one of a copy that was lost and rebuilt since.
 --
--- KEYS: 1 meta hash, 2 order stream, then per class slot i: its inventory string. All keys share
--- the train-day's hash tag {CODE:YYYY-MM-DD} (one Cluster slot).
+-- KEYS: 1 meta hash, 2 order stream, then per class slot i: its inventory string; with flag 2, last
+-- the day's sale tokens zset. All keys share the train-day's hash tag {CODE:YYYY-MM-DD} (one Cluster
+-- slot).
 -- ARGV: 1 the call's numbers packed in bytes: u8 x, u8 y, u8 #slots, u8 #passengers, u8 #message
---       pairs, u8 want message (0/1), then per passenger 7 bytes: u8 slot, u8 kind 0/1/2, big-endian
+--       pairs, u8 flags (1: append the message; 2: only for an admitted order, one holding its sale
+--       token, else NOT_ADMITTED and nothing written: the guard's admission ran just before, in the
+--       same round trip), then per passenger 7 bytes: u8 slot, u8 kind 0/1/2, big-endian
 --       u16 v1, u16 v2, u8 v3 (one string to read with string.byte, not one ARGV item and one
 --       tonumber each); 2 order_id; then the slot class names; then the message pairs.
 -- Returns {1, epoch, pos, slot, seat, name, ...} or {0, code, text}.
@@ -42,8 +45,11 @@ local FIRST_READ = HDR + 2 * 496 -- header and H of a train of up to 32 stops in
 local FIRST_READ_LAST = '1247' -- FIRST_READ - 1
 
 local A = ARGV[1]
-local x, y, nslots, np, nmsg, want = string.byte(A, 1, 6)
-local want_msg = want == 1
+local x, y, nslots, np, nmsg, flags = string.byte(A, 1, 6)
+local want_msg = flags % 2 == 1
+if flags >= 2 and not redis.call('ZSCORE', KEYS[#KEYS], ARGV[2]) then
+  return {0, 'NOT_ADMITTED', 'the order holds no sale token'}
+end
 local CA = 2 -- ARGV[CA + i]: the class name of slot i
 local MA = CA + nslots -- ARGV[MA + 1 ..]: the message pairs
 
