@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +80,7 @@ class Tally:
     # Wall-clock time of the first SOLD_OUT answer for the hot train's second class (the bulk of its
     # seats): until then the crowd meets seats for sale, after it mostly sold-out answers.
     first_sold_out: float = float("inf")
+    cpu_s: float = 0.0  # CPU time of the load process(es) over the timed part
 
     def add(self, outcome: str, ms: float) -> None:
         self.latencies.setdefault(outcome, []).append(ms)
@@ -92,6 +93,7 @@ class Tally:
         self.accepted_at.extend(other.accepted_at)
         self.refused_at.extend(other.refused_at)
         self.first_sold_out = min(self.first_sold_out, other.first_sold_out)
+        self.cpu_s += other.cpu_s
 
     def count(self, outcome: str) -> int:
         return len(self.latencies.get(outcome, []))
@@ -396,8 +398,19 @@ async def _hello_loop(plan: Plan, start: float, deadline: float, connections: in
         finally:
             await client.close()
 
-    await asyncio.gather(*(one() for _ in range(connections)))
+    await _timed(tally, start, [one() for _ in range(connections)])
     return tally
+
+
+async def _timed(tally: Tally, start: float, connections: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the connections; the load process's own CPU time from ``start`` goes to the tally."""
+
+    async def clock() -> None:
+        await asyncio.sleep(max(0.0, start - time.time()))
+        tally.cpu_s = -time.process_time()
+
+    await asyncio.gather(clock(), *connections)
+    tally.cpu_s += time.process_time()
 
 
 async def _crowd_loop(plan: Plan, start: float, deadline: float, connections: int, seed: int) -> Tally:
@@ -466,7 +479,7 @@ async def _crowd_loop(plan: Plan, start: float, deadline: float, connections: in
         finally:
             await client.close()
 
-    await asyncio.gather(*(one(lane) for lane in lanes))
+    await _timed(tally, start, [one(lane) for lane in lanes])
     return tally
 
 
@@ -665,6 +678,12 @@ def _report(
     table.add_row(
         "all answers p50 / p99 ms",
         f"{_pct(crowd.all_latencies(), 0.5):.1f} / {_pct(crowd.all_latencies(), 0.99):.1f}",
+    )
+    load_hello = hello.cpu_s / max(1, hello.requests) * 1e6
+    load_order = crowd.cpu_s / max(1, crowd.requests) * 1e6
+    table.add_row(
+        "load processes' CPU per hello-world / per order request, µs",
+        f"{load_hello:,.0f} / {load_order:,.0f}",
     )
     # CPU time per request of the API process itself (not the load, the worker or the stores): the
     # cost of an order next to the cost of a hello-world request, steady whatever else the machine does.
