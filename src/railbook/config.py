@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # tens of orders for one transaction, where committing every read as it comes costs a round of
     # fixed work (transaction, settle, acknowledgement) per handful of orders. 0 commits at once.
     worker_linger_ms: int = Field(default=50, ge=0, le=1000)
+    # Published outbox events and consumers' processed-event records are deleted after this many days.
+    event_retention_days: int = Field(default=7, ge=1)
     # ``railbook worker`` lowers its CPU priority by this much: on a host it shares with the API, a
     # crowd's orders are answered first and committed right after (the drain takes well under a
     # second); alone on a host it changes nothing. 0 keeps the normal priority.

@@ -1,5 +1,6 @@
 """The after-sale loop: completes ticket changes, expires unpaid orders, retries unconfirmed seat
-releases and serves waitlists. Safe to run in several processes (each step locks what it takes)."""
+releases, serves waitlists and prunes old events. Safe to run in several processes (each step locks
+what it takes)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from railbook.bootstrap import Container
 from railbook.services.cancellation import expire_unpaid, rerelease_cancelled
 from railbook.services.refund import apply_changes, rerelease_tickets
 from railbook.services.waitlist import sweep_waitlists
+from railbook.workers.outbox import prune_events
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +27,7 @@ STEPS: tuple[tuple[str, Callable[[Container], Awaitable[Any]]], ...] = (
     ("orders_rereleased", rerelease_cancelled),
     ("tickets_rereleased", rerelease_tickets),
     ("waitlist_filled", sweep_waitlists),
+    ("events_pruned", prune_events),
 )
 
 

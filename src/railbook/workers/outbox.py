@@ -19,6 +19,7 @@ and an executemany.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
@@ -29,10 +30,11 @@ from itertools import chain
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import BigInteger, Table, Text, any_, bindparam, select, text, update
+from sqlalchemy import BigInteger, Table, Text, any_, bindparam, delete, select, text, tuple_, update
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 
 from railbook.adapters.db.models import Outbox, ProcessedEvent
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
@@ -86,6 +88,53 @@ _RECORD_PG = text(
 )
 # SQLite: an executemany of one statement (batched by insertmanyvalues).
 _RECORD_SQLITE = sqlite_insert(_processed).on_conflict_do_nothing().returning(_processed.c.event_id)
+
+
+# Retention: rows deleted per table per statement, and how often a process prunes.
+PRUNE_BATCH = 5000
+PRUNE_EVERY_S = 60.0
+
+
+def _prune_statements(batch: int) -> tuple[Any, Any]:
+    """Published outbox rows and processed-event records older than ``:cutoff``, ``batch`` at a time
+    (oldest first, off ``ix_outbox_unpublished`` and ``ix_processed_event_processed_at``)."""
+    old_events = (
+        select(_outbox.c.id)
+        .where(_outbox.c.published_at < bindparam("cutoff"))
+        .order_by(_outbox.c.published_at, _outbox.c.id)
+        .limit(batch)
+    )
+    old_records = (
+        select(_processed.c.consumer, _processed.c.event_id)
+        .where(_processed.c.processed_at < bindparam("cutoff"))
+        .limit(batch)
+    )
+    return (
+        delete(_outbox).where(_outbox.c.id.in_(old_events.scalar_subquery())),
+        delete(_processed).where(tuple_(_processed.c.consumer, _processed.c.event_id).in_(old_records)),
+    )
+
+
+async def prune_events(container: Container, *, force: bool = False) -> dict[str, int] | None:
+    """Delete published outbox events and processed-event records older than the retention
+    (``EVENT_RETENTION_DAYS``), at most once a minute per process (None when it was not time) and at
+    most PRUNE_BATCH rows of each per call. An unpublished event is never deleted, however old: the
+    relay still owes it. Safe in several processes (a row is deleted once, by whichever comes first).
+    The retention must exceed any redelivery: consumers recognise an event by its record only while
+    it is kept (the relay never publishes a stamped event again)."""
+    loop = asyncio.get_running_loop()
+    due = container.parts.get("events_prune_due", 0.0)
+    if not force and loop.time() < due:
+        return None
+    container.parts["events_prune_due"] = loop.time() + PRUNE_EVERY_S
+    cutoff = utcnow() - dt.timedelta(days=container.settings.event_retention_days)
+    events, records = _prune_statements(PRUNE_BATCH)
+    async with container.sessionmaker() as session, session.begin():
+        gone_events = cast(CursorResult[Any], await session.execute(events, {"cutoff": cutoff})).rowcount
+        gone_records = cast(CursorResult[Any], await session.execute(records, {"cutoff": cutoff})).rowcount
+    if gone_events or gone_records:
+        log.info("events_pruned", outbox=gone_events, processed=gone_records)
+    return {"outbox": int(gone_events or 0), "processed": int(gone_records or 0)}
 
 
 def _event_fields(row: Any) -> dict[str, str]:
