@@ -3,8 +3,11 @@ Redis, and the embedded SQLite path beside them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -17,7 +20,16 @@ from railbook.adapters.db.models import Outbox, ProcessedEvent
 from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
 from railbook.services.payment import utcnow
-from railbook.workers.outbox import STREAM, consume_once, event_queue, handle_events, prune_events, relay_once
+from railbook.workers.outbox import (
+    LINGER_S,
+    STREAM,
+    _relay_loop,
+    consume_once,
+    event_queue,
+    handle_events,
+    prune_events,
+    relay_once,
+)
 
 SECRET = "test-secret-" + "x" * 32
 
@@ -176,3 +188,43 @@ async def _prune_case(c: Container) -> None:
     # Not due again within the minute (the next pass is a no-op), unless forced.
     assert await prune_events(c) is None
     assert await prune_events(c, force=True) == {"outbox": 0, "processed": 0}
+
+
+async def test_under_a_steady_flow_the_relay_gathers_events_into_few_batches(pg_container: Container) -> None:
+    """A partial batch is followed by a pause (LINGER_S), not by the next poll at once: events written
+    every few milliseconds for a second go out in a handful of batches, not one poll per handful."""
+    c = pg_container
+    async with c.sessionmaker() as session, session.begin():  # start from a drained outbox
+        await session.execute(
+            update(Outbox).where(Outbox.published_at.is_(None)).values(published_at=utcnow())
+        )
+    sent = _statements(c)
+    relay = asyncio.create_task(_relay_loop(c))
+    try:
+        topic = f"test.{uuid.uuid4().hex[:8]}"
+        ids: list[int] = []
+        started = time.monotonic()
+        for _ in range(50):  # a committer's flow in a sale: tens of events every few tens of ms
+            ids += await _write_events(c, topic, 40)
+            await asyncio.sleep(0.02)
+        for _ in range(100):  # everything is published soon after the flow stops
+            await asyncio.sleep(0.05)
+            async with c.sessionmaker() as session:
+                query = (
+                    select(func.count())
+                    .select_from(Outbox)
+                    .where(Outbox.id.in_(ids), Outbox.published_at.is_(None))
+                )
+                if (await session.execute(query)).scalar_one() == 0:
+                    break
+        else:
+            raise AssertionError("events left unpublished")
+        flow_s = time.monotonic() - started
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+    stamps = [s for s in sent if s.lstrip().upper().startswith("UPDATE OUTBOX")]
+    # About one batch per LINGER_S while the flow lasts (polling at once after each partial batch made
+    # about twice as many here, and far more under a real crowd).
+    assert 1 <= len(stamps) <= flow_s / LINGER_S + 2, (len(stamps), flow_s)

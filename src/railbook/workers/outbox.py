@@ -47,7 +47,11 @@ log = structlog.get_logger(__name__)
 STREAM = "railbook:events"
 STREAM_MAXLEN = 100_000
 NOTIFICATIONS = "notifications"
-RELAY_BATCH = 200
+RELAY_BATCH = 1000
+# After a partial batch, the relay and the consumer wait this long before the next one: in a sale
+# events come by the thousand a second, and a cycle (transaction, stream round trips) per handful
+# of them costs more than the events themselves. Events reach consumers at most this much later.
+LINGER_S = 0.2
 IDLE_S = 0.1
 IDLE_MAX_S = 2.0
 BLOCK_MS = 1000  # below the Redis client's socket timeout
@@ -292,16 +296,19 @@ async def ensure_group(container: Container) -> None:
 
 
 async def _relay_loop(container: Container) -> None:
-    # Polls at once while there is work; an idle outbox is polled less and less often (up to
-    # IDLE_MAX_S), since each empty poll is a transaction with a locking read.
+    # A full batch is followed at once, a partial one after LINGER_S; an idle outbox is polled less
+    # and less often (up to IDLE_MAX_S), since each empty poll is a transaction with a locking read.
     idle = IDLE_S
     while True:
         try:
-            if await relay_once(container) == 0:
+            sent = await relay_once(container)
+            if sent == 0:
                 await asyncio.sleep(idle)
                 idle = min(idle * 2, IDLE_MAX_S)
             else:
                 idle = IDLE_S
+                if sent < RELAY_BATCH:
+                    await asyncio.sleep(LINGER_S)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -326,7 +333,8 @@ async def _consumer_loop(container: Container, name: str) -> None:
             if loop.time() >= next_claim:
                 next_claim = loop.time() + CLAIM_EVERY_S
                 await claim_stale(container, consumer_name=name)
-            await consume_once(container, consumer_name=name)
+            if 0 < await consume_once(container, consumer_name=name) < RELAY_BATCH:
+                await asyncio.sleep(LINGER_S)  # a partial batch: let the next one gather
         except asyncio.CancelledError:
             raise
         except Exception as exc:
