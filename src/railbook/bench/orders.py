@@ -16,9 +16,10 @@ journeys (a third end to end, the rest long or short hops), one to three passeng
 day is sold out and on (SOLD_OUT answers are cheap and counted apart). Then the committed count is
 read from the database until every accepted order is written, which gives committed/s during the
 crowd (by ``order.updated_at``) and the drain time after the crowd stopped. With its own site it
-also reads the CPU time the API process spent per hello-world request and per order answer, and the
-worker per committed order (from /proc): figures that hold steady however busy the machine is, where
-requests/s depend on what else shares its cores.
+also reads the CPU time the API process spent per hello-world request and per order answer (over the
+whole crowd, and while seats remained, when nearly every answer is a 202), and the worker per
+committed order (from /proc); the load processes report their own CPU per request. These hold
+steadier than requests/s, which depend on what else shares the cores.
 """
 
 from __future__ import annotations
