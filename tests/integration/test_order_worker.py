@@ -141,8 +141,10 @@ async def test_worker_killed_mid_batch_loses_and_doubles_nothing(
             )
 
     # Hold the order table so the first worker reads the batch and then blocks inside its commit.
+    # Taken from a thread: in-process apps of the session run their background loops on this event
+    # loop, and one may hold the table until the loop lets it finish.
     lock = psycopg.connect(dsn)
-    lock.execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')
+    await asyncio.to_thread(lock.execute, 'LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')
     first = _worker(pg_url, quiet_redis_url, "doomed", 60_000)
     try:
 
