@@ -87,21 +87,6 @@ class OrderGuard(Protocol):
 
     async def drop_idempotency(self, member_id: int, key: str) -> None: ...
 
-    async def admit(
-        self,
-        train_code: str,
-        date: dt.date,
-        member_id: int,
-        passenger_ids: Sequence[int],
-        order_id: str,
-        tokens: int,
-        *,
-        checked: bool = False,
-    ) -> None:
-        """Set the duplicate markers and take a sale token, atomically; Conflict/Unavailable if not;
-        MarkersUnknown (nothing changed) if the day's markers are not trusted and not ``checked``."""
-        ...
-
     async def release(
         self,
         train_code: str,
@@ -147,7 +132,9 @@ class OrderGuard(Protocol):
         """The accept path's protections in one step: claim the idempotency key (if any), set the
         duplicate markers, take a sale token and keep the pending record (``record_json``: the same
         record already encoded, when the caller has it). Returns the existing claim's
-        JSON (and changes nothing) when the key was claimed already; Conflict/Unavailable as ``admit``."""
+        JSON (and changes nothing) when the key was claimed already. The markers and the token are set
+        atomically or not at all: Conflict (DUPLICATE_ORDER) or Unavailable (SALE_BUSY) if not, and
+        MarkersUnknown (nothing changed) if the day's markers are not trusted and not ``checked``."""
         ...
 
     async def refuse_order(

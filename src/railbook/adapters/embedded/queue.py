@@ -116,7 +116,7 @@ class MemoryOrderGuard:
     async def drop_idempotency(self, member_id: int, key: str) -> None:
         self.idempotency.pop(f"{member_id}:{key}", None)
 
-    async def admit(
+    async def _admit(
         self,
         train_code: str,
         date: dt.date,
@@ -170,7 +170,7 @@ class MemoryOrderGuard:
             if claim is not None:
                 return claim
         try:
-            await self.admit(train_code, date, member_id, passenger_ids, order_id, tokens, checked=checked)
+            await self._admit(train_code, date, member_id, passenger_ids, order_id, tokens, checked=checked)
         except BaseException:
             if idempotency is not None:
                 await self.drop_idempotency(member_id, idempotency[0])

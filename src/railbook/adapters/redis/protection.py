@@ -186,20 +186,6 @@ class RedisOrderGuard:
     async def drop_idempotency(self, member_id: int, key: str) -> None:
         await self.redis.delete(self._idem_key(member_id, key))
 
-    async def admit(
-        self,
-        train_code: str,
-        date: dt.date,
-        member_id: int,
-        passenger_ids: Sequence[int],
-        order_id: str,
-        tokens: int,
-        *,
-        checked: bool = False,
-    ) -> None:
-        admit = self._admit_command(train_code, date, member_id, passenger_ids, order_id, tokens, checked)
-        _raise_refusal(int(raise_errors(await self.batch.execute_scripted([admit], [ADMIT_LUA]))[0]))
-
     def _admission_keys(
         self, train_code: str, date: dt.date, member_id: int, passenger_ids: Sequence[int]
     ) -> list[str]:
