@@ -5,9 +5,11 @@ Nothing here runs at import time.
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -15,27 +17,62 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from railbook.adapters.db.engine import make_engine, make_sessionmaker
 from railbook.adapters.db.models import SystemValue
 from railbook.config import Settings
+from railbook.services.after_sale.payment import MockProvider
+from railbook.services.booking.accept import (
+    ACCEPT_SLOTS,
+    AcceptReader,
+    MemberCache,
+    OrderGuard,
+    SoldOutMemo,
+    TrainDayCache,
+)
+from railbook.services.booking.commit import SeatIds
+from railbook.services.members.service import PasswordHasher
 from railbook.services.ports import Allocator
+from railbook.services.search.service import SearchService
+
+if TYPE_CHECKING:
+    from railbook.adapters.embedded.queue import OrderQueue
+    from railbook.adapters.redis.autopipe import AutoPipeline
+
+TrainDayKey = tuple[str, dt.date]
 
 
-@dataclass
+@dataclass(eq=False)
 class Container:
-    """Everything a request, a worker or a command needs, built once per process."""
+    """Everything a request, a worker or a command needs, built once per process by
+    ``build_container``: one named, typed field per part."""
 
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Any | None  # redis.asyncio.Redis in distributed mode, None when embedded
     allocator: Allocator
+    guard: OrderGuard  # sale tokens, duplicate markers, idempotency, rate limits, pending records
+    search: SearchService
     jwt_secret: str
-    # Components added by the feature modules (order queue, caches, limiters, ...).
-    parts: dict[str, Any] = field(default_factory=dict)
+    password_hasher: PasswordHasher
+    payment_provider: MockProvider
+    autopipe: AutoPipeline | None = None  # distributed: the accept path's Redis calls share batches
+    queue: OrderQueue | None = None  # embedded: the in-process order queue
+    accept_reader: AcceptReader | None = None  # PostgreSQL: the accept path's lean reads
+    train_days: TrainDayCache = field(default_factory=TrainDayCache)
+    member_cache: MemberCache = field(default_factory=MemberCache)
+    sold_out_memo: SoldOutMemo = field(default_factory=SoldOutMemo)
+    accept_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ACCEPT_SLOTS))
+    seat_ids: SeatIds = field(default_factory=SeatIds)
+    # Train-days whose duplicate markers are being restored, and train-day loads in flight (one per day).
+    marker_restores: set[TrainDayKey] = field(default_factory=set)
+    day_loads: dict[TrainDayKey, asyncio.Task[bool]] = field(default_factory=dict)
+    # Verified bearer tokens until their ``exp`` (the API's principal), bounded by the API.
+    verified_tokens: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    event_queue: asyncio.Queue[dict[str, str]] = field(default_factory=asyncio.Queue)  # embedded events
+    events_prune_due: float = 0.0  # loop time of the next pruning of old events
 
     async def close(self) -> None:
-        for part in reversed(list(self.parts.values())):
-            closer = getattr(part, "aclose", None)
-            if closer is not None:
-                await closer()
+        await self.search.aclose()
+        if self.accept_reader is not None:
+            await self.accept_reader.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -77,50 +114,59 @@ async def build_container(settings: Settings) -> Container:
     sessionmaker = make_sessionmaker(engine)
     redis_client = None
     allocator: Allocator
-    parts: dict[str, Any] = {}
+    guard: OrderGuard
+    autopipe = None
+    queue = None
     if settings.redis_url:
         from railbook.adapters.redis.allocator import RedisAllocator
         from railbook.adapters.redis.autopipe import AutoPipeline
+        from railbook.adapters.redis.cache import RedisSearchCache
         from railbook.adapters.redis.protection import RedisOrderGuard
 
         redis_client = make_redis(settings.redis_url)
         autopipe = AutoPipeline(redis_client)  # one per process: the accept path's calls share batches
-        parts["autopipe"] = autopipe
         allocator = RedisAllocator(redis_client, autopipe=autopipe)
-        parts["protection"] = RedisOrderGuard(
+        guard = RedisOrderGuard(
             redis_client,
             member_orders_per_minute=settings.member_orders_per_minute,
             ip_requests_per_second=settings.ip_requests_per_second,
             autopipe=autopipe,
         )
+        search = SearchService(settings, sessionmaker, allocator, RedisSearchCache(redis_client))
     else:
         from railbook.adapters.embedded.allocator import InProcessAllocator
+        from railbook.adapters.embedded.cache import InProcessSearchCache
         from railbook.adapters.embedded.queue import MemoryOrderGuard, OrderQueue
 
         queue = OrderQueue()
         allocator = InProcessAllocator(on_message=queue.put)
-        parts["queue"] = queue
-        parts["protection"] = MemoryOrderGuard(
+        guard = MemoryOrderGuard(
             queue,
             member_orders_per_minute=settings.member_orders_per_minute,
             ip_requests_per_second=settings.ip_requests_per_second,
         )
-    from railbook.services.search import SearchService
-
-    if redis_client is not None:
-        from railbook.adapters.redis.cache import RedisSearchCache
-
-        parts["search"] = SearchService(settings, sessionmaker, allocator, RedisSearchCache(redis_client))
-    else:
-        from railbook.adapters.embedded.cache import InProcessSearchCache
-
-        parts["search"] = SearchService(settings, sessionmaker, allocator, InProcessSearchCache())
+        search = SearchService(settings, sessionmaker, allocator, InProcessSearchCache())
     try:
         secret = await _jwt_secret(settings, sessionmaker)
     except Exception:
         # A race between two processes creating the secret: the loser reads the winner's.
         secret = await _jwt_secret(settings, sessionmaker)
-    return Container(settings, engine, sessionmaker, redis_client, allocator, secret, parts)
+    postgres = engine.dialect.name == "postgresql"
+    return Container(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        redis=redis_client,
+        allocator=allocator,
+        guard=guard,
+        search=search,
+        jwt_secret=secret,
+        password_hasher=PasswordHasher(settings),
+        payment_provider=MockProvider(secret),
+        autopipe=autopipe,
+        queue=queue,
+        accept_reader=AcceptReader(settings.database_url) if postgres else None,
+    )
 
 
 GC_THRESHOLDS = (20_000, 20, 20)

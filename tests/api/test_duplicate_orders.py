@@ -79,7 +79,7 @@ async def test_committed_order_keeps_its_markers_until_the_pay_deadline(
 
 async def _wipe(client: httpx.AsyncClient, redis_url: str, day: dict[str, Any], member_id: int) -> None:
     """Lose the accept path's data of this train-day and member: Redis keys, or the embedded guard's."""
-    guard = client.app.state.container.parts["protection"]  # type: ignore[attr-defined]
+    guard = client.app.state.container.guard  # type: ignore[attr-defined]
     if isinstance(guard, MemoryOrderGuard):
         guard.markers.clear()
         guard.trusted_days.clear()

@@ -14,9 +14,9 @@ from sqlalchemy import select, update
 
 from railbook.adapters.db.models import Order, Payment, Ticket
 from railbook.domain.identity import compose_id_card
-from railbook.services.cancellation import expire_unpaid
-from railbook.services.payment import MockProvider, callback_payload
-from railbook.services.refund import apply_changes
+from railbook.services.after_sale.cancel import expire_unpaid
+from railbook.services.after_sale.payment import MockProvider, callback_payload
+from railbook.services.after_sale.refund import apply_changes
 from tests.naming import station_code, train_code
 
 from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, register, unique

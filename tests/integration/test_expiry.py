@@ -19,7 +19,7 @@ from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, class_seats
 from railbook.domain.seating import CarriageSpec as Carriage
-from railbook.services.cancellation import expire_unpaid, rerelease_cancelled
+from railbook.services.after_sale.cancel import expire_unpaid, rerelease_cancelled
 from railbook.services.ports import DayLayout, HeldSeat
 from railbook.workers.outbox import STREAM, claim_stale, consume_once, ensure_group, handle_event, relay_once
 

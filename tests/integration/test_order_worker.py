@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from railbook.adapters.db.models import Order, Ticket
 from railbook.adapters.redis.allocator import order_stream_key
 from railbook.api.app import create_app
-from railbook.services.order_commit import commit_batch, parse_message
+from railbook.services.booking.commit import commit_batch, parse_message
 from tests.api.conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, register, test_settings
 from tests.api.test_orders import add_passenger, make_train_day, order_body
 

@@ -19,13 +19,12 @@ from sqlalchemy import event, func, insert, select, update
 from railbook.adapters.db.models import Outbox, ProcessedEvent
 from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
-from railbook.services.payment import utcnow
+from railbook.services.after_sale.payment import utcnow
 from railbook.workers.outbox import (
     LINGER_S,
     STREAM,
     _relay_loop,
     consume_once,
-    event_queue,
     handle_events,
     prune_events,
     relay_once,
@@ -130,7 +129,7 @@ async def test_the_embedded_relay_and_consumer_handle_each_event_once(sqlite_con
     while await relay_once(c, batch=3):
         pass
     assert await _unpublished(c, ids) == 0
-    queue = event_queue(c)
+    queue = c.event_queue
     queued = [queue.get_nowait() for _ in range(queue.qsize())]
     assert sorted(int(e["id"]) for e in queued if e["topic"] == topic) == ids
     for e in queued:

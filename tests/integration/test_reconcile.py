@@ -15,10 +15,10 @@ from sqlalchemy import insert, select
 from railbook.adapters.db.models import DailyTrain, Member, Order
 from railbook.bootstrap import Container
 from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest, journey_mask
-from railbook.services import sales
-from railbook.services.cancellation import release_orders
-from railbook.services.order_commit import OrderMessage, commit_batch
+from railbook.services.after_sale.cancel import release_orders
+from railbook.services.booking.commit import OrderMessage, commit_batch
 from railbook.services.ports import SeatHold
+from railbook.services.sales import service as sales
 from railbook.workers.scheduler import Reconciler
 from tests.integration.test_sales import (
     FAR,

@@ -12,7 +12,7 @@ from railbook.adapters.redis.allocator import RedisAllocator, order_stream_key
 from railbook.adapters.redis.stream import GROUP
 from railbook.bootstrap import Container
 from railbook.domain.seating import journey_mask
-from railbook.services import sales
+from railbook.services.sales import service as sales
 from railbook.workers.scheduler import Reconciler
 from tests.integration.test_reconcile import _open, _request, _second, _sold
 from tests.integration.test_sales import FAR, container, module_redis_url, store_settings

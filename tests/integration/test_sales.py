@@ -25,7 +25,8 @@ from railbook.domain.errors import Conflict, InvalidInput
 from railbook.domain.pricing import fare_fen
 from railbook.domain.seating import CarriageSpec, journey_mask
 from railbook.domain.timetable import StopSpec, TrainSpec
-from railbook.services import catalog, sales
+from railbook.services.catalog import service as catalog
+from railbook.services.sales import service as sales
 from railbook.workers.scheduler import LeaderLock, scheduler_tick
 from tests.conftest import claimed_redis_db
 from tests.naming import station_code, train_code
@@ -133,7 +134,7 @@ async def test_opening_a_day_freezes_the_train_and_loads_the_allocator(container
     assert await _counts(container, daily.id) == (4, 29, 18)
     assert await container.allocator.is_loaded(spec.code, FAR)
     # No order exists yet, so the day's (empty) duplicate-order markers are complete and trusted.
-    _, _, trusted = await container.parts["protection"].lookup(1, [1], spec.code, FAR)
+    _, _, trusted = await container.guard.lookup(1, [1], spec.code, FAR)
     assert trusted
     assert await container.allocator.remaining(spec.code, FAR, 0, 3) == {
         "business": 6,

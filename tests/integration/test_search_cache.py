@@ -27,9 +27,9 @@ from railbook.config import Settings
 from railbook.domain.bloom import station_term_key
 from railbook.domain.errors import NotFound
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, journey_mask
-from railbook.services.catalog import import_timetable
-from railbook.services.sales import ensure_day_loaded, open_sale_days
-from railbook.services.search import SearchQuery, SearchService
+from railbook.services.catalog.service import import_timetable
+from railbook.services.sales.service import ensure_day_loaded, open_sale_days
+from railbook.services.search.service import SearchQuery, SearchService
 from tests.naming import station_code, train_code
 
 DAY = dt.date.today() + dt.timedelta(days=2)
@@ -406,7 +406,7 @@ async def test_search_survives_redis_going_away_and_recovers(pg_url: str, own_re
     service = fresh_service(container, clock, redis_timeout=0.5)
     service.breaker.threshold = 2
     service.breaker.cooldown = 5.0  # longer than the steps below, so "open" stays open between them
-    container.parts["search"] = service
+    container.search = service
     try:
         net = await seed_network(container)
         app = create_app(container=container)

@@ -120,7 +120,7 @@ class _BodyTooLarge(Exception):
 
 def startup_hooks() -> list[StartupHook]:
     """Feature start-up steps run once the container exists (admin account, background tasks)."""
-    from railbook.services.members import ensure_admin_hook
+    from railbook.services.members.service import ensure_admin_hook
 
     hooks: list[StartupHook] = [ensure_admin_hook]
     return hooks

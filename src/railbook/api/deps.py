@@ -6,7 +6,7 @@ import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, cast
 
 import jwt
 from fastapi import Depends, Request
@@ -64,11 +64,11 @@ TOKEN_CACHE_SIZE = 50_000
 def decode_token(container: Container, token: str) -> Principal:
     """The token's member. A verified token is remembered until its ``exp`` (bounded cache), so a
     member's requests pay for the signature check once per token, not once per request."""
-    cache: dict[str, tuple[float, Principal]] = container.parts.setdefault("verified_tokens", {})
+    cache = container.verified_tokens
     hit = cache.get(token)
     if hit is not None:
         if hit[0] > time.time():
-            return hit[1]
+            return cast(Principal, hit[1])
         del cache[token]
     try:
         claims = jwt.decode(
@@ -83,10 +83,7 @@ def decode_token(container: Container, token: str) -> Principal:
 
 
 def _remember_verified(container: Container, token: str, expires: float, principal: Principal) -> None:
-    parts = getattr(container, "parts", None)
-    if parts is None:  # a token issued outside a serving process (scripts, tools): nothing to cache
-        return
-    cache: dict[str, tuple[float, Principal]] = parts.setdefault("verified_tokens", {})
+    cache = container.verified_tokens
     if len(cache) >= TOKEN_CACHE_SIZE:
         cache.clear()
     cache[token] = (expires, principal)

@@ -244,7 +244,7 @@ def _run_slices(
 async def _sample_queries(date: dt.date, seed: int = 11) -> tuple[list[str], list[str], list[float]]:
     """Search paths: the uniform mix (along-train pairs tomorrow, plus random pairs) and the flash
     crowd's paths (along-train pairs on the next three days) with cumulative Zipf weights."""
-    from railbook.services.sample import sample_network
+    from railbook.services.catalog.sample import sample_network
 
     data = await sample_network()
     rng = random.Random(seed)

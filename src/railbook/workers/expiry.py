@@ -12,9 +12,9 @@ import structlog
 
 from railbook.api.errors import is_store_outage
 from railbook.bootstrap import Container
-from railbook.services.cancellation import expire_unpaid, rerelease_cancelled
-from railbook.services.refund import apply_changes, rerelease_tickets
-from railbook.services.waitlist import sweep_waitlists
+from railbook.services.after_sale.cancel import expire_unpaid, rerelease_cancelled
+from railbook.services.after_sale.refund import apply_changes, rerelease_tickets
+from railbook.services.after_sale.waitlist import sweep_waitlists
 from railbook.workers.outbox import prune_events
 
 log = structlog.get_logger(__name__)

@@ -20,8 +20,8 @@ import structlog
 
 from railbook.api.errors import is_store_outage
 from railbook.bootstrap import Container
-from railbook.services.booking import marker_keep_seconds, order_guard
-from railbook.services.order_commit import CommitOutcome, OrderMessage, commit_batch, parse_message
+from railbook.services.booking.accept import marker_keep_seconds
+from railbook.services.booking.commit import CommitOutcome, OrderMessage, commit_batch, parse_message
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,7 @@ async def _settle(container: Container, outcome: CommitOutcome) -> None:
     orders are cleared; those of committed (unpaid) orders are kept until the pay deadline and a
     margin, so the accept path refuses a second order for the passenger without asking the
     database; payment, cancellation and expiry delete them (``booking.forget_markers``)."""
-    guard = order_guard(container)
+    guard = container.guard
     Finished = list[tuple[str, int, Sequence[int]]]
     by_day: dict[tuple[str, dt.date], tuple[Finished, Finished]] = {}
     for m, ok in [(m, True) for m in outcome.committed] + [(m, False) for m in outcome.failed]:
@@ -161,10 +161,9 @@ async def run_stream_committer(
 
 async def run_queue_committer(container: Container, *, stop: asyncio.Event | None = None) -> None:
     """Embedded mode: commit what the in-process allocator queued, with the same commit code."""
-    from railbook.adapters.embedded.queue import OrderQueue
 
-    queue = container.parts["queue"]
-    assert isinstance(queue, OrderQueue)
+    queue = container.queue
+    assert queue is not None, "the embedded container has an order queue"
     settings = container.settings
     while stop is None or not stop.is_set():
         items = await queue.take(settings.worker_batch_size, settings.worker_block_ms / 1000)

@@ -40,7 +40,7 @@ from railbook.adapters.db.models import Outbox, ProcessedEvent
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.api.errors import is_store_outage
 from railbook.bootstrap import Container
-from railbook.services.payment import utcnow
+from railbook.services.after_sale.payment import utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -127,10 +127,10 @@ async def prune_events(container: Container, *, force: bool = False) -> dict[str
     The retention must exceed any redelivery: consumers recognise an event by its record only while
     it is kept (the relay never publishes a stamped event again)."""
     loop = asyncio.get_running_loop()
-    due = container.parts.get("events_prune_due", 0.0)
+    due = container.events_prune_due
     if not force and loop.time() < due:
         return None
-    container.parts["events_prune_due"] = loop.time() + PRUNE_EVERY_S
+    container.events_prune_due = loop.time() + PRUNE_EVERY_S
     cutoff = utcnow() - dt.timedelta(days=container.settings.event_retention_days)
     events, records = _prune_statements(PRUNE_BATCH)
     async with container.sessionmaker() as session, session.begin():
@@ -150,18 +150,9 @@ def _event_fields(row: Any) -> dict[str, str]:
     }
 
 
-def event_queue(container: Container) -> asyncio.Queue[dict[str, str]]:
-    """The in-process event channel of the embedded mode."""
-    queue = container.parts.get("event_queue")
-    if queue is None:
-        queue = container.parts["event_queue"] = asyncio.Queue()
-    assert isinstance(queue, asyncio.Queue)
-    return queue
-
-
 async def _publish(container: Container, events: Sequence[dict[str, str]]) -> None:
     if container.redis is None:
-        queue = event_queue(container)
+        queue = container.event_queue
         for event in events:
             queue.put_nowait(event)
         return
@@ -171,12 +162,9 @@ async def _publish(container: Container, events: Sequence[dict[str, str]]) -> No
 
 
 def autopipe(container: Container) -> AutoPipeline:
-    """The process's shared Redis batches (built with the container; made here for a bare one)."""
-    batch = container.parts.get("autopipe")
-    if batch is None:
-        batch = container.parts["autopipe"] = AutoPipeline(container.redis)
-    assert isinstance(batch, AutoPipeline)
-    return batch
+    """The process's shared Redis batches (built with the container in distributed mode)."""
+    assert container.autopipe is not None, "distributed mode: the container has an auto-pipeline"
+    return container.autopipe
 
 
 async def relay_once(container: Container, *, batch: int = RELAY_BATCH) -> int:
@@ -244,7 +232,7 @@ def _decode(fields: Mapping[Any, Any]) -> dict[str, str]:
 async def consume_once(container: Container, *, consumer_name: str, block_ms: int = BLOCK_MS) -> int:
     """Read and handle one batch of events as the ``notifications`` group; acknowledge after handling."""
     if container.redis is None:
-        queue = event_queue(container)
+        queue = container.event_queue
         try:
             event = await asyncio.wait_for(queue.get(), timeout=block_ms / 1000)
         except TimeoutError:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from railbook.services.sales import load_open_days, open_days, open_window, reconcile_day
+from railbook.services.sales.service import load_open_days, open_days, open_window, reconcile_day
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
-from railbook.services.booking import IDEMPOTENCY_TTL_SECONDS, PENDING_RECORD_TTL_SECONDS, MarkersUnknown
+from railbook.services.booking.accept import (
+    IDEMPOTENCY_TTL_SECONDS,
+    PENDING_RECORD_TTL_SECONDS,
+    MarkersUnknown,
+)
 
 QueueItem = tuple[str, dt.date, dict[str, str]]
 

@@ -13,7 +13,7 @@ from typing import Any
 from railbook.adapters.redis.allocator import day_tag, order_stream_key
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
-from railbook.services.booking import (
+from railbook.services.booking.accept import (
     IDEMPOTENCY_TTL_SECONDS,
     PENDING_RECORD_TTL_SECONDS,
     MarkersUnknown,

@@ -19,7 +19,8 @@ from railbook.api.schemas_admin import (
     TrainSummaryOut,
     train_out,
 )
-from railbook.services import catalog, sales
+from railbook.services.catalog import service as catalog
+from railbook.services.sales import service as sales
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 

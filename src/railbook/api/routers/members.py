@@ -17,7 +17,7 @@ from railbook.api.schemas_members import (
     RegisterOut,
     TokenOut,
 )
-from railbook.services import members
+from railbook.services.members import service as members
 
 router = APIRouter(prefix="/api/v1", tags=["members"])
 

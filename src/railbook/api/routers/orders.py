@@ -23,8 +23,8 @@ from railbook.api.schemas_orders import (
 from railbook.bootstrap import Container
 from railbook.domain.errors import DomainError, InvalidInput, Unauthorized
 from railbook.domain.pricing import yuan_text
-from railbook.services.booking import Accepted, OrderRequest, PassengerChoice, place_order
-from railbook.services.order_query import OrderView, TicketView, get_order, list_orders, list_tickets
+from railbook.services.booking.accept import Accepted, OrderRequest, PassengerChoice, place_order
+from railbook.services.booking.read_model import OrderView, TicketView, get_order, list_orders, list_tickets
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
 

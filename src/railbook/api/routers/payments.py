@@ -20,8 +20,10 @@ from railbook.api.schemas_payments import (
     WaitlistOut,
 )
 from railbook.domain.pricing import yuan_text
-from railbook.services import cancellation, order_query, payment, refund, waitlist
-from railbook.services.booking import OrderRequest, PassengerChoice
+from railbook.services.after_sale import cancel as cancellation
+from railbook.services.after_sale import payment, refund, waitlist
+from railbook.services.booking import read_model as order_query
+from railbook.services.booking.accept import OrderRequest, PassengerChoice
 
 router = APIRouter(prefix="/api/v1", tags=["payments"])
 

@@ -25,7 +25,7 @@ from railbook.api.schemas_search import (
 )
 from railbook.bootstrap import Container
 from railbook.domain.pricing import yuan_text
-from railbook.services.search import (
+from railbook.services.search.service import (
     SearchAnswer,
     SearchQuery,
     SearchService,
@@ -58,8 +58,7 @@ def search_service(request: Request) -> SearchService:
     """The process's search service, read straight off the app: a plain-function dependency would
     cost every search a thread-pool hop (FastAPI runs sync dependencies in worker threads)."""
     container: Container = request.app.state.container
-    service: SearchService = container.parts["search"]
-    return service
+    return container.search
 
 
 def encode_offers(answer: SearchAnswer) -> bytes:

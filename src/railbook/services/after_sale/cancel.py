@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from railbook.adapters.db.models import Order, Outbox, Ticket
 from railbook.domain.errors import Conflict
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus, transition
-from railbook.services.booking import OrderContext, forget_markers
-from railbook.services.payment import lock_order, utcnow
+from railbook.services.after_sale.payment import lock_order, utcnow
+from railbook.services.booking.accept import OrderContext, forget_markers
 from railbook.services.ports import HeldSeat
-from railbook.services.sales import order_release_id
+from railbook.services.sales.service import order_release_id
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +155,7 @@ async def after_release(container: OrderContext, days: set[tuple[str, dt.date]])
     """Seats returned to these train-days: waiting members are served first."""
     if not days:
         return
-    from railbook.services.waitlist import fill_train_day
+    from railbook.services.after_sale.waitlist import fill_train_day
 
     for train_code, date in sorted(days):
         try:

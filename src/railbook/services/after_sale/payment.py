@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from railbook.adapters.db.models import Order, Outbox, Payment, Ticket
 from railbook.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
-from railbook.services.booking import OrderContext, forget_order_markers
+from railbook.services.booking.accept import OrderContext, forget_order_markers
 
 log = structlog.get_logger(__name__)
 
@@ -97,15 +97,18 @@ class MockProvider:
         return hmac.compare_digest(self.sign(payload).encode(), given)
 
 
-def payment_provider(container: OrderContext, method: str = MOCK) -> PaymentProvider:
-    """The provider for a payment method (only the mock one exists), built once per process."""
+class AfterSaleContext(OrderContext, Protocol):
+    """The order context and the process's payment provider (built once by the container)."""
+
+    @property
+    def payment_provider(self) -> PaymentProvider: ...
+
+
+def payment_provider(container: AfterSaleContext, method: str = MOCK) -> PaymentProvider:
+    """The provider for a payment method (only the mock one exists)."""
     if method != MOCK:
         raise InvalidInput(f"Unknown payment method {method!r}.", code="BAD_PAYMENT_METHOD")
-    provider = container.parts.get("payment_provider")
-    if provider is None:
-        provider = container.parts["payment_provider"] = MockProvider(container.jwt_secret)
-    assert isinstance(provider, MockProvider)
-    return provider
+    return container.payment_provider
 
 
 async def lock_order(session: AsyncSession, order_id: str, member_id: int | None = None) -> Order:
@@ -185,7 +188,7 @@ async def _mark_paid(
 
 
 async def pay_order(
-    container: OrderContext,
+    container: AfterSaleContext,
     *,
     member_id: int,
     order_id: str,
@@ -247,7 +250,7 @@ def callback_payload(
 
 
 async def apply_callback(
-    container: OrderContext,
+    container: AfterSaleContext,
     *,
     provider_name: str,
     payload: Mapping[str, Any],

@@ -7,10 +7,10 @@ from typing import Any
 
 import structlog
 
-from railbook.services import members
-from railbook.services.catalog import catalog_is_empty
-from railbook.services.sales import load_open_days, open_window
-from railbook.services.sample import load_sample_network
+from railbook.services.catalog.sample import load_sample_network
+from railbook.services.catalog.service import catalog_is_empty
+from railbook.services.members import service as members
+from railbook.services.sales.service import load_open_days, open_window
 
 log = structlog.get_logger(__name__)
 

@@ -186,13 +186,20 @@ class OrderGuard(Protocol):
 
 
 class OrderContext(Protocol):
-    """What these use cases need from the composition root."""
+    """What these use cases need from the composition root (``bootstrap.Container``)."""
 
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     allocator: Allocator
     jwt_secret: str
-    parts: dict[str, Any]
+    guard: OrderGuard
+    train_days: TrainDayCache
+    member_cache: MemberCache
+    sold_out_memo: SoldOutMemo
+    accept_slots: asyncio.Semaphore
+    accept_reader: AcceptReader | None
+    marker_restores: set[tuple[str, dt.date]]
+    day_loads: dict[tuple[str, dt.date], asyncio.Task[bool]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,14 +293,6 @@ class TrainDayCache:
         return value
 
 
-def train_day_cache(container: OrderContext) -> TrainDayCache:
-    cache = container.parts.get("train_day_cache")
-    if cache is None:
-        cache = container.parts["train_day_cache"] = TrainDayCache()
-    assert isinstance(cache, TrainDayCache)
-    return cache
-
-
 async def _load_train_day(session: AsyncSession, train_code: str, date: dt.date) -> TrainDay | None:
     daily = (
         await session.execute(
@@ -346,7 +345,7 @@ async def train_day(container: OrderContext, train_code: str, date: dt.date) -> 
         async with container.sessionmaker() as session:
             return await _load_train_day(session, train_code, date)
 
-    day = await train_day_cache(container).get((train_code, date), load)
+    day = await container.train_days.get((train_code, date), load)
     if day is not None:
         return day
     async with container.sessionmaker() as session:
@@ -395,13 +394,6 @@ class OrderRequest:
 class Accepted:
     order_id: str
     status: str = "PENDING"
-
-
-def order_guard(container: OrderContext) -> OrderGuard:
-    guard = container.parts.get("protection")
-    if guard is None:
-        raise Unavailable("The order protections are not configured.")
-    return guard  # type: ignore[no-any-return]
 
 
 def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, int]:
@@ -456,14 +448,6 @@ class MemberCache:
         names = dict(held[1]) if held is not None and held[0] > now else {}
         names.update(found)
         self.passengers[member_id] = (now + PASSENGER_CACHE_SECONDS, names)
-
-
-def member_cache(container: OrderContext) -> MemberCache:
-    cache = container.parts.get("member_cache")
-    if cache is None:
-        cache = container.parts["member_cache"] = MemberCache()
-    assert isinstance(cache, MemberCache)
-    return cache
 
 
 _passenger = Passenger.__table__
@@ -566,9 +550,8 @@ async def _read_passengers(
         async with container.sessionmaker.kw["bind"].connect() as conn:
             rows: Sequence[Any] = (await conn.execute(stmt, params)).all()
     else:
-        reader = container.parts.get("accept_reader")
-        if reader is None:
-            reader = container.parts["accept_reader"] = AcceptReader(container.settings.database_url)
+        reader = container.accept_reader
+        assert reader is not None, "the container builds the reader for PostgreSQL"
         if key is None:
             rows = await reader.fetch(_ACCEPT_SQL_PLAIN, member_id, daily_train_id, list(ids))
         else:
@@ -620,14 +603,6 @@ class SoldOutMemo:
                 del seen[key]
 
 
-def sold_out_memo(container: OrderContext) -> SoldOutMemo:
-    memo = container.parts.get("sold_out_memo")
-    if memo is None:
-        memo = container.parts["sold_out_memo"] = SoldOutMemo()
-    assert isinstance(memo, SoldOutMemo)
-    return memo
-
-
 async def _refuse_if_sold_out(
     container: OrderContext, day: TrainDay, request: OrderRequest, i: int, j: int
 ) -> None:
@@ -635,7 +610,7 @@ async def _refuse_if_sold_out(
     need: dict[str, int] = {}
     for p in request.passengers:
         need[p.seat_class] = need.get(p.seat_class, 0) + 1
-    memo = sold_out_memo(container)
+    memo = container.sold_out_memo
     if not memo.suspects(day.train_code, day.date, list(need), i, j):
         return
     try:
@@ -689,7 +664,7 @@ async def place_order(
             "A passenger appears twice in the order.",
             details={"fields": [{"field": "passengers", "message": "duplicate passenger"}]},
         )
-    guard = order_guard(container)
+    guard = container.guard
     settings = container.settings
     if settings.rate_limits_on:
         await guard.check_rates(member_id, client_ip)
@@ -707,7 +682,7 @@ async def place_order(
                 },
             )
 
-    async with _accept_slots(container):
+    async with container.accept_slots:
         return await _admit_and_enqueue(container, guard, day, member_id, request, i, j, idempotency_key)
 
 
@@ -715,14 +690,6 @@ async def place_order(
 # at a time; the bound keeps a crowd of concurrent requests below the client's connection pool
 # (which refuses, rather than waits, past its size) with room to spare for everything else.
 ACCEPT_SLOTS = 128
-
-
-def _accept_slots(container: OrderContext) -> asyncio.Semaphore:
-    slots = container.parts.get("accept_slots")
-    if slots is None:
-        slots = container.parts["accept_slots"] = asyncio.Semaphore(ACCEPT_SLOTS)
-    assert isinstance(slots, asyncio.Semaphore)
-    return slots
 
 
 async def _admit_and_enqueue(
@@ -739,7 +706,7 @@ async def _admit_and_enqueue(
     ids = [p.passenger_id for p in request.passengers]
     # Only a keyed request is ever compared with an earlier one (a retry under its key).
     request_hash = request.digest() if idempotency_key else ""
-    cache = member_cache(container)
+    cache = container.member_cache
     now = time.monotonic()
     names = cache.names(member_id, ids, now)
     generation: str | None = None  # set when the shared cache was asked: a fill must match it
@@ -808,13 +775,13 @@ async def restore_day_markers(container: OrderContext, day: TrainDay) -> None:
     cancelled meanwhile may have deleted its marker before it was set again here: the unpaid
     tickets are read again after the markers are set, and the markers of orders no longer unpaid are
     deleted (a payment committed after that read deletes its marker itself, after its commit)."""
-    running: set[tuple[str, dt.date]] = container.parts.setdefault("marker_restores", set())
+    running: set[tuple[str, dt.date]] = container.marker_restores
     key = (day.train_code, day.date)
     if key in running:
         return
     running.add(key)
     try:
-        guard = order_guard(container)
+        guard = container.guard
         unpaid = Ticket.status == TicketStatus.UNPAID.value
         async with container.sessionmaker() as session:
             rows = (
@@ -859,7 +826,7 @@ async def forget_markers(
     for code, date, order_id, member_id, pids in finished:
         by_day.setdefault((code, date), []).append((order_id, member_id, pids))
     try:
-        guard = order_guard(container)
+        guard = container.guard
         for (code, date), orders in by_day.items():
             await guard.release(code, date, orders)
     except Exception as exc:
@@ -985,7 +952,7 @@ async def _enqueue(
         await guard.refuse_order(day.train_code, day.date, member_id, ids, order_id, idempotency_key)
         if isinstance(exc, SoldOut) and exc.code == "SOLD_OUT":
             classes = list(dict.fromkeys(p.seat_class for p in request.passengers))
-            sold_out_memo(container).remember(day.train_code, day.date, classes, i, j)
+            container.sold_out_memo.remember(day.train_code, day.date, classes, i, j)
         raise
     return Accepted(order_id=order_id)
 
@@ -1036,7 +1003,7 @@ async def _allocate(
     except NotFound as exc:
         if exc.code not in ("NOT_FOUND", "DAY_NOT_LOADED", "TRAIN_DAY_NOT_LOADED"):
             raise
-        from railbook.services.sales import ensure_day_loaded
+        from railbook.services.sales.service import ensure_day_loaded
 
         await ensure_day_loaded(container, day.train_code, day.date)
         return await _allocate_once(container, day, request, order_id, message)

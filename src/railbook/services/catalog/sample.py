@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from railbook.services.catalog import import_timetable
+from railbook.services.catalog.service import import_timetable
 
 SAMPLE_RESOURCE = "sample_network.yaml"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,12 +40,25 @@ DEMO_PASSENGERS: tuple[tuple[str, str, dt.date, int, str], ...] = (
 )
 
 
+class PassengerNameCache(Protocol):
+    """The order path's shared cache of a member's passenger names (kept by the order guard)."""
+
+    async def passengers_generation(self, member_id: int) -> str: ...
+
+    async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None: ...
+
+    async def forget_passengers(self, member_id: int) -> None: ...
+
+
 class MemberContext(Protocol):
-    """What these use cases need from the composition root."""
+    """What these use cases need from the composition root (``bootstrap.Container``)."""
 
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
-    parts: dict[str, Any]
+    password_hasher: PasswordHasher
+
+    @property
+    def guard(self) -> PassengerNameCache: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +127,6 @@ class PasswordHasher:
         return bool(ok), updated
 
 
-def password_hasher(container: MemberContext) -> PasswordHasher:
-    """The process's hasher (one semaphore per process), created on first use."""
-    hasher = container.parts.get("password_hasher")
-    if hasher is None:
-        hasher = PasswordHasher(container.settings)
-        container.parts["password_hasher"] = hasher
-    assert isinstance(hasher, PasswordHasher)
-    return hasher
-
-
 async def register(container: MemberContext, *, mobile: str, password: str, name: str) -> int:
     """Create a member account; 409 MOBILE_TAKEN when the mobile already has one."""
     mobile = validate_mobile(mobile)
@@ -132,7 +136,7 @@ async def register(container: MemberContext, *, mobile: str, password: str, name
         taken = await session.scalar(select(Member.id).where(Member.mobile == mobile))
     if taken is not None:
         raise Conflict("This mobile number is already registered.", code="MOBILE_TAKEN")
-    hashed = await password_hasher(container).hash(password)
+    hashed = await container.password_hasher.hash(password)
     try:
         async with container.sessionmaker() as session, session.begin():
             member = Member(mobile=mobile, name=name, password_hash=hashed, role="member")
@@ -152,7 +156,7 @@ async def authenticate(container: MemberContext, *, mobile: str, password: str) 
                 select(Member.id, Member.role, Member.password_hash).where(Member.mobile == mobile)
             )
         ).first()
-    ok, updated = await password_hasher(container).verify(password, row.password_hash if row else None)
+    ok, updated = await container.password_hasher.verify(password, row.password_hash if row else None)
     if row is None or not ok:
         raise Unauthorized("Wrong mobile number or password.", code="BAD_CREDENTIALS")
     if updated is not None:
@@ -248,9 +252,7 @@ async def _warm_cached_passengers(
 ) -> None:
     """Fill the order path's cache of the member's passengers (a member who logs in
     is about to order), so the order needs no database read. Best effort: a miss reads later."""
-    guard = container.parts.get("protection")
-    if guard is None:
-        return
+    guard = container.guard
     try:
         generation = await guard.passengers_generation(member_id)
         if rows is None:
@@ -274,9 +276,7 @@ async def _warm_cached_passengers(
 
 async def _forget_cached_passengers(container: MemberContext, member_id: int) -> None:
     """The member's passenger list changed: the order path's shared cache of it must not answer."""
-    guard = container.parts.get("protection")
-    if guard is not None:
-        await guard.forget_passengers(member_id)
+    await container.guard.forget_passengers(member_id)
 
 
 async def _ensure_account(
@@ -284,7 +284,7 @@ async def _ensure_account(
 ) -> int:
     """Create the account, or give an existing one this role and password. Safe when several
     processes start at once: the loser of the insert race updates the winner's row."""
-    hasher = password_hasher(container)
+    hasher = container.password_hasher
     for _ in range(2):
         async with container.sessionmaker() as session:
             member = await session.scalar(select(Member).where(Member.mobile == mobile))

@@ -24,18 +24,23 @@ from railbook.adapters.db.models import DailyTrainStop, Order, Outbox, Payment, 
 from railbook.domain.errors import Conflict, NotFound
 from railbook.domain.fees import RefundQuote, departure_at, refund_quote
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
-from railbook.services.booking import (
+from railbook.services.after_sale.cancel import after_release, cancel_rows, release_orders
+from railbook.services.after_sale.payment import (
+    SUCCEEDED,
+    AfterSaleContext,
+    lock_order,
+    payment_provider,
+    utcnow,
+)
+from railbook.services.booking.accept import (
     Accepted,
-    OrderContext,
     OrderRequest,
     PassengerChoice,
     forget_order_markers,
     place_order,
 )
-from railbook.services.cancellation import after_release, cancel_rows, release_orders
-from railbook.services.payment import SUCCEEDED, lock_order, payment_provider, utcnow
 from railbook.services.ports import HeldSeat
-from railbook.services.sales import ticket_release_id
+from railbook.services.sales.service import ticket_release_id
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +104,7 @@ async def _refund_payment_status(session: AsyncSession, order_id: str) -> str:
 
 
 async def refund_ticket(
-    container: OrderContext, *, member_id: int, ticket_id: str, now: dt.datetime | None = None
+    container: AfterSaleContext, *, member_id: int, ticket_id: str, now: dt.datetime | None = None
 ) -> RefundResult:
     """Refund one paid ticket; a repeat answers with the first refund. Locks the order, then the
     ticket (the order a payment locks first, too), so a refund and a payment never deadlock."""
@@ -176,7 +181,7 @@ def release_id_of_ticket(ticket: Ticket) -> str:
     return ticket_release_id(ticket.id, ticket.status)
 
 
-async def release_tickets(container: OrderContext, ticket_ids: list[str]) -> int:
+async def release_tickets(container: AfterSaleContext, ticket_ids: list[str]) -> int:
     """Give the seats of refunded or changed tickets back, each for its own journey, and stamp
     ``released_at``; a failure is left for the expiry job to retry."""
     if not ticket_ids:
@@ -217,7 +222,7 @@ async def release_tickets(container: OrderContext, ticket_ids: list[str]) -> int
 
 
 async def rerelease_tickets(
-    container: OrderContext, *, now: dt.datetime | None = None, limit: int = 100
+    container: AfterSaleContext, *, now: dt.datetime | None = None, limit: int = 100
 ) -> int:
     """Release again the refunded or changed tickets whose release was never confirmed."""
     now = now or utcnow()
@@ -244,7 +249,7 @@ async def rerelease_tickets(
 
 
 async def change_ticket(
-    container: OrderContext,
+    container: AfterSaleContext,
     *,
     member_id: int,
     ticket_id: str,
@@ -303,7 +308,9 @@ async def change_ticket(
     return accepted
 
 
-async def apply_changes(container: OrderContext, *, now: dt.datetime | None = None, limit: int = 100) -> int:
+async def apply_changes(
+    container: AfterSaleContext, *, now: dt.datetime | None = None, limit: int = 100
+) -> int:
     """Complete pending changes whose new order has an answer: SUCCESS makes the old ticket CHANGED
     (its seat released) and settles the new order with the old fare; a refused new order abandons
     the change. Each change is decided in its own transaction, its row locked (SKIP LOCKED), so two
@@ -341,7 +348,9 @@ async def apply_changes(container: OrderContext, *, now: dt.datetime | None = No
     return applied
 
 
-async def _apply_change(container: OrderContext, change_id: int, now: dt.datetime) -> tuple[str, str] | None:
+async def _apply_change(
+    container: AfterSaleContext, change_id: int, now: dt.datetime
+) -> tuple[str, str] | None:
     provider = payment_provider(container)
     async with container.sessionmaker() as session, session.begin():
         change = (

@@ -26,7 +26,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import structlog
 from sqlalchemy import Table, insert, select, text
@@ -37,9 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from railbook.adapters.db.models import DailySeat, Order, Outbox, Ticket
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus, transition
-from railbook.services.booking import OrderContext, ticket_id
+from railbook.services.booking.accept import OrderContext, ticket_id
 from railbook.services.ports import HeldSeat
-from railbook.services.sales import ensure_day_loaded, reconcile_day
+from railbook.services.sales.service import ensure_day_loaded, reconcile_day
 
 log = structlog.get_logger(__name__)
 
@@ -130,12 +130,10 @@ class SeatIds:
         return known
 
 
-def _seat_ids(container: OrderContext) -> SeatIds:
-    ids = container.parts.get("seat_ids")
-    if ids is None:
-        ids = container.parts["seat_ids"] = SeatIds()
-    assert isinstance(ids, SeatIds)
-    return ids
+class CommitContext(OrderContext, Protocol):
+    """The order context and the process's cache of daily seat ids."""
+
+    seat_ids: SeatIds
 
 
 def _insert(session: AsyncSession, model: Any) -> Any:
@@ -285,7 +283,7 @@ _PG_OUTBOX = text(
 
 
 async def _write_pg(
-    container: OrderContext, session: AsyncSession, messages: Sequence[OrderMessage]
+    container: CommitContext, session: AsyncSession, messages: Sequence[OrderMessage]
 ) -> set[str]:
     """``_write`` on PostgreSQL: the same rows, written column-wise by the three statements above."""
     now = dt.datetime.now(dt.UTC)
@@ -298,7 +296,7 @@ async def _write_pg(
         {**orders, "status": COMMITTED.value, "payment_status": PaymentStatus.UNPAID.value, "now": now},
     )
     inserted = {row[0] for row in result}
-    seat_ids = _seat_ids(container)
+    seat_ids = container.seat_ids
     tickets: dict[str, list[Any]] = {name: [] for name in _TICKET_COLUMNS}
     keys: list[str] = []
     payloads: list[str] = []
@@ -355,13 +353,13 @@ _TICKET_COLUMNS = (
 
 
 async def _write(
-    container: OrderContext, session: AsyncSession, messages: Sequence[OrderMessage]
+    container: CommitContext, session: AsyncSession, messages: Sequence[OrderMessage]
 ) -> set[str]:
     """Insert the orders (SUCCESS) and tickets of ``messages``; returns the ids inserted now."""
     if session.bind.dialect.name == "postgresql":
         return await _write_pg(container, session, messages)
     deadline = container.settings.pay_deadline_seconds
-    seat_ids = _seat_ids(container)
+    seat_ids = container.seat_ids
     order_rows = [_order_row(m, COMMITTED, deadline) for m in messages]
     stmt = _insert(session, Order.__table__).on_conflict_do_nothing(index_elements=["id"])
     inserted = {row[0] for row in (await session.execute(stmt.returning(Order.__table__.c.id), order_rows))}
@@ -389,7 +387,7 @@ async def _write(
     return inserted
 
 
-async def _fail(container: OrderContext, msg: OrderMessage, code: str, text: str) -> None:
+async def _fail(container: CommitContext, msg: OrderMessage, code: str, text: str) -> None:
     """Record the order as FAILURE (no tickets), then give its seats back (idempotent on the order id)."""
     async with container.sessionmaker() as session, session.begin():
         row = _order_row(msg, FAILED, 0, error=code, error_message=text)
@@ -399,7 +397,7 @@ async def _fail(container: OrderContext, msg: OrderMessage, code: str, text: str
     await _release(container, msg)
 
 
-async def _release(container: OrderContext, msg: OrderMessage) -> None:
+async def _release(container: CommitContext, msg: OrderMessage) -> None:
     """Give a failed order's seats back to the allocator, except the segments the system of record holds
     for another order; only to the copy of the day they were allocated in (its load epoch).
 
@@ -473,7 +471,7 @@ def _free_runs(start: int, end: int, taken: set[int]) -> list[tuple[int, int]]:
 Day = tuple[str, dt.date]
 
 
-async def _epochs(container: OrderContext, messages: Sequence[OrderMessage]) -> dict[Day, str | None]:
+async def _epochs(container: CommitContext, messages: Sequence[OrderMessage]) -> dict[Day, str | None]:
     """The current load epoch of every train-day of these messages that carry one (one round trip)."""
     days = sorted({(m.train_code, m.date) for m in messages if m.epoch is not None})
     if not days:
@@ -487,7 +485,7 @@ LOST_MESSAGE = (
 )
 
 
-async def _lose(container: OrderContext, stale: Sequence[OrderMessage], outcome: CommitOutcome) -> set[Day]:
+async def _lose(container: CommitContext, stale: Sequence[OrderMessage], outcome: CommitOutcome) -> set[Day]:
     """Write orders of a lost copy of their day ``FAILURE`` / ``LOST_IN_FAILOVER`` (nothing to give back:
     the rebuilt copy never had their seats). An order already written keeps its state; one already
     committed is the drift a rebuild racing its commit leaves, and its day is returned for repair."""
@@ -514,7 +512,7 @@ async def _lose(container: OrderContext, stale: Sequence[OrderMessage], outcome:
     return repair
 
 
-async def _repair(container: OrderContext, days: set[Day]) -> None:
+async def _repair(container: CommitContext, days: set[Day]) -> None:
     """Reconcile days a rebuild may have raced a commit on (best effort: the scheduler sweeps too)."""
     for code, date in sorted(days):
         try:
@@ -524,7 +522,7 @@ async def _repair(container: OrderContext, days: set[Day]) -> None:
             log.warning("order_commit_repair_failed", train_code=code, date=str(date), error=repr(exc)[:200])
 
 
-async def commit_batch(container: OrderContext, messages: Sequence[OrderMessage]) -> CommitOutcome:
+async def commit_batch(container: CommitContext, messages: Sequence[OrderMessage]) -> CommitOutcome:
     """Write a batch of queued orders; see the module docstring for the invariants it keeps."""
     outcome = CommitOutcome()
     if not messages:
@@ -548,7 +546,7 @@ async def commit_batch(container: OrderContext, messages: Sequence[OrderMessage]
 
 
 async def _commit_current(
-    container: OrderContext, batch: Sequence[OrderMessage], outcome: CommitOutcome
+    container: CommitContext, batch: Sequence[OrderMessage], outcome: CommitOutcome
 ) -> None:
     """Commit orders of the current copy of their day (the batch, then one by one on a conflict)."""
     if not batch:

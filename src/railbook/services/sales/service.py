@@ -56,6 +56,19 @@ class SalesContext(Protocol):
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     allocator: Allocator
+    # Train-day loads in flight in this process: one load per day at a time.
+    day_loads: dict[tuple[str, dt.date], asyncio.Task[bool]]
+
+
+class MarkerTrust(Protocol):
+    async def trust_markers(self, train_code: str, date: dt.date) -> None: ...
+
+
+class OpeningContext(SalesContext, Protocol):
+    """Opening sale days also tells the order guard that a fresh day's duplicate markers are complete."""
+
+    @property
+    def guard(self) -> MarkerTrust: ...
 
 
 def order_release_id(order_id: str) -> str:
@@ -292,21 +305,17 @@ async def _load_fresh_days(allocator: Allocator, date: dt.date, trains: Sequence
 
 
 async def _trust_fresh_markers(
-    container: SalesContext, date: dt.date, trains: Sequence[_TimetableTrain]
+    container: OpeningContext, date: dt.date, trains: Sequence[_TimetableTrain]
 ) -> None:
     """A train-day opened just now has no order yet, so its (empty) set of duplicate-order markers is
     complete: say so, and its first orders need no database read to be told apart from duplicates.
     (A day loaded any other way, e.g. after a loss of Redis data, has its markers restored from the
     database first; see ``booking.restore_day_markers``.)"""
-    parts = getattr(container, "parts", None)
-    guard = parts.get("protection") if isinstance(parts, dict) else None
-    if guard is None:
-        return
     for t in trains:
-        await guard.trust_markers(t.code, date)
+        await container.guard.trust_markers(t.code, date)
 
 
-async def open_sale_days(container: SalesContext, dates: list[dt.date]) -> dict[str, Any]:
+async def open_sale_days(container: OpeningContext, dates: list[dt.date]) -> dict[str, Any]:
     """Open every timetable train on each date (idempotent) and load the new train-days into the allocator."""
     opened: list[dict[str, str]] = []
     already: list[dict[str, str]] = []
@@ -334,7 +343,7 @@ async def open_sale_days(container: SalesContext, dates: list[dt.date]) -> dict[
     return {"opened": opened, "already_open": already}
 
 
-async def open_window(container: SalesContext) -> dict[str, Any]:
+async def open_window(container: OpeningContext) -> dict[str, Any]:
     """Open every day of the sale window (today .. today + SALE_DAYS_AHEAD - 1)."""
     return await open_sale_days(container, sale_window(container.settings))
 
@@ -492,10 +501,7 @@ async def ensure_day_loaded(container: SalesContext, train_code: str, date: dt.d
     """
     if await container.allocator.is_loaded(train_code, date):
         return True
-    parts = getattr(container, "parts", None)
-    if not isinstance(parts, dict):
-        return await _load_day(container, train_code, date)
-    flights: dict[tuple[str, dt.date], asyncio.Task[bool]] = parts.setdefault("day_loads", {})
+    flights = container.day_loads
     key = (train_code, date)
     task = flights.get(key)
     if task is None:

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from railbook.adapters.db.models import Order, Ticket
 from railbook.domain.errors import InvalidInput, NotFound
 from railbook.domain.order_state import OrderStatus
-from railbook.services.booking import OrderContext, order_guard, order_id_time, verify_order_id
+from railbook.services.booking.accept import OrderContext, order_id_time, verify_order_id
 
 LOST_AFTER_SECONDS = 10.0
 MAX_PAGE = 100
@@ -153,7 +153,7 @@ async def get_order(container: OrderContext, *, member_id: int, order_id: str) -
         return found[order_id]
     if not verify_order_id(container.jwt_secret, member_id, order_id):
         raise NotFound("No such order.", code="ORDER_NOT_FOUND", details={"order_id": order_id})
-    guard = order_guard(container)
+    guard = container.guard
     record = await guard.pending(order_id)
     if record is not None and int(record["member_id"]) == member_id:
         # Committed between our two reads? The database answers again.
@@ -229,7 +229,7 @@ async def list_orders(
         )
         pending: list[Mapping[str, Any]] = []
         if not cursor:
-            records = await order_guard(container).pending_of_member(member_id)
+            records = await container.guard.pending_of_member(member_id)
             if records:
                 known = set(
                     (

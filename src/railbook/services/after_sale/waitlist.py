@@ -25,7 +25,8 @@ from railbook.domain.errors import (
     TooManyRequests,
     Unavailable,
 )
-from railbook.services.booking import (
+from railbook.services.after_sale.payment import utcnow
+from railbook.services.booking.accept import (
     OrderContext,
     OrderRequest,
     PassengerChoice,
@@ -33,7 +34,6 @@ from railbook.services.booking import (
     place_order,
     train_day,
 )
-from railbook.services.payment import utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +84,7 @@ async def _remaining(container: OrderContext, day: TrainDay, i: int, j: int) -> 
     try:
         return await container.allocator.remaining(day.train_code, day.date, i, j)
     except NotFound:
-        from railbook.services.sales import ensure_day_loaded
+        from railbook.services.sales.service import ensure_day_loaded
 
         await ensure_day_loaded(container, day.train_code, day.date)
         return await container.allocator.remaining(day.train_code, day.date, i, j)

@@ -61,14 +61,14 @@ from railbook.domain.errors import InvalidInput, NotFound
 from railbook.domain.seating import SEAT_CLASSES, journey_mask, seat_name
 from railbook.domain.timetable import MINUTES_PER_DAY, TRAIN_KINDS, check_display_name, clock_minutes
 from railbook.services.ports import Allocator, DayCounts
-from railbook.services.sales import (
+from railbook.services.sales.service import (
     ACTIVE_TICKET_STATUSES,
     active_masks,
     check_on_sale,
     ensure_day_loaded,
     sale_window,
 )
-from railbook.services.sales import today as sales_today
+from railbook.services.sales.service import today as sales_today
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -409,6 +409,7 @@ class SearchService:
     redis_concurrency: int = 64
     bloom_shape: BloomShape = field(default_factory=BloomShape)
     rng: random.Random = field(default_factory=random.Random)
+    day_loads: dict[tuple[str, dt.date], asyncio.Task[bool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.breaker = CircuitBreaker(clock=self.clock)
