@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from railbook.domain.errors import DomainError
+from railbook.domain.errors import Conflict, DomainError
 from railbook.domain.order_state import (
     FINAL_ORDER_STATUSES,
     TERMINAL_ORDER_STATUSES,
@@ -34,7 +34,7 @@ def test_every_pair_follows_the_table(current: OrderStatus, new: OrderStatus) ->
     else:
         with pytest.raises(IllegalTransition) as err:
             transition(current, new)
-        assert err.value.code == "ILLEGAL_TRANSITION" and err.value.status == 409
+        assert err.value.code == "ILLEGAL_TRANSITION" and isinstance(err.value, Conflict)
         assert err.value.details == {"from": current.value, "to": new.value}
 
 

@@ -77,7 +77,7 @@ def decode_token(container: Container, token: str) -> Principal:
         principal = Principal(int(claims["sub"]), str(claims.get("role", "member")))
         expires = float(claims["exp"])
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
-        raise Unauthorized("The access token is missing, invalid or expired.", code="UNAUTHORIZED") from exc
+        raise Unauthorized("The access token is missing, invalid or expired.") from exc
     _remember_verified(container, token, expires, principal)
     return principal
 

@@ -13,7 +13,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from railbook.domain.errors import DomainError, TooManyRequests, Unavailable
+from railbook.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Retryable,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -44,12 +54,33 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# Each kind of domain error and its HTTP status; a class not listed takes its nearest listed base's.
+STATUS_OF_KIND: dict[type[DomainError], int] = {
+    InvalidInput: 422,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooManyRequests: 429,
+    Unavailable: 503,
+}
+
+
+def status_of(exc: DomainError) -> int:
+    """The HTTP status of a domain error: that of the first kind in its class's ancestry (400 if none)."""
+    for cls in type(exc).__mro__:
+        status = STATUS_OF_KIND.get(cls)
+        if status is not None:
+            return status
+    return 400
+
+
 def domain_error_response(exc: DomainError) -> JSONResponse:
     """A domain refusal: its status, code, message and details (Retry-After where it applies)."""
     headers = None
-    if isinstance(exc, TooManyRequests | Unavailable):
+    if isinstance(exc, Retryable):
         headers = {"Retry-After": str(max(1, exc.retry_after))}
-    return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+    return error_response(status_of(exc), exc.code, exc.message, exc.details, headers)
 
 
 def is_store_outage(exc: BaseException) -> bool:

@@ -55,7 +55,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from railbook.domain.errors import InvalidInput, SoldOut
+from railbook.domain.errors import (
+    BadJourney,
+    BadPassengers,
+    BadSeat,
+    BadSeatClass,
+    BadSeatPref,
+    SeatTaken,
+    SoldOut,
+)
 from railbook.domain.seating import (
     SEAT_LETTERS,
     AllocationRequest,
@@ -111,24 +119,24 @@ def parse_pref(seat_class: str, pref: str | None) -> ParsedPref:
             carriage, row = int(m.group(1)), int(m.group(2))
             if carriage >= 1 and row >= 1 and seat_name(carriage, row, pref[-1]) == pref:
                 return SeatNamePref(carriage, row, letters.index(pref[-1]))
-    raise InvalidInput(f"no seat {pref!r} in class {seat_class}", code="BAD_SEAT_PREF")
+    raise BadSeatPref(f"no seat {pref!r} in class {seat_class}")
 
 
 def check_journey_static(from_index: int, to_index: int) -> None:
     """The part of the journey check that needs no train-day (a stop index can't be negative)."""
     if from_index < 0 or to_index <= from_index:
-        raise InvalidInput(f"bad journey {from_index}→{to_index}", code="BAD_JOURNEY")
+        raise BadJourney(f"bad journey {from_index}→{to_index}")
 
 
 def check_request(request: AllocationRequest) -> list[ParsedPref]:
     """Step 1 of the policy: checks without state; returns the parsed preference per passenger."""
     if not 1 <= len(request.passengers) <= MAX_PASSENGERS:
-        raise InvalidInput(f"an order seats 1 to {MAX_PASSENGERS} passengers", code="BAD_PASSENGERS")
+        raise BadPassengers(f"an order seats 1 to {MAX_PASSENGERS} passengers")
     check_journey_static(request.from_index, request.to_index)
     parsed: list[ParsedPref] = []
     for p in request.passengers:
         if p.seat_class not in SEAT_LETTERS:
-            raise InvalidInput(f"unknown seat class {p.seat_class!r}", code="BAD_SEAT_CLASS")
+            raise BadSeatClass(f"unknown seat class {p.seat_class!r}")
         parsed.append(parse_pref(p.seat_class, p.pref))
     named = [
         (p.seat_class, p.pref)
@@ -136,7 +144,7 @@ def check_request(request: AllocationRequest) -> list[ParsedPref]:
         if isinstance(q, SeatNamePref)
     ]
     if len(set(named)) != len(named):
-        raise InvalidInput("the same seat is asked twice in one order", code="BAD_SEAT_PREF")
+        raise BadSeatPref("the same seat is asked twice in one order")
     return parsed
 
 
@@ -440,13 +448,13 @@ class DayInventory:
     def _check_journey(self, x: int, y: int) -> None:
         check_journey_static(x, y)
         if y > self.n_stops - 1:
-            raise InvalidInput(f"bad journey {x}→{y} on a train of {self.n_stops} stops", code="BAD_JOURNEY")
+            raise BadJourney(f"bad journey {x}→{y} on a train of {self.n_stops} stops")
 
     def _class(self, seat_class: str) -> ClassInventory:
         try:
             return self.classes[seat_class]
         except KeyError:
-            raise InvalidInput(f"no {seat_class} seats on this train-day", code="BAD_SEAT_CLASS") from None
+            raise BadSeatClass(f"no {seat_class} seats on this train-day") from None
 
     def allocate(self, request: AllocationRequest) -> list[SeatAssignment]:
         """Seat every passenger of the order or raise, changing nothing (see the module policy)."""
@@ -459,7 +467,7 @@ class DayInventory:
             if isinstance(q, SeatNamePref):
                 idx = inv.index_of(q)
                 if idx is None:
-                    raise InvalidInput(f"no seat {p.pref} in {p.seat_class}", code="BAD_SEAT_PREF")
+                    raise BadSeatPref(f"no seat {p.pref} in {p.seat_class}")
                 named[pos] = idx
         need = Counter(p.seat_class for p in request.passengers)
         for c, k in need.items():  # insertion order = first appearance
@@ -469,9 +477,8 @@ class DayInventory:
         for pos, idx in named.items():
             c = request.passengers[pos].seat_class
             if not self.classes[c].is_free(idx, x, y):
-                raise SoldOut(
+                raise SeatTaken(
                     f"seat {request.passengers[pos].pref} is taken",
-                    code="SEAT_TAKEN",
                     details={"seat_class": c},
                 )
         chosen: dict[int, int] = {}
@@ -509,7 +516,7 @@ class DayInventory:
         for c, idx in todo:
             inv = self._class(c)
             if not 0 <= idx < len(inv.seats):
-                raise InvalidInput(f"no {c} seat {idx}", code="BAD_SEAT")
+                raise BadSeat(f"no {c} seat {idx}")
         for c, idx in todo:
             self.classes[c].give_back(idx, from_index, to_index)
 

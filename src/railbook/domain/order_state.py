@@ -62,7 +62,6 @@ class IllegalTransition(Conflict):
     """An order was asked to move to a state its current state cannot reach."""
 
     code = "ILLEGAL_TRANSITION"
-    status = 409
 
 
 def can_transition(current: str, new: str) -> bool:

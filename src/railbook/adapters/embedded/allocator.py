@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from railbook.domain.errors import NotFound
+from railbook.domain.errors import DayNotLoaded
 from railbook.domain.inventory import DayInventory, check_journey_static, check_request
 from railbook.domain.seating import AllocationRequest, SeatAssignment
 from railbook.services.ports import Admission, Allocation, DayCounts, DayLayout, HeldSeat, SeatHold
@@ -72,7 +72,7 @@ class InProcessAllocator:
         try:
             return self._days[key]
         except KeyError:
-            raise NotFound("train-day not loaded", code="DAY_NOT_LOADED") from None
+            raise DayNotLoaded("train-day not loaded") from None
 
     async def load_day(self, layout: DayLayout, *, replace: bool = False) -> bool:
         key = (layout.train_code, layout.date)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
+from railbook.domain.errors import DuplicateOrder, SaleBusy, TooManyRequests
 from railbook.services.booking.accept import (
     IDEMPOTENCY_TTL_SECONDS,
     PENDING_RECORD_TTL_SECONDS,
@@ -139,13 +139,12 @@ class MemoryOrderGuard:
         for name in names:
             held = self.markers.get(name)
             if held is not None and held.expires > now:
-                raise Conflict(
+                raise DuplicateOrder(
                     "One of these passengers already has a pending or unpaid order for this train and date.",
-                    code="DUPLICATE_ORDER",
                 )
         taken = self.tokens.setdefault(day, {})
         if len(taken) >= tokens:
-            raise Unavailable("This train-day is busy; retry shortly.", code="SALE_BUSY", retry_after=2)
+            raise SaleBusy("This train-day is busy; retry shortly.", retry_after=2)
         taken[order_id] = now
         for name in names:
             self.markers[name] = _Expiring(order_id, now + 24 * 3600)

@@ -37,7 +37,7 @@ from redis.exceptions import ResponseError
 
 from railbook.adapters.redis.autopipe import AutoPipeline
 from railbook.adapters.redis.stream import GROUP as STREAM_GROUP
-from railbook.domain.errors import DomainError, InvalidInput, NotFound, SoldOut
+from railbook.domain.errors import DayNotLoaded, error_for_code
 from railbook.domain.inventory import (
     MAX_STOPS,
     ClassInventory,
@@ -111,16 +111,10 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-_ERRORS: dict[str, type[DomainError]] = {
-    "DAY_NOT_LOADED": NotFound,
-    "SOLD_OUT": SoldOut,
-    "SEAT_TAKEN": SoldOut,
-}
-
-
 def _raise(reply: Sequence[Any]) -> None:
+    """A script's refusal ``{0, code, text}`` as the domain error of that code."""
     code, text = _s(reply[1]), _s(reply[2])
-    raise _ERRORS.get(code, InvalidInput)(text, code=code)
+    raise error_for_code(code)(text)
 
 
 def _tri(n: int, a: int, b: int) -> int:
@@ -440,7 +434,7 @@ class RedisAllocator:
         blobs = await self._blobs(tag)
         out = {c: decode_class(b)[2] for c, b in zip(SEAT_CLASSES, blobs, strict=True) if b}
         if not out and not await self.is_loaded(train_code, date):
-            raise NotFound("train-day not loaded", code="DAY_NOT_LOADED")
+            raise DayNotLoaded("train-day not loaded")
         return out
 
     async def _blobs(self, tag: str) -> list[bytes | None]:

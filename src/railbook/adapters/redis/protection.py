@@ -12,7 +12,7 @@ from typing import Any
 
 from railbook.adapters.redis.allocator import day_tag, order_stream_key
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
-from railbook.domain.errors import Conflict, TooManyRequests, Unavailable
+from railbook.domain.errors import Conflict, DuplicateOrder, SaleBusy, TooManyRequests, Unavailable
 from railbook.services.booking.accept import (
     IDEMPOTENCY_TTL_SECONDS,
     PENDING_RECORD_TTL_SECONDS,
@@ -477,12 +477,11 @@ class RedisOrderGuard:
 
 def _raise_refusal(result: int) -> None:
     if result == -1:
-        raise Conflict(
+        raise DuplicateOrder(
             "One of these passengers already has a pending or unpaid order for this train and date.",
-            code="DUPLICATE_ORDER",
         )
     if result == -2:
-        raise Unavailable("This train-day is busy; retry shortly.", code="SALE_BUSY", retry_after=2)
+        raise SaleBusy("This train-day is busy; retry shortly.", retry_after=2)
     if result == -3:
         raise MarkersUnknown()
 

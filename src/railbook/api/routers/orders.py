@@ -68,7 +68,6 @@ async def _create(
     if idempotency_key is not None and not idempotency_key.strip():
         raise InvalidInput(
             "The Idempotency-Key header is empty.",
-            code="VALIDATION_ERROR",
             details={"fields": [{"field": "Idempotency-Key", "message": "empty"}]},
         )
     order_request = OrderRequest(

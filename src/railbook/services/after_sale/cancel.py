@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from railbook.adapters.db.models import Order, Outbox, Ticket
-from railbook.domain.errors import Conflict
+from railbook.domain.errors import NotCancellable
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus, transition
 from railbook.services.after_sale.payment import lock_order, utcnow
 from railbook.services.booking.accept import OrderContext, forget_markers
@@ -76,10 +76,9 @@ async def cancel_order(
             await cancel_rows(session, order, reason="cancelled", now=now)
             pending_release = True
         else:
-            raise Conflict(
+            raise NotCancellable(
                 f"The order is {order.status} / {order.payment_status}; only an unpaid order with "
                 "seats held can be cancelled (refund paid tickets instead).",
-                code="NOT_CANCELLABLE",
                 details={"status": order.status, "payment_status": order.payment_status},
             )
     if pending_release:

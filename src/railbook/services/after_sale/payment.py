@@ -24,7 +24,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from railbook.adapters.db.models import Order, Outbox, Payment, Ticket
-from railbook.domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from railbook.domain.errors import (
+    AmountMismatch,
+    BadCallback,
+    BadPaymentMethod,
+    DomainError,
+    IdempotencyKeyReused,
+    NotPayable,
+    OrderNotFound,
+    PayDeadlinePassed,
+)
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
 from railbook.services.booking.accept import OrderContext, forget_order_markers
 
@@ -107,7 +116,7 @@ class AfterSaleContext(OrderContext, Protocol):
 def payment_provider(container: AfterSaleContext, method: str = MOCK) -> PaymentProvider:
     """The provider for a payment method (only the mock one exists)."""
     if method != MOCK:
-        raise InvalidInput(f"Unknown payment method {method!r}.", code="BAD_PAYMENT_METHOD")
+        raise BadPaymentMethod(f"Unknown payment method {method!r}.")
     return container.payment_provider
 
 
@@ -121,7 +130,7 @@ async def lock_order(session: AsyncSession, order_id: str, member_id: int | None
         stmt = stmt.where(Order.member_id == member_id)
     order = (await session.execute(stmt)).scalar_one_or_none()
     if order is None:
-        raise NotFound("No such order.", code="ORDER_NOT_FOUND", details={"order_id": order_id})
+        raise OrderNotFound("No such order.", details={"order_id": order_id})
     return order
 
 
@@ -136,15 +145,13 @@ def _check_payable(order: Order, now: dt.datetime) -> bool:
         and order.pay_deadline is not None
         and as_utc(order.pay_deadline) <= now
     ):
-        raise Conflict(
+        raise PayDeadlinePassed(
             "The pay deadline has passed; the seats have been released.",
-            code="PAY_DEADLINE_PASSED",
             details={"pay_deadline": as_utc(order.pay_deadline).isoformat()},
         )
     if order.status != OrderStatus.SUCCESS or not unpaid:
-        raise Conflict(
+        raise NotPayable(
             f"The order is {order.status} / {order.payment_status}; it cannot be paid.",
-            code="NOT_PAYABLE",
             details={"status": order.status, "payment_status": order.payment_status},
         )
     return False
@@ -219,9 +226,7 @@ async def pay_order(
             )
             if seen is not None:
                 if seen != order_id:
-                    raise InvalidInput(
-                        "This Idempotency-Key was used to pay another order.", code="IDEMPOTENCY_KEY_REUSED"
-                    )
+                    raise IdempotencyKeyReused("This Idempotency-Key was used to pay another order.")
                 return order_id
         order = await lock_order(session, order_id, member_id)
         if _check_payable(order, now):
@@ -266,7 +271,7 @@ async def apply_callback(
     provider_ref = str(payload.get("provider_ref", ""))
     amount = payload.get("amount_fen")
     if not order_id or not provider_ref or not isinstance(amount, int) or payload.get("status") != SUCCEEDED:
-        raise InvalidInput("The callback payload is incomplete.", code="BAD_CALLBACK")
+        raise BadCallback("The callback payload is incomplete.")
     now = now or utcnow()
     try:
         async with container.sessionmaker() as session, session.begin():
@@ -281,9 +286,8 @@ async def apply_callback(
                 return CallbackResult(known, applied=False)
             order = await lock_order(session, order_id)
             if order.total_fen != amount:
-                raise InvalidInput(
+                raise AmountMismatch(
                     "The amount does not match the order.",
-                    code="AMOUNT_MISMATCH",
                     details={"expected_fen": order.total_fen, "got_fen": amount},
                 )
             if _check_payable(order, now):

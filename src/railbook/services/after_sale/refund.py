@@ -21,7 +21,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from railbook.adapters.db.models import DailyTrainStop, Order, Outbox, Payment, Ticket, TicketChange
-from railbook.domain.errors import Conflict, NotFound
+from railbook.domain.errors import (
+    ChangeAfterDeparture,
+    ChangeInProgress,
+    NotChangeable,
+    NotRefundable,
+    StopNotFound,
+    TicketNotFound,
+)
 from railbook.domain.fees import RefundQuote, departure_at, refund_quote
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
 from railbook.services.after_sale.cancel import after_release, cancel_rows, release_orders
@@ -67,7 +74,7 @@ async def _ticket_departure(session: AsyncSession, ticket: Ticket, service_date:
         )
     ).first()
     if row is None or row[0] is None:
-        raise NotFound("The ticket's departure stop is unknown.", code="STOP_NOT_FOUND")
+        raise StopNotFound("The ticket's departure stop is unknown.")
     return departure_at(service_date, row[0], int(row[1] or 0))
 
 
@@ -76,7 +83,7 @@ async def _member_ticket(session: AsyncSession, member_id: int, ticket_id: str) 
         await session.execute(select(Ticket).where(Ticket.id == ticket_id, Ticket.member_id == member_id))
     ).scalar_one_or_none()
     if ticket is None:
-        raise NotFound("No such ticket.", code="TICKET_NOT_FOUND", details={"ticket_id": ticket_id})
+        raise TicketNotFound("No such ticket.", details={"ticket_id": ticket_id})
     return ticket
 
 
@@ -127,9 +134,8 @@ async def refund_ticket(
             if paid_back is not None:
                 return RefundResult(ticket.id, paid_back, ticket.price_fen - paid_back)
         if ticket.status != TicketStatus.PAID:
-            raise Conflict(
+            raise NotRefundable(
                 f"The ticket is {ticket.status}; only a paid ticket can be refunded.",
-                code="NOT_REFUNDABLE",
                 details={"status": ticket.status},
             )
         quote: RefundQuote = refund_quote(
@@ -265,16 +271,13 @@ async def change_ticket(
     async with container.sessionmaker() as session:
         ticket = await _member_ticket(session, member_id, ticket_id)
         if ticket.status != TicketStatus.PAID:
-            raise Conflict(
+            raise NotChangeable(
                 f"The ticket is {ticket.status}; only a paid ticket can be changed.",
-                code="NOT_CHANGEABLE",
                 details={"status": ticket.status},
             )
         order = (await session.execute(select(Order).where(Order.id == ticket.order_id))).scalar_one()
         if await _ticket_departure(session, ticket, order.service_date) <= now:
-            raise Conflict(
-                "The train has already left; the ticket cannot be changed.", code="CHANGE_AFTER_DEPARTURE"
-            )
+            raise ChangeAfterDeparture("The train has already left; the ticket cannot be changed.")
         busy = (
             await session.execute(
                 select(TicketChange.id).where(
@@ -283,7 +286,7 @@ async def change_ticket(
             )
         ).first()
         if busy is not None:
-            raise Conflict("A change of this ticket is already in progress.", code="CHANGE_IN_PROGRESS")
+            raise ChangeInProgress("A change of this ticket is already in progress.")
         from_station, to_station, passenger_id = order.from_station, order.to_station, ticket.passenger_id
     request = OrderRequest(
         date=date,

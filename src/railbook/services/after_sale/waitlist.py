@@ -17,13 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from railbook.adapters.db.models import Outbox, Passenger, Waitlist
 from railbook.domain.errors import (
+    BadJourney,
     Conflict,
     DomainError,
     InvalidInput,
     NotFound,
+    NotSoldOut,
+    PassengerNotFound,
     SoldOut,
+    StationNotFound,
     TooManyRequests,
     Unavailable,
+    WaitlistLimit,
 )
 from railbook.services.after_sale.payment import utcnow
 from railbook.services.booking.accept import (
@@ -65,16 +70,14 @@ def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, in
     j = day.index_of.get(to_station.strip())
     for field, raw, idx in (("from", from_station, i), ("to", to_station, j)):
         if idx is None:
-            raise NotFound(
+            raise StationNotFound(
                 f"{raw} is not a stop of {day.train_code}.",
-                code="STATION_NOT_FOUND",
                 details={"field": field, "station": raw},
             )
     assert i is not None and j is not None
     if i >= j:
-        raise InvalidInput(
+        raise BadJourney(
             f"{from_station} does not come before {to_station} on {day.train_code}.",
-            code="BAD_JOURNEY",
             details={"from": from_station, "to": to_station},
         )
     return i, j
@@ -124,13 +127,12 @@ async def join_waitlist(container: OrderContext, *, member_id: int, request: Ord
         )
     missing = [pid for pid in ids if pid not in known]
     if missing:
-        raise NotFound("Passenger not found.", code="PASSENGER_NOT_FOUND", details={"passenger_ids": missing})
+        raise PassengerNotFound("Passenger not found.", details={"passenger_ids": missing})
     remaining = await _remaining(container, day, i, j)
     need = Counter(p.seat_class for p in request.passengers)
     if all(remaining.get(c, 0) >= n for c, n in need.items()):
-        raise Conflict(
+        raise NotSoldOut(
             "Seats are still on sale for this journey; order them instead.",
-            code="NOT_SOLD_OUT",
             details={"remaining": {c: remaining.get(c, 0) for c in need}},
         )
     now = utcnow()
@@ -145,7 +147,7 @@ async def join_waitlist(container: OrderContext, *, member_id: int, request: Ord
             ).all()
         )
         if waiting >= MAX_WAITING_PER_MEMBER:
-            raise Conflict("Too many waiting requests.", code="WAITLIST_LIMIT")
+            raise WaitlistLimit("Too many waiting requests.")
         entry = Waitlist(
             member_id=member_id,
             train_code=day.train_code,

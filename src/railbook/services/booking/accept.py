@@ -40,7 +40,20 @@ from railbook.adapters.db.models import (
     Train,
 )
 from railbook.config import Settings
-from railbook.domain.errors import Conflict, DomainError, InvalidInput, NotFound, SoldOut, Unavailable
+from railbook.domain.errors import (
+    BadJourney,
+    DateNotOnSale,
+    DomainError,
+    DuplicateOrder,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    PassengerNotFound,
+    SoldOut,
+    StationNotFound,
+    TrainNotFound,
+    Unavailable,
+)
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, SeatAssignment
 from railbook.services.ports import Admission, AdmissionRefused, Allocator
@@ -339,7 +352,7 @@ async def train_day(container: OrderContext, train_code: str, date: dt.date) -> 
     settings = container.settings
     today = dt.date.today()
     if date < today or date > today + dt.timedelta(days=settings.sale_days_ahead):
-        raise InvalidInput(f"{date} is not on sale.", code="DATE_NOT_ON_SALE", details={"date": str(date)})
+        raise DateNotOnSale(f"{date} is not on sale.", details={"date": str(date)})
 
     async def load() -> TrainDay | None:
         async with container.sessionmaker() as session:
@@ -351,10 +364,9 @@ async def train_day(container: OrderContext, train_code: str, date: dt.date) -> 
     async with container.sessionmaker() as session:
         known = (await session.execute(select(Train.id).where(Train.code == train_code))).scalar_one_or_none()
     if known is None:
-        raise NotFound(f"No train {train_code}.", code="TRAIN_NOT_FOUND", details={"train_code": train_code})
-    raise InvalidInput(
+        raise TrainNotFound(f"No train {train_code}.", details={"train_code": train_code})
+    raise DateNotOnSale(
         f"{train_code} on {date} is not on sale.",
-        code="DATE_NOT_ON_SALE",
         details={"date": str(date), "train_code": train_code},
     )
 
@@ -402,16 +414,14 @@ def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, in
     for name, idx in (("from", i), ("to", j)):
         if idx is None:
             raw = from_station if name == "from" else to_station
-            raise NotFound(
+            raise StationNotFound(
                 f"{raw} is not a stop of {day.train_code}.",
-                code="STATION_NOT_FOUND",
                 details={"field": name, "station": raw},
             )
     assert i is not None and j is not None
     if i >= j:
-        raise InvalidInput(
+        raise BadJourney(
             f"{from_station} does not come before {to_station} on {day.train_code}.",
-            code="BAD_JOURNEY",
             details={"from": from_station, "to": to_station},
         )
     return i, j
@@ -622,15 +632,13 @@ async def _refuse_if_sold_out(
         memo.forget(day.train_code, day.date, list(need), i, j)
         return
     memo.remember(day.train_code, day.date, short, i, j)
-    raise SoldOut(f"{short[0]} sold out", code="SOLD_OUT")
+    raise SoldOut(f"{short[0]} sold out")
 
 
 def _accepted_from_claim(claim: str, request_hash: str) -> Accepted:
     data = json.loads(claim)
     if data.get("hash") != request_hash:
-        raise InvalidInput(
-            "This Idempotency-Key was used with a different request.", code="IDEMPOTENCY_KEY_REUSED"
-        )
+        raise IdempotencyKeyReused("This Idempotency-Key was used with a different request.")
     return Accepted(order_id=str(data["order_id"]))
 
 
@@ -726,9 +734,7 @@ async def _admit_and_enqueue(
         found = {pid: name for pid, name, _ in rows}
         missing = [pid for pid in ids if pid not in found]
         if missing:
-            raise NotFound(
-                "Passenger not found.", code="PASSENGER_NOT_FOUND", details={"passenger_ids": missing}
-            )
+            raise PassengerNotFound("Passenger not found.", details={"passenger_ids": missing})
         cache.remember(member_id, found, now)
         if generation is not None:
             await guard.cache_passengers(member_id, generation, found)
@@ -757,9 +763,8 @@ async def _admit_and_enqueue(
 
 def _refuse_if_busy(rows: Sequence[tuple[int, str, bool]]) -> None:
     if any(busy for _, _, busy in rows):
-        raise Conflict(
+        raise DuplicateOrder(
             "One of these passengers already has a pending or unpaid order for this train and date.",
-            code="DUPLICATE_ORDER",
         )
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from railbook.adapters.db.models import Order, Ticket
-from railbook.domain.errors import InvalidInput, NotFound
+from railbook.domain.errors import BadCursor, OrderNotFound
 from railbook.domain.order_state import OrderStatus
 from railbook.services.booking.accept import OrderContext, order_id_time, verify_order_id
 
@@ -152,7 +152,7 @@ async def get_order(container: OrderContext, *, member_id: int, order_id: str) -
     if order_id in found:
         return found[order_id]
     if not verify_order_id(container.jwt_secret, member_id, order_id):
-        raise NotFound("No such order.", code="ORDER_NOT_FOUND", details={"order_id": order_id})
+        raise OrderNotFound("No such order.", details={"order_id": order_id})
     guard = container.guard
     record = await guard.pending(order_id)
     if record is not None and int(record["member_id"]) == member_id:
@@ -201,7 +201,7 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         created, order_id = json.loads(raw)
         return _utc(dt.datetime.fromisoformat(created)), str(order_id)
     except (ValueError, TypeError) as exc:
-        raise InvalidInput("The cursor is not valid.", code="BAD_CURSOR") from exc
+        raise BadCursor("The cursor is not valid.") from exc
 
 
 async def list_orders(

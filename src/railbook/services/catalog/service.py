@@ -20,7 +20,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.models import Carriage, DailyTrain, SeatRow, Station, Train, TrainStop, utcnow
-from railbook.domain.errors import Conflict, InvalidInput, NotFound
+from railbook.domain.errors import (
+    InvalidInput,
+    StationExists,
+    TrainExists,
+    TrainNotFound,
+    TrainOnSale,
+)
 from railbook.domain.seating import SEAT_LETTERS, CarriageSpec
 from railbook.domain.timetable import (
     MAX_NAME_LENGTH,
@@ -72,9 +78,8 @@ async def create_station(
                 )
             ).scalar_one_or_none()
             if taken is not None:
-                raise Conflict(
+                raise StationExists(
                     f"A station named {name} or coded {code} exists.",
-                    code="STATION_EXISTS",
                     details={"name": name, "code": code},
                 )
             station = Station(name=name, code=code, pinyin=pinyin, city=city)
@@ -82,9 +87,8 @@ async def create_station(
             await session.flush()
             return station_view(station)
     except IntegrityError as exc:  # a concurrent insert won the race
-        raise Conflict(
+        raise StationExists(
             f"A station named {name} or coded {code} exists.",
-            code="STATION_EXISTS",
             details={"name": name, "code": code},
         ) from exc
 
@@ -258,7 +262,7 @@ async def _store_train(session: AsyncSession, spec: TrainSpec, *, replace: bool)
     existing = await _train_id(session, spec.code)
     stations = await _resolve_stations(session, spec)
     if existing is not None and not replace:
-        raise Conflict(f"Train {spec.code} exists.", code="TRAIN_EXISTS", details={"train_code": spec.code})
+        raise TrainExists(f"Train {spec.code} exists.", details={"train_code": spec.code})
     if existing is None:
         train = Train(code=spec.code, kind=spec.kind)
         session.add(train)
@@ -287,9 +291,7 @@ async def create_train(session: AsyncSession, spec: TrainSpec) -> dict[str, Any]
         async with session.begin():
             await _store_train(session, spec, replace=False)
     except IntegrityError as exc:
-        raise Conflict(
-            f"Train {spec.code} exists.", code="TRAIN_EXISTS", details={"train_code": spec.code}
-        ) from exc
+        raise TrainExists(f"Train {spec.code} exists.", details={"train_code": spec.code}) from exc
     return await get_train(session, spec.code)
 
 
@@ -302,7 +304,7 @@ async def replace_train(session: AsyncSession, code: str, spec: TrainSpec) -> di
     validate_train(spec)
     async with session.begin():
         if await _train_id(session, code) is None:
-            raise NotFound(f"No train {code}.", code="TRAIN_NOT_FOUND", details={"train_code": code})
+            raise TrainNotFound(f"No train {code}.", details={"train_code": code})
         await _store_train(session, spec, replace=True)
     return await get_train(session, code)
 
@@ -312,7 +314,7 @@ async def get_train(session: AsyncSession, code: str) -> dict[str, Any]:
     async with session.begin():
         train = (await session.execute(select(Train).where(Train.code == code))).scalar_one_or_none()
         if train is None:
-            raise NotFound(f"No train {code}.", code="TRAIN_NOT_FOUND", details={"train_code": code})
+            raise TrainNotFound(f"No train {code}.", details={"train_code": code})
         stops = (
             await session.execute(
                 select(TrainStop, Station)
@@ -388,7 +390,7 @@ async def delete_train(session: AsyncSession, code: str, *, today: dt.date) -> N
     async with session.begin():
         train_id = await _train_id(session, code)
         if train_id is None:
-            raise NotFound(f"No train {code}.", code="TRAIN_NOT_FOUND", details={"train_code": code})
+            raise TrainNotFound(f"No train {code}.", details={"train_code": code})
         open_days = (
             (
                 await session.execute(
@@ -401,9 +403,8 @@ async def delete_train(session: AsyncSession, code: str, *, today: dt.date) -> N
             .all()
         )
         if open_days:
-            raise Conflict(
+            raise TrainOnSale(
                 f"Train {code} is on sale for {len(open_days)} day(s).",
-                code="TRAIN_ON_SALE",
                 details={"train_code": code, "dates": [d.isoformat() for d in open_days]},
             )
         await session.execute(

@@ -18,7 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.models import Member, Passenger
 from railbook.config import Settings
-from railbook.domain.errors import Conflict, NotFound, Unauthorized, Unavailable
+from railbook.domain.errors import (
+    BadCredentials,
+    Conflict,
+    LoginBusy,
+    MobileTaken,
+    PassengerExists,
+    PassengerLimit,
+    PassengerNotFound,
+    Unauthorized,
+)
 from railbook.domain.identity import (
     compose_id_card,
     mask_id_card,
@@ -103,7 +112,7 @@ class PasswordHasher:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         if self._waiting >= self.queue_limit + self.concurrency:
-            raise Unavailable("Too many logins at once; retry shortly.", code="LOGIN_BUSY", retry_after=1)
+            raise LoginBusy("Too many logins at once; retry shortly.", retry_after=1)
         self._waiting += 1
         try:
             async with self._slots:
@@ -135,7 +144,7 @@ async def register(container: MemberContext, *, mobile: str, password: str, name
     async with container.sessionmaker() as session:
         taken = await session.scalar(select(Member.id).where(Member.mobile == mobile))
     if taken is not None:
-        raise Conflict("This mobile number is already registered.", code="MOBILE_TAKEN")
+        raise MobileTaken("This mobile number is already registered.")
     hashed = await container.password_hasher.hash(password)
     try:
         async with container.sessionmaker() as session, session.begin():
@@ -144,7 +153,7 @@ async def register(container: MemberContext, *, mobile: str, password: str, name
             await session.flush()
             return member.id
     except IntegrityError:
-        raise Conflict("This mobile number is already registered.", code="MOBILE_TAKEN") from None
+        raise MobileTaken("This mobile number is already registered.") from None
 
 
 async def authenticate(container: MemberContext, *, mobile: str, password: str) -> tuple[int, str]:
@@ -158,7 +167,7 @@ async def authenticate(container: MemberContext, *, mobile: str, password: str) 
         ).first()
     ok, updated = await container.password_hasher.verify(password, row.password_hash if row else None)
     if row is None or not ok:
-        raise Unauthorized("Wrong mobile number or password.", code="BAD_CREDENTIALS")
+        raise BadCredentials("Wrong mobile number or password.")
     if updated is not None:
         async with container.sessionmaker() as session, session.begin():
             member = await session.get(Member, row.id)
@@ -174,7 +183,7 @@ async def get_member(container: MemberContext, member_id: int) -> MemberView:
     async with container.sessionmaker() as session:
         member = await session.get(Member, member_id)
     if member is None:
-        raise Unauthorized("This account no longer exists.", code="UNAUTHORIZED")
+        raise Unauthorized("This account no longer exists.")
     return MemberView(member.id, member.mobile, member.name, member.role)
 
 
@@ -197,19 +206,18 @@ async def add_passenger(
             # duplicate check cannot both pass for two racing requests.
             member = await session.scalar(select(Member).where(Member.id == member_id).with_for_update())
             if member is None:
-                raise Unauthorized("This account no longer exists.", code="UNAUTHORIZED")
+                raise Unauthorized("This account no longer exists.")
             existing = await session.scalar(
                 select(Passenger.id).where(Passenger.member_id == member_id, Passenger.id_card == id_card)
             )
             if existing is not None:
-                raise Conflict("This passenger is already on your list.", code="PASSENGER_EXISTS")
+                raise PassengerExists("This passenger is already on your list.")
             count = await session.scalar(
                 select(func.count()).select_from(Passenger).where(Passenger.member_id == member_id)
             )
             if (count or 0) >= limit:
-                raise Conflict(
+                raise PassengerLimit(
                     f"A member can keep at most {limit} passengers.",
-                    code="PASSENGER_LIMIT",
                     details={"limit": limit},
                 )
             passenger = Passenger(member_id=member_id, name=name, id_card=id_card, type=passenger_type)
@@ -217,7 +225,7 @@ async def add_passenger(
             await session.flush()
             return _passenger_view(passenger)
     except IntegrityError:
-        raise Conflict("This passenger is already on your list.", code="PASSENGER_EXISTS") from None
+        raise PassengerExists("This passenger is already on your list.") from None
 
 
 async def list_passengers(container: MemberContext, member_id: int) -> list[PassengerView]:
@@ -239,7 +247,7 @@ async def delete_passenger(container: MemberContext, member_id: int, passenger_i
     async with container.sessionmaker() as session, session.begin():
         passenger = await session.get(Passenger, passenger_id)
         if passenger is None or passenger.member_id != member_id:
-            raise NotFound("No such passenger.", code="PASSENGER_NOT_FOUND")
+            raise PassengerNotFound("No such passenger.")
         await session.delete(passenger)
     try:
         await _forget_cached_passengers(container, member_id)
@@ -308,7 +316,7 @@ async def _ensure_account(
                 return created.id
         except IntegrityError:
             continue
-    raise Conflict("The account could not be created.", code="MOBILE_TAKEN")
+    raise MobileTaken("The account could not be created.")
 
 
 async def ensure_admin_hook(container: Any) -> None:

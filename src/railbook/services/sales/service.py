@@ -36,7 +36,7 @@ from railbook.adapters.db.models import (
     utcnow,
 )
 from railbook.config import Settings
-from railbook.domain.errors import InvalidInput, NotFound
+from railbook.domain.errors import DateNotOnSale, TrainDayNotFound
 from railbook.domain.inventory import diff_masks
 from railbook.domain.pricing import pair_fares
 from railbook.domain.seating import SEAT_LETTERS, CarriageSpec, Seat, class_seats, journey_mask
@@ -97,9 +97,8 @@ def check_on_sale(settings: Settings, dates: Iterable[dt.date]) -> None:
     window = sale_window(settings)
     for d in dates:
         if d < window[0] or d > window[-1]:
-            raise InvalidInput(
+            raise DateNotOnSale(
                 f"{d.isoformat()} is not on sale (sale window {window[0]} .. {window[-1]}).",
-                code="DATE_NOT_ON_SALE",
                 details={
                     "date": d.isoformat(),
                     "first": window[0].isoformat(),
@@ -591,9 +590,8 @@ async def day_inventory(session: AsyncSession, train_code: str, date: dt.date) -
     async with session.begin():
         daily = await _daily_trains(session, date, train_code)
         if not daily:
-            raise NotFound(
+            raise TrainDayNotFound(
                 f"{train_code} is not open on {date.isoformat()}.",
-                code="TRAIN_DAY_NOT_FOUND",
                 details={"train_code": train_code, "date": date.isoformat()},
             )
         layout = await load_day_layout(session, daily[0])

@@ -57,7 +57,16 @@ from railbook.adapters.db.models import (
 )
 from railbook.config import Settings
 from railbook.domain.bloom import BloomShape, build_bitmap, station_term_key, train_day_key
-from railbook.domain.errors import InvalidInput, NotFound
+from railbook.domain.errors import (
+    BadJourney,
+    InvalidInput,
+    NotFound,
+    SameStation,
+    SeatClassNotOnTrain,
+    StationNotFound,
+    StationNotOnTrain,
+    TrainNotFound,
+)
 from railbook.domain.seating import SEAT_CLASSES, journey_mask, seat_name
 from railbook.domain.timetable import MINUTES_PER_DAY, TRAIN_KINDS, check_display_name, clock_minutes
 from railbook.services.ports import Allocator, DayCounts
@@ -664,9 +673,8 @@ class SearchService:
         if query.date not in self._on_sale():
             check_on_sale(self.settings, [query.date])  # raises DATE_NOT_ON_SALE
         if query.from_term == query.to_term:
-            raise InvalidInput(
+            raise SameStation(
                 "from and to name the same station.",
-                code="SAME_STATION",
                 details={"from": query.from_term, "to": query.to_term},
             )
         hot = self.hot.get(query)
@@ -693,9 +701,8 @@ class SearchService:
         from_ids = sorted({r.id for r in from_refs})
         to_ids = sorted({r.id for r in to_refs})
         if from_ids == to_ids:
-            raise InvalidInput(
+            raise SameStation(
                 "from and to name the same station.",
-                code="SAME_STATION",
                 details={"from": query.from_term, "to": query.to_term},
             )
         route_legs = await self.routes(query.date, from_ids, to_ids)
@@ -1015,15 +1022,13 @@ class SearchService:
         fi = _stop_of(day, from_refs, "from", first=True)
         ti = _stop_of(day, to_refs, "to", first=False)
         if fi >= ti:
-            raise InvalidInput(
+            raise BadJourney(
                 f"{day.stops[fi][1]} does not come before {day.stops[ti][1]} on {train_code}.",
-                code="BAD_JOURNEY",
                 details={"from": from_term, "to": to_term},
             )
         if seat_class not in day.classes:
-            raise InvalidInput(
+            raise SeatClassNotOnTrain(
                 f"{train_code} has no {seat_class} seats.",
-                code="SEAT_CLASS_NOT_ON_TRAIN",
                 details={"field": "seat_class", "classes": sorted(day.classes)},
             )
         layout = await self._layout(day.daily_train_id, seat_class)
@@ -1150,9 +1155,8 @@ def _stop_of(day: _DayInfo, refs: Sequence[StationRef], field_name: str, *, firs
     ids = {r.id for r in refs}
     indexes = [i for i, (station_id, _) in enumerate(day.stops) if station_id in ids]
     if not indexes:
-        raise InvalidInput(
+        raise StationNotOnTrain(
             f"{refs[0].name} is not a stop of {day.train_code}.",
-            code="STATION_NOT_ON_TRAIN",
             details={"field": field_name, "station": refs[0].name},
         )
     return indexes[0] if first else indexes[-1]
@@ -1168,17 +1172,15 @@ def _decode_legs(blob: bytes) -> list[dict[str, Any]]:
 
 
 def _station_not_found(term: str, field_name: str) -> NotFound:
-    return NotFound(
+    return StationNotFound(
         f"No station or city is called {term!r}.",
-        code="STATION_NOT_FOUND",
         details={"field": field_name, "station": term},
     )
 
 
 def _train_not_found(train_code: str, date: dt.date) -> NotFound:
-    return NotFound(
+    return TrainNotFound(
         f"{train_code} does not run on {date.isoformat()} (or is not on sale).",
-        code="TRAIN_NOT_FOUND",
         details={"train_code": train_code, "date": date.isoformat()},
     )
 
