@@ -320,7 +320,9 @@ async def make_shoppers(pg_url: str, n: int) -> list[Shopper]:
                 session.add_all([p for ps in passengers for p in ps])
                 await session.flush()
                 signer: Any = SimpleNamespace(
-                    settings=SimpleNamespace(access_token_seconds=3600), jwt_secret=JWT_SECRET
+                    settings=SimpleNamespace(access_token_seconds=3600),
+                    jwt_secret=JWT_SECRET,
+                    verified_tokens={},
                 )
                 for m, ps in zip(members, passengers, strict=True):
                     token, _ = issue_token(signer, m.id, "member")

@@ -19,7 +19,7 @@ from sqlalchemy import event, func, insert, select, update
 from railbook.adapters.db.models import Outbox, ProcessedEvent
 from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
-from railbook.services.after_sale.payment import utcnow
+from railbook.kit.clock import utcnow
 from railbook.workers.outbox import (
     LINGER_S,
     STREAM,

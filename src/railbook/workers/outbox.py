@@ -40,7 +40,7 @@ from railbook.adapters.db.models import Outbox, ProcessedEvent
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.api.errors import is_store_outage
 from railbook.bootstrap import Container
-from railbook.services.after_sale.payment import utcnow
+from railbook.kit.clock import utcnow
 
 log = structlog.get_logger(__name__)
 

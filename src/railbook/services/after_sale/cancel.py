@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from railbook.adapters.db.models import Order, Outbox, Ticket
 from railbook.domain.errors import NotCancellable
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus, transition
-from railbook.services.after_sale.payment import lock_order, utcnow
+from railbook.kit.clock import utcnow
+from railbook.services.after_sale.payment import lock_order
 from railbook.services.booking.accept import OrderContext, forget_markers
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.service import order_release_id

@@ -35,6 +35,7 @@ from railbook.domain.errors import (
     PayDeadlinePassed,
 )
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
+from railbook.kit.clock import as_utc, utcnow
 from railbook.services.booking.accept import OrderContext, forget_order_markers
 
 log = structlog.get_logger(__name__)
@@ -47,16 +48,6 @@ class BadSignature(DomainError):
     """A callback whose signature does not match its payload: it is ignored, nothing changes."""
 
     code = "BAD_SIGNATURE"
-    status = 400
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; everything is stored in UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)

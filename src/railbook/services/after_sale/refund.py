@@ -31,13 +31,13 @@ from railbook.domain.errors import (
 )
 from railbook.domain.fees import RefundQuote, departure_at, refund_quote
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
+from railbook.kit.clock import utcnow
 from railbook.services.after_sale.cancel import after_release, cancel_rows, release_orders
 from railbook.services.after_sale.payment import (
     SUCCEEDED,
     AfterSaleContext,
     lock_order,
     payment_provider,
-    utcnow,
 )
 from railbook.services.booking.accept import (
     Accepted,

@@ -30,7 +30,7 @@ from railbook.domain.errors import (
     Unavailable,
     WaitlistLimit,
 )
-from railbook.services.after_sale.payment import utcnow
+from railbook.kit.clock import utcnow
 from railbook.services.booking.accept import (
     OrderContext,
     OrderRequest,

@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from railbook.adapters.db.models import Carriage, DailyTrain, SeatRow, Station, Train, TrainStop, utcnow
+from railbook.adapters.db.models import Carriage, DailyTrain, SeatRow, Station, Train, TrainStop
 from railbook.domain.errors import (
     InvalidInput,
     StationExists,
@@ -36,6 +36,7 @@ from railbook.domain.timetable import (
     check_station_code,
     validate_train,
 )
+from railbook.kit.clock import utcnow
 
 STATION_LIST_LIMIT = 200
 

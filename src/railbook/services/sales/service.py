@@ -33,7 +33,6 @@ from railbook.adapters.db.models import (
     Ticket,
     Train,
     TrainStop,
-    utcnow,
 )
 from railbook.config import Settings
 from railbook.domain.errors import DateNotOnSale, TrainDayNotFound
@@ -41,6 +40,7 @@ from railbook.domain.inventory import diff_masks
 from railbook.domain.pricing import pair_fares
 from railbook.domain.seating import SEAT_LETTERS, CarriageSpec, Seat, class_seats, journey_mask
 from railbook.domain.segments import pair_remaining, sold_per_segment
+from railbook.kit.clock import utcnow
 from railbook.services.ports import Allocator, DayLayout, SeatHold
 
 log = structlog.get_logger(__name__)
