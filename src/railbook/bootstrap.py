@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.engine import make_engine, make_sessionmaker
 from railbook.adapters.db.models import SystemValue
+from railbook.adapters.db.routes import RouteRepository
+from railbook.adapters.db.seat_layout import SeatLayoutRepository
 from railbook.config import Settings
 from railbook.services.after_sale.payment import MockProvider
 from railbook.services.booking.accept import (
@@ -50,6 +52,8 @@ class Container:
     allocator: Allocator
     guard: OrderGuard  # sale tokens, duplicate markers, idempotency, rate limits, pending records
     search: SearchService
+    search_routes: RouteRepository  # stations, train-days and route legs as search reads them
+    search_seats: SeatLayoutRepository  # seat layouts and active tickets as search reads them
     jwt_secret: str
     password_hasher: PasswordHasher
     payment_provider: MockProvider
@@ -112,6 +116,8 @@ async def build_container(settings: Settings) -> Container:
     """Wire the concrete adapters chosen by the settings (embedded or distributed)."""
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
+    search_routes = RouteRepository(sessionmaker)
+    search_seats = SeatLayoutRepository(sessionmaker)
     redis_client = None
     allocator: Allocator
     guard: OrderGuard
@@ -132,7 +138,9 @@ async def build_container(settings: Settings) -> Container:
             ip_requests_per_second=settings.ip_requests_per_second,
             autopipe=autopipe,
         )
-        search = SearchService(settings, sessionmaker, allocator, RedisSearchCache(redis_client))
+        search = SearchService(
+            settings, sessionmaker, allocator, RedisSearchCache(redis_client), search_routes, search_seats
+        )
     else:
         from railbook.adapters.embedded.allocator import InProcessAllocator
         from railbook.adapters.embedded.cache import InProcessSearchCache
@@ -145,7 +153,9 @@ async def build_container(settings: Settings) -> Container:
             member_orders_per_minute=settings.member_orders_per_minute,
             ip_requests_per_second=settings.ip_requests_per_second,
         )
-        search = SearchService(settings, sessionmaker, allocator, InProcessSearchCache())
+        search = SearchService(
+            settings, sessionmaker, allocator, InProcessSearchCache(), search_routes, search_seats
+        )
     try:
         secret = await _jwt_secret(settings, sessionmaker)
     except Exception:
@@ -160,6 +170,8 @@ async def build_container(settings: Settings) -> Container:
         allocator=allocator,
         guard=guard,
         search=search,
+        search_routes=search_routes,
+        search_seats=search_seats,
         jwt_secret=secret,
         password_hasher=PasswordHasher(settings),
         payment_provider=MockProvider(secret),

@@ -20,7 +20,8 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import event, select
 
 from railbook.adapters.db.models import Station, Train
-from railbook.adapters.redis.cache import RedisSearchCache
+from railbook.adapters.embedded.cache import InProcessSearchCache
+from railbook.adapters.redis.cache import RedisSearchCache, is_redis_outage
 from railbook.api.app import create_app
 from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
@@ -138,6 +139,8 @@ def fresh_service(container: Container, clock: FakeClock | None = None, **kw: An
         container.sessionmaker,
         container.allocator,
         RedisSearchCache(container.redis),
+        container.search_routes,
+        container.search_seats,
         clock=clock or FakeClock(),
         **kw,
     )
@@ -398,6 +401,21 @@ def own_redis() -> Iterator[OwnRedis]:
     server.start()
     yield server
     server.stop()
+
+
+def test_outages_are_told_from_answers() -> None:
+    # The breaker counts only an unreachable or loading Redis; an answer such as an error reply or
+    # "not found" means Redis is up.
+    assert is_redis_outage(redis.ConnectionError("refused"))
+    assert is_redis_outage(redis.TimeoutError("slow"))
+    assert is_redis_outage(redis.BusyLoadingError("loading"))
+    assert is_redis_outage(redis.ResponseError("LOADING Redis is loading the dataset in memory"))
+    assert is_redis_outage(TimeoutError())  # the service's own time limit
+    assert is_redis_outage(ConnectionResetError())
+    assert not is_redis_outage(redis.ResponseError("ERR unknown command"))
+    assert not is_redis_outage(NotFound("no such day"))
+    assert InProcessSearchCache().is_outage(TimeoutError())
+    assert not InProcessSearchCache().is_outage(ValueError())
 
 
 async def test_search_survives_redis_going_away_and_recovers(pg_url: str, own_redis: OwnRedis) -> None:

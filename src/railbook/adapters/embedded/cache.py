@@ -63,6 +63,10 @@ class InProcessSearchCache:
     async def ping(self) -> None:
         return None
 
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a time-out or a connection failure (nothing shared here can go away)."""
+        return isinstance(exc, TimeoutError | ConnectionError | OSError)
+
     async def flush(self) -> int:
         n = len(self._entries)
         self._entries.clear()

@@ -2,14 +2,18 @@
 cross-process loader lock. Every key lives under ``search:`` so the caches can be flushed
 without touching the allocator's keys.
 
-Outages are not handled here: calls raise redis-py's ConnectionError/TimeoutError and the
-search service's circuit breaker decides when to stop asking.
+Outages are not handled here: calls raise redis-py's ConnectionError/TimeoutError, ``is_outage``
+tells them from Redis's answers, and the search service's circuit breaker decides when to stop asking.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 PREFIX = "search:"
 BLOOM_KEY = "bloom"
@@ -24,6 +28,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def is_redis_outage(exc: BaseException) -> bool:
+    """Errors that mean Redis is unreachable or not answering (redis-py's or the OS's), as opposed
+    to Redis answering with an error; a server still loading its data set counts as unreachable."""
+    if isinstance(
+        exc,
+        TimeoutError
+        | ConnectionError
+        | OSError
+        | RedisConnectionError
+        | RedisTimeoutError
+        | BusyLoadingError,
+    ):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith("LOADING")
 
 
 class RedisSearchCache:
@@ -80,6 +100,10 @@ class RedisSearchCache:
 
     async def ping(self) -> None:
         await self.redis.ping()
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (from this cache or the allocator on the same Redis) means Redis is down."""
+        return is_redis_outage(exc)
 
     async def flush(self) -> int:
         """Drop every search key (cold start); returns how many went."""

@@ -25,14 +25,9 @@ from railbook.api.schemas_search import (
 )
 from railbook.bootstrap import Container
 from railbook.domain.pricing import yuan_text
-from railbook.services.search.service import (
-    SearchAnswer,
-    SearchQuery,
-    SearchService,
-    check_term,
-    parse_clock,
-    parse_kinds,
-)
+from railbook.services.search.answers import SearchAnswer
+from railbook.services.search.query import SearchQuery, check_term, parse_clock, parse_kinds
+from railbook.services.search.service import SearchService
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
