@@ -12,7 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from railbook.adapters.outage import is_store_outage as is_store_outage  # kept for other features
+# kept for other features: the "as" re-exports the name, which is also used below.
+from railbook.adapters.outage import is_store_outage as is_store_outage
 from railbook.domain.errors import (
     Conflict,
     DomainError,
