@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.engine import make_engine, make_sessionmaker
 from railbook.adapters.db.models import SystemValue
+from railbook.adapters.db.outbox import OutboxStore
 from railbook.adapters.db.routes import RouteRepository
 from railbook.adapters.db.seat_layout import SeatLayoutRepository
 from railbook.config import Settings
@@ -36,6 +37,7 @@ from railbook.services.search.service import SearchService
 if TYPE_CHECKING:
     from railbook.adapters.embedded.queue import OrderQueue
     from railbook.adapters.redis.autopipe import AutoPipeline
+    from railbook.adapters.redis.events import RedisEventStream
 
 TrainDayKey = tuple[str, dt.date]
 
@@ -57,7 +59,9 @@ class Container:
     jwt_secret: str
     password_hasher: PasswordHasher
     payment_provider: MockProvider
+    outbox: OutboxStore  # the outbox relay's batches, processed-event records, their pruning
     autopipe: AutoPipeline | None = None  # distributed: the accept path's Redis calls share batches
+    event_stream: RedisEventStream | None = None  # distributed: the events stream (embedded: event_queue)
     queue: OrderQueue | None = None  # embedded: the in-process order queue
     accept_reader: AcceptReader | None = None  # PostgreSQL: the accept path's lean reads
     train_days: TrainDayCache = field(default_factory=TrainDayCache)
@@ -122,16 +126,19 @@ async def build_container(settings: Settings) -> Container:
     allocator: Allocator
     guard: OrderGuard
     autopipe = None
+    event_stream = None
     queue = None
     if settings.redis_url:
         from railbook.adapters.redis.allocator import RedisAllocator
         from railbook.adapters.redis.autopipe import AutoPipeline
         from railbook.adapters.redis.cache import RedisSearchCache
+        from railbook.adapters.redis.events import RedisEventStream
         from railbook.adapters.redis.protection import RedisOrderGuard
 
         redis_client = make_redis(settings.redis_url)
         autopipe = AutoPipeline(redis_client)  # one per process: the accept path's calls share batches
         allocator = RedisAllocator(redis_client, autopipe=autopipe)
+        event_stream = RedisEventStream(redis_client, autopipe)
         guard = RedisOrderGuard(
             redis_client,
             member_orders_per_minute=settings.member_orders_per_minute,
@@ -175,7 +182,9 @@ async def build_container(settings: Settings) -> Container:
         jwt_secret=secret,
         password_hasher=PasswordHasher(settings),
         payment_provider=MockProvider(secret),
+        outbox=OutboxStore(sessionmaker, postgres=postgres),
         autopipe=autopipe,
+        event_stream=event_stream,
         queue=queue,
         accept_reader=AcceptReader(settings.database_url) if postgres else None,
     )

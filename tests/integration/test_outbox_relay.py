@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import event, func, insert, select, update
 
 from railbook.adapters.db.models import Outbox, ProcessedEvent
+from railbook.adapters.redis.events import STREAM
 from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
 from railbook.kit.clock import utcnow
 from railbook.workers.outbox import (
     LINGER_S,
-    STREAM,
     _relay_loop,
     consume_once,
     handle_events,

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import structlog
 from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from railbook.api.errors import HTTP_CODES, install_error_handlers, is_store_outage
+from railbook.api.errors import HTTP_CODES, error_response, install_error_handlers, unexpected_error_response
 from railbook.api.routers.orders import ORDERS_PATH, direct_order
 from railbook.bootstrap import Container, build_container, freeze_startup_heap
 from railbook.config import Settings
 from railbook.logs import configure_logging
-
-log = structlog.get_logger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -32,10 +28,6 @@ LATENCY = Histogram(
 )
 
 StartupHook = Callable[[Container], Awaitable[Any]]
-
-
-def _error_body(status: int, code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
 
 
 class GuardMiddleware:
@@ -55,9 +47,10 @@ class GuardMiddleware:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            await self._send_error(
-                send, 413, "PAYLOAD_TOO_LARGE", f"Bodies are limited to {MAX_BODY_BYTES} bytes."
+            refusal = error_response(
+                413, "PAYLOAD_TOO_LARGE", f"Bodies are limited to {MAX_BODY_BYTES} bytes."
             )
+            await refusal(scope, receive, send)
             return
         received = 0
         route_label = ""
@@ -87,31 +80,15 @@ class GuardMiddleware:
                 await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not status_holder["sent"]:
-                await self._send_error(send, 413, "PAYLOAD_TOO_LARGE", "Body too large.")
+                await error_response(413, "PAYLOAD_TOO_LARGE", "Body too large.")(scope, receive, send)
         except Exception as exc:
             if status_holder["sent"]:
                 raise
-            if is_store_outage(exc):
-                await self._send_error(
-                    send, 503, "UNAVAILABLE", "A store is unreachable; retry shortly.", retry_after=True
-                )
-            else:
-                log.exception("unhandled_error", path=scope.get("path"))
-                await self._send_error(send, 500, "INTERNAL_ERROR", "Internal error.")
+            await unexpected_error_response(exc, scope.get("path", ""))(scope, receive, send)
         finally:
             path = route_label or getattr(scope.get("route"), "path", "unmatched")
             REQUESTS.labels(scope.get("method", ""), path, str(status_holder["status"])).inc()
             LATENCY.labels(scope.get("method", ""), path).observe(time.perf_counter() - started)
-
-    @staticmethod
-    async def _send_error(
-        send: Send, status: int, code: str, message: str, *, retry_after: bool = False
-    ) -> None:
-        headers = [(b"content-type", b"application/json")]
-        if retry_after:
-            headers.append((b"retry-after", b"2"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": _error_body(status, code, message)})
 
 
 class _BodyTooLarge(Exception):

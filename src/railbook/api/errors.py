@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -13,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+# kept for other features: the "as" re-exports the name, which is also used below.
+from railbook.adapters.outage import is_store_outage as is_store_outage
 from railbook.domain.errors import (
     Conflict,
     DomainError,
@@ -43,6 +44,10 @@ HTTP_CODES = {
 }
 
 
+# A store that cannot answer: how long a client should wait before it tries again.
+OUTAGE_RETRY_AFTER_S = 2
+
+
 def error_response(
     status: int,
     code: str,
@@ -50,6 +55,7 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    """The error envelope and its headers, rendered once; also an ASGI app the guard sends as it is."""
     body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details or {})}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -83,49 +89,19 @@ def domain_error_response(exc: DomainError) -> JSONResponse:
     return error_response(status_of(exc), exc.code, exc.message, exc.details, headers)
 
 
-def is_store_outage(exc: BaseException) -> bool:
-    """True for errors that mean PostgreSQL, SQLite or Redis is unreachable or restarting."""
-    import sqlalchemy.exc as sa_exc
-    from redis import exceptions as redis_exc
-
-    if isinstance(exc, redis_exc.ConnectionError | redis_exc.TimeoutError | redis_exc.BusyLoadingError):
-        return True
-    # Replies of a server still starting: loading its data, or a reconnect handshake answered out of
-    # order (redis-py's CLIENT SETINFO refused by a Redis that just came back).
-    transient = ("LOADING", "MASTERDOWN", "TRYAGAIN", "unknown subcommand 'SETINFO'")
-    if isinstance(exc, redis_exc.ResponseError) and str(exc).startswith(transient):
-        return True
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        text = str(exc.orig).lower() if exc.orig is not None else ""
-        if any(
-            s in text
-            for s in (
-                "cannot connect",
-                "connection",
-                "shutting down",
-                "terminat",
-                "recovery mode",
-                "does not exist",
-                "database is locked",
-            )
-        ):
-            return True
-    if isinstance(exc, ConnectionError | TimeoutError | OSError):
-        return True
-    if isinstance(
-        exc,
-        asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.exceptions.AdminShutdownError
-        | asyncpg.exceptions.InterfaceError,
-    ):
-        return True
-    cause = exc.__cause__ or exc.__context__
-    return cause is not None and cause is not exc and is_store_outage(cause)
+def unexpected_error_response(exc: Exception, path: str) -> JSONResponse:
+    """An exception nothing else handled: 503 + Retry-After for a store outage, else a logged 500."""
+    if is_store_outage(exc):
+        log.warning("store_unavailable", path=path, error=repr(exc)[:300])
+        return error_response(
+            503,
+            "UNAVAILABLE",
+            "A store is unreachable; retry shortly.",
+            None,
+            {"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
+        )
+    log.error("unhandled_error", path=path, exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "Internal error.")
 
 
 def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
@@ -153,10 +129,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if is_store_outage(exc):
-            log.warning("store_unavailable", path=request.url.path, error=repr(exc)[:300])
-            return error_response(
-                503, "UNAVAILABLE", "A store is unreachable; retry shortly.", None, {"Retry-After": "2"}
-            )
-        log.exception("unhandled_error", path=request.url.path)
-        return error_response(500, "INTERNAL_ERROR", "Internal error.")
+        return unexpected_error_response(exc, request.url.path)

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from railbook.api.deps import ContainerDep
+from railbook.api.errors import OUTAGE_RETRY_AFTER_S, error_response
 
 router = APIRouter(tags=["operations"])
 
@@ -42,10 +43,8 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     ready = all(v in ("ok", "embedded") for v in checks.values())
     if ready:
         return JSONResponse({"status": "ready", "checks": checks})
-    return JSONResponse(
-        {"error": {"code": "UNAVAILABLE", "message": "Not ready.", "details": checks}},
-        status_code=503,
-        headers={"Retry-After": "2"},
+    return error_response(
+        503, "UNAVAILABLE", "Not ready.", checks, {"Retry-After": str(OUTAGE_RETRY_AFTER_S)}
     )
 
 
