@@ -14,10 +14,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from railbook.adapters.db.cancellations import SqlCancellationStore
+from railbook.adapters.db.changes import SqlChangeStore
 from railbook.adapters.db.engine import make_engine, make_sessionmaker
 from railbook.adapters.db.models import SystemValue
+from railbook.adapters.db.payments import SqlPaymentStore
+from railbook.adapters.db.refunds import SqlRefundStore
+from railbook.adapters.db.waitlist import SqlWaitlistStore
+from railbook.adapters.payment.mock import MockProvider
 from railbook.config import Settings
-from railbook.services.after_sale.payment import MockProvider
 from railbook.services.booking.accept import (
     ACCEPT_SLOTS,
     AcceptReader,
@@ -53,6 +58,11 @@ class Container:
     jwt_secret: str
     password_hasher: PasswordHasher
     payment_provider: MockProvider
+    payments: SqlPaymentStore
+    cancellations: SqlCancellationStore
+    refunds: SqlRefundStore
+    ticket_changes: SqlChangeStore
+    waitlists: SqlWaitlistStore
     autopipe: AutoPipeline | None = None  # distributed: the accept path's Redis calls share batches
     queue: OrderQueue | None = None  # embedded: the in-process order queue
     accept_reader: AcceptReader | None = None  # PostgreSQL: the accept path's lean reads
@@ -163,6 +173,11 @@ async def build_container(settings: Settings) -> Container:
         jwt_secret=secret,
         password_hasher=PasswordHasher(settings),
         payment_provider=MockProvider(secret),
+        payments=SqlPaymentStore(sessionmaker),
+        cancellations=SqlCancellationStore(sessionmaker),
+        refunds=SqlRefundStore(sessionmaker),
+        ticket_changes=SqlChangeStore(sessionmaker),
+        waitlists=SqlWaitlistStore(sessionmaker),
         autopipe=autopipe,
         queue=queue,
         accept_reader=AcceptReader(settings.database_url) if postgres else None,
