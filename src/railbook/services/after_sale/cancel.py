@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 EXPIRY_BATCH = 100
 # A CANCEL order younger than this may still be returning its seats in the process that cancelled it.
-RERELEASE_AFTER = dt.timedelta(seconds=5)
+RETURN_RETRY_AFTER = dt.timedelta(seconds=5)
 
 
 def release_id_of_order(order_id: str) -> str:
@@ -171,7 +171,7 @@ async def retry_order_seat_returns(
 ) -> int:
     """Return again the seats of CANCEL orders whose return was never confirmed (idempotent per order)."""
     now = now or utcnow()
-    ids = await container.cancellations.unreturned_orders(now - RERELEASE_AFTER, limit)
+    ids = await container.cancellations.unreturned_orders(now - RETURN_RETRY_AFTER, limit)
     return await return_seats_of_orders(container, ids)
 
 

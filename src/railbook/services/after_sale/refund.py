@@ -27,7 +27,8 @@ from railbook.services.sales.service import ticket_release_id
 
 log = structlog.get_logger(__name__)
 
-RERELEASE_AFTER = dt.timedelta(seconds=5)
+# A ticket refunded or changed more recently than this may still be returning its seat in that process.
+RETURN_RETRY_AFTER = dt.timedelta(seconds=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,7 @@ async def retry_ticket_seat_returns(
 ) -> int:
     """Return again the seats of refunded or changed tickets whose return was never confirmed."""
     now = now or utcnow()
-    ids = await container.refunds.unreturned_tickets(now - RERELEASE_AFTER, limit)
+    ids = await container.refunds.unreturned_tickets(now - RETURN_RETRY_AFTER, limit)
     return await return_seats_of_tickets(container, ids)
 
 
