@@ -14,13 +14,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from railbook.adapters.db.cancellations import SqlCancellationStore
+from railbook.adapters.db.changes import SqlChangeStore
 from railbook.adapters.db.engine import make_engine, make_sessionmaker
 from railbook.adapters.db.models import SystemValue
 from railbook.adapters.db.outbox import OutboxStore
+from railbook.adapters.db.payments import SqlPaymentStore
+from railbook.adapters.db.refunds import SqlRefundStore
 from railbook.adapters.db.routes import RouteRepository
 from railbook.adapters.db.seat_layout import SeatLayoutRepository
+from railbook.adapters.db.waitlist import SqlWaitlistStore
+from railbook.adapters.payment.mock import MockProvider
 from railbook.config import Settings
-from railbook.services.after_sale.payment import MockProvider
 from railbook.services.booking.accept import (
     ACCEPT_SLOTS,
     AcceptReader,
@@ -60,6 +65,11 @@ class Container:
     password_hasher: PasswordHasher
     payment_provider: MockProvider
     outbox: OutboxStore  # the outbox relay's batches, processed-event records, their pruning
+    payments: SqlPaymentStore
+    cancellations: SqlCancellationStore
+    refunds: SqlRefundStore
+    ticket_changes: SqlChangeStore
+    waitlists: SqlWaitlistStore
     autopipe: AutoPipeline | None = None  # distributed: the accept path's Redis calls share batches
     event_stream: RedisEventStream | None = None  # distributed: the events stream (embedded: event_queue)
     queue: OrderQueue | None = None  # embedded: the in-process order queue
@@ -183,6 +193,11 @@ async def build_container(settings: Settings) -> Container:
         password_hasher=PasswordHasher(settings),
         payment_provider=MockProvider(secret),
         outbox=OutboxStore(sessionmaker, postgres=postgres),
+        payments=SqlPaymentStore(sessionmaker),
+        cancellations=SqlCancellationStore(sessionmaker),
+        refunds=SqlRefundStore(sessionmaker),
+        ticket_changes=SqlChangeStore(sessionmaker),
+        waitlists=SqlWaitlistStore(sessionmaker),
         autopipe=autopipe,
         event_stream=event_stream,
         queue=queue,

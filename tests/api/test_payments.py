@@ -13,10 +13,11 @@ import pytest
 from sqlalchemy import select, update
 
 from railbook.adapters.db.models import Order, Payment, Ticket
+from railbook.adapters.payment.mock import MockProvider
 from railbook.domain.identity import compose_id_card
 from railbook.services.after_sale.cancel import expire_unpaid
-from railbook.services.after_sale.payment import MockProvider, callback_payload
-from railbook.services.after_sale.refund import apply_changes
+from railbook.services.after_sale.change import apply_changes
+from railbook.services.after_sale.payment import callback_payload
 from tests.naming import station_code, train_code
 
 from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, register, unique

@@ -19,7 +19,7 @@ from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, class_seats
 from railbook.domain.seating import CarriageSpec as Carriage
-from railbook.services.after_sale.cancel import expire_unpaid, rerelease_cancelled
+from railbook.services.after_sale.cancel import expire_unpaid, retry_order_seat_returns
 from railbook.services.ports import DayLayout, HeldSeat
 from railbook.workers.outbox import STREAM, claim_stale, consume_once, ensure_group, handle_event, relay_once
 
@@ -206,7 +206,7 @@ async def test_a_cancel_whose_release_was_lost_is_released_again_once(containers
     )
     assert (await a.allocator.remaining(code, date, 0, 2))["second"] == 3
 
-    await asyncio.gather(rerelease_cancelled(a), rerelease_cancelled(b))
+    await asyncio.gather(retry_order_seat_returns(a), retry_order_seat_returns(b))
     assert await _remaining_becomes(a, code, date, 5)
     async with a.sessionmaker() as session:
         released = (await session.execute(select(Order.released_at).where(Order.id == order_id))).scalar_one()

@@ -1,5 +1,5 @@
 """The after-sale loop: completes ticket changes, expires unpaid orders, retries unconfirmed seat
-releases, serves waitlists and prunes old events. Safe to run in several processes (each step locks
+returns, serves waitlists and prunes old events. Safe to run in several processes (each step locks
 what it takes)."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import structlog
 
 from railbook.api.errors import is_store_outage
 from railbook.bootstrap import Container
-from railbook.services.after_sale.cancel import expire_unpaid, rerelease_cancelled
-from railbook.services.after_sale.refund import apply_changes, rerelease_tickets
+from railbook.services.after_sale.cancel import expire_unpaid, retry_order_seat_returns
+from railbook.services.after_sale.change import apply_changes
+from railbook.services.after_sale.refund import retry_ticket_seat_returns
 from railbook.services.after_sale.waitlist import sweep_waitlists
 from railbook.workers.outbox import prune_events
 
@@ -24,8 +25,8 @@ INTERVAL_S = 1.0
 STEPS: tuple[tuple[str, Callable[[Container], Awaitable[Any]]], ...] = (
     ("changes", apply_changes),
     ("expired", expire_unpaid),
-    ("orders_rereleased", rerelease_cancelled),
-    ("tickets_rereleased", rerelease_tickets),
+    ("orders_rereleased", retry_order_seat_returns),
+    ("tickets_rereleased", retry_ticket_seat_returns),
     ("waitlist_filled", sweep_waitlists),
     ("events_pruned", prune_events),
 )

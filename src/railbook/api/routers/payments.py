@@ -21,7 +21,7 @@ from railbook.api.schemas_payments import (
 )
 from railbook.domain.pricing import yuan_text
 from railbook.services.after_sale import cancel as cancellation
-from railbook.services.after_sale import payment, refund, waitlist
+from railbook.services.after_sale import change, payment, refund, waitlist
 from railbook.services.booking import read_model as order_query
 from railbook.services.booking.accept import OrderRequest, PassengerChoice
 
@@ -77,7 +77,7 @@ async def change_ticket(
 ) -> AcceptedOut:
     """Order the same journey on another train or date; the old ticket becomes CHANGED once the new
     order holds its seats (the new order is then settled with the old fare)."""
-    accepted = await refund.change_ticket(
+    accepted = await change.change_ticket(
         container,
         member_id=principal.member_id,
         ticket_id=ticket_id.strip(),

@@ -1,10 +1,10 @@
-"""Cancelling unpaid orders (by the member, or when the pay deadline passes) and giving the seats back.
+"""Cancelling unpaid orders (by the member, or when the pay deadline passes) and returning their seats.
 
 The state change is committed first; the seats go back to the allocator afterwards, with a
 release id per order (``cancel:<order id>``) that the allocator remembers, so a repeated release
-changes nothing. ``order.released_at`` records that the release happened: a ``CANCEL`` order
-without it is released again by the expiry job, so a crash between the commit and the release
-only delays the seats' return, never loses them. A day rebuilt from the system of record after the
+changes nothing. ``order.released_at`` records that the seats went back: a ``CANCEL`` order
+without it has its seats returned again by the expiry job, so a crash between the commit and the
+return only delays the seats, never loses them. A day rebuilt from the system of record after the
 cancel committed (a Redis wipe) already shows the seats free and holds the release id as done, so a
 release landing after the rebuild cannot free a seat the new copy sold again.
 """
@@ -15,23 +15,21 @@ import datetime as dt
 from collections import defaultdict
 
 import structlog
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from railbook.adapters.db.models import Order, Outbox, Ticket
 from railbook.domain.errors import NotCancellable
-from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus, transition
+from railbook.domain.order_state import OrderStatus, PaymentStatus, transition
 from railbook.kit.clock import utcnow
-from railbook.services.after_sale.payment import lock_order
-from railbook.services.booking.accept import OrderContext, forget_markers
+from railbook.services.after_sale.payment import require_order
+from railbook.services.after_sale.ports import AfterSaleContext, OrderCanceller, OrderRecord, TicketRecord
+from railbook.services.booking.accept import forget_markers
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.service import order_release_id
 
 log = structlog.get_logger(__name__)
 
 EXPIRY_BATCH = 100
-# A CANCEL order younger than this may still be releasing in the process that cancelled it.
-RERELEASE_AFTER = dt.timedelta(seconds=5)
+# A CANCEL order younger than this may still be returning its seats in the process that cancelled it.
+RETURN_RETRY_AFTER = dt.timedelta(seconds=5)
 
 
 def release_id_of_order(order_id: str) -> str:
@@ -39,73 +37,55 @@ def release_id_of_order(order_id: str) -> str:
     return order_release_id(order_id)
 
 
-async def cancel_rows(session: AsyncSession, order: Order, *, reason: str, now: dt.datetime) -> None:
-    """Move a held order to CANCEL and its unpaid tickets to CANCELLED (the caller holds the row lock)."""
-    order.status = transition(order.status, OrderStatus.CANCEL).value
-    order.updated_at = now
-    order.released_at = None
-    await session.execute(
-        update(Ticket)
-        .where(Ticket.order_id == order.id, Ticket.status == TicketStatus.UNPAID.value)
-        .values(status=TicketStatus.CANCELLED.value, updated_at=now)
-    )
-    session.add(
-        Outbox(
-            topic=f"order.{reason}",
-            key=order.id,
-            created_at=now,
-            payload={
-                "order_id": order.id,
-                "member_id": order.member_id,
-                "train_code": order.train_code,
-                "date": order.service_date.isoformat(),
-            },
-        )
+async def cancel_rows(tx: OrderCanceller, order: OrderRecord, *, reason: str, now: dt.datetime) -> None:
+    """Move a held order to CANCEL and its unpaid tickets to CANCELLED, with an ``order.<reason>``
+    event (the transaction holds the order's row lock)."""
+    transition(order.status, OrderStatus.CANCEL)
+    await tx.cancel_order(order.id, now=now)
+    tx.add_event(
+        f"order.{reason}",
+        order.id,
+        {
+            "order_id": order.id,
+            "member_id": order.member_id,
+            "train_code": order.train_code,
+            "date": order.service_date.isoformat(),
+        },
+        now=now,
     )
 
 
 async def cancel_order(
-    container: OrderContext, *, member_id: int, order_id: str, now: dt.datetime | None = None
+    container: AfterSaleContext, *, member_id: int, order_id: str, now: dt.datetime | None = None
 ) -> str:
     """Cancel the member's unpaid order and put its seats back on sale; cancelling twice is a no-op."""
     now = now or utcnow()
-    async with container.sessionmaker() as session, session.begin():
-        order = await lock_order(session, order_id, member_id)
+    async with container.cancellations.transaction() as tx:
+        order = require_order(await tx.lock_order(order_id, member_id), order_id)
         if order.status == OrderStatus.CANCEL:
-            pending_release = order.released_at is None
+            seats_pending = order.released_at is None
         elif order.status == OrderStatus.SUCCESS and order.payment_status == PaymentStatus.UNPAID:
-            await cancel_rows(session, order, reason="cancelled", now=now)
-            pending_release = True
+            await cancel_rows(tx, order, reason="cancelled", now=now)
+            seats_pending = True
         else:
             raise NotCancellable(
                 f"The order is {order.status} / {order.payment_status}; only an unpaid order with "
                 "seats held can be cancelled (refund paid tickets instead).",
                 details={"status": order.status, "payment_status": order.payment_status},
             )
-    if pending_release:
-        await release_orders(container, [order_id])
+    if seats_pending:
+        await return_seats_of_orders(container, [order_id])
     return order_id
 
 
-async def release_orders(container: OrderContext, order_ids: list[str]) -> int:
-    """Give the seats of these CANCEL orders back and stamp ``released_at``; returns how many were
-    released. A failing allocator leaves ``released_at`` NULL for the expiry job to retry."""
+async def return_seats_of_orders(container: AfterSaleContext, order_ids: list[str]) -> int:
+    """Give the seats of these CANCEL orders back to the allocator and stamp ``released_at``; returns
+    how many orders had their seats returned. A failing allocator leaves ``released_at`` NULL for
+    the expiry job to retry."""
     if not order_ids:
         return 0
-    async with container.sessionmaker() as session:
-        orders = (await session.execute(select(Order).where(Order.id.in_(order_ids)))).scalars().all()
-        tickets = (
-            (
-                await session.execute(
-                    select(Ticket).where(
-                        Ticket.order_id.in_(order_ids), Ticket.status == TicketStatus.CANCELLED.value
-                    )
-                )
-            )
-            .scalars()
-            .all()
-        )
-    by_order: dict[str, list[Ticket]] = defaultdict(list)
+    orders, tickets = await container.cancellations.orders_with_cancelled_tickets(order_ids)
+    by_order: dict[str, list[TicketRecord]] = defaultdict(list)
     for t in tickets:
         by_order[t.order_id].append(t)
     done: list[str] = []
@@ -125,9 +105,7 @@ async def release_orders(container: OrderContext, order_ids: list[str]) -> int:
             for o in cancelled
         ],
     )
-    for order in orders:
-        if order.status != OrderStatus.CANCEL:
-            continue
+    for order in cancelled:
         held = by_order.get(order.id, [])
         try:
             if held:
@@ -145,13 +123,15 @@ async def release_orders(container: OrderContext, order_ids: list[str]) -> int:
             continue
         done.append(order.id)
     if done:
-        async with container.sessionmaker() as session, session.begin():
-            await session.execute(update(Order).where(Order.id.in_(done)).values(released_at=utcnow()))
-    await after_release(container, days)
+        await container.cancellations.stamp_orders_returned(done, utcnow())
+    await serve_waitlists(container, days)
     return len(done)
 
 
-async def after_release(container: OrderContext, days: set[tuple[str, dt.date]]) -> None:
+release_orders = return_seats_of_orders  # kept for other features
+
+
+async def serve_waitlists(container: AfterSaleContext, days: set[tuple[str, dt.date]]) -> None:
     """Seats returned to these train-days: waiting members are served first."""
     if not days:
         return
@@ -165,9 +145,9 @@ async def after_release(container: OrderContext, days: set[tuple[str, dt.date]])
 
 
 async def expire_unpaid(
-    container: OrderContext, *, now: dt.datetime | None = None, limit: int = EXPIRY_BATCH
+    container: AfterSaleContext, *, now: dt.datetime | None = None, limit: int = EXPIRY_BATCH
 ) -> list[str]:
-    """Cancel held orders whose pay deadline has passed, and release their seats.
+    """Cancel held orders whose pay deadline has passed, and return their seats.
 
     Several expiry processes may run: on PostgreSQL each takes its batch with ``FOR UPDATE SKIP
     LOCKED``, so an order is expired by exactly one of them and a payment holding the row lock is
@@ -175,55 +155,24 @@ async def expire_unpaid(
     ignores the clause; there the write transaction itself serialises the processes.
     """
     now = now or utcnow()
-    async with container.sessionmaker() as session, session.begin():
-        due = (
-            (
-                await session.execute(
-                    select(Order)
-                    .where(
-                        Order.status == OrderStatus.SUCCESS.value,
-                        Order.payment_status == PaymentStatus.UNPAID.value,
-                        Order.pay_deadline.is_not(None),
-                        Order.pay_deadline <= now,
-                    )
-                    .order_by(Order.pay_deadline)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            .scalars()
-            .all()
-        )
+    async with container.cancellations.transaction() as tx:
+        due = await tx.lock_due_orders(now, limit)
         for order in due:
-            await cancel_rows(session, order, reason="expired", now=now)
+            await cancel_rows(tx, order, reason="expired", now=now)
         expired = [o.id for o in due]
     if expired:
         log.info("orders_expired", count=len(expired))
-        await release_orders(container, expired)
+        await return_seats_of_orders(container, expired)
     return expired
 
 
-async def rerelease_cancelled(
-    container: OrderContext, *, now: dt.datetime | None = None, limit: int = EXPIRY_BATCH
+async def retry_order_seat_returns(
+    container: AfterSaleContext, *, now: dt.datetime | None = None, limit: int = EXPIRY_BATCH
 ) -> int:
-    """Release again the CANCEL orders whose release was never confirmed (idempotent per order)."""
+    """Return again the seats of CANCEL orders whose return was never confirmed (idempotent per order)."""
     now = now or utcnow()
-    async with container.sessionmaker() as session:
-        ids = list(
-            (
-                await session.execute(
-                    select(Order.id)
-                    .where(
-                        Order.status == OrderStatus.CANCEL.value,
-                        Order.released_at.is_(None),
-                        Order.updated_at <= now - RERELEASE_AFTER,
-                    )
-                    .order_by(Order.updated_at)
-                    .limit(limit)
-                )
-            ).scalars()
-        )
-    return await release_orders(container, ids)
+    ids = await container.cancellations.unreturned_orders(now - RETURN_RETRY_AFTER, limit)
+    return await return_seats_of_orders(container, ids)
 
 
 __all__ = [
@@ -232,5 +181,7 @@ __all__ = [
     "expire_unpaid",
     "release_id_of_order",
     "release_orders",
-    "rerelease_cancelled",
+    "retry_order_seat_returns",
+    "return_seats_of_orders",
+    "serve_waitlists",
 ]

@@ -1,5 +1,5 @@
 """The waitlist (12306 "候补"): members ask for a sold-out train-day and are served in arrival order
-when seats come back (a cancel, an expiry, a refund or a change releases them).
+when seats come back (a cancel, an expiry, a refund or a change returns them).
 
 Filling places an ordinary order for the waiting member through the booking service, so every
 rule of the order path (duplicates, sale tokens, the atomic allocation) holds for it too.
@@ -12,10 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from railbook.adapters.db.models import Outbox, Passenger, Waitlist
 from railbook.domain.errors import (
     BadJourney,
     Conflict,
@@ -31,8 +28,8 @@ from railbook.domain.errors import (
     WaitlistLimit,
 )
 from railbook.kit.clock import utcnow
+from railbook.services.after_sale.ports import AfterSaleContext, WaitlistEntry
 from railbook.services.booking.accept import (
-    OrderContext,
     OrderRequest,
     PassengerChoice,
     TrainDay,
@@ -83,7 +80,7 @@ def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, in
     return i, j
 
 
-async def _remaining(container: OrderContext, day: TrainDay, i: int, j: int) -> dict[str, int]:
+async def _remaining(container: AfterSaleContext, day: TrainDay, i: int, j: int) -> dict[str, int]:
     try:
         return await container.allocator.remaining(day.train_code, day.date, i, j)
     except NotFound:
@@ -93,7 +90,7 @@ async def _remaining(container: OrderContext, day: TrainDay, i: int, j: int) -> 
         return await container.allocator.remaining(day.train_code, day.date, i, j)
 
 
-async def join_waitlist(container: OrderContext, *, member_id: int, request: OrderRequest) -> int:
+async def join_waitlist(container: AfterSaleContext, *, member_id: int, request: OrderRequest) -> int:
     """Queue a request for a sold-out journey; NOT_SOLD_OUT when the seats it asks for are on sale."""
     if not request.passengers:
         raise InvalidInput(
@@ -117,14 +114,7 @@ async def join_waitlist(container: OrderContext, *, member_id: int, request: Ord
                     ]
                 },
             )
-    async with container.sessionmaker() as session:
-        known = set(
-            (
-                await session.execute(
-                    select(Passenger.id).where(Passenger.member_id == member_id, Passenger.id.in_(ids))
-                )
-            ).scalars()
-        )
+    known = await container.waitlists.own_passengers(member_id, ids)
     missing = [pid for pid in ids if pid not in known]
     if missing:
         raise PassengerNotFound("Passenger not found.", details={"passenger_ids": missing})
@@ -136,19 +126,13 @@ async def join_waitlist(container: OrderContext, *, member_id: int, request: Ord
             details={"remaining": {c: remaining.get(c, 0) for c in need}},
         )
     now = utcnow()
-    async with container.sessionmaker() as session, session.begin():
-        waiting = len(
-            (
-                await session.execute(
-                    select(Waitlist.id)
-                    .where(Waitlist.member_id == member_id, Waitlist.status == WAITING)
-                    .limit(MAX_WAITING_PER_MEMBER)
-                )
-            ).all()
-        )
-        if waiting >= MAX_WAITING_PER_MEMBER:
+    async with container.waitlists.transaction() as tx:
+        if (
+            await tx.waiting_count(member_id, status=WAITING, limit=MAX_WAITING_PER_MEMBER)
+            >= MAX_WAITING_PER_MEMBER
+        ):
             raise WaitlistLimit("Too many waiting requests.")
-        entry = Waitlist(
+        return await tx.add_entry(
             member_id=member_id,
             train_code=day.train_code,
             service_date=day.date,
@@ -159,15 +143,11 @@ async def join_waitlist(container: OrderContext, *, member_id: int, request: Ord
                 for p in request.passengers
             ],
             status=WAITING,
-            created_at=now,
-            updated_at=now,
+            now=now,
         )
-        session.add(entry)
-        await session.flush()
-        return entry.id
 
 
-def _request_of(entry: Waitlist) -> OrderRequest:
+def _request_of(entry: WaitlistEntry) -> OrderRequest:
     return OrderRequest(
         date=entry.service_date,
         train_code=entry.train_code,
@@ -184,7 +164,7 @@ def _request_of(entry: Waitlist) -> OrderRequest:
     )
 
 
-async def fill_train_day(container: OrderContext, train_code: str, date: dt.date) -> int:
+async def fill_train_day(container: AfterSaleContext, train_code: str, date: dt.date) -> int:
     """Place orders for the oldest waiting entries of a train-day while seats remain; returns how many
     were filled.
 
@@ -194,23 +174,7 @@ async def fill_train_day(container: OrderContext, train_code: str, date: dt.date
     outcome is written after. A claim left behind by a crash is handed back after ``CLAIM_TIMEOUT``;
     the order path's duplicate check keeps a retried entry from holding two orders.
     """
-    async with container.sessionmaker() as session:
-        entries = (
-            (
-                await session.execute(
-                    select(Waitlist)
-                    .where(
-                        Waitlist.status == WAITING,
-                        Waitlist.train_code == train_code,
-                        Waitlist.service_date == date,
-                    )
-                    .order_by(Waitlist.id)
-                    .limit(FILL_BATCH)
-                )
-            )
-            .scalars()
-            .all()
-        )
+    entries = await container.waitlists.entries_of_day(train_code, date, status=WAITING, limit=FILL_BATCH)
     filled = 0
     for entry in entries:
         request = _request_of(entry)
@@ -248,18 +212,12 @@ async def fill_train_day(container: OrderContext, train_code: str, date: dt.date
     return filled
 
 
-async def _claim(container: OrderContext, entry_id: int) -> bool:
-    async with container.sessionmaker() as session, session.begin():
-        result = await session.execute(
-            update(Waitlist)
-            .where(Waitlist.id == entry_id, Waitlist.status == WAITING)
-            .values(status=FILLING, updated_at=utcnow())
-        )
-    return bool(getattr(result, "rowcount", 0))
+async def _claim(container: AfterSaleContext, entry_id: int) -> bool:
+    return await container.waitlists.claim(entry_id, waiting=WAITING, claimed=FILLING, now=utcnow())
 
 
 async def _settle(
-    container: OrderContext,
+    container: AfterSaleContext,
     entry_id: int,
     status: str,
     *,
@@ -269,24 +227,25 @@ async def _settle(
     claimed: bool = True,
 ) -> None:
     now = utcnow()
-    async with container.sessionmaker() as session, session.begin():
-        await session.execute(
-            update(Waitlist)
-            .where(Waitlist.id == entry_id, Waitlist.status == (FILLING if claimed else WAITING))
-            .values(status=status, error_code=error_code, order_id=order_id, updated_at=now)
+    async with container.waitlists.transaction() as tx:
+        await tx.settle(
+            entry_id,
+            from_status=FILLING if claimed else WAITING,
+            status=status,
+            error_code=error_code,
+            order_id=order_id,
+            now=now,
         )
         if status == FILLED:
-            session.add(
-                Outbox(
-                    topic="waitlist.filled",
-                    key=str(entry_id),
-                    created_at=now,
-                    payload={"waitlist_id": entry_id, "member_id": member_id, "order_id": order_id},
-                )
+            tx.add_event(
+                "waitlist.filled",
+                str(entry_id),
+                {"waitlist_id": entry_id, "member_id": member_id, "order_id": order_id},
+                now=now,
             )
 
 
-async def _fits(container: OrderContext, request: OrderRequest) -> bool:
+async def _fits(container: AfterSaleContext, request: OrderRequest) -> bool:
     """Whether the seats a request needs are free now: checked before placing an order, so a sold-out
     day costs one read per pass instead of an order attempt (and the member's order rate)."""
     day = await train_day(container, request.train_code, request.date)
@@ -296,53 +255,27 @@ async def _fits(container: OrderContext, request: OrderRequest) -> bool:
     return all(remaining.get(c, 0) >= n for c, n in need.items())
 
 
-async def sweep_waitlists(container: OrderContext, *, today: dt.date | None = None) -> int:
+async def sweep_waitlists(container: AfterSaleContext, *, today: dt.date | None = None) -> int:
     """Expire entries for days gone by and try to fill every train-day that has waiting entries."""
     today = today or dt.date.today()
-    async with container.sessionmaker() as session, session.begin():
-        await session.execute(
-            update(Waitlist)
-            .where(Waitlist.status == FILLING, Waitlist.updated_at < utcnow() - CLAIM_TIMEOUT)
-            .values(status=WAITING, updated_at=utcnow())
+    async with container.waitlists.transaction() as tx:
+        await tx.reopen_stale_claims(
+            claimed=FILLING, waiting=WAITING, before=utcnow() - CLAIM_TIMEOUT, now=utcnow()
         )
-        await session.execute(
-            update(Waitlist)
-            .where(Waitlist.status == WAITING, Waitlist.service_date < today)
-            .values(status=EXPIRED, error_code="DEPARTED", updated_at=utcnow())
+        await tx.expire_departed(
+            waiting=WAITING, expired=EXPIRED, today=today, error_code="DEPARTED", now=utcnow()
         )
-    async with container.sessionmaker() as session:
-        days = (
-            await session.execute(
-                select(Waitlist.train_code, Waitlist.service_date)
-                .where(Waitlist.status == WAITING)
-                .distinct()
-            )
-        ).all()
+    days = await container.waitlists.days_with(WAITING)
     filled = 0
     for train_code, date in days:
         filled += await fill_train_day(container, train_code, date)
     return filled
 
 
-async def list_waitlist(container: OrderContext, *, member_id: int, limit: int = 100) -> list[WaitlistView]:
+async def list_waitlist(
+    container: AfterSaleContext, *, member_id: int, limit: int = 100
+) -> list[WaitlistView]:
     """The member's waitlist entries, newest first."""
-    async with container.sessionmaker() as session:
-        return await _views(session, member_id, limit)
-
-
-async def _views(session: AsyncSession, member_id: int, limit: int) -> list[WaitlistView]:
-    rows = (
-        (
-            await session.execute(
-                select(Waitlist)
-                .where(Waitlist.member_id == member_id)
-                .order_by(Waitlist.id.desc())
-                .limit(limit)
-            )
-        )
-        .scalars()
-        .all()
-    )
     return [
         WaitlistView(
             w.id,
@@ -356,7 +289,7 @@ async def _views(session: AsyncSession, member_id: int, limit: int) -> list[Wait
             w.error_code,
             w.created_at,
         )
-        for w in rows
+        for w in await container.waitlists.entries_of_member(member_id, limit)
     ]
 
 

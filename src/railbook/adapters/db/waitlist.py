@@ -1,0 +1,200 @@
+"""Waitlist entries: joining, claiming an entry to fill it, settling it, and the sweeps."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from railbook.adapters.db.models import Passenger, Waitlist
+from railbook.adapters.db.payments import OutboxTx
+from railbook.services.after_sale.ports import WaitlistEntry
+
+
+def _entry(w: Waitlist) -> WaitlistEntry:
+    return WaitlistEntry(
+        id=w.id,
+        member_id=w.member_id,
+        train_code=w.train_code,
+        service_date=w.service_date,
+        from_station=w.from_station,
+        to_station=w.to_station,
+        passengers=list(w.passengers),
+        status=w.status,
+        order_id=w.order_id,
+        error_code=w.error_code,
+        created_at=w.created_at,
+    )
+
+
+class WaitlistTx(OutboxTx):
+    """The statements of one waitlist transaction."""
+
+    async def waiting_count(self, member_id: int, *, status: str, limit: int) -> int:
+        """How many of the member's entries are in this status, counted up to ``limit``."""
+        return len(
+            (
+                await self.session.execute(
+                    select(Waitlist.id)
+                    .where(Waitlist.member_id == member_id, Waitlist.status == status)
+                    .limit(limit)
+                )
+            ).all()
+        )
+
+    async def add_entry(
+        self,
+        *,
+        member_id: int,
+        train_code: str,
+        service_date: dt.date,
+        from_station: str,
+        to_station: str,
+        passengers: list[dict[str, object]],
+        status: str,
+        now: dt.datetime,
+    ) -> int:
+        """A new entry; returns its id."""
+        entry = Waitlist(
+            member_id=member_id,
+            train_code=train_code,
+            service_date=service_date,
+            from_station=from_station,
+            to_station=to_station,
+            passengers=passengers,
+            status=status,
+            created_at=now,
+            updated_at=now,
+        )
+        self.session.add(entry)
+        await self.session.flush()
+        return entry.id
+
+    async def settle(
+        self,
+        entry_id: int,
+        *,
+        from_status: str,
+        status: str,
+        error_code: str | None,
+        order_id: str | None,
+        now: dt.datetime,
+    ) -> None:
+        """An entry's outcome, written only while it is still in ``from_status``."""
+        await self.session.execute(
+            update(Waitlist)
+            .where(Waitlist.id == entry_id, Waitlist.status == from_status)
+            .values(status=status, error_code=error_code, order_id=order_id, updated_at=now)
+        )
+
+    async def reopen_stale_claims(
+        self, *, claimed: str, waiting: str, before: dt.datetime, now: dt.datetime
+    ) -> None:
+        """Claims taken before ``before`` (their process is gone) wait again."""
+        await self.session.execute(
+            update(Waitlist)
+            .where(Waitlist.status == claimed, Waitlist.updated_at < before)
+            .values(status=waiting, updated_at=now)
+        )
+
+    async def expire_departed(
+        self, *, waiting: str, expired: str, today: dt.date, error_code: str, now: dt.datetime
+    ) -> None:
+        """Waiting entries for days gone by expire."""
+        await self.session.execute(
+            update(Waitlist)
+            .where(Waitlist.status == waiting, Waitlist.service_date < today)
+            .values(status=expired, error_code=error_code, updated_at=now)
+        )
+
+
+class SqlWaitlistStore:
+    """Waitlist entries in the system of record."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[WaitlistTx]:
+        """One waitlist transaction: commits when the block ends, rolls back on an exception."""
+        async with self._sessionmaker() as session, session.begin():
+            yield WaitlistTx(session)
+
+    async def own_passengers(self, member_id: int, passenger_ids: Sequence[int]) -> set[int]:
+        """Those of these passengers that belong to the member."""
+        async with self._sessionmaker() as session:
+            return set(
+                (
+                    await session.execute(
+                        select(Passenger.id).where(
+                            Passenger.member_id == member_id, Passenger.id.in_(passenger_ids)
+                        )
+                    )
+                ).scalars()
+            )
+
+    async def entries_of_day(
+        self, train_code: str, service_date: dt.date, *, status: str, limit: int
+    ) -> list[WaitlistEntry]:
+        """A train-day's entries in this status, oldest first."""
+        async with self._sessionmaker() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(Waitlist)
+                        .where(
+                            Waitlist.status == status,
+                            Waitlist.train_code == train_code,
+                            Waitlist.service_date == service_date,
+                        )
+                        .order_by(Waitlist.id)
+                        .limit(limit)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return [_entry(w) for w in rows]
+
+    async def claim(self, entry_id: int, *, waiting: str, claimed: str, now: dt.datetime) -> bool:
+        """Move an entry from ``waiting`` to ``claimed``; only one process can win (a conditional
+        update)."""
+        async with self._sessionmaker() as session, session.begin():
+            result = await session.execute(
+                update(Waitlist)
+                .where(Waitlist.id == entry_id, Waitlist.status == waiting)
+                .values(status=claimed, updated_at=now)
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def days_with(self, status: str) -> list[tuple[str, dt.date]]:
+        """The train-days that have entries in this status."""
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(Waitlist.train_code, Waitlist.service_date)
+                    .where(Waitlist.status == status)
+                    .distinct()
+                )
+            ).all()
+        return [(train_code, date) for train_code, date in rows]
+
+    async def entries_of_member(self, member_id: int, limit: int) -> list[WaitlistEntry]:
+        """The member's entries, newest first."""
+        async with self._sessionmaker() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(Waitlist)
+                        .where(Waitlist.member_id == member_id)
+                        .order_by(Waitlist.id.desc())
+                        .limit(limit)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return [_entry(w) for w in rows]
