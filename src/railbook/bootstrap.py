@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from railbook.adapters.db.accept_reads import DbAcceptReads
 from railbook.adapters.db.cancellations import SqlCancellationStore
 from railbook.adapters.db.changes import SqlChangeStore
 from railbook.adapters.db.engine import make_engine, make_sessionmaker
 from railbook.adapters.db.models import SystemValue
+from railbook.adapters.db.order_reads import DbOrderReads
+from railbook.adapters.db.orders import DbOrderStore
 from railbook.adapters.db.outbox import OutboxStore
 from railbook.adapters.db.payments import SqlPaymentStore
 from railbook.adapters.db.refunds import SqlRefundStore
@@ -26,15 +29,10 @@ from railbook.adapters.db.seat_layout import SeatLayoutRepository
 from railbook.adapters.db.waitlist import SqlWaitlistStore
 from railbook.adapters.payment.mock import MockProvider
 from railbook.config import Settings
-from railbook.services.booking.accept import (
-    ACCEPT_SLOTS,
-    AcceptReader,
-    MemberCache,
-    OrderGuard,
-    SoldOutMemo,
-    TrainDayCache,
-)
-from railbook.services.booking.commit import SeatIds
+from railbook.services.booking.accept import ACCEPT_SLOTS
+from railbook.services.booking.memos import MemberCache, SoldOutMemo
+from railbook.services.booking.ports import AcceptReads, OrderGuard, OrderIntake, OrderReads, OrderStore
+from railbook.services.booking.train_days import TrainDayCache
 from railbook.services.members.service import PasswordHasher
 from railbook.services.ports import Allocator
 from railbook.services.search.service import SearchService
@@ -58,6 +56,10 @@ class Container:
     redis: Any | None  # redis.asyncio.Redis in distributed mode, None when embedded
     allocator: Allocator
     guard: OrderGuard  # sale tokens, duplicate markers, idempotency, rate limits, pending records
+    intake: OrderIntake  # an order's admission and allocation (one round trip on Redis)
+    accept_reads: AcceptReads  # the accept path's lean reads of the system of record
+    orders: OrderStore  # the committer's and the markers' orders and tickets
+    order_reads: OrderReads  # committed orders read back for their member
     search: SearchService
     search_routes: RouteRepository  # stations, train-days and route legs as search reads them
     search_seats: SeatLayoutRepository  # seat layouts and active tickets as search reads them
@@ -73,12 +75,10 @@ class Container:
     autopipe: AutoPipeline | None = None  # distributed: the accept path's Redis calls share batches
     event_stream: RedisEventStream | None = None  # distributed: the events stream (embedded: event_queue)
     queue: OrderQueue | None = None  # embedded: the in-process order queue
-    accept_reader: AcceptReader | None = None  # PostgreSQL: the accept path's lean reads
     train_days: TrainDayCache = field(default_factory=TrainDayCache)
     member_cache: MemberCache = field(default_factory=MemberCache)
     sold_out_memo: SoldOutMemo = field(default_factory=SoldOutMemo)
     accept_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ACCEPT_SLOTS))
-    seat_ids: SeatIds = field(default_factory=SeatIds)
     # Train-days whose duplicate markers are being restored, and train-day loads in flight (one per day).
     marker_restores: set[TrainDayKey] = field(default_factory=set)
     day_loads: dict[TrainDayKey, asyncio.Task[bool]] = field(default_factory=dict)
@@ -89,8 +89,7 @@ class Container:
 
     async def close(self) -> None:
         await self.search.aclose()
-        if self.accept_reader is not None:
-            await self.accept_reader.aclose()
+        await self.accept_reads.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -135,6 +134,7 @@ async def build_container(settings: Settings) -> Container:
     redis_client = None
     allocator: Allocator
     guard: OrderGuard
+    intake: OrderIntake
     autopipe = None
     event_stream = None
     queue = None
@@ -143,33 +143,39 @@ async def build_container(settings: Settings) -> Container:
         from railbook.adapters.redis.autopipe import AutoPipeline
         from railbook.adapters.redis.cache import RedisSearchCache
         from railbook.adapters.redis.events import RedisEventStream
+        from railbook.adapters.redis.intake import RedisOrderIntake
         from railbook.adapters.redis.protection import RedisOrderGuard
 
         redis_client = make_redis(settings.redis_url)
         autopipe = AutoPipeline(redis_client)  # one per process: the accept path's calls share batches
-        allocator = RedisAllocator(redis_client, autopipe=autopipe)
+        redis_allocator = RedisAllocator(redis_client, autopipe=autopipe)
         event_stream = RedisEventStream(redis_client, autopipe)
-        guard = RedisOrderGuard(
+        redis_guard = RedisOrderGuard(
             redis_client,
             member_orders_per_minute=settings.member_orders_per_minute,
             ip_requests_per_second=settings.ip_requests_per_second,
             autopipe=autopipe,
         )
+        allocator, guard = redis_allocator, redis_guard
+        intake = RedisOrderIntake(redis_guard, redis_allocator)
         search = SearchService(
             settings, sessionmaker, allocator, RedisSearchCache(redis_client), search_routes, search_seats
         )
     else:
         from railbook.adapters.embedded.allocator import InProcessAllocator
         from railbook.adapters.embedded.cache import InProcessSearchCache
+        from railbook.adapters.embedded.intake import EmbeddedOrderIntake
         from railbook.adapters.embedded.queue import MemoryOrderGuard, OrderQueue
 
         queue = OrderQueue()
-        allocator = InProcessAllocator(on_message=queue.put)
-        guard = MemoryOrderGuard(
+        local_allocator = InProcessAllocator(on_message=queue.put)
+        memory_guard = MemoryOrderGuard(
             queue,
             member_orders_per_minute=settings.member_orders_per_minute,
             ip_requests_per_second=settings.ip_requests_per_second,
         )
+        allocator, guard = local_allocator, memory_guard
+        intake = EmbeddedOrderIntake(memory_guard, local_allocator)
         search = SearchService(
             settings, sessionmaker, allocator, InProcessSearchCache(), search_routes, search_seats
         )
@@ -186,6 +192,10 @@ async def build_container(settings: Settings) -> Container:
         redis=redis_client,
         allocator=allocator,
         guard=guard,
+        intake=intake,
+        accept_reads=DbAcceptReads(settings.database_url, sessionmaker, sqlite=not postgres),
+        orders=DbOrderStore(sessionmaker),
+        order_reads=DbOrderReads(sessionmaker),
         search=search,
         search_routes=search_routes,
         search_seats=search_seats,
@@ -201,7 +211,6 @@ async def build_container(settings: Settings) -> Container:
         autopipe=autopipe,
         event_stream=event_stream,
         queue=queue,
-        accept_reader=AcceptReader(settings.database_url) if postgres else None,
     )
 
 

@@ -302,7 +302,7 @@ async def test_reading_orders_of_others_and_made_up_ids(client: httpx.AsyncClien
 
 async def test_an_issued_id_nobody_knows_is_lost_in_failover(client: httpx.AsyncClient) -> None:
     """An id we issued that neither store knows (after a total loss of Redis) reads as FAILURE."""
-    from railbook.services.booking.accept import issue_order_id
+    from railbook.services.booking.order_ids import issue_order_id
 
     m = await register(client)
     container = client.app.state.container  # type: ignore[attr-defined]
@@ -323,7 +323,7 @@ async def test_an_issued_id_nobody_knows_is_lost_in_failover(client: httpx.Async
 
 def issue_from_bytes(secret: str, member_id: int, raw: bytes) -> str:
     """Re-sign an id whose time was moved back (what an id issued a minute ago looks like)."""
-    from railbook.services.booking.accept import _order_tag
+    from railbook.services.booking.order_ids import _order_tag
 
     body = bytearray(raw)
     body[12:16] = _order_tag(secret, member_id, bytes(body[:12]))

@@ -23,7 +23,7 @@ from railbook.adapters.redis.protection import (
 )
 from railbook.domain.errors import Conflict, Unavailable
 from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest, class_seats
-from railbook.services.booking.accept import MarkersUnknown
+from railbook.services.booking.ports import MarkersUnknown
 from railbook.services.ports import AdmissionRefused, DayLayout
 
 DATE = dt.date(2030, 4, 1)

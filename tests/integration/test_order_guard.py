@@ -75,8 +75,8 @@ async def test_one_release_settles_a_batch_and_leaves_other_orders_alone(redis: 
     assert isinstance(guard.batch, Recording)
     await redis.script_load(RELEASE_LUA)  # cached (another test may have flushed it): no resend counted
     guard.batch.sent.clear()
-    await guard.release(code, DAY, [(a, 1, [11, 12]), (b, 2, [21])], keep_markers_seconds=777)
-    await guard.release(code, DAY, [(c, 3, [31, 32, 33])])
+    await guard.settle(code, DAY, [(a, 1, [11, 12]), (b, 2, [21])], keep_markers_seconds=777)
+    await guard.settle(code, DAY, [(c, 3, [31, 32, 33])])
     assert [c[0] for c in guard.batch.sent] == ["EVALSHA", "EVALSHA"]  # one call per release, not per order
 
     assert [m.decode() for m in await redis.zrange(tokens_key(code, DAY), 0, -1)] == [other]
@@ -90,7 +90,7 @@ async def test_one_release_settles_a_batch_and_leaves_other_orders_alone(redis: 
     assert await redis.get(marker_key(code, DAY, 4, 41)) == other.encode()
 
     # Settling again (a redelivered batch) changes nothing.
-    await guard.release(code, DAY, [(a, 1, [11, 12]), (b, 2, [21])], keep_markers_seconds=777)
+    await guard.settle(code, DAY, [(a, 1, [11, 12]), (b, 2, [21])], keep_markers_seconds=777)
     assert await redis.zcard(tokens_key(code, DAY)) == 1
     assert await redis.get(marker_key(code, DAY, 1, 12)) == b"later-order"
 
@@ -104,7 +104,7 @@ async def test_a_batch_larger_than_one_call_is_released_whole(redis: Redis) -> N
     assert isinstance(guard.batch, Recording)
     await redis.script_load(RELEASE_LUA)
     guard.batch.sent.clear()
-    await guard.release(code, DAY, orders)
+    await guard.settle(code, DAY, orders)
     assert len(guard.batch.sent) == 3  # calls of at most RELEASE_CHUNK orders
     assert await redis.zcard(tokens_key(code, DAY)) == 0
     assert not [k async for k in redis.scan_iter(match=f"*{code}*:dup:*")]

@@ -12,7 +12,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from railbook.api.errors import HTTP_CODES, error_response, install_error_handlers, unexpected_error_response
-from railbook.api.routers.orders import ORDERS_PATH, direct_order
+from railbook.api.fast_orders import ORDERS_PATH, direct_order
 from railbook.bootstrap import Container, build_container, freeze_startup_heap
 from railbook.config import Settings
 from railbook.logs import configure_logging

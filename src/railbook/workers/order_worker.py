@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import socket
 import time
@@ -20,8 +19,7 @@ import structlog
 
 from railbook.api.errors import is_store_outage
 from railbook.bootstrap import Container
-from railbook.services.booking.accept import marker_keep_seconds
-from railbook.services.booking.commit import CommitOutcome, OrderMessage, commit_batch, parse_message
+from railbook.services.booking.commit import CommitOutcome, OrderMessage, commit_batch, parse_message, settle
 
 log = structlog.get_logger(__name__)
 
@@ -33,29 +31,6 @@ GONE_AFTER_MS = 5_000
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-async def _settle(container: Container, outcome: CommitOutcome) -> None:
-    """Give back sale tokens and drop pending records of finished orders. Duplicate markers of failed
-    orders are cleared; those of committed (unpaid) orders are kept until the pay deadline and a
-    margin, so the accept path refuses a second order for the passenger without asking the
-    database; payment, cancellation and expiry delete them (``booking.forget_markers``)."""
-    guard = container.guard
-    Finished = list[tuple[str, int, Sequence[int]]]
-    by_day: dict[tuple[str, dt.date], tuple[Finished, Finished]] = {}
-    for m, ok in [(m, True) for m in outcome.committed] + [(m, False) for m in outcome.failed]:
-        entry = by_day.setdefault((m.train_code, m.date), ([], []))
-        entry[0 if ok else 1].append((m.order_id, m.member_id, m.passenger_ids))
-    keep = marker_keep_seconds(container.settings)
-    # Issued together, so they share the guard's round trips (one per batch, not one per day).
-    await asyncio.gather(
-        *[
-            guard.release(code, day, done, keep_markers_seconds=keep)
-            for (code, day), (done, _) in by_day.items()
-        ],
-        *[guard.release(code, day, failed) for (code, day), (_, failed) in by_day.items()],
-        guard.forget_pending([(m.order_id, m.member_id) for m in outcome.committed + outcome.failed]),
-    )
 
 
 async def _commit_until_done(
@@ -136,7 +111,7 @@ async def run_stream_committer(
                     return
                 # Settle before acknowledging: both are idempotent, and a settle cut short by an outage
                 # is then retried with the redelivered messages instead of leaving tokens and markers.
-                await _settle(container, outcome)
+                await settle(container, outcome)
                 await consumer.ack(entries)
                 log.debug(
                     "order_batch_committed",
@@ -185,7 +160,7 @@ async def run_queue_committer(container: Container, *, stop: asyncio.Event | Non
             except Exception:
                 log.exception("order_committer_error")
                 await asyncio.sleep(1.0)
-        await _settle(container, outcome)
+        await settle(container, outcome)
         queue.done([m.order_id for m in messages])
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from railbook.domain.errors import DuplicateOrder, SaleBusy, TooManyRequests
-from railbook.services.booking.accept import (
+from railbook.services.booking.ports import (
     IDEMPOTENCY_TTL_SECONDS,
     PENDING_RECORD_TTL_SECONDS,
     MarkersUnknown,
@@ -149,10 +149,6 @@ class MemoryOrderGuard:
         for name in names:
             self.markers[name] = _Expiring(order_id, now + 24 * 3600)
 
-    def prepare_admission(self, *args: Any, **kwargs: Any) -> None:
-        """Nothing to prepare: in one process the admission costs no round trip (``admit_order``)."""
-        return None
-
     async def admit_order(
         self,
         train_code: str,
@@ -190,13 +186,13 @@ class MemoryOrderGuard:
         order_id: str,
         idempotency_key: str | None,
     ) -> None:
-        await self.release(train_code, date, [(order_id, member_id, passenger_ids)])
+        await self.settle(train_code, date, [(order_id, member_id, passenger_ids)])
         self.records.pop(order_id, None)
         self.member_pending.get(member_id, {}).pop(order_id, None)
         if idempotency_key:
             await self.drop_idempotency(member_id, idempotency_key)
 
-    async def release(
+    async def settle(
         self,
         train_code: str,
         date: dt.date | str,

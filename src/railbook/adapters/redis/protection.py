@@ -13,7 +13,7 @@ from typing import Any
 from railbook.adapters.redis.allocator import day_tag, order_stream_key
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.domain.errors import Conflict, DuplicateOrder, SaleBusy, TooManyRequests, Unavailable
-from railbook.services.booking.accept import (
+from railbook.services.booking.ports import (
     IDEMPOTENCY_TTL_SECONDS,
     PENDING_RECORD_TTL_SECONDS,
     MarkersUnknown,
@@ -321,7 +321,7 @@ class RedisOrderGuard:
             commands.append(("DEL", self._idem_key(member_id, idempotency_key)))
         raise_errors(await self.batch.execute_scripted(commands, [RELEASE_LUA]))
 
-    async def release(
+    async def settle(
         self,
         train_code: str,
         date: dt.date | str,

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request, status
-from pydantic import ValidationError
-from starlette.types import Message, Receive, Scope, Send
 
-from railbook.api.deps import ContainerDep, MemberDep, Principal, decode_token
-from railbook.api.errors import domain_error_response
+from railbook.api.deps import ContainerDep, MemberDep, Principal
 from railbook.api.schemas_orders import (
     AcceptedOut,
     MemberTicketOut,
@@ -21,7 +17,7 @@ from railbook.api.schemas_orders import (
     TicketOut,
 )
 from railbook.bootstrap import Container
-from railbook.domain.errors import DomainError, InvalidInput, Unauthorized
+from railbook.domain.errors import InvalidInput
 from railbook.domain.pricing import yuan_text
 from railbook.services.booking.accept import Accepted, OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.read_model import OrderView, TicketView, get_order, list_orders, list_tickets
@@ -62,9 +58,10 @@ def _ticket_out(t: TicketView) -> TicketOut:
     )
 
 
-async def _create(
+async def accept_order(
     body: OrderIn, client_ip: str, principal: Principal, container: Container, idempotency_key: str | None
 ) -> Accepted:
+    """The validated body to the accept use case (the route's and the fast path's shared step)."""
     if idempotency_key is not None and not idempotency_key.strip():
         raise InvalidInput(
             "The Idempotency-Key header is empty.",
@@ -94,74 +91,10 @@ async def create_order(
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", max_length=128),
 ) -> Any:
     """Queue an order (202 with its id); refusals are immediate (409/422/429/503). Well-formed
-    requests are answered by ``direct_order`` before they reach this route."""
+    requests are answered by ``api.fast_orders.direct_order`` before they reach this route."""
     client_ip = request.client.host if request.client else ""
-    accepted = await _create(body, client_ip, principal, container, idempotency_key)
+    accepted = await accept_order(body, client_ip, principal, container, idempotency_key)
     return AcceptedOut(order_id=accepted.order_id, status="PENDING")
-
-
-ORDERS_PATH = "/api/v1/orders"
-
-
-async def direct_order(scope: Scope, receive: Receive, send: Send) -> Receive | None:
-    """``POST /api/v1/orders`` straight from the ASGI guard, the busiest endpoint in a sale.
-
-    A JSON body that validates as ``OrderIn`` (the same model, validated the same way as FastAPI
-    does: ``json.loads`` then python-mode validation) with a bearer token goes straight to the use
-    case, past the routing and middleware layers that cost as much as the order itself; its answers
-    (202, and domain refusals in the error shape) are those of the route. Anything else (another
-    content type, a body or header that does not validate) returns a ``receive`` replaying the body
-    for the FastAPI route, so 422 answers, their details and the OpenAPI document are exactly
-    FastAPI's. Returns None when it answered."""
-    headers = dict(scope["headers"])
-    key_raw = headers.get(b"idempotency-key")
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return receive  # the client went away: let the framework see it
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    raw = b"".join(chunks)
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-    if media_type != b"application/json" or (key_raw is not None and len(key_raw) > 128):
-        return replay
-    try:
-        body = OrderIn.model_validate(json.loads(raw))
-        key = key_raw.decode("latin-1") if key_raw is not None else None
-    except (ValueError, ValidationError):
-        return replay
-    container: Container = scope["app"].state.container
-    try:
-        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Log in first: an `Authorization: Bearer <token>` header is required.")
-        principal = decode_token(container, token.strip())
-        client = scope.get("client")
-        accepted = await _create(body, client[0] if client else "", principal, container, key)
-    except DomainError as exc:
-        await domain_error_response(exc)(scope, receive, send)
-        return None
-    answer = b'{"order_id":"%s","status":"%s"}' % (accepted.order_id.encode(), accepted.status.encode())
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 202,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))],
-        }
-    )
-    await send({"type": "http.response.body", "body": answer})
-    return None
 
 
 router.add_api_route(

@@ -21,57 +21,26 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import Table, insert, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from railbook.adapters.db.models import DailySeat, Order, Outbox, Ticket
-from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus, transition
-from railbook.services.booking.accept import OrderContext, ticket_id
+from railbook.domain.order_state import OrderStatus
+from railbook.services.booking.context import OrderContext
+from railbook.services.booking.markers import marker_keep_seconds
+from railbook.services.booking.order_ids import stable_uuid  # noqa: F401  (kept for other features)
+from railbook.services.booking.ports import HeldOrder, OrderMessage, SeatConflict
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.service import ensure_day_loaded, reconcile_day
 
+__all__ = ["CommitOutcome", "OrderMessage", "commit_batch", "parse_message", "settle"]
+
 log = structlog.get_logger(__name__)
-
-# Every queued order arrives PENDING; committing it is this transition.
-COMMITTED = transition(OrderStatus.PENDING, OrderStatus.SUCCESS)
-FAILED = transition(OrderStatus.PENDING, OrderStatus.FAILURE)
-TICKET_ISSUED = "ticket.issued"
-
-
-@dataclass(frozen=True, slots=True)
-class OrderMessage:
-    """One accepted order as the queue carries it (booking payload + the allocator's seats)."""
-
-    order_id: str
-    member_id: int
-    daily_train_id: int
-    train_code: str
-    date: dt.date
-    from_index: int
-    to_index: int
-    from_station: str
-    to_station: str
-    passengers: tuple[Mapping[str, Any], ...]
-    seats: tuple[Mapping[str, Any], ...]
-    idempotency_key: str | None
-    request_hash: str | None
-    created_at: dt.datetime
-    epoch: str | None = None  # the load epoch it was allocated under (None: unknown, not checked)
-
-    @property
-    def passenger_ids(self) -> list[int]:
-        return [int(p["passenger_id"]) for p in self.passengers]
 
 
 def parse_message(fields: Mapping[Any, Any]) -> OrderMessage:
@@ -107,297 +76,14 @@ class CommitOutcome:
     failed: list[OrderMessage] = field(default_factory=list)  # FAILURE, seats given back
 
 
-@dataclass
-class SeatIds:
-    """daily_seat ids by (class, seat index), per daily train; loaded once (a day's seats never change)."""
-
-    by_day: dict[int, dict[tuple[str, int], int]] = field(default_factory=dict)
-
-    async def ids(self, session: AsyncSession, daily_train_id: int) -> dict[tuple[str, int], int]:
-        known = self.by_day.get(daily_train_id)
-        if known is None:
-            rows = (
-                await session.execute(
-                    select(DailySeat.seat_class, DailySeat.seat_index, DailySeat.id).where(
-                        DailySeat.daily_train_id == daily_train_id
-                    )
-                )
-            ).all()
-            known = {(c, i): sid for c, i, sid in rows}
-            if len(self.by_day) > 512:
-                self.by_day.clear()
-            self.by_day[daily_train_id] = known
-        return known
-
-
-class CommitContext(OrderContext, Protocol):
-    """The order context and the process's cache of daily seat ids."""
-
-    seat_ids: SeatIds
-
-
-def _insert(session: AsyncSession, model: Any) -> Any:
-    if session.bind.dialect.name == "postgresql":
-        return pg_insert(model)
-    return sqlite_insert(model)
-
-
-def _order_row(
-    msg: OrderMessage,
-    status: OrderStatus,
-    deadline_seconds: int,
-    *,
-    error: str | None = None,
-    error_message: str | None = None,
-) -> dict[str, Any]:
-    success = status == OrderStatus.SUCCESS
-    prices = {i: int(p.get("price_fen", 0)) for i, p in enumerate(msg.passengers)}
-    return {
-        "id": msg.order_id,
-        "member_id": msg.member_id,
-        "daily_train_id": msg.daily_train_id,
-        "train_code": msg.train_code,
-        "service_date": msg.date,
-        "from_index": msg.from_index,
-        "to_index": msg.to_index,
-        "from_station": msg.from_station,
-        "to_station": msg.to_station,
-        "status": status.value,
-        "payment_status": PaymentStatus.UNPAID.value if success else None,
-        "error_code": error,
-        "error_message": error_message,
-        "total_fen": sum(prices.values()) if success else 0,
-        "request": {"passengers": [dict(p) for p in msg.passengers]},
-        "idempotency_key": msg.idempotency_key if success else None,
-        "request_hash": msg.request_hash,
-        "pay_deadline": msg.created_at + dt.timedelta(seconds=deadline_seconds) if success else None,
-        "created_at": msg.created_at,
-        "updated_at": dt.datetime.now(dt.UTC),
-    }
-
-
-def _ticket_rows(msg: OrderMessage, seat_ids: Mapping[tuple[str, int], int]) -> list[dict[str, Any]]:
-    now = dt.datetime.now(dt.UTC)
-    rows = []
-    for seat in msg.seats:
-        pos = int(seat["position"])
-        passenger = msg.passengers[pos]
-        seat_class = str(seat["seat_class"])
-        index = int(seat["seat_index"])
-        rows.append(
-            {
-                "id": ticket_id(msg.order_id, pos),
-                "order_id": msg.order_id,
-                "member_id": msg.member_id,
-                "passenger_id": int(passenger["passenger_id"]),
-                "passenger_name": str(passenger.get("name", "")),
-                "daily_train_id": msg.daily_train_id,
-                "daily_seat_id": seat_ids[(seat_class, index)],
-                "seat_class": seat_class,
-                "seat_index": index,
-                "seat_name": str(seat["seat_name"]),
-                "from_index": msg.from_index,
-                "to_index": msg.to_index,
-                "price_fen": int(passenger.get("price_fen", 0)),
-                "status": TicketStatus.UNPAID.value,
-                "created_at": msg.created_at,
-                "updated_at": now,
-            }
-        )
-    return rows
-
-
-def _ticket_event(msg: OrderMessage, tickets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The payload of the order's ``ticket.issued`` outbox event."""
-    return {
-        "order_id": msg.order_id,
-        "member_id": msg.member_id,
-        "train_code": msg.train_code,
-        "date": msg.date.isoformat(),
-        "from": msg.from_station,
-        "to": msg.to_station,
-        "tickets": [
-            {
-                "ticket_id": t["id"],
-                "passenger_id": t["passenger_id"],
-                "seat": t["seat_name"],
-                "seat_class": t["seat_class"],
-                "price_fen": t["price_fen"],
-            }
-            for t in tickets
-        ],
-    }
-
-
-# PostgreSQL: a batch is three fixed statements over arrays, whatever its size. Each is prepared
-# once per connection and planned once, where an executemany of rows renders a new multi-VALUES
-# statement (one bind per cell) for every batch size, which the server parses and plans anew.
-_PG_ORDERS = text(
-    """
-    INSERT INTO "order" (id, member_id, daily_train_id, train_code, service_date, from_index,
-        to_index, from_station, to_station, status, payment_status, total_fen, request,
-        idempotency_key, request_hash, pay_deadline, created_at, updated_at)
-    SELECT o.id, o.member_id, o.daily_train_id, o.train_code, o.service_date, o.from_index,
-        o.to_index, o.from_station, o.to_station, :status, :payment_status, o.total_fen,
-        CAST(o.request AS json), o.idempotency_key, o.request_hash, o.pay_deadline, o.created_at, :now
-    FROM unnest(CAST(:id AS varchar[]), CAST(:member_id AS bigint[]),
-        CAST(:daily_train_id AS bigint[]), CAST(:train_code AS varchar[]), CAST(:service_date AS date[]),
-        CAST(:from_index AS smallint[]), CAST(:to_index AS smallint[]),
-        CAST(:from_station AS varchar[]), CAST(:to_station AS varchar[]), CAST(:total_fen AS int[]),
-        CAST(:request AS text[]), CAST(:idempotency_key AS varchar[]), CAST(:request_hash AS varchar[]),
-        CAST(:pay_deadline AS timestamptz[]), CAST(:created_at AS timestamptz[]))
-        AS o(id, member_id, daily_train_id, train_code, service_date, from_index, to_index,
-        from_station, to_station, total_fen, request, idempotency_key, request_hash, pay_deadline,
-        created_at)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-    """
-)
-# Conflict target is the primary key only: an exclusion-constraint violation must raise.
-_PG_TICKETS = text(
-    """
-    INSERT INTO ticket (id, order_id, member_id, passenger_id, passenger_name, daily_train_id,
-        daily_seat_id, seat_class, seat_index, seat_name, from_index, to_index, price_fen, status,
-        created_at, updated_at)
-    SELECT t.id, t.order_id, t.member_id, t.passenger_id, t.passenger_name, t.daily_train_id,
-        t.daily_seat_id, t.seat_class, t.seat_index, t.seat_name, t.from_index, t.to_index,
-        t.price_fen, :status, t.created_at, :now
-    FROM unnest(CAST(:id AS varchar[]), CAST(:order_id AS varchar[]), CAST(:member_id AS bigint[]),
-        CAST(:passenger_id AS bigint[]), CAST(:passenger_name AS varchar[]),
-        CAST(:daily_train_id AS bigint[]), CAST(:daily_seat_id AS bigint[]),
-        CAST(:seat_class AS varchar[]), CAST(:seat_index AS int[]), CAST(:seat_name AS varchar[]),
-        CAST(:from_index AS smallint[]), CAST(:to_index AS smallint[]), CAST(:price_fen AS int[]),
-        CAST(:created_at AS timestamptz[]))
-        AS t(id, order_id, member_id, passenger_id, passenger_name, daily_train_id, daily_seat_id,
-        seat_class, seat_index, seat_name, from_index, to_index, price_fen, created_at)
-    ON CONFLICT (id) DO NOTHING
-    """
-)
-_PG_OUTBOX = text(
-    """
-    INSERT INTO outbox (topic, key, payload, created_at)
-    SELECT :topic, e.key, CAST(e.payload AS json), :now
-    FROM unnest(CAST(:key AS varchar[]), CAST(:payload AS text[])) AS e(key, payload)
-    """
-)
-
-
-async def _write_pg(
-    container: CommitContext, session: AsyncSession, messages: Sequence[OrderMessage]
-) -> set[str]:
-    """``_write`` on PostgreSQL: the same rows, written column-wise by the three statements above."""
-    now = dt.datetime.now(dt.UTC)
-    rows = [_order_row(m, COMMITTED, container.settings.pay_deadline_seconds) for m in messages]
-    for row in rows:
-        row["request"] = json.dumps(row["request"], ensure_ascii=False)  # text, cast to json by the statement
-    orders = {name: [row[name] for row in rows] for name in _ORDER_COLUMNS}
-    result = await session.execute(
-        _PG_ORDERS,
-        {**orders, "status": COMMITTED.value, "payment_status": PaymentStatus.UNPAID.value, "now": now},
-    )
-    inserted = {row[0] for row in result}
-    seat_ids = container.seat_ids
-    tickets: dict[str, list[Any]] = {name: [] for name in _TICKET_COLUMNS}
-    keys: list[str] = []
-    payloads: list[str] = []
-    for m in messages:
-        if m.order_id not in inserted:
-            continue
-        issued = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id))
-        for ticket in issued:
-            for name in _TICKET_COLUMNS:
-                tickets[name].append(ticket[name])
-        keys.append(m.order_id)
-        payloads.append(json.dumps(_ticket_event(m, issued), ensure_ascii=False))
-    if keys:
-        await session.execute(_PG_TICKETS, {**tickets, "status": TicketStatus.UNPAID.value, "now": now})
-        await session.execute(
-            _PG_OUTBOX, {"key": keys, "payload": payloads, "topic": TICKET_ISSUED, "now": now}
-        )
-    return inserted
-
-
-_ORDER_COLUMNS = (
-    "id",
-    "member_id",
-    "daily_train_id",
-    "train_code",
-    "service_date",
-    "from_index",
-    "to_index",
-    "from_station",
-    "to_station",
-    "total_fen",
-    "request",
-    "idempotency_key",
-    "request_hash",
-    "pay_deadline",
-    "created_at",
-)
-_TICKET_COLUMNS = (
-    "id",
-    "order_id",
-    "member_id",
-    "passenger_id",
-    "passenger_name",
-    "daily_train_id",
-    "daily_seat_id",
-    "seat_class",
-    "seat_index",
-    "seat_name",
-    "from_index",
-    "to_index",
-    "price_fen",
-    "created_at",
-)
-
-
-async def _write(
-    container: CommitContext, session: AsyncSession, messages: Sequence[OrderMessage]
-) -> set[str]:
-    """Insert the orders (SUCCESS) and tickets of ``messages``; returns the ids inserted now."""
-    if session.bind.dialect.name == "postgresql":
-        return await _write_pg(container, session, messages)
-    deadline = container.settings.pay_deadline_seconds
-    seat_ids = container.seat_ids
-    order_rows = [_order_row(m, COMMITTED, deadline) for m in messages]
-    stmt = _insert(session, Order.__table__).on_conflict_do_nothing(index_elements=["id"])
-    inserted = {row[0] for row in (await session.execute(stmt.returning(Order.__table__.c.id), order_rows))}
-    ticket_rows: list[dict[str, Any]] = []
-    outbox_rows: list[dict[str, Any]] = []
-    for m in messages:
-        if m.order_id not in inserted:
-            continue
-        rows = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id))
-        ticket_rows.extend(rows)
-        outbox_rows.append(
-            {
-                "topic": TICKET_ISSUED,
-                "key": m.order_id,
-                "payload": _ticket_event(m, rows),
-                "created_at": dt.datetime.now(dt.UTC),
-            }
-        )
-    if ticket_rows:
-        # Conflict target is the primary key only: an exclusion-constraint violation must raise.
-        tstmt = _insert(session, Ticket.__table__).on_conflict_do_nothing(index_elements=["id"])
-        await session.execute(tstmt, ticket_rows)
-    if outbox_rows:
-        await session.execute(insert(cast(Table, Outbox.__table__)), outbox_rows)  # Core: no ORM bulk step
-    return inserted
-
-
-async def _fail(container: CommitContext, msg: OrderMessage, code: str, text: str) -> None:
+async def _fail(container: OrderContext, msg: OrderMessage, code: str, text: str) -> None:
     """Record the order as FAILURE (no tickets), then give its seats back (idempotent on the order id)."""
-    async with container.sessionmaker() as session, session.begin():
-        row = _order_row(msg, FAILED, 0, error=code, error_message=text)
-        await session.execute(
-            _insert(session, Order.__table__).on_conflict_do_nothing(index_elements=["id"]), [row]
-        )
-    await _release(container, msg)
+    async with container.orders.transaction() as tx:
+        await tx.insert_failed([msg], code, text)
+    await give_back_seats(container, msg)
 
 
-async def _release(container: CommitContext, msg: OrderMessage) -> None:
+async def give_back_seats(container: OrderContext, msg: OrderMessage) -> None:
     """Give a failed order's seats back to the allocator, except the segments the system of record holds
     for another order; only to the copy of the day they were allocated in (its load epoch).
 
@@ -410,19 +96,7 @@ async def _release(container: CommitContext, msg: OrderMessage) -> None:
     wanted = [(str(s["seat_class"]), int(s["seat_index"])) for s in msg.seats]
     if not wanted:
         return
-    async with container.sessionmaker() as session:
-        rows = (
-            await session.execute(
-                select(Ticket.seat_class, Ticket.seat_index, Ticket.from_index, Ticket.to_index).where(
-                    Ticket.daily_train_id == msg.daily_train_id,
-                    Ticket.status.in_([TicketStatus.UNPAID.value, TicketStatus.PAID.value]),
-                    Ticket.seat_index.in_(sorted({i for _, i in wanted})),
-                    Ticket.from_index < msg.to_index,
-                    Ticket.to_index > msg.from_index,
-                    Ticket.order_id != msg.order_id,
-                )
-            )
-        ).all()
+    rows = await container.orders.held_segments(msg)
     held: dict[tuple[str, int], set[int]] = {}
     for seat_class, index, a, b in rows:
         held.setdefault((seat_class, index), set()).update(range(a, b))
@@ -471,7 +145,7 @@ def _free_runs(start: int, end: int, taken: set[int]) -> list[tuple[int, int]]:
 Day = tuple[str, dt.date]
 
 
-async def _epochs(container: CommitContext, messages: Sequence[OrderMessage]) -> dict[Day, str | None]:
+async def _epochs(container: OrderContext, messages: Sequence[OrderMessage]) -> dict[Day, str | None]:
     """The current load epoch of every train-day of these messages that carry one (one round trip)."""
     days = sorted({(m.train_code, m.date) for m in messages if m.epoch is not None})
     if not days:
@@ -485,19 +159,16 @@ LOST_MESSAGE = (
 )
 
 
-async def _lose(container: CommitContext, stale: Sequence[OrderMessage], outcome: CommitOutcome) -> set[Day]:
+async def _lose(container: OrderContext, stale: Sequence[OrderMessage], outcome: CommitOutcome) -> set[Day]:
     """Write orders of a lost copy of their day ``FAILURE`` / ``LOST_IN_FAILOVER`` (nothing to give back:
     the rebuilt copy never had their seats). An order already written keeps its state; one already
     committed is the drift a rebuild racing its commit leaves, and its day is returned for repair."""
-    async with container.sessionmaker() as session, session.begin():
-        rows = [_order_row(m, FAILED, 0, error="LOST_IN_FAILOVER", error_message=LOST_MESSAGE) for m in stale]
-        stmt = _insert(session, Order.__table__).on_conflict_do_nothing(index_elements=["id"])
-        lost = {row[0] for row in await session.execute(stmt.returning(Order.__table__.c.id), rows)}
+    async with container.orders.transaction() as tx:
+        lost = await tx.insert_failed(stale, "LOST_IN_FAILOVER", LOST_MESSAGE, returning=True)
         earlier = [m.order_id for m in stale if m.order_id not in lost]
         states: dict[str, str] = {}
         if earlier:
-            found = await session.execute(select(Order.id, Order.status).where(Order.id.in_(earlier)))
-            states = {order_id: state for order_id, state in found.all()}
+            states = await tx.states(earlier)
     repair: set[Day] = set()
     for m in stale:
         if m.order_id in lost or states.get(m.order_id) == OrderStatus.FAILURE.value:
@@ -512,7 +183,7 @@ async def _lose(container: CommitContext, stale: Sequence[OrderMessage], outcome
     return repair
 
 
-async def _repair(container: CommitContext, days: set[Day]) -> None:
+async def _repair(container: OrderContext, days: set[Day]) -> None:
     """Reconcile days a rebuild may have raced a commit on (best effort: the scheduler sweeps too)."""
     for code, date in sorted(days):
         try:
@@ -522,7 +193,7 @@ async def _repair(container: CommitContext, days: set[Day]) -> None:
             log.warning("order_commit_repair_failed", train_code=code, date=str(date), error=repr(exc)[:200])
 
 
-async def commit_batch(container: CommitContext, messages: Sequence[OrderMessage]) -> CommitOutcome:
+async def commit_batch(container: OrderContext, messages: Sequence[OrderMessage]) -> CommitOutcome:
     """Write a batch of queued orders; see the module docstring for the invariants it keeps."""
     outcome = CommitOutcome()
     if not messages:
@@ -546,22 +217,23 @@ async def commit_batch(container: CommitContext, messages: Sequence[OrderMessage
 
 
 async def _commit_current(
-    container: CommitContext, batch: Sequence[OrderMessage], outcome: CommitOutcome
+    container: OrderContext, batch: Sequence[OrderMessage], outcome: CommitOutcome
 ) -> None:
     """Commit orders of the current copy of their day (the batch, then one by one on a conflict)."""
     if not batch:
         return
+    deadline = container.settings.pay_deadline_seconds
     try:
-        async with container.sessionmaker() as session, session.begin():
-            inserted = await _write(container, session, batch)
-    except (IntegrityError, LookupError):
+        async with container.orders.transaction() as tx:
+            inserted = await tx.insert_committed(batch, deadline)
+    except (SeatConflict, LookupError):
         log.warning("order_batch_conflict", size=len(batch))
         inserted = set()
         for m in batch:
             try:
-                async with container.sessionmaker() as session, session.begin():
-                    inserted |= await _write(container, session, [m])
-            except (IntegrityError, LookupError) as exc:
+                async with container.orders.transaction() as tx:
+                    inserted |= await tx.insert_committed([m], deadline)
+            except (SeatConflict, LookupError) as exc:
                 # LookupError: a seat the day does not have (the allocator and the database disagree).
                 log.warning("order_seat_conflict", order_id=m.order_id, error=repr(exc)[:200])
                 await _fail(
@@ -574,21 +246,34 @@ async def _commit_current(
     failed_ids = {m.order_id for m in outcome.failed}
     already = [m for m in batch if m.order_id not in inserted and m.order_id not in failed_ids]
     if already:
-        # Redelivered: a committed order stays as it is; a failed one gets its release retried.
-        async with container.sessionmaker() as session:
-            rows = await session.execute(
-                select(Order.id, Order.status).where(Order.id.in_([m.order_id for m in already]))
-            )
-            states: dict[str, str] = {order_id: state for order_id, state in rows.all()}
+        # Redelivered: a committed order stays as it is; a failed one has its seats given back again.
+        states = await container.orders.states([m.order_id for m in already])
         for m in already:
             if states.get(m.order_id) == OrderStatus.FAILURE.value:
-                await _release(container, m)
+                await give_back_seats(container, m)
                 outcome.failed.append(m)
             else:
                 outcome.committed.append(m)
     outcome.committed.extend(m for m in batch if m.order_id in inserted)
 
 
-def stable_uuid(value: str) -> str:
-    """The canonical text of a uuid (ids in URLs may come in upper case)."""
-    return str(uuid.UUID(value))
+async def settle(container: OrderContext, outcome: CommitOutcome) -> None:
+    """Return the sale tokens and drop the pending records of finished orders. Duplicate markers of
+    failed orders are cleared; those of committed (unpaid) orders are kept until the pay deadline and a
+    margin, so the accept path refuses a second order for the passenger without asking the
+    database; payment, cancellation and expiry delete them (``booking.forget_markers``)."""
+    guard = container.guard
+    by_day: dict[tuple[str, dt.date], tuple[list[HeldOrder], list[HeldOrder]]] = {}
+    for m, ok in [(m, True) for m in outcome.committed] + [(m, False) for m in outcome.failed]:
+        entry = by_day.setdefault((m.train_code, m.date), ([], []))
+        entry[0 if ok else 1].append((m.order_id, m.member_id, m.passenger_ids))
+    keep = marker_keep_seconds(container.settings)
+    # Issued together, so they share the guard's round trips (one per batch, not one per day).
+    await asyncio.gather(
+        *[
+            guard.settle(code, day, done, keep_markers_seconds=keep)
+            for (code, day), (done, _) in by_day.items()
+        ],
+        *[guard.settle(code, day, failed) for (code, day), (_, failed) in by_day.items()],
+        guard.forget_pending([(m.order_id, m.member_id) for m in outcome.committed + outcome.failed]),
+    )

@@ -1,0 +1,121 @@
+"""The order aggregate for the committer and the duplicate markers: transactions over order batches
+(``order_batch``), order states, and the tickets that hold seats or markers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from railbook.adapters.db.models import Order, Ticket
+from railbook.adapters.db.order_batch import FAILED, SeatIds, insert_for, order_row, write_batch
+from railbook.domain.order_state import TicketStatus
+from railbook.services.booking.ports import OrderMessage, SeatConflict
+
+
+class _OrderTransaction:
+    """``OrderWrites`` on one session inside its transaction."""
+
+    def __init__(self, session: AsyncSession, seat_ids: SeatIds) -> None:
+        self.session = session
+        self.seat_ids = seat_ids
+
+    async def insert_committed(self, messages: Sequence[OrderMessage], pay_deadline_seconds: int) -> set[str]:
+        return await write_batch(self.session, self.seat_ids, messages, pay_deadline_seconds)
+
+    async def insert_failed(
+        self, messages: Sequence[OrderMessage], code: str, message: str, *, returning: bool = False
+    ) -> set[str]:
+        rows = [order_row(m, FAILED, 0, error=code, error_message=message) for m in messages]
+        stmt = insert_for(self.session, Order.__table__).on_conflict_do_nothing(index_elements=["id"])
+        if not returning:
+            await self.session.execute(stmt, rows)
+            return set()
+        return {row[0] for row in await self.session.execute(stmt.returning(Order.__table__.c.id), rows)}
+
+    async def states(self, order_ids: Sequence[str]) -> dict[str, str]:
+        found = await self.session.execute(
+            select(Order.id, Order.status).where(Order.id.in_(list(order_ids)))
+        )
+        return {order_id: state for order_id, state in found.all()}
+
+
+class DbOrderStore:
+    """The ``OrderStore`` of the system of record; keeps the daily seat ids it has read."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.sessionmaker = sessionmaker
+        self.seat_ids = SeatIds()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_OrderTransaction]:
+        """One transaction; a violated ticket constraint is raised as SeatConflict (rolled back)."""
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                yield _OrderTransaction(session, self.seat_ids)
+        except IntegrityError as exc:
+            raise SeatConflict(str(exc)) from exc
+
+    async def states(self, order_ids: Sequence[str]) -> dict[str, str]:
+        async with self.sessionmaker() as session:
+            return await _OrderTransaction(session, self.seat_ids).states(order_ids)
+
+    async def held_segments(self, msg: OrderMessage) -> list[tuple[str, int, int, int]]:
+        wanted = {int(s["seat_index"]) for s in msg.seats}
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(Ticket.seat_class, Ticket.seat_index, Ticket.from_index, Ticket.to_index).where(
+                        Ticket.daily_train_id == msg.daily_train_id,
+                        Ticket.status.in_([TicketStatus.UNPAID.value, TicketStatus.PAID.value]),
+                        Ticket.seat_index.in_(sorted(wanted)),
+                        Ticket.from_index < msg.to_index,
+                        Ticket.to_index > msg.from_index,
+                        Ticket.order_id != msg.order_id,
+                    )
+                )
+            ).all()
+        return [(str(c), int(i), int(a), int(b)) for c, i, a, b in rows]
+
+    async def unpaid_holds(self, daily_train_id: int) -> list[tuple[str, int, int]]:
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(Ticket.order_id, Ticket.member_id, Ticket.passenger_id).where(
+                        Ticket.daily_train_id == daily_train_id, Ticket.status == TicketStatus.UNPAID.value
+                    )
+                )
+            ).all()
+        return [(str(o), int(m), int(p)) for o, m, p in rows]
+
+    async def still_unpaid(self, order_ids: Sequence[str]) -> set[str]:
+        still: set[str] = set()
+        unpaid = Ticket.status == TicketStatus.UNPAID.value
+        async with self.sessionmaker() as session:
+            for start in range(0, len(order_ids), 1000):
+                chunk = list(order_ids[start : start + 1000])
+                still.update(
+                    (
+                        await session.execute(
+                            select(Ticket.order_id).where(Ticket.order_id.in_(chunk), unpaid).distinct()
+                        )
+                    ).scalars()
+                )
+        return still
+
+    async def order_holds(self, order_ids: Sequence[str]) -> list[tuple[str, str, dt.date, int, int]]:
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        Order.id, Order.train_code, Order.service_date, Order.member_id, Ticket.passenger_id
+                    )
+                    .join(Ticket, Ticket.order_id == Order.id)
+                    .where(Order.id.in_(list(order_ids)))
+                )
+            ).all()
+        return [(str(o), str(c), d, int(m), int(p)) for o, c, d, m, p in rows]

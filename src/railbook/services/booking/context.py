@@ -1,0 +1,43 @@
+"""What the booking use cases need from the composition root (``bootstrap.Container``)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any, Protocol
+
+from railbook.config import Settings
+from railbook.services.booking.memos import MemberCache, SoldOutMemo
+from railbook.services.booking.ports import AcceptReads, OrderGuard, OrderIntake, OrderReads, OrderStore
+from railbook.services.booking.train_days import TrainDayCache
+from railbook.services.ports import Allocator
+
+
+class OrderContext(Protocol):
+    """The parts the order path uses (the container's concrete types satisfy it)."""
+
+    settings: Settings
+    # The system of record's session factory: not used by booking itself, but by the sales use cases
+    # it calls (day loads, reconciliation) and by the features whose contexts extend this one.
+    sessionmaker: Any
+    allocator: Allocator
+    jwt_secret: str
+    guard: OrderGuard
+    train_days: TrainDayCache
+    member_cache: MemberCache
+    sold_out_memo: SoldOutMemo
+    accept_slots: asyncio.Semaphore
+    marker_restores: set[tuple[str, dt.date]]
+    day_loads: dict[tuple[str, dt.date], asyncio.Task[bool]]
+
+    @property
+    def intake(self) -> OrderIntake: ...
+
+    @property
+    def accept_reads(self) -> AcceptReads: ...
+
+    @property
+    def orders(self) -> OrderStore: ...
+
+    @property
+    def order_reads(self) -> OrderReads: ...

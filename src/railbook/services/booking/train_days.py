@@ -1,0 +1,81 @@
+"""Train-day metadata for the accept path, cached in process and loaded through ``AcceptReads``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from railbook.domain.errors import DateNotOnSale, TrainNotFound
+from railbook.services.booking.ports import TrainDay
+
+if TYPE_CHECKING:
+    from railbook.services.booking.context import OrderContext
+
+TRAIN_DAY_TTL_SECONDS = 60.0
+MISSING_TRAIN_DAY_TTL_SECONDS = 1.0
+
+
+@dataclass
+class TrainDayCache:
+    """Train-day metadata for the accept path: one loader per key at a time (single flight), short TTL.
+
+    A day's stops and prices never change once its sale has opened, so a stale entry is harmless;
+    missing days are cached for a second only, so a day opened just now is seen at once.
+    """
+
+    entries: dict[tuple[str, dt.date], tuple[float, TrainDay | None]] = field(default_factory=dict)
+    loading: dict[tuple[str, dt.date], asyncio.Future[TrainDay | None]] = field(default_factory=dict)
+
+    async def get(
+        self, key: tuple[str, dt.date], load: Callable[[], Awaitable[TrainDay | None]]
+    ) -> TrainDay | None:
+        """The cached day, or ``load()``'s answer shared by every caller waiting for it."""
+        now = time.monotonic()
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        pending = self.loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[TrainDay | None] = asyncio.get_running_loop().create_future()
+        self.loading[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        finally:
+            self.loading.pop(key, None)
+        ttl = TRAIN_DAY_TTL_SECONDS if value is not None else MISSING_TRAIN_DAY_TTL_SECONDS
+        self.entries[key] = (time.monotonic() + ttl, value)
+        if len(self.entries) > 4096:
+            self.entries.clear()
+        future.set_result(value)
+        return value
+
+
+async def train_day(container: OrderContext, train_code: str, date: dt.date) -> TrainDay:
+    """The opened train-day, or DATE_NOT_ON_SALE / TRAIN_NOT_FOUND."""
+    settings = container.settings
+    today = dt.date.today()
+    if date < today or date > today + dt.timedelta(days=settings.sale_days_ahead):
+        raise DateNotOnSale(f"{date} is not on sale.", details={"date": str(date)})
+    reads = container.accept_reads
+
+    async def load() -> TrainDay | None:
+        return await reads.train_day(train_code, date)
+
+    day = await container.train_days.get((train_code, date), load)
+    if day is not None:
+        return day
+    if not await reads.train_exists(train_code):
+        raise TrainNotFound(f"No train {train_code}.", details={"train_code": train_code})
+    raise DateNotOnSale(
+        f"{train_code} on {date} is not on sale.",
+        details={"date": str(date), "train_code": train_code},
+    )
