@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from railbook.adapters.db.day_records import SqlDayRecords
 from railbook.adapters.db.engine import make_engine, make_sessionmaker
 from railbook.adapters.db.models import SystemValue
+from railbook.adapters.db.sale_days import SqlSaleDays
 from railbook.config import Settings
 from railbook.services.after_sale.payment import MockProvider
 from railbook.services.booking.accept import (
@@ -53,6 +55,8 @@ class Container:
     jwt_secret: str
     password_hasher: PasswordHasher
     payment_provider: MockProvider
+    sale_days: SqlSaleDays  # the timetable as sale days freeze it, and the opening of dates
+    day_records: SqlDayRecords  # open train-days in the system of record (layouts, releases, tickets)
     autopipe: AutoPipeline | None = None  # distributed: the accept path's Redis calls share batches
     queue: OrderQueue | None = None  # embedded: the in-process order queue
     accept_reader: AcceptReader | None = None  # PostgreSQL: the accept path's lean reads
@@ -163,6 +167,8 @@ async def build_container(settings: Settings) -> Container:
         jwt_secret=secret,
         password_hasher=PasswordHasher(settings),
         payment_provider=MockProvider(secret),
+        sale_days=SqlSaleDays(sessionmaker),
+        day_records=SqlDayRecords(sessionmaker),
         autopipe=autopipe,
         queue=queue,
         accept_reader=AcceptReader(settings.database_url) if postgres else None,

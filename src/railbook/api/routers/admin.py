@@ -20,7 +20,9 @@ from railbook.api.schemas_admin import (
     train_out,
 )
 from railbook.services.catalog import service as catalog
-from railbook.services.sales import service as sales
+from railbook.services.sales.inventory import day_inventory
+from railbook.services.sales.opening import open_sale_days
+from railbook.services.sales.window import check_on_sale, today
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -73,7 +75,7 @@ async def replace_train(code: TrainCode, body: TrainIn, session: SessionDep) -> 
 @router.delete("/trains/{code}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_train(code: TrainCode, session: SessionDep) -> Response:
     """Remove a train; 409 TRAIN_ON_SALE while any of its days from today on is open."""
-    await catalog.delete_train(session, code, today=sales.today())
+    await catalog.delete_train(session, code, today=today())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -81,11 +83,13 @@ async def delete_train(code: TrainCode, session: SessionDep) -> Response:
 async def open_sales(body: SaleOpenIn, container: ContainerDep) -> SaleOpenOut:
     """Open sale days inside the sale window; idempotent (a repeat opens only what is missing)."""
     dates = body.dates()
-    sales.check_on_sale(container.settings, dates)
-    return SaleOpenOut.model_validate(await sales.open_sale_days(container, dates))
+    check_on_sale(container.settings, dates)
+    return SaleOpenOut.model_validate(await open_sale_days(container, dates))
 
 
 @router.get("/trains/{code}/inventory", response_model=InventoryOut)
-async def inventory(code: TrainCode, session: SessionDep, date: Annotated[dt.date, Query()]) -> InventoryOut:
+async def inventory(
+    code: TrainCode, container: ContainerDep, date: Annotated[dt.date, Query()]
+) -> InventoryOut:
     """Sold segments and remaining seats of every station pair, from the system of record."""
-    return InventoryOut.model_validate(await sales.day_inventory(session, code, date))
+    return InventoryOut.model_validate(await day_inventory(container, code, date))

@@ -10,7 +10,8 @@ import structlog
 from railbook.services.catalog.sample import load_sample_network
 from railbook.services.catalog.service import catalog_is_empty
 from railbook.services.members import service as members
-from railbook.services.sales.service import load_open_days, open_window
+from railbook.services.sales.loading import load_open_days
+from railbook.services.sales.opening import open_window
 
 log = structlog.get_logger(__name__)
 
