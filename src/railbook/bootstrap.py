@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.day_records import SqlDayRecords
 from railbook.adapters.db.engine import make_engine, make_sessionmaker
+from railbook.adapters.db.members import SqlMembers
 from railbook.adapters.db.models import SystemValue
 from railbook.adapters.db.sale_days import SqlSaleDays
 from railbook.config import Settings
@@ -29,7 +30,7 @@ from railbook.services.booking.accept import (
     TrainDayCache,
 )
 from railbook.services.booking.commit import SeatIds
-from railbook.services.members.service import PasswordHasher
+from railbook.services.members.passwords import PasswordHasher
 from railbook.services.ports import Allocator
 from railbook.services.search.service import SearchService
 
@@ -57,6 +58,7 @@ class Container:
     payment_provider: MockProvider
     sale_days: SqlSaleDays  # the timetable as sale days freeze it, and the opening of dates
     day_records: SqlDayRecords  # open train-days in the system of record (layouts, releases, tickets)
+    members: SqlMembers  # member accounts and their passengers
     autopipe: AutoPipeline | None = None  # distributed: the accept path's Redis calls share batches
     queue: OrderQueue | None = None  # embedded: the in-process order queue
     accept_reader: AcceptReader | None = None  # PostgreSQL: the accept path's lean reads
@@ -169,6 +171,7 @@ async def build_container(settings: Settings) -> Container:
         payment_provider=MockProvider(secret),
         sale_days=SqlSaleDays(sessionmaker),
         day_records=SqlDayRecords(sessionmaker),
+        members=SqlMembers(sessionmaker),
         autopipe=autopipe,
         queue=queue,
         accept_reader=AcceptReader(settings.database_url) if postgres else None,
