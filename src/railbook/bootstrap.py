@@ -19,6 +19,7 @@ from railbook.adapters.db.engine import make_engine, make_sessionmaker
 from railbook.adapters.db.members import SqlMembers
 from railbook.adapters.db.models import SystemValue
 from railbook.adapters.db.sale_days import SqlSaleDays
+from railbook.adapters.db.timetable import SqlTimetable
 from railbook.config import Settings
 from railbook.services.after_sale.payment import MockProvider
 from railbook.services.booking.accept import (
@@ -56,6 +57,7 @@ class Container:
     jwt_secret: str
     password_hasher: PasswordHasher
     payment_provider: MockProvider
+    timetable: SqlTimetable  # the catalog: stations and trains as published
     sale_days: SqlSaleDays  # the timetable as sale days freeze it, and the opening of dates
     day_records: SqlDayRecords  # open train-days in the system of record (layouts, releases, tickets)
     members: SqlMembers  # member accounts and their passengers
@@ -169,6 +171,7 @@ async def build_container(settings: Settings) -> Container:
         jwt_secret=secret,
         password_hasher=PasswordHasher(settings),
         payment_provider=MockProvider(secret),
+        timetable=SqlTimetable(sessionmaker),
         sale_days=SqlSaleDays(sessionmaker),
         day_records=SqlDayRecords(sessionmaker),
         members=SqlMembers(sessionmaker),

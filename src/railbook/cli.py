@@ -174,7 +174,7 @@ def timetable_import(
     file: Path = typer.Argument(..., exists=True, readable=True, help="JSON or YAML timetable."),
 ) -> None:
     """Import stations and trains from a JSON/YAML file (idempotent: existing ones are replaced)."""
-    from railbook.services.catalog.service import import_timetable_file
+    from railbook.services.catalog.imports import import_timetable_file
 
     result = _with_container(lambda c: import_timetable_file(c, file))
     console.print(result)

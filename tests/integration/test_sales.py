@@ -25,7 +25,7 @@ from railbook.domain.errors import Conflict, InvalidInput
 from railbook.domain.pricing import fare_fen
 from railbook.domain.seating import CarriageSpec, journey_mask
 from railbook.domain.timetable import StopSpec, TrainSpec
-from railbook.services.catalog import service as catalog
+from railbook.services.catalog import stations, trains
 from railbook.services.sales import inventory, loading, opening, window
 from railbook.workers.scheduler import LeaderLock, scheduler_tick
 from tests.conftest import claimed_redis_db
@@ -71,8 +71,7 @@ async def _station(c: Container, name: str) -> str:
     for _ in range(50):
         code = station_code()
         try:
-            async with c.sessionmaker() as session:
-                await catalog.create_station(session, name=name, code=code)
+            await stations.create_station(c, name=name, code=code)
             return code
         except Conflict:
             continue
@@ -95,8 +94,7 @@ async def _train(c: Container) -> TrainSpec:
         ),
         carriages=(CarriageSpec(1, "business", 2), CarriageSpec(2, "first", 2), CarriageSpec(3, "second", 3)),
     )
-    async with c.sessionmaker() as session:
-        await catalog.create_train(session, spec)
+    await trains.create_train(c, spec)
     return spec
 
 
@@ -153,7 +151,7 @@ async def test_opening_a_day_freezes_the_train_and_loads_the_allocator(container
                 )
             ).all()
         )
-        stations = (
+        stop_names = (
             (
                 await session.execute(
                     select(DailyTrainStop.station_name)
@@ -165,7 +163,7 @@ async def test_opening_a_day_freezes_the_train_and_loads_the_allocator(container
             .all()
         )
     assert prices == {c: fare_fen("G", c, 450) for c in ("business", "first", "second")}
-    assert stations[1].startswith("乙")  # stop 1 was given by telegraph code; the day keeps its name
+    assert stop_names[1].startswith("乙")  # stop 1 was given by telegraph code; the day keeps its name
 
     again = await opening.open_sale_days(container, [FAR])
     assert {"date": FAR.isoformat(), "train_code": spec.code} in again["already_open"]
@@ -294,9 +292,8 @@ async def test_ensure_day_loaded_after_the_allocator_lost_it(container: Containe
 async def test_delete_and_replace_respect_open_days(container: Container) -> None:
     spec = await _train(container)
     await opening.open_sale_days(container, [FAR])
-    async with container.sessionmaker() as session:
-        with pytest.raises(Conflict) as info:
-            await catalog.delete_train(session, spec.code, today=dt.date.today())
+    with pytest.raises(Conflict) as info:
+        await trains.delete_train(container, spec.code, today=dt.date.today())
     assert info.value.code == "TRAIN_ON_SALE"
     # Replacing is allowed; the open day keeps its frozen copy.
     shorter = TrainSpec(
@@ -305,19 +302,16 @@ async def test_delete_and_replace_respect_open_days(container: Container) -> Non
         (spec.stops[0], StopSpec(spec.stops[1].station, "08:40", None, 150)),
         (CarriageSpec(1, "second", 1),),
     )
-    async with container.sessionmaker() as session:
-        view = await catalog.replace_train(session, spec.code, shorter)
+    view = await trains.replace_train(container, spec.code, shorter)
     assert view["seats"] == {"second": 5}
     assert (await _daily(container, spec.code, FAR)).n_stops == 4
     later = FAR + dt.timedelta(days=1)
     await opening.open_sale_days(container, [later])
     assert (await _daily(container, spec.code, later)).n_stops == 2
     # Once every open day is in the past, the train can go.
-    async with container.sessionmaker() as session:
-        await catalog.delete_train(session, spec.code, today=later + dt.timedelta(days=1))
-    async with container.sessionmaker() as session:
-        with pytest.raises(Exception) as gone:
-            await catalog.get_train(session, spec.code)
+    await trains.delete_train(container, spec.code, today=later + dt.timedelta(days=1))
+    with pytest.raises(Exception) as gone:
+        await trains.get_train(container, spec.code)
     assert getattr(gone.value, "code", None) == "TRAIN_NOT_FOUND"
 
 
@@ -329,13 +323,11 @@ async def test_unknown_station_names_the_stop_and_writes_nothing(container: Cont
         (spec.stops[0], StopSpec("无此站", "09:00", None, 100)),
         spec.carriages,
     )
-    async with container.sessionmaker() as session:
-        with pytest.raises(InvalidInput) as info:
-            await catalog.create_train(session, bad)
+    with pytest.raises(InvalidInput) as info:
+        await trains.create_train(container, bad)
     assert info.value.details["stop"] == 1
-    async with container.sessionmaker() as session:
-        with pytest.raises(Exception) as missing:
-            await catalog.get_train(session, bad.code)
+    with pytest.raises(Exception) as missing:
+        await trains.get_train(container, bad.code)
     assert getattr(missing.value, "code", None) == "TRAIN_NOT_FOUND"
 
 
