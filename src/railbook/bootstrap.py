@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from railbook.adapters.db.accept_reads import DbAcceptReads
 from railbook.adapters.db.cancellations import SqlCancellationStore
 from railbook.adapters.db.changes import SqlChangeStore
+from railbook.adapters.db.day_records import SqlDayRecords
 from railbook.adapters.db.engine import make_engine, make_sessionmaker
+from railbook.adapters.db.members import SqlMembers
 from railbook.adapters.db.models import SystemValue
 from railbook.adapters.db.order_reads import DbOrderReads
 from railbook.adapters.db.orders import DbOrderStore
@@ -25,7 +27,9 @@ from railbook.adapters.db.outbox import OutboxStore
 from railbook.adapters.db.payments import SqlPaymentStore
 from railbook.adapters.db.refunds import SqlRefundStore
 from railbook.adapters.db.routes import RouteRepository
+from railbook.adapters.db.sale_days import SqlSaleDays
 from railbook.adapters.db.seat_layout import SeatLayoutRepository
+from railbook.adapters.db.timetable import SqlTimetable
 from railbook.adapters.db.waitlist import SqlWaitlistStore
 from railbook.adapters.payment.mock import MockProvider
 from railbook.config import Settings
@@ -33,7 +37,7 @@ from railbook.services.booking.accept import ACCEPT_SLOTS
 from railbook.services.booking.memos import MemberCache, SoldOutMemo
 from railbook.services.booking.ports import AcceptReads, OrderGuard, OrderIntake, OrderReads, OrderStore
 from railbook.services.booking.train_days import TrainDayCache
-from railbook.services.members.service import PasswordHasher
+from railbook.services.members.passwords import PasswordHasher
 from railbook.services.ports import Allocator
 from railbook.services.search.service import SearchService
 
@@ -72,6 +76,10 @@ class Container:
     refunds: SqlRefundStore
     ticket_changes: SqlChangeStore
     waitlists: SqlWaitlistStore
+    timetable: SqlTimetable  # the catalog: stations and trains as published
+    sale_days: SqlSaleDays  # the timetable as sale days freeze it, and the opening of dates
+    day_records: SqlDayRecords  # open train-days in the system of record (layouts, releases, tickets)
+    members: SqlMembers  # member accounts and their passengers
     autopipe: AutoPipeline | None = None  # distributed: the accept path's Redis calls share batches
     event_stream: RedisEventStream | None = None  # distributed: the events stream (embedded: event_queue)
     queue: OrderQueue | None = None  # embedded: the in-process order queue
@@ -208,6 +216,10 @@ async def build_container(settings: Settings) -> Container:
         refunds=SqlRefundStore(sessionmaker),
         ticket_changes=SqlChangeStore(sessionmaker),
         waitlists=SqlWaitlistStore(sessionmaker),
+        timetable=SqlTimetable(sessionmaker),
+        sale_days=SqlSaleDays(sessionmaker),
+        day_records=SqlDayRecords(sessionmaker),
+        members=SqlMembers(sessionmaker),
         autopipe=autopipe,
         event_stream=event_stream,
         queue=queue,

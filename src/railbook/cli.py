@@ -174,7 +174,7 @@ def timetable_import(
     file: Path = typer.Argument(..., exists=True, readable=True, help="JSON or YAML timetable."),
 ) -> None:
     """Import stations and trains from a JSON/YAML file (idempotent: existing ones are replaced)."""
-    from railbook.services.catalog.service import import_timetable_file
+    from railbook.services.catalog.imports import import_timetable_file
 
     result = _with_container(lambda c: import_timetable_file(c, file))
     console.print(result)
@@ -199,7 +199,7 @@ def sales_open(
     days: int = typer.Option(None, help="The next N days from today."),
 ) -> None:
     """Open sale days: copy the timetable into the per-day tables and load the allocator."""
-    from railbook.services.sales.service import open_sale_days
+    from railbook.services.sales.opening import open_sale_days
 
     if (date is None) == (days is None):
         raise typer.BadParameter("give exactly one of --date or --days")
@@ -218,7 +218,7 @@ def sales_open(
 @inventory_app.command("rebuild")
 def inventory_rebuild(date: str = typer.Option(...), train: str = typer.Option(None)) -> None:
     """Rebuild the allocator's state of a day (or one train-day) from the system of record."""
-    from railbook.services.sales.service import rebuild_inventory
+    from railbook.services.sales.loading import rebuild_inventory
 
     n = _with_container(lambda c: rebuild_inventory(c, dt.date.fromisoformat(date), train))
     console.print(f"rebuilt {n} train-day(s)")
@@ -233,7 +233,8 @@ def inventory_check(
     ),
 ) -> None:
     """Compare the allocator with the system of record; exits 1 on any drift."""
-    from railbook.services.sales.service import check_inventory, reconcile_inventory
+    from railbook.services.sales.inventory import check_inventory
+    from railbook.services.sales.reconcile import reconcile_inventory
 
     day = dt.date.fromisoformat(date) if date else None
 

@@ -113,20 +113,27 @@ async def test_database_down_answers_503_with_retry_after(pg_url: str, redis_url
                 assert ok.status_code == 401  # the store answers: just unknown credentials
                 # Swap in an engine that points at a port where nothing listens.
                 from railbook.adapters.db.engine import make_engine, make_sessionmaker
+                from railbook.adapters.db.members import SqlMembers
 
-                good_engine, good_maker = container.engine, container.sessionmaker
+                good_engine, good_maker, good_members = (
+                    container.engine,
+                    container.sessionmaker,
+                    container.members,
+                )
                 dead = make_engine(
                     pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{_closed_port()}").replace(
                         "@127.0.0.1/", f"@127.0.0.1:{_closed_port()}/"
                     )
                 )
                 container.engine, container.sessionmaker = dead, make_sessionmaker(dead)
+                container.members = SqlMembers(container.sessionmaker)  # login reads the member store
                 r = await http.post("/api/v1/auth/login", json=login)
                 assert_error_shape(r, 503, "UNAVAILABLE")
                 assert int(r.headers["retry-after"]) >= 1
                 ready = await http.get("/readyz")
                 assert ready.status_code == 503 and "retry-after" in ready.headers
                 container.engine, container.sessionmaker = good_engine, good_maker
+                container.members = good_members
                 await dead.dispose()
                 assert (await http.post("/api/v1/auth/login", json=login)).status_code == 401
     finally:

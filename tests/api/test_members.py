@@ -303,7 +303,7 @@ async def test_password_hashing_is_bounded_and_sheds_the_excess() -> None:
     instead of queueing without bound; once the storm passes, hashing works again."""
     from railbook.config import Settings
     from railbook.domain.errors import Unavailable
-    from railbook.services.members.service import PasswordHasher
+    from railbook.services.members.passwords import PasswordHasher
 
     hasher = PasswordHasher(
         Settings(argon2_time_cost=1, argon2_memory_cost=1024), concurrency=1, queue_limit=1

@@ -18,7 +18,7 @@ from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSe
 from railbook.services.after_sale.cancel import release_orders
 from railbook.services.booking.commit import OrderMessage, commit_batch
 from railbook.services.ports import SeatHold
-from railbook.services.sales import service as sales
+from railbook.services.sales import inventory, loading, opening, reconcile
 from railbook.workers.scheduler import Reconciler
 from tests.integration.test_sales import (
     FAR,
@@ -64,7 +64,7 @@ async def _second(c: Container, code: str) -> list[int]:
 
 async def _open(c: Container) -> tuple[str, DailyTrain]:
     spec = await _train(c)
-    await sales.open_sale_days(c, [FAR])
+    await opening.open_sale_days(c, [FAR])
     return spec.code, await _daily(c, spec.code, FAR)
 
 
@@ -102,7 +102,7 @@ async def test_every_load_stamps_a_new_epoch_and_allocations_report_theirs(conta
     assert first
     seats = await container.allocator.allocate(code, FAR, _request(0, 1), order_id="o1")
     assert getattr(seats, "epoch", None) == first
-    assert await sales.rebuild_inventory(container, FAR, code) == 1
+    assert await loading.rebuild_inventory(container, FAR, code) == 1
     (second,) = await container.allocator.epochs([(code, FAR)])
     assert second and second != first
     assert await container.allocator.epochs([(code, FAR + dt.timedelta(days=1))]) == [None]
@@ -113,14 +113,14 @@ async def test_reconcile_marks_held_what_the_database_holds_and_frees_nothing(co
     await _sold(container, daily, 0, 0, 2)  # in the database only: drift
     in_flight = await container.allocator.allocate(code, FAR, _request(2, 3), order_id="in-flight")
     assert in_flight[0].seat_index == 0  # the allocator saw seat 0 free for 2→3 as well
-    assert await sales.check_inventory(container, FAR, code)
+    assert await inventory.check_inventory(container, FAR, code)
 
-    result = await sales.reconcile_day(container, code, FAR)
+    result = await reconcile.reconcile_day(container, code, FAR)
     assert result.repaired_seats == 1
     assert len(result.unconfirmed) == 1  # the accepted order not committed yet: reported, left alone
     assert (await _second(container, code))[0] == journey_mask(0, 3)
     assert (await container.allocator.remaining(code, FAR, 0, 2))["second"] == 14
-    assert (await sales.reconcile_day(container, code, FAR)).repaired_seats == 0
+    assert (await reconcile.reconcile_day(container, code, FAR)).repaired_seats == 0
 
 
 async def test_hold_needs_the_epoch_it_compared_and_skips_a_ticket_given_back(container: Container) -> None:
@@ -145,7 +145,7 @@ async def test_a_release_the_rebuilt_day_already_reflects_frees_nothing(containe
     code, daily = await _open(container)
     order_id, _ = await _sold(container, daily, 0, 0, 3, cancelled=True)
     await container.allocator.drop_day(code, FAR)  # the data loss
-    assert await sales.ensure_day_loaded(container, code, FAR)
+    assert await loading.ensure_day_loaded(container, code, FAR)
     again = await container.allocator.allocate(code, FAR, _request(0, 3), order_id="new-buyer")
     assert again[0].seat_index == 0
     await release_orders(container, [order_id])
@@ -156,7 +156,7 @@ async def test_an_order_of_a_lost_copy_of_its_day_ends_lost_in_failover(containe
     code, daily = await _open(container)
     old = await container.allocator.allocate(code, FAR, _request(0, 3), order_id="old")
     stale = await _message(container, daily, [(old[0].seat_index, old[0].seat_name)], old.epoch)
-    assert await sales.rebuild_inventory(container, FAR, code) == 1  # the copy that accepted it is gone
+    assert await loading.rebuild_inventory(container, FAR, code) == 1  # the copy that accepted it is gone
     new = await container.allocator.allocate(code, FAR, _request(0, 3), order_id="new")
     assert new[0].seat_index == old[0].seat_index
     current = await _message(container, daily, [(new[0].seat_index, new[0].seat_name)], new.epoch)
@@ -170,7 +170,7 @@ async def test_an_order_of_a_lost_copy_of_its_day_ends_lost_in_failover(containe
     assert (await _order(container, current.order_id)).status == "SUCCESS"
     # Nothing was given back on the lost order's behalf: the new buyer keeps the seat.
     assert (await _second(container, code))[new[0].seat_index] == journey_mask(0, 3)
-    assert await sales.check_inventory(container, FAR, code) == []
+    assert await inventory.check_inventory(container, FAR, code) == []
 
 
 @pytest.mark.parametrize("store_settings", ["pg"], indirect=True)  # a table lock needs PostgreSQL
@@ -198,7 +198,7 @@ async def test_a_rebuild_racing_a_commit_is_repaired_by_the_committer(container:
             await asyncio.sleep(0.02)
         else:
             raise AssertionError("the committer never reached its insert")
-        assert await sales.rebuild_inventory(container, FAR, code) == 1
+        assert await loading.rebuild_inventory(container, FAR, code) == 1
         assert (await _second(container, code))[got[0].seat_index] == 0  # the rebuild did not see it
     finally:
         lock.rollback()
@@ -206,7 +206,7 @@ async def test_a_rebuild_racing_a_commit_is_repaired_by_the_committer(container:
     outcome = await committing
     assert [m.order_id for m in outcome.committed] == [message.order_id]
     assert (await _second(container, code))[got[0].seat_index] == journey_mask(0, 3)
-    assert await sales.check_inventory(container, FAR, code) == []
+    assert await inventory.check_inventory(container, FAR, code) == []
 
 
 async def test_the_scheduler_reconciles_a_day_loaded_again(container: Container) -> None:
@@ -216,7 +216,7 @@ async def test_the_scheduler_reconciles_a_day_loaded_again(container: Container)
     await _sold(container, daily, 4, 1, 3)  # committed after the day was (re)loaded without it
     await container.allocator.drop_day(code, FAR)
     await container.allocator.load_day(
-        sales.fresh_layout(
+        opening.fresh_layout(
             code,
             FAR,
             4,
@@ -227,4 +227,4 @@ async def test_the_scheduler_reconciles_a_day_loaded_again(container: Container)
     done = await reconciler.run(container)
     assert done["repaired_seats"] >= 1
     assert (await _second(container, code))[4] == journey_mask(1, 3)
-    assert await sales.check_inventory(container, FAR, code) == []
+    assert await inventory.check_inventory(container, FAR, code) == []

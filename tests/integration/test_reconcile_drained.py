@@ -12,7 +12,8 @@ from railbook.adapters.redis.allocator import RedisAllocator, order_stream_key
 from railbook.adapters.redis.stream import GROUP
 from railbook.bootstrap import Container
 from railbook.domain.seating import journey_mask
-from railbook.services.sales import service as sales
+from railbook.kit.clock import utcnow
+from railbook.services.sales import inventory, reconcile
 from railbook.workers.scheduler import Reconciler
 from tests.integration.test_reconcile import _open, _request, _second, _sold
 from tests.integration.test_sales import FAR, container, module_redis_url, store_settings
@@ -48,12 +49,12 @@ async def test_a_drained_day_frees_what_no_active_ticket_holds(container: Contai
     orphan = await _orphan(container, code, 1, 3, "orphan")
     assert orphan == 0
     await _deliver(container, code, ack=True)
-    assert await sales.check_inventory(container, FAR, code)
+    assert await inventory.check_inventory(container, FAR, code)
 
-    result = await sales.reconcile_day(container, code, FAR)
+    result = await reconcile.reconcile_day(container, code, FAR)
     assert (result.repaired_seats, result.freed_seats, result.unconfirmed) == (1, 1, [])
     assert (await _second(container, code))[0] == journey_mask(0, 2)
-    assert await sales.check_inventory(container, FAR, code) == []
+    assert await inventory.check_inventory(container, FAR, code) == []
     assert isinstance(container.allocator, RedisAllocator)
     assert await container.allocator.audit(code, FAR) == []  # run table and index recounted
     assert (await container.allocator.remaining(code, FAR, 2, 3))["second"] == 15
@@ -64,10 +65,10 @@ async def test_orders_on_their_way_keep_the_drift(container: Container) -> None:
     seat = await _orphan(container, code, 0, 3, "on-its-way")
     held = journey_mask(0, 3)
 
-    result = await sales.reconcile_day(container, code, FAR)  # no committer group yet: undelivered
+    result = await reconcile.reconcile_day(container, code, FAR)  # no committer group yet: undelivered
     assert result.freed_seats == 0 and len(result.unconfirmed) == 1
     await _deliver(container, code, ack=False)  # delivered, not acknowledged: pending
-    assert (await sales.reconcile_day(container, code, FAR)).freed_seats == 0
+    assert (await reconcile.reconcile_day(container, code, FAR)).freed_seats == 0
     assert (await _second(container, code))[seat] == held
 
     await _deliver(container, code, ack=True)
@@ -77,7 +78,7 @@ async def test_orders_on_their_way_keep_the_drift(container: Container) -> None:
     assert pending["pending"] == 1  # the first delivery is still unacknowledged
     ids = [p["message_id"] for p in await container.redis.xpending_range(key, GROUP, "-", "+", 10)]
     await container.redis.xack(key, GROUP, *ids)
-    assert (await sales.reconcile_day(container, code, FAR)).freed_seats == 1
+    assert (await reconcile.reconcile_day(container, code, FAR)).freed_seats == 1
     assert (await _second(container, code))[seat] == 0
 
 
@@ -87,11 +88,11 @@ async def test_a_release_on_its_way_keeps_the_drift(container: Container) -> Non
     seat = await _orphan(container, code, 0, 1, "drift")
     await _deliver(container, code, ack=True)
 
-    result = await sales.reconcile_day(container, code, FAR)
+    result = await reconcile.reconcile_day(container, code, FAR)
     assert result.freed_seats == 0 and len(result.unconfirmed) == 1
     async with container.sessionmaker() as session, session.begin():
-        await session.execute(update(Order).where(Order.id == order_id).values(released_at=sales.utcnow()))
-    assert (await sales.reconcile_day(container, code, FAR)).freed_seats == 1
+        await session.execute(update(Order).where(Order.id == order_id).values(released_at=utcnow()))
+    assert (await reconcile.reconcile_day(container, code, FAR)).freed_seats == 1
     assert (await _second(container, code))[seat] == 0
 
 
@@ -127,4 +128,4 @@ async def test_the_scheduler_comes_back_to_a_day_left_with_drift(container: Cont
     await reconciler.run(container)
     assert (await _second(container, code))[seat] == 0
     assert (code, FAR) not in reconciler.drifting
-    assert await sales.check_inventory(container, FAR, code) == []
+    assert await inventory.check_inventory(container, FAR, code) == []

@@ -25,8 +25,8 @@ from railbook.domain.errors import Conflict, InvalidInput
 from railbook.domain.pricing import fare_fen
 from railbook.domain.seating import CarriageSpec, journey_mask
 from railbook.domain.timetable import StopSpec, TrainSpec
-from railbook.services.catalog import service as catalog
-from railbook.services.sales import service as sales
+from railbook.services.catalog import stations, trains
+from railbook.services.sales import inventory, loading, opening, window
 from railbook.workers.scheduler import LeaderLock, scheduler_tick
 from tests.conftest import claimed_redis_db
 from tests.naming import station_code, train_code
@@ -71,8 +71,7 @@ async def _station(c: Container, name: str) -> str:
     for _ in range(50):
         code = station_code()
         try:
-            async with c.sessionmaker() as session:
-                await catalog.create_station(session, name=name, code=code)
+            await stations.create_station(c, name=name, code=code)
             return code
         except Conflict:
             continue
@@ -95,8 +94,7 @@ async def _train(c: Container) -> TrainSpec:
         ),
         carriages=(CarriageSpec(1, "business", 2), CarriageSpec(2, "first", 2), CarriageSpec(3, "second", 3)),
     )
-    async with c.sessionmaker() as session:
-        await catalog.create_train(session, spec)
+    await trains.create_train(c, spec)
     return spec
 
 
@@ -126,7 +124,7 @@ async def _counts(c: Container, daily_id: int) -> tuple[int, int, int]:
 
 async def test_opening_a_day_freezes_the_train_and_loads_the_allocator(container: Container) -> None:
     spec = await _train(container)
-    first = await sales.open_sale_days(container, [FAR])
+    first = await opening.open_sale_days(container, [FAR])
     assert {"date": FAR.isoformat(), "train_code": spec.code} in first["opened"]
     daily = await _daily(container, spec.code, FAR)
     assert daily.n_stops == 4
@@ -153,7 +151,7 @@ async def test_opening_a_day_freezes_the_train_and_loads_the_allocator(container
                 )
             ).all()
         )
-        stations = (
+        stop_names = (
             (
                 await session.execute(
                     select(DailyTrainStop.station_name)
@@ -165,9 +163,9 @@ async def test_opening_a_day_freezes_the_train_and_loads_the_allocator(container
             .all()
         )
     assert prices == {c: fare_fen("G", c, 450) for c in ("business", "first", "second")}
-    assert stations[1].startswith("乙")  # stop 1 was given by telegraph code; the day keeps its name
+    assert stop_names[1].startswith("乙")  # stop 1 was given by telegraph code; the day keeps its name
 
-    again = await sales.open_sale_days(container, [FAR])
+    again = await opening.open_sale_days(container, [FAR])
     assert {"date": FAR.isoformat(), "train_code": spec.code} in again["already_open"]
     assert all(o["train_code"] != spec.code for o in again["opened"])
     assert await _counts(container, daily.id) == (4, 29, 18)
@@ -175,11 +173,9 @@ async def test_opening_a_day_freezes_the_train_and_loads_the_allocator(container
 
 async def test_seat_numbering_in_the_database_matches_the_domain(container: Container) -> None:
     spec = await _train(container)
-    await sales.open_sale_days(container, [FAR])
-    daily = await _daily(container, spec.code, FAR)
-    async with container.sessionmaker() as session:
-        layout = await sales.load_day_layout(session, daily)
-    fresh = sales.fresh_layout(spec.code, FAR, 4, spec.carriages)
+    await opening.open_sale_days(container, [FAR])
+    (layout,) = await container.day_records.layouts(FAR, spec.code)
+    fresh = opening.fresh_layout(spec.code, FAR, 4, spec.carriages)
     assert {c: list(s) for c, s in layout.seats.items()} == {c: list(s) for c, s in fresh.seats.items()}
     assert layout.seats["second"][6].name == "03-02B"  # row 1 is A B C D F, then 2A, 2B
 
@@ -258,49 +254,46 @@ async def sell_directly(
 
 async def test_layout_masks_come_from_active_tickets_only(container: Container) -> None:
     spec = await _train(container)
-    await sales.open_sale_days(container, [FAR])
+    await opening.open_sale_days(container, [FAR])
     daily = await _daily(container, spec.code, FAR)
     await sell_directly(container, daily, 0, 0, 1, ticket_status="PAID")
     await sell_directly(container, daily, 0, 2, 3, ticket_status="UNPAID")
     await sell_directly(container, daily, 1, 0, 3, ticket_status="REFUNDED")
     await sell_directly(container, daily, 2, 1, 2, ticket_status="CHANGED")
-    async with container.sessionmaker() as session:
-        layout = await sales.load_day_layout(session, daily)
+    (layout,) = await container.day_records.layouts(FAR, spec.code)
     assert layout.masks["second"][:3] == [journey_mask(0, 1) | journey_mask(2, 3), 0, 0]
     assert set(layout.masks["business"]) == {0}
 
-    async with container.sessionmaker() as session:
-        inventory = await sales.day_inventory(session, spec.code, FAR)
-    second = inventory["classes"]["second"]
+    counts = await inventory.day_inventory(container, spec.code, FAR)
+    second = counts["classes"]["second"]
     assert second["seats"] == 15
     assert second["sold_per_segment"] == [1, 0, 1]
     assert second["remaining"] == {"0-1": 14, "0-2": 14, "0-3": 14, "1-2": 15, "1-3": 14, "2-3": 14}
-    assert inventory["stations"][0].startswith("甲")
+    assert counts["stations"][0].startswith("甲")
 
     # The allocator was loaded when nothing was sold: the audit sees the drift, a rebuild cures it.
-    drift = await sales.check_inventory(container, FAR, spec.code)
+    drift = await inventory.check_inventory(container, FAR, spec.code)
     assert drift and all(spec.code in line for line in drift)
-    assert await sales.rebuild_inventory(container, FAR, spec.code) == 1
-    assert await sales.check_inventory(container, FAR, spec.code) == []
+    assert await loading.rebuild_inventory(container, FAR, spec.code) == 1
+    assert await inventory.check_inventory(container, FAR, spec.code) == []
     assert (await container.allocator.remaining(spec.code, FAR, 0, 3))["second"] == 14
 
 
 async def test_ensure_day_loaded_after_the_allocator_lost_it(container: Container) -> None:
     spec = await _train(container)
-    await sales.open_sale_days(container, [FAR])
+    await opening.open_sale_days(container, [FAR])
     await container.allocator.drop_day(spec.code, FAR)
     assert not await container.allocator.is_loaded(spec.code, FAR)
-    assert await sales.ensure_day_loaded(container, spec.code, FAR) is True
+    assert await loading.ensure_day_loaded(container, spec.code, FAR) is True
     assert await container.allocator.is_loaded(spec.code, FAR)
-    assert await sales.ensure_day_loaded(container, spec.code, FAR + dt.timedelta(days=1)) is False
+    assert await loading.ensure_day_loaded(container, spec.code, FAR + dt.timedelta(days=1)) is False
 
 
 async def test_delete_and_replace_respect_open_days(container: Container) -> None:
     spec = await _train(container)
-    await sales.open_sale_days(container, [FAR])
-    async with container.sessionmaker() as session:
-        with pytest.raises(Conflict) as info:
-            await catalog.delete_train(session, spec.code, today=dt.date.today())
+    await opening.open_sale_days(container, [FAR])
+    with pytest.raises(Conflict) as info:
+        await trains.delete_train(container, spec.code, today=dt.date.today())
     assert info.value.code == "TRAIN_ON_SALE"
     # Replacing is allowed; the open day keeps its frozen copy.
     shorter = TrainSpec(
@@ -309,19 +302,16 @@ async def test_delete_and_replace_respect_open_days(container: Container) -> Non
         (spec.stops[0], StopSpec(spec.stops[1].station, "08:40", None, 150)),
         (CarriageSpec(1, "second", 1),),
     )
-    async with container.sessionmaker() as session:
-        view = await catalog.replace_train(session, spec.code, shorter)
+    view = await trains.replace_train(container, spec.code, shorter)
     assert view["seats"] == {"second": 5}
     assert (await _daily(container, spec.code, FAR)).n_stops == 4
     later = FAR + dt.timedelta(days=1)
-    await sales.open_sale_days(container, [later])
+    await opening.open_sale_days(container, [later])
     assert (await _daily(container, spec.code, later)).n_stops == 2
     # Once every open day is in the past, the train can go.
-    async with container.sessionmaker() as session:
-        await catalog.delete_train(session, spec.code, today=later + dt.timedelta(days=1))
-    async with container.sessionmaker() as session:
-        with pytest.raises(Exception) as gone:
-            await catalog.get_train(session, spec.code)
+    await trains.delete_train(container, spec.code, today=later + dt.timedelta(days=1))
+    with pytest.raises(Exception) as gone:
+        await trains.get_train(container, spec.code)
     assert getattr(gone.value, "code", None) == "TRAIN_NOT_FOUND"
 
 
@@ -333,20 +323,18 @@ async def test_unknown_station_names_the_stop_and_writes_nothing(container: Cont
         (spec.stops[0], StopSpec("无此站", "09:00", None, 100)),
         spec.carriages,
     )
-    async with container.sessionmaker() as session:
-        with pytest.raises(InvalidInput) as info:
-            await catalog.create_train(session, bad)
+    with pytest.raises(InvalidInput) as info:
+        await trains.create_train(container, bad)
     assert info.value.details["stop"] == 1
-    async with container.sessionmaker() as session:
-        with pytest.raises(Exception) as missing:
-            await catalog.get_train(session, bad.code)
+    with pytest.raises(Exception) as missing:
+        await trains.get_train(container, bad.code)
     assert getattr(missing.value, "code", None) == "TRAIN_NOT_FOUND"
 
 
 async def test_scheduler_tick_opens_the_window_and_leader_lock(container: Container) -> None:
     spec = await _train(container)
     await scheduler_tick(container)
-    for day in sales.sale_window(container.settings):
+    for day in window.sale_window(container.settings):
         assert await container.allocator.is_loaded(spec.code, day)
     assert (await scheduler_tick(container))["opened"] == 0
     if container.redis is not None:

@@ -18,7 +18,9 @@ from typing import Any
 
 import structlog
 
-from railbook.services.sales.service import load_open_days, open_days, open_window, reconcile_day
+from railbook.services.sales.loading import load_open_days, open_days
+from railbook.services.sales.opening import open_window
+from railbook.services.sales.reconcile import reconcile_day
 
 log = structlog.get_logger(__name__)
 

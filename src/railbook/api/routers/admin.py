@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
-from railbook.api.deps import ContainerDep, SessionDep, require_admin
+from railbook.api.deps import ContainerDep, require_admin
 from railbook.api.schemas_admin import (
     InventoryOut,
     SaleOpenIn,
@@ -19,8 +19,10 @@ from railbook.api.schemas_admin import (
     TrainSummaryOut,
     train_out,
 )
-from railbook.services.catalog import service as catalog
-from railbook.services.sales import service as sales
+from railbook.services.catalog import stations, trains
+from railbook.services.sales.inventory import day_inventory
+from railbook.services.sales.opening import open_sale_days
+from railbook.services.sales.window import check_on_sale, today
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -28,52 +30,52 @@ TrainCode = Annotated[str, Path(min_length=1, max_length=16)]
 
 
 @router.post("/stations", status_code=status.HTTP_201_CREATED, response_model=StationOut)
-async def create_station(body: StationIn, session: SessionDep) -> StationOut:
+async def create_station(body: StationIn, container: ContainerDep) -> StationOut:
     """Add a station; 409 STATION_EXISTS when its name or telegraph code is taken."""
-    view = await catalog.create_station(
-        session, name=body.name, code=body.code, pinyin=body.pinyin, city=body.city
+    view = await stations.create_station(
+        container, name=body.name, code=body.code, pinyin=body.pinyin, city=body.city
     )
     return StationOut.model_validate(view)
 
 
 @router.get("/stations", response_model=list[StationOut])
 async def list_stations(
-    session: SessionDep, q: Annotated[str | None, Query(max_length=32)] = None
+    container: ContainerDep, q: Annotated[str | None, Query(max_length=32)] = None
 ) -> list[StationOut]:
     """Stations whose name, telegraph code or pinyin starts with ``q``."""
-    return [StationOut.model_validate(v) for v in await catalog.find_stations(session, q)]
+    return [StationOut.model_validate(v) for v in await stations.find_stations(container, q)]
 
 
 @router.post(
     "/trains", status_code=status.HTTP_201_CREATED, response_model=TrainOut, response_model_exclude_none=True
 )
-async def create_train(body: TrainIn, session: SessionDep) -> TrainOut:
+async def create_train(body: TrainIn, container: ContainerDep) -> TrainOut:
     """Publish a whole train atomically (stops, carriages, generated seats); 409 TRAIN_EXISTS."""
-    return train_out(await catalog.create_train(session, body.to_spec()))
+    return train_out(await trains.create_train(container, body.to_spec()))
 
 
 @router.get("/trains", response_model=list[TrainSummaryOut])
-async def list_trains(session: SessionDep) -> list[TrainSummaryOut]:
+async def list_trains(container: ContainerDep) -> list[TrainSummaryOut]:
     """Every published train: code, kind, first and last station, number of stops."""
-    return [TrainSummaryOut.model_validate(v) for v in await catalog.list_trains(session)]
+    return [TrainSummaryOut.model_validate(v) for v in await trains.list_trains(container)]
 
 
 @router.get("/trains/{code}", response_model=TrainOut, response_model_exclude_none=True)
-async def get_train(code: TrainCode, session: SessionDep) -> TrainOut:
+async def get_train(code: TrainCode, container: ContainerDep) -> TrainOut:
     """A train as published."""
-    return train_out(await catalog.get_train(session, code))
+    return train_out(await trains.get_train(container, code))
 
 
 @router.put("/trains/{code}", response_model=TrainOut, response_model_exclude_none=True)
-async def replace_train(code: TrainCode, body: TrainIn, session: SessionDep) -> TrainOut:
+async def replace_train(code: TrainCode, body: TrainIn, container: ContainerDep) -> TrainOut:
     """Replace a train; days already open keep their copy, days opened afterwards use this one."""
-    return train_out(await catalog.replace_train(session, code, body.to_spec()))
+    return train_out(await trains.replace_train(container, code, body.to_spec()))
 
 
 @router.delete("/trains/{code}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_train(code: TrainCode, session: SessionDep) -> Response:
+async def delete_train(code: TrainCode, container: ContainerDep) -> Response:
     """Remove a train; 409 TRAIN_ON_SALE while any of its days from today on is open."""
-    await catalog.delete_train(session, code, today=sales.today())
+    await trains.delete_train(container, code, today=today())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -81,11 +83,13 @@ async def delete_train(code: TrainCode, session: SessionDep) -> Response:
 async def open_sales(body: SaleOpenIn, container: ContainerDep) -> SaleOpenOut:
     """Open sale days inside the sale window; idempotent (a repeat opens only what is missing)."""
     dates = body.dates()
-    sales.check_on_sale(container.settings, dates)
-    return SaleOpenOut.model_validate(await sales.open_sale_days(container, dates))
+    check_on_sale(container.settings, dates)
+    return SaleOpenOut.model_validate(await open_sale_days(container, dates))
 
 
 @router.get("/trains/{code}/inventory", response_model=InventoryOut)
-async def inventory(code: TrainCode, session: SessionDep, date: Annotated[dt.date, Query()]) -> InventoryOut:
+async def inventory(
+    code: TrainCode, container: ContainerDep, date: Annotated[dt.date, Query()]
+) -> InventoryOut:
     """Sold segments and remaining seats of every station pair, from the system of record."""
-    return InventoryOut.model_validate(await sales.day_inventory(session, code, date))
+    return InventoryOut.model_validate(await day_inventory(container, code, date))

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from railbook.services.catalog.service import import_timetable
+from railbook.services.catalog.imports import import_timetable
+from railbook.services.catalog.stations import CatalogContext
 
 SAMPLE_RESOURCE = "sample_network.yaml"
 
@@ -39,9 +39,9 @@ async def sample_network() -> dict[str, Any]:
     return await asyncio.to_thread(_read_sample)
 
 
-async def load_sample_network(session: AsyncSession) -> dict[str, int]:
+async def load_sample_network(container: CatalogContext) -> dict[str, int]:
     """Import the sample network (idempotent)."""
-    return await import_timetable(session, await sample_network())
+    return await import_timetable(container, await sample_network())
 
 
 def _station_names(rng: random.Random, count: int) -> list[dict[str, str]]:

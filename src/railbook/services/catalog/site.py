@@ -7,10 +7,11 @@ from typing import Any
 
 import structlog
 
+from railbook.services.catalog.imports import catalog_is_empty
 from railbook.services.catalog.sample import load_sample_network
-from railbook.services.catalog.service import catalog_is_empty
 from railbook.services.members import service as members
-from railbook.services.sales.service import load_open_days, open_window
+from railbook.services.sales.loading import load_open_days
+from railbook.services.sales.opening import open_window
 
 log = structlog.get_logger(__name__)
 
@@ -22,11 +23,8 @@ async def prepare_site(container: Any, *, load_sample: bool) -> dict[str, Any]:
     """Make a fresh site usable at once; returns the lines ``railbook serve`` prints."""
     lines: list[str] = []
     if load_sample:
-        async with container.sessionmaker() as session:
-            empty = await catalog_is_empty(session)
-        if empty:
-            async with container.sessionmaker() as session:
-                result = await load_sample_network(session)
+        if await catalog_is_empty(container):
+            result = await load_sample_network(container)
             lines.append(
                 f"sample timetable loaded: {result['stations_added']} stations, "
                 f"{result['trains_created']} trains"

@@ -1,0 +1,159 @@
+"""Member accounts and their passengers on PostgreSQL or SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from railbook.adapters.db.models import Member, Passenger
+from railbook.services.members.ports import MemberRecord, PassengerRecord
+
+
+def _member(row: Member) -> MemberRecord:
+    return MemberRecord(row.id, row.mobile, row.name, row.role, row.password_hash)
+
+
+def _passenger(row: Passenger) -> PassengerRecord:
+    return PassengerRecord(row.id, row.member_id, row.name, row.id_card, row.type)
+
+
+class SqlPassengerList:
+    """Statements on one member's passenger list, in the caller's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def lock_member(self, member_id: int) -> bool:
+        """Lock the member's row until the transaction ends; False if the member is gone.
+
+        Locking the member row serialises concurrent adds of one member (PostgreSQL; SQLite
+        serialises every write transaction with BEGIN IMMEDIATE), so the limit and the duplicate
+        check cannot both pass for two racing requests.
+        """
+        member = await self._session.scalar(select(Member).where(Member.id == member_id).with_for_update())
+        return member is not None
+
+    async def has_passenger(self, member_id: int, id_card: str) -> bool:
+        """Whether the member already lists this ID number."""
+        existing = await self._session.scalar(
+            select(Passenger.id).where(Passenger.member_id == member_id, Passenger.id_card == id_card)
+        )
+        return existing is not None
+
+    async def count_passengers(self, member_id: int) -> int:
+        """How many passengers the member lists."""
+        count = await self._session.scalar(
+            select(func.count()).select_from(Passenger).where(Passenger.member_id == member_id)
+        )
+        return count or 0
+
+    async def add_passenger(
+        self, member_id: int, *, name: str, id_card: str, passenger_type: str
+    ) -> PassengerRecord | None:
+        """Insert a passenger; None when the member already lists that ID number (a racing insert)."""
+        passenger = Passenger(member_id=member_id, name=name, id_card=id_card, type=passenger_type)
+        self._session.add(passenger)
+        try:
+            await self._session.flush()
+        except IntegrityError:
+            return None
+        return _passenger(passenger)
+
+
+class SqlMembers:
+    """The member store."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    async def member_id(self, mobile: str) -> int | None:
+        """The account holding this mobile number, if any."""
+        async with self._sessionmaker() as session:
+            member_id: int | None = await session.scalar(select(Member.id).where(Member.mobile == mobile))
+        return member_id
+
+    async def member_by_mobile(self, mobile: str) -> MemberRecord | None:
+        """The account holding this mobile number, if any."""
+        async with self._sessionmaker() as session:
+            member = await session.scalar(select(Member).where(Member.mobile == mobile))
+        return _member(member) if member is not None else None
+
+    async def credentials(self, mobile: str) -> tuple[int, str, str] | None:
+        """(member id, role, password hash) of the account holding this mobile number, if any."""
+        async with self._sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(Member.id, Member.role, Member.password_hash).where(Member.mobile == mobile)
+                )
+            ).first()
+        return (row.id, row.role, row.password_hash) if row is not None else None
+
+    async def member(self, member_id: int) -> MemberRecord | None:
+        """The account, if it still exists."""
+        async with self._sessionmaker() as session:
+            member = await session.get(Member, member_id)
+        return _member(member) if member is not None else None
+
+    async def create_member(self, *, mobile: str, name: str, password_hash: str, role: str) -> int | None:
+        """A new account's id; None when the mobile number is taken (a racing insert won)."""
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                member = Member(mobile=mobile, name=name, password_hash=password_hash, role=role)
+                session.add(member)
+                await session.flush()
+                return member.id
+        except IntegrityError:
+            return None
+
+    async def update_account(self, member_id: int, *, role: str | None, password_hash: str | None) -> None:
+        """Set the role and/or the password hash of an account (nothing if it is gone)."""
+        async with self._sessionmaker() as session, session.begin():
+            member = await session.get(Member, member_id)
+            if member is None:
+                return
+            if role is not None:
+                member.role = role
+            if password_hash is not None:
+                member.password_hash = password_hash
+
+    async def passengers(self, member_id: int) -> list[PassengerRecord]:
+        """The member's passengers, oldest first."""
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.scalars(
+                    select(Passenger).where(Passenger.member_id == member_id).order_by(Passenger.id)
+                )
+            ).all()
+        return [_passenger(p) for p in rows]
+
+    async def passenger_names(self, member_id: int) -> dict[int, str]:
+        """The member's passengers' names by passenger id."""
+        async with self._sessionmaker() as session:
+            return dict(
+                (
+                    await session.execute(
+                        select(Passenger.id, Passenger.name).where(Passenger.member_id == member_id)
+                    )
+                )
+                .tuples()
+                .all()
+            )
+
+    async def delete_passenger(self, member_id: int, passenger_id: int) -> bool:
+        """Remove the member's passenger; False if there is none of that id for this member."""
+        async with self._sessionmaker() as session, session.begin():
+            passenger = await session.get(Passenger, passenger_id)
+            if passenger is None or passenger.member_id != member_id:
+                return False
+            await session.delete(passenger)
+        return True
+
+    @asynccontextmanager
+    async def passenger_list(self) -> AsyncIterator[SqlPassengerList]:
+        """One transaction: commits when the block ends normally, rolls back on an exception."""
+        async with self._sessionmaker() as session, session.begin():
+            yield SqlPassengerList(session)

@@ -1,0 +1,35 @@
+"""The sale window: which calendar days are on sale."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from railbook.config import Settings
+from railbook.domain.errors import DateNotOnSale
+
+
+def today() -> dt.date:
+    """The calendar day sales are counted from."""
+    return dt.date.today()
+
+
+def sale_window(settings: Settings, on: dt.date | None = None) -> list[dt.date]:
+    """The days on sale: today and the next SALE_DAYS_AHEAD - 1 days."""
+    first = on or today()
+    return [first + dt.timedelta(days=i) for i in range(settings.sale_days_ahead)]
+
+
+def check_on_sale(settings: Settings, dates: Iterable[dt.date]) -> None:
+    """422 DATE_NOT_ON_SALE for any date outside the sale window."""
+    window = sale_window(settings)
+    for d in dates:
+        if d < window[0] or d > window[-1]:
+            raise DateNotOnSale(
+                f"{d.isoformat()} is not on sale (sale window {window[0]} .. {window[-1]}).",
+                details={
+                    "date": d.isoformat(),
+                    "first": window[0].isoformat(),
+                    "last": window[-1].isoformat(),
+                },
+            )
