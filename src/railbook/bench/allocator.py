@@ -7,6 +7,10 @@ busy on the same Redis), next to a trivial ``EVALSHA`` of ``return 1`` measured 
 same run, so the ratio says how many "script calls" one allocation is worth on this machine.
 ``INFO commandstats`` (after ``CONFIG RESETSTAT``) gives the mean and the redis.calls made inside
 the script per allocation; those two include whatever else ran on the instance meanwhile.
+
+Two sequential runs are timed: the plain demand (1-3 passengers, no preference) and a realistic
+mix (1-5 passengers, about 30 % of orders asking a seat letter per passenger); each sells a fresh
+train until random demand no longer fits, and reports median, mean and p99 of its selling calls.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from rich.table import Table
 from railbook.adapters.redis.allocator import RedisAllocator, day_tag, order_stream_key
 from railbook.domain.errors import SoldOut
 from railbook.domain.inventory import DayInventory, Policy
-from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest, Seat, class_seats
+from railbook.domain.seating import (
+    SEAT_LETTERS,
+    AllocationRequest,
+    CarriageSpec,
+    PassengerSeatRequest,
+    Seat,
+    class_seats,
+)
 from railbook.services.ports import DayLayout
 
 N_STOPS = 30
@@ -50,6 +61,29 @@ def _demand(seed: int) -> Any:
         y = rnd.randrange(x + 1, N_STOPS)
         k = rnd.choices([1, 2, 3], weights=[7, 2, 1])[0]
         yield AllocationRequest(x, y, tuple(PassengerSeatRequest("second") for _ in range(k)))
+
+
+def _mixed_demand(seed: int) -> Any:
+    """Endless uniform random journeys of 1-5 passengers; about 30 % of orders ask a seat letter
+    for each passenger (the letter drawn per passenger), the rest no preference."""
+    rnd = random.Random(seed)
+    letters = SEAT_LETTERS["second"]
+    while True:
+        x = rnd.randrange(N_STOPS - 1)
+        y = rnd.randrange(x + 1, N_STOPS)
+        k = rnd.choices([1, 2, 3, 4, 5], weights=[50, 25, 12, 8, 5])[0]
+        lettered = rnd.random() < 0.3
+        yield AllocationRequest(
+            x,
+            y,
+            tuple(
+                PassengerSeatRequest("second", rnd.choice(letters) if lettered else None) for _ in range(k)
+            ),
+        )
+
+
+def _p99(values: list[int]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else float("nan")
 
 
 def utilisation(policy: Policy, seed: int) -> tuple[float, int, float]:
@@ -148,27 +182,9 @@ async def _bench(redis_url: str, seed: int) -> dict[str, Any]:
         await r.config_set("slowlog-max-len", 200_000)
         await r.slowlog_reset()
         await r.config_resetstat()
-        selling: list[bool] = []
-        sizes: list[int] = []  # passengers per order
-        misses = 0
-        demand = _demand(seed)
-        for i, req in enumerate(demand):
-            sizes.append(len(req.passengers))
-            try:
-                await alloc.allocate("BENCH", DATE, req, order_id=str(i), message=msg)
-                selling.append(True)
-                misses = 0
-            except SoldOut:
-                selling.append(False)
-                misses += 1
-                if misses >= GIVE_UP_AFTER:
-                    break
+        durations, selling, sizes = await _sell(r, alloc, _demand(seed), msg, marker)
         out["calls"], out["usec_all"] = await _evalsha_stats(r)
-        durations = await _durations(r, alloc.allocate_sha, marker, 200_000)
         out["logged"] = f"{len(durations):,} of {len(selling):,}"
-        if len(durations) != len(selling):  # the log overflowed: keep the pairing honest
-            durations, selling = durations[-len(selling) :], selling[-len(durations) :]
-            sizes = sizes[-len(durations) :]
         ok = [d for d, s in zip(durations, selling, strict=True) if s]
         for label, want in (("one", (1,)), ("group", (2, 3))):
             some = [d for d, s, k in zip(durations, selling, sizes, strict=True) if s and k in want]
@@ -177,9 +193,24 @@ async def _bench(redis_url: str, seed: int) -> dict[str, Any]:
         out["orders"] = sum(selling)
         out["median_ok"] = statistics.median(ok) if ok else float("nan")
         out["mean_ok"] = statistics.fmean(ok) if ok else float("nan")
+        out["p99_ok"] = _p99(ok)
         out["median_refused"] = statistics.median(refused) if refused else float("nan")
         first_miss = selling.index(False) if False in selling else len(selling)
         out["median_early"] = statistics.median(durations[: min(first_miss, 1000)]) if first_miss else 0
+
+        # 1b. the realistic mix, sequential, sold until random demand no longer fits
+        await fresh()
+        await r.slowlog_reset()
+        await r.config_resetstat()
+        durations, selling, _ = await _sell(r, alloc, _mixed_demand(seed + 4), msg, marker)
+        mix_calls, out["mix_usec_all"] = await _evalsha_stats(r)
+        out["mix_inner"] = (await _inner_calls(r)) / max(mix_calls, 1)
+        out["mix_logged"] = f"{len(durations):,} of {len(selling):,}"
+        ok = [d for d, s in zip(durations, selling, strict=True) if s]
+        out["mix_orders"] = sum(selling)
+        out["mix_median_ok"] = statistics.median(ok) if ok else float("nan")
+        out["mix_mean_ok"] = statistics.fmean(ok) if ok else float("nan")
+        out["mix_p99_ok"] = _p99(ok)
 
         # 2. trivial EVALSHA in the same run, measured the same way (its key carries the marker)
         trivial = r.register_script("return 1")
@@ -240,6 +271,32 @@ async def _bench(redis_url: str, seed: int) -> dict[str, Any]:
     return out
 
 
+async def _sell(
+    r: Redis, alloc: RedisAllocator, demand: Any, msg: dict[str, str], marker: bytes
+) -> tuple[list[int], list[bool], list[int]]:
+    """Sell one call at a time until GIVE_UP_AFTER refusals in a row: per call its server µs (slow
+    log), whether it sold, and its passengers; the last calls only if the log overflowed."""
+    selling: list[bool] = []
+    sizes: list[int] = []
+    misses = 0
+    for i, req in enumerate(demand):
+        sizes.append(len(req.passengers))
+        try:
+            await alloc.allocate("BENCH", DATE, req, order_id=str(i), message=msg)
+            selling.append(True)
+            misses = 0
+        except SoldOut:
+            selling.append(False)
+            misses += 1
+            if misses >= GIVE_UP_AFTER:
+                break
+    durations = await _durations(r, alloc.allocate_sha, marker, 200_000)
+    if len(durations) != len(selling):  # the log overflowed: keep the pairing honest
+        durations, selling = durations[-len(selling) :], selling[-len(durations) :]
+        sizes = sizes[-len(durations) :]
+    return durations, selling, sizes
+
+
 def _cmd(entry: dict[str, Any]) -> bytes:
     c = entry.get("command", b"")
     return c if isinstance(c, bytes) else str(c).encode()
@@ -259,6 +316,7 @@ def run(redis_url: str, *, seed: int = 1) -> None:
     t.add_row("script calls found in the slow log", figures["logged"])
     t.add_row("allocate: server µs/call, median, selling calls (slowlog)", f"{figures['median_ok']:.0f}")
     t.add_row("allocate: server µs/call, mean, selling calls (slowlog)", f"{figures['mean_ok']:.1f}")
+    t.add_row("allocate: server µs/call, p99, selling calls (slowlog)", f"{figures['p99_ok']:.0f}")
     t.add_row(
         "allocate: server µs/call, median, selling calls of one / of 2-3 passengers",
         f"{figures['median_ok_one']:.0f} / {figures['median_ok_group']:.0f}",
@@ -275,6 +333,19 @@ def run(redis_url: str, *, seed: int = 1) -> None:
         f"{figures['usec_all']:.2f} ({figures['calls']:,} calls)",
     )
     t.add_row("trivial: usec_per_call (commandstats, instance-wide)", f"{figures['usec_trivial']:.2f}")
+    t.add_row("realistic mix (1-5 passengers, ~30 % with letters): orders sold", f"{figures['mix_orders']:,}")
+    t.add_row("realistic mix: script calls found in the slow log", figures["mix_logged"])
+    t.add_row(
+        "realistic mix: server µs/call, selling calls, median / mean / p99 (slowlog)",
+        f"{figures['mix_median_ok']:.0f} / {figures['mix_mean_ok']:.1f} / {figures['mix_p99_ok']:.0f}",
+    )
+    t.add_row(
+        "realistic mix: usec_per_call, all calls incl. sold-out (commandstats, instance-wide)",
+        f"{figures['mix_usec_all']:.2f}",
+    )
+    t.add_row(
+        "realistic mix: redis.calls inside allocate per call (commandstats)", f"{figures['mix_inner']:.2f}"
+    )
     for label, what in (("single", "one passenger"), ("mix", "demand mix")):
         foreign = figures[f"foreign_{label}"]
         note = f" ({foreign:,} other scripts ran meanwhile)" if foreign else ""

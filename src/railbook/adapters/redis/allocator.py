@@ -94,17 +94,22 @@ def new_epoch() -> str:
     return uuid.uuid4().hex[:EPOCH_BYTES]
 
 
-_SEGMENT_SCRIPTS = frozenset({"hold", "unhold", "release"})
+# The lib/ modules a script is built on, prepended in this order (Redis scripts have no require).
+_PRELUDES: dict[str, tuple[str, ...]] = {
+    "allocate": ("layout", "choose", "carriage", "sell"),
+    "hold": ("segments",),
+    "unhold": ("segments",),
+    "release": ("segments",),
+}
 
 
 @cache
 def _lua(name: str) -> str:
-    """A script's source; those editing segments get lib/segments.lua prepended (Redis has no require)."""
+    """A script's source: its lib/ modules, then its body, as one chunk."""
     lua = resources.files("railbook.adapters.redis").joinpath("lua")
-    body = lua.joinpath(f"{name}.lua").read_text("utf-8")
-    if name not in _SEGMENT_SCRIPTS:
-        return body
-    return lua.joinpath("lib", "segments.lua").read_text("utf-8") + "\n" + body
+    parts = [lua.joinpath("lib", f"{lib}.lua").read_text("utf-8") for lib in _PRELUDES.get(name, ())]
+    parts.append(lua.joinpath(f"{name}.lua").read_text("utf-8"))
+    return "\n".join(parts)
 
 
 def _s(v: Any) -> str:

@@ -1,0 +1,215 @@
+-- lib/carriage.lua: seat choice beyond one best fit seat — named seats, letters, groups (prepended
+-- to allocate.lua by the loader, after lib/layout.lua and lib/choose.lua).
+--
+-- KEYS, ARGV: none of its own; it works on the class states of lib/layout.lua. Read-only on Redis:
+-- the masks of a carriage are read with one GETRANGE, once per call; choices go to the take list.
+-- Invariant kept: seat choice follows railbook.domain.inventory exactly (the differential tests
+-- compare them): a group sits in the best fit seat's carriage nearest to it (by distance, then
+-- index), else at the lowest free seats of the first carriage that has room, else in successive
+-- best fits; letters go side by side in one row, else over two adjacent rows; seats ascending go
+-- to positions ascending. A seat this call has taken is never chosen again.
+--
+-- The helpers are built by carriage_tools() the first time an order needs them, not at the top of
+-- the script: a script's functions are created anew on every call, and most orders are one
+-- passenger without preference, which needs none of them (seat_group seats it by best fit alone).
+
+local tools = nil
+
+-- the carriage-level helpers, built once per call on first need: carriages, run_of, take_seat,
+-- place_letters, group
+local function carriage_tools()
+  if tools then return tools end
+
+  -- the first and last seat of a seat's carriage, from the header (no table built)
+  local function carriage_of(c, seat)
+    local s, first = c.s, 0
+    for o = 17, 16 + 4 * byte(s, 14), 4 do
+      local r1, r2 = byte(s, o, o + 1)
+      local last = first + (r1 * 256 + r2) * c.L - 1
+      if seat <= last then return first, last end
+      first = last + 1
+    end
+  end
+
+  -- the carriages of a class in seat order, {no, rows, first, last} each; built once, when a seat
+  -- name, a letter or a search over every carriage needs them
+  local function carriages(c)
+    if not c.cars then
+      local t, first = {}, 0
+      for j = 0, byte(c.s, 14) - 1 do
+        local no, rows = struct.unpack('>HH', c.s, 15 + 4 * j)
+        t[j + 1] = {no = no, rows = rows, first = first, last = first + rows * c.L - 1}
+        first = first + rows * c.L
+      end
+      c.cars = t
+    end
+    return c.cars
+  end
+
+  -- the free run (a, b) around the journey x..y of a seat free for it: a is one past the highest sold
+  -- segment below x (frexp gives a number's highest set bit exactly), b the lowest sold segment at
+  -- or above y, else the last stop
+  local function run_of(m, x, y, n)
+    local a, b = 0, y
+    local below = m % 2 ^ x
+    if below > 0 then
+      local _, e = math.frexp(below)
+      a = e
+    end
+    local w = floor(m / 2 ^ y)
+    if w == 0 then return a, n - 1 end
+    while w % 2 == 0 do
+      w = w / 2
+      b = b + 1
+    end
+    return a, b
+  end
+
+  -- a seat's mask, from the masks of its carriage (first..last) read with one GETRANGE once per call
+  local function block_mask(c, first, last, seat)
+    local bm = c.bm
+    if not bm then
+      bm = {}
+      c.bm = bm
+    end
+    local raw = bm[first]
+    if not raw then
+      local moff = offsets(c)
+      raw = redis.call('GETRANGE', c.key, moff + 8 * first, moff + 8 * (last + 1) - 1)
+      bm[first] = raw
+    end
+    return (struct.unpack('>I8', raw, 8 * (seat - first) + 1))
+  end
+
+  -- a seat of the carriage first..last not taken by this call and free for x..y
+  local function ok_seat(c, first, last, seat, x, y)
+    return not taken(c, seat) and floor(block_mask(c, first, last, seat) / 2 ^ x) % 2 ^ (y - x) == 0
+  end
+
+  local function take_seat(c, pos, seat, x, y)
+    local first, last = carriage_of(c, seat)
+    local a, b = run_of(block_mask(c, first, last, seat), x, y, c.n)
+    take(c, pos, seat, a, b)
+  end
+
+  -- the letter wishes {pos, letter index} of a class side by side in one row (when the letters
+  -- differ), else over two adjacent rows; nil when no row pair has them (or a letter is wished more
+  -- than twice)
+  local function place_letters(c, wishes, x, y)
+    local cnt, most = {}, 0
+    for _, w in ipairs(wishes) do
+      cnt[w[2]] = (cnt[w[2]] or 0) + 1
+      if cnt[w[2]] > most then most = cnt[w[2]] end
+    end
+    if most > 2 then return nil end
+    local W = c.L
+    if most == 1 then
+      for _, k in ipairs(carriages(c)) do
+        for r = 0, k.rows - 1 do
+          local base = k.first + r * W
+          local all = true
+          for _, w in ipairs(wishes) do
+            if not ok_seat(c, k.first, k.last, base + w[2], x, y) then
+              all = false
+              break
+            end
+          end
+          if all then
+            local got = {}
+            for _, w in ipairs(wishes) do got[#got + 1] = {w[1], base + w[2]} end
+            return got
+          end
+        end
+      end
+    end
+    for _, k in ipairs(carriages(c)) do
+      for r = 0, k.rows - 2 do
+        local base = k.first + r * W
+        local got, used = {}, {}
+        for _, w in ipairs(wishes) do
+          local s1, s2 = base + w[2], base + W + w[2]
+          if not used[s1] and ok_seat(c, k.first, k.last, s1, x, y) then
+            got[#got + 1] = {w[1], s1}
+            used[s1] = true
+          elseif not used[s2] and ok_seat(c, k.first, k.last, s2, x, y) then
+            got[#got + 1] = {w[1], s2}
+            used[s2] = true
+          else
+            break
+          end
+        end
+        if #got == #wishes then return got end
+      end
+    end
+    return nil
+  end
+
+  -- the rest of a group of u once its best fit seat s0 is known: walking outwards from s0, lower
+  -- side first, visits s0's carriage nearest first without sorting it
+  local function group(c, positions, s0, x, y)
+    local u = #positions
+    local first, last = carriage_of(c, s0)
+    local chosen = {}
+    for d = 0, last - first do
+      local lo, hi = s0 - d, s0 + d
+      if lo >= first and ok_seat(c, first, last, lo, x, y) then
+        chosen[#chosen + 1] = lo
+        if #chosen == u then break end
+      end
+      if d > 0 and hi <= last and ok_seat(c, first, last, hi, x, y) then
+        chosen[#chosen + 1] = hi
+        if #chosen == u then break end
+      end
+    end
+    if #chosen < u then
+      chosen = nil
+      for _, k in ipairs(carriages(c)) do
+        local free = {}
+        for seat = k.first, k.last do
+          if ok_seat(c, k.first, k.last, seat, x, y) then
+            free[#free + 1] = seat
+            if #free == u then break end
+          end
+        end
+        if #free == u then
+          chosen = free
+          break
+        end
+      end
+    end
+    if chosen then
+      table.sort(chosen)
+      for j = 1, u do take_seat(c, positions[j], chosen[j], x, y) end
+      return
+    end
+    -- successive best fits: take each as found (they only shrink the cells read), then order them
+    local from = #c.tk
+    local picks = {}
+    for j = 1, u do
+      local s, a, b = best_fit(c, x, y)
+      take(c, -1, s, a, b)
+      picks[j] = {s, a, b}
+    end
+    table.sort(picks, function(p, q) return p[1] < q[1] end)
+    local tk = c.tk -- after the takes: the first take of a class makes its list
+    for j = 1, u do
+      local o = from + 4 * (j - 1)
+      tk[o + 1], tk[o + 2], tk[o + 3], tk[o + 4] = positions[j], picks[j][1], picks[j][2], picks[j][3]
+    end
+  end
+
+  tools = {carriages = carriages, run_of = run_of, take_seat = take_seat, place_letters = place_letters,
+           group = group}
+  return tools
+end
+
+-- seat the passengers at positions (ascending) of one class: one passenger at the best fit, a group
+-- around it (see group above)
+local function seat_group(c, positions, x, y)
+  local s0, a0, b0 = best_fit(c, x, y)
+  if #positions == 1 then
+    take(c, positions[1], s0, a0, b0)
+    return
+  end
+  carriage_tools().group(c, positions, s0, x, y)
+end

@@ -1,0 +1,114 @@
+-- lib/choose.lua: best fit, the seat choice of every order (prepended to allocate.lua by the loader,
+-- after lib/layout.lua whose helpers it uses; lib/carriage.lua builds the rest of the choice on it).
+--
+-- KEYS, ARGV: none of its own; it works on the class states of lib/layout.lua. Read-only on Redis
+-- (GETRANGE of masks, BITPOS of run bitmaps): a choice is recorded in the class's take list c.tk,
+-- written later by lib/sell.lua, so a refused order has written nothing.
+-- Invariant kept: seat choice follows railbook.domain.inventory exactly (the differential tests
+-- compare them): best fit is the shortest free run containing the journey, lowest seat; a group
+-- sits in the best fit seat's carriage nearest to it, else in the first carriage with room, else in
+-- successive best fits (lib/carriage.lua). A seat this call has taken is never chosen again: the
+-- run table is read less the runs of those seats (taken_runs) and the run bitmaps skip them (taken).
+-- One path serves every order; a one-passenger order costs one BITPOS per candidate run (usually
+-- one) and creates no table here.
+
+-- whether this call has already taken a seat of the class
+local function taken(c, seat)
+  local tk = c.tk
+  for j = 2, #tk, 4 do
+    if tk[j] == seat then return true end
+  end
+  return false
+end
+
+local function take(c, pos, seat, a, b)
+  local tk = c.tk
+  local k = #tk
+  if k == 0 then -- sized at once: most orders take one seat of a class
+    c.tk = {pos, seat, a, b}
+    return
+  end
+  tk[k + 1], tk[k + 2], tk[k + 3], tk[k + 4] = pos, seat, a, b
+end
+
+-- the seats of runs (a, b >= t) this call has taken: H[a][t] less these is what is left to choose
+local function taken_runs(tk, a, t)
+  local k = 0
+  for j = 3, #tk, 4 do
+    if tk[j] == a and tk[j + 1] >= t then k = k + 1 end
+  end
+  return k
+end
+
+-- best fit: shortest run containing the journey, lowest seat, skipping seats taken by this call.
+-- Rows a = x down to 0 (a run from a is at least y - a long, so the scan stops once that exceeds
+-- the best length found); in a row, H[a][.] does not increase, so the shortest run (a, b >= y) is
+-- found by bisection on where it drops below H[a][y]. The lowest seat of a run is one BITPOS over
+-- its bitmap, bounded by the best seat found so far. Returns seat, a, b.
+local function best_fit(c, x, y)
+  local n, s, tk = c.n, c.s, c.tk
+  local nt = #tk
+  local bestL, c1, cands = nil, nil, nil -- the candidate rows: c1, or the list cands when several
+  for a = x, 0, -1 do
+    if bestL and y - a > bestL then break end
+    -- cells read inline (rb + 2t is the 1-based byte offset of cell (a, t)): a call per read would
+    -- cost more than the rest of the search; less the runs taken when this call has taken seats
+    local rb = HDR + 2 * (a * (2 * n - a - 1) / 2 - a - 1) + 1 -- tri(a, 0), inlined
+    local h1, l1 = byte(s, rb + 2 * y, rb + 2 * y + 1)
+    local top = h1 * 256 + l1
+    if nt > 0 then top = top - taken_runs(tk, a, y) end
+    if top > 0 then
+      local lo, hi = y, n - 1
+      if bestL and a + bestL < hi then hi = a + bestL end
+      local v = 0 -- H[a][hi + 1] (0 past the last stop)
+      if hi + 1 <= n - 1 then
+        h1, l1 = byte(s, rb + 2 * hi + 2, rb + 2 * hi + 3)
+        v = h1 * 256 + l1
+        if nt > 0 then v = v - taken_runs(tk, a, hi + 1) end
+      end
+      if v < top then
+        while lo < hi do
+          local mid = floor((lo + hi) / 2)
+          v = 0 -- H[a][mid + 1]
+          if mid + 1 <= n - 1 then
+            h1, l1 = byte(s, rb + 2 * mid + 2, rb + 2 * mid + 3)
+            v = h1 * 256 + l1
+            if nt > 0 then v = v - taken_runs(tk, a, mid + 1) end
+          end
+          if v < top then hi = mid else lo = mid + 1 end
+        end
+        local len = lo - a
+        if not bestL or len < bestL then
+          bestL, c1, cands = len, a, nil
+        elseif cands then
+          cands[#cands + 1] = a
+        else
+          cands = {c1, a}
+        end
+      end
+    end
+  end
+  if not bestL then error('best_fit: run table inconsistent') end
+  local bs, ba = nil, nil
+  local _, roff8, W8 = offsets(c)
+  for j = 1, cands and #cands or 1 do
+    local a = cands and cands[j] or c1
+    if not bs or bs > 0 then
+      local base = roff8 + W8 * tri(n, a, a + bestL)
+      local from, last = base, base + (bs or c.N) - 1
+      while true do
+        local p = redis.call('BITPOS', c.key, '1', from, last, 'BIT')
+        if p < 0 then break end
+        local seat = p - base
+        if not taken(c, seat) then
+          bs, ba = seat, a
+          break
+        end
+        from = p + 1
+        if from > last then break end
+      end
+    end
+  end
+  if not bs then error('best_fit: run index inconsistent') end
+  return bs, ba, ba + bestL
+end

@@ -1,0 +1,72 @@
+-- lib/layout.lua: a seat class's inventory string as one allocate call sees it (prepended to
+-- allocate.lua by the loader with lib/choose.lua and lib/sell.lua; Redis scripts have no require).
+--
+-- KEYS, ARGV: none of its own; the caller passes a class key. Read-only: nothing here writes.
+-- Invariant relied on: for every class, the sold mask of each seat, the row-suffix run table H and
+-- the run bitmaps describe the same seats (a recount from the masks gives the same bytes).
+--
+-- Class key layout (one string per class, see allocator.py): 256-byte header (u16 n, u16 N, u8 L,
+-- 8 bytes letters, u8 ncar, ncar x (u16 carriage, u16 rows); the load epoch in bytes 240..255,
+-- stamped by load_day.lua); then H, T = n(n-1)/2 big-endian u16 cells, cell tri(a,t) = H[a][t] =
+-- seats whose maximal free run starts at stop a and ends at or after stop t (a < t); then N sold
+-- masks, big-endian u64 (BITFIELD u63 at bit +1); then T run bitmaps of W = ceil(N/8) bytes, bit s
+-- of bitmap tri(a,b) set iff seat s has free run a..b.
+-- remaining(x, y) = sum of H[a][y] over a <= x: at most x+1 cells, answered before any search.
+--
+-- Every function defined at the top level of a script is a new closure on every call, and every
+-- table is garbage the next collection step pays for: the common order (one class, one passenger)
+-- should create few of either (the carriage-level helpers of lib/carriage.lua are built on need).
+
+local HDR = 256
+local EPOCH_AT = 241 -- 1-based: header bytes 240..255
+local FIRST_READ = HDR + 2 * 496 -- header and H of a train of up to 32 stops in one GETRANGE
+-- Arguments of redis.call that are constants are passed as strings: Redis formats every number
+-- argument with "%.17g", which is a large share of a short command's cost.
+local FIRST_READ_LAST = '1247' -- FIRST_READ - 1
+local byte, floor = string.byte, math.floor
+
+-- index of run / H cell (a, b), a < b, in the triangular tables of an n-stop train
+local function tri(n, a, b) return a * (2 * n - a - 1) / 2 + b - a - 1 end
+
+-- a class as this call sees it: its header and H (one GETRANGE, a second only past 32 stops), the
+-- seats asked of it (need) and tk, the seats this call takes in it (flat: pos, seat, a, b per
+-- take); nil when the class is not on this train-day. Few fields: the table is made on every call
+local function read_class(key)
+  local s = redis.call('GETRANGE', key, '0', FIRST_READ_LAST)
+  if s == '' then return nil end
+  local n, N, L = struct.unpack('>HHB', s)
+  local need = HDR + n * (n - 1)
+  if #s < need then s = s .. redis.call('GETRANGE', key, #s, need - 1) end
+  return {key = key, s = s, n = n, N = N, L = L, tk = {}, need = 0}
+end
+
+-- the byte offset of a class's masks (after the header and H), and the bit offset of its run
+-- bitmaps and their width in bits
+local function offsets(c)
+  local moff = HDR + c.n * (c.n - 1)
+  return moff, 8 * (moff + 8 * c.N), 8 * math.ceil(c.N / 8)
+end
+
+-- the load epoch in the header (NUL-padded only when shorter than 16 bytes)
+local function epoch_of(c)
+  local e = string.sub(c.s, EPOCH_AT, EPOCH_AT + 15)
+  if byte(c.s, EPOCH_AT + 15) == 0 then e = string.match(e, '^[^%z]*') end
+  return e
+end
+
+-- a seat's name from the carriage table in the header
+local function seat_name(c, seat)
+  local s, L = c.s, c.L
+  local first = 0
+  for o = 17, 16 + 4 * byte(s, 14), 4 do
+    local r1, r2 = byte(s, o, o + 1)
+    local size = (r1 * 256 + r2) * L
+    if seat < first + size then
+      local off = seat - first
+      local li = off % L
+      local k1, k2 = byte(s, o - 2, o - 1)
+      return string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
+    end
+    first = first + size
+  end
+end
