@@ -139,6 +139,7 @@ async def build_container(settings: Settings) -> Container:
     sessionmaker = make_sessionmaker(engine)
     search_routes = RouteRepository(sessionmaker)
     search_seats = SeatLayoutRepository(sessionmaker)
+    day_records = SqlDayRecords(sessionmaker)
     redis_client = None
     allocator: Allocator
     guard: OrderGuard
@@ -167,7 +168,7 @@ async def build_container(settings: Settings) -> Container:
         allocator, guard = redis_allocator, redis_guard
         intake = RedisOrderIntake(redis_guard, redis_allocator)
         search = SearchService(
-            settings, sessionmaker, allocator, RedisSearchCache(redis_client), search_routes, search_seats
+            settings, day_records, allocator, RedisSearchCache(redis_client), search_routes, search_seats
         )
     else:
         from railbook.adapters.embedded.allocator import InProcessAllocator
@@ -185,7 +186,7 @@ async def build_container(settings: Settings) -> Container:
         allocator, guard = local_allocator, memory_guard
         intake = EmbeddedOrderIntake(memory_guard, local_allocator)
         search = SearchService(
-            settings, sessionmaker, allocator, InProcessSearchCache(), search_routes, search_seats
+            settings, day_records, allocator, InProcessSearchCache(), search_routes, search_seats
         )
     try:
         secret = await _jwt_secret(settings, sessionmaker)
@@ -218,7 +219,7 @@ async def build_container(settings: Settings) -> Container:
         waitlists=SqlWaitlistStore(sessionmaker),
         timetable=SqlTimetable(sessionmaker),
         sale_days=SqlSaleDays(sessionmaker),
-        day_records=SqlDayRecords(sessionmaker),
+        day_records=day_records,
         members=SqlMembers(sessionmaker),
         autopipe=autopipe,
         event_stream=event_stream,

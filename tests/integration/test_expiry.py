@@ -15,13 +15,14 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from railbook.adapters.db.models import DailySeat, DailyTrain, Member, Order, Outbox, ProcessedEvent, Ticket
+from railbook.adapters.redis.events import STREAM
 from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, class_seats
 from railbook.domain.seating import CarriageSpec as Carriage
 from railbook.services.after_sale.cancel import expire_unpaid, retry_order_seat_returns
 from railbook.services.ports import DayLayout, HeldSeat
-from railbook.workers.outbox import STREAM, claim_stale, consume_once, ensure_group, handle_event, relay_once
+from railbook.workers.outbox import claim_stale, consume_once, ensure_group, handle_event, relay_once
 
 SECRET = "test-secret-" + "x" * 32
 

@@ -15,7 +15,7 @@ from sqlalchemy import insert, select
 from railbook.adapters.db.models import DailyTrain, Member, Order
 from railbook.bootstrap import Container
 from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest, journey_mask
-from railbook.services.after_sale.cancel import release_orders
+from railbook.services.after_sale.cancel import return_seats_of_orders
 from railbook.services.booking.commit import OrderMessage, commit_batch
 from railbook.services.ports import SeatHold
 from railbook.services.sales import inventory, loading, opening, reconcile
@@ -148,7 +148,7 @@ async def test_a_release_the_rebuilt_day_already_reflects_frees_nothing(containe
     assert await loading.ensure_day_loaded(container, code, FAR)
     again = await container.allocator.allocate(code, FAR, _request(0, 3), order_id="new-buyer")
     assert again[0].seat_index == 0
-    await release_orders(container, [order_id])
+    await return_seats_of_orders(container, [order_id])
     assert (await _second(container, code))[0] == journey_mask(0, 3)
 
 

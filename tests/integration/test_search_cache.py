@@ -28,8 +28,9 @@ from railbook.config import Settings
 from railbook.domain.bloom import station_term_key
 from railbook.domain.errors import NotFound
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, journey_mask
-from railbook.services.catalog.service import import_timetable
-from railbook.services.sales.service import ensure_day_loaded, open_sale_days
+from railbook.services.catalog.imports import import_timetable
+from railbook.services.sales.loading import ensure_day_loaded
+from railbook.services.sales.opening import open_sale_days
 from railbook.services.search.service import SearchQuery, SearchService
 from tests.naming import station_code, train_code
 
@@ -114,8 +115,7 @@ async def seed_network(container: Container, date: dt.date = DAY) -> Network:
             {"station": names[3], "arrives": "06:35", "day": 1, "km": 700},
         ],
     }
-    async with container.sessionmaker() as session:
-        await import_timetable(session, {"stations": stations, "trains": [g, k]})
+    await import_timetable(container, {"stations": stations, "trains": [g, k]})
     await open_sale_days(container, [date])
     return Network(names[:4], codes, city, train, night)
 
@@ -136,7 +136,7 @@ def fresh_service(container: Container, clock: FakeClock | None = None, **kw: An
     """A search service of its own (empty in-process caches), as a new process would have."""
     return SearchService(
         container.settings,
-        container.sessionmaker,
+        container.day_records,
         container.allocator,
         RedisSearchCache(container.redis),
         container.search_routes,

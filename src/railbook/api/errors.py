@@ -12,8 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-# kept for other features: the "as" re-exports the name, which is also used below.
-from railbook.adapters.outage import is_store_outage as is_store_outage
+from railbook.adapters.outage import is_store_outage
 from railbook.domain.errors import (
     Conflict,
     DomainError,

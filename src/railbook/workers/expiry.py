@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from railbook.api.errors import is_store_outage
+from railbook.adapters.outage import is_store_outage
 from railbook.bootstrap import Container
 from railbook.services.after_sale.cancel import expire_unpaid, retry_order_seat_returns
 from railbook.services.after_sale.change import apply_changes

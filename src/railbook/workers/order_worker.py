@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from railbook.api.errors import is_store_outage
+from railbook.adapters.outage import is_store_outage
 from railbook.bootstrap import Container
 from railbook.services.booking.commit import CommitOutcome, OrderMessage, commit_batch, parse_message, settle
 

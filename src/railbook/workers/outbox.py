@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from railbook.adapters.outage import is_store_outage
-from railbook.adapters.redis.events import STREAM as STREAM  # kept for other features (tests name it here)
 from railbook.adapters.redis.events import group_lost
 from railbook.bootstrap import Container
 from railbook.kit.clock import utcnow

@@ -21,9 +21,9 @@ from railbook.domain.order_state import OrderStatus, PaymentStatus, transition
 from railbook.kit.clock import utcnow
 from railbook.services.after_sale.payment import require_order
 from railbook.services.after_sale.ports import AfterSaleContext, OrderCanceller, OrderRecord, TicketRecord
-from railbook.services.booking.accept import forget_markers
+from railbook.services.booking.markers import forget_markers
 from railbook.services.ports import HeldSeat
-from railbook.services.sales.service import order_release_id
+from railbook.services.sales.releases import order_release_id
 
 log = structlog.get_logger(__name__)
 
@@ -128,9 +128,6 @@ async def return_seats_of_orders(container: AfterSaleContext, order_ids: list[st
     return len(done)
 
 
-release_orders = return_seats_of_orders  # kept for other features
-
-
 async def serve_waitlists(container: AfterSaleContext, days: set[tuple[str, dt.date]]) -> None:
     """Seats returned to these train-days: waiting members are served first."""
     if not days:
@@ -180,7 +177,6 @@ __all__ = [
     "cancel_rows",
     "expire_unpaid",
     "release_id_of_order",
-    "release_orders",
     "retry_order_seat_returns",
     "return_seats_of_orders",
     "serve_waitlists",

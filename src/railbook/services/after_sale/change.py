@@ -19,13 +19,8 @@ from railbook.services.after_sale.cancel import cancel_rows, return_seats_of_ord
 from railbook.services.after_sale.payment import payment_provider, require_order
 from railbook.services.after_sale.ports import AfterSaleContext, Charge
 from railbook.services.after_sale.refund import departure_of, require_ticket, return_seats_of_tickets
-from railbook.services.booking.accept import (
-    Accepted,
-    OrderRequest,
-    PassengerChoice,
-    forget_order_markers,
-    place_order,
-)
+from railbook.services.booking.accept import Accepted, OrderRequest, PassengerChoice, place_order
+from railbook.services.booking.markers import forget_order_markers
 
 log = structlog.get_logger(__name__)
 

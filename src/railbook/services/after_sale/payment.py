@@ -37,7 +37,7 @@ from railbook.services.after_sale.ports import (
     PaymentAlreadyRecorded,
     PaymentProvider,
 )
-from railbook.services.booking.accept import forget_order_markers
+from railbook.services.booking.markers import forget_order_markers
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from railbook.services.booking.accept import OrderContext
+from railbook.services.booking.context import OrderContext
 
 MOCK = "mock"
 SUCCEEDED = "SUCCEEDED"

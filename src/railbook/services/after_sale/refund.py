@@ -23,7 +23,7 @@ from railbook.services.after_sale.cancel import serve_waitlists
 from railbook.services.after_sale.payment import payment_provider, require_order
 from railbook.services.after_sale.ports import AfterSaleContext, Charge, StopTime, TicketRecord, TicketSeat
 from railbook.services.ports import HeldSeat
-from railbook.services.sales.service import ticket_release_id
+from railbook.services.sales.releases import ticket_release_id
 
 log = structlog.get_logger(__name__)
 

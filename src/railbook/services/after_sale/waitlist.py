@@ -29,13 +29,9 @@ from railbook.domain.errors import (
 )
 from railbook.kit.clock import utcnow
 from railbook.services.after_sale.ports import AfterSaleContext, WaitlistEntry
-from railbook.services.booking.accept import (
-    OrderRequest,
-    PassengerChoice,
-    TrainDay,
-    place_order,
-    train_day,
-)
+from railbook.services.booking.accept import OrderRequest, PassengerChoice, place_order
+from railbook.services.booking.ports import TrainDay
+from railbook.services.booking.train_days import train_day
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +80,7 @@ async def _remaining(container: AfterSaleContext, day: TrainDay, i: int, j: int)
     try:
         return await container.allocator.remaining(day.train_code, day.date, i, j)
     except NotFound:
-        from railbook.services.sales.service import ensure_day_loaded
+        from railbook.services.sales.loading import ensure_day_loaded
 
         await ensure_day_loaded(container, day.train_code, day.date)
         return await container.allocator.remaining(day.train_code, day.date, i, j)

@@ -35,20 +35,14 @@ from railbook.domain.errors import (
     Unavailable,
 )
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, SeatAssignment
-from railbook.services.booking.context import OrderContext as OrderContext  # kept for other features
-from railbook.services.booking.markers import forget_markers as forget_markers  # kept for other features
+from railbook.services.booking.context import OrderContext
 from railbook.services.booking.markers import (
-    forget_order_markers as forget_order_markers,  # kept for other features
+    restore_day_markers,
 )
-from railbook.services.booking.markers import (
-    marker_keep_seconds as marker_keep_seconds,  # kept for other features
-)
-from railbook.services.booking.markers import restore_day_markers
 from railbook.services.booking.memos import refuse_if_sold_out
 from railbook.services.booking.order_ids import issue_order_id
-from railbook.services.booking.ports import MarkersUnknown, OrderGuard
-from railbook.services.booking.ports import TrainDay as TrainDay  # kept for other features
-from railbook.services.booking.train_days import train_day as train_day  # kept for other features
+from railbook.services.booking.ports import MarkersUnknown, OrderGuard, TrainDay
+from railbook.services.booking.train_days import train_day
 from railbook.services.ports import AdmissionRefused
 
 log = structlog.get_logger(__name__)
@@ -407,7 +401,7 @@ async def _allocate(
     except NotFound as exc:
         if exc.code not in ("NOT_FOUND", "DAY_NOT_LOADED", "TRAIN_DAY_NOT_LOADED"):
             raise
-        from railbook.services.sales.service import ensure_day_loaded
+        from railbook.services.sales.loading import ensure_day_loaded
 
         await ensure_day_loaded(container, day.train_code, day.date)
         return await _allocate_once(container, day, request, order_id, message)

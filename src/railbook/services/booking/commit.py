@@ -33,10 +33,10 @@ import structlog
 from railbook.domain.order_state import OrderStatus
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.markers import marker_keep_seconds
-from railbook.services.booking.order_ids import stable_uuid  # noqa: F401  (kept for other features)
 from railbook.services.booking.ports import HeldOrder, OrderMessage, SeatConflict
 from railbook.services.ports import HeldSeat
-from railbook.services.sales.service import ensure_day_loaded, reconcile_day
+from railbook.services.sales.loading import ensure_day_loaded
+from railbook.services.sales.reconcile import reconcile_day
 
 __all__ = ["CommitOutcome", "OrderMessage", "commit_batch", "parse_message", "settle"]
 

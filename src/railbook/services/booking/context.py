@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any, Protocol
+from typing import Protocol
 
 from railbook.config import Settings
 from railbook.services.booking.memos import MemberCache, SoldOutMemo
 from railbook.services.booking.ports import AcceptReads, OrderGuard, OrderIntake, OrderReads, OrderStore
 from railbook.services.booking.train_days import TrainDayCache
 from railbook.services.ports import Allocator
+from railbook.services.sales.ports import DayRecords
 
 
 class OrderContext(Protocol):
     """The parts the order path uses (the container's concrete types satisfy it)."""
 
     settings: Settings
-    # The system of record's session factory: not used by booking itself, but by the sales use cases
-    # it calls (day loads, reconciliation) and by the features whose contexts extend this one.
-    sessionmaker: Any
     allocator: Allocator
     jwt_secret: str
     guard: OrderGuard
@@ -29,6 +27,12 @@ class OrderContext(Protocol):
     accept_slots: asyncio.Semaphore
     marker_restores: set[tuple[str, dt.date]]
     day_loads: dict[tuple[str, dt.date], asyncio.Task[bool]]
+
+    @property
+    def day_records(self) -> DayRecords:
+        """Open train-days in the system of record: the sales use cases booking calls (day loads,
+        reconciliation) read them."""
+        ...
 
     @property
     def intake(self) -> OrderIntake: ...

@@ -27,7 +27,7 @@ from railbook.domain.identity import (
     validate_password,
     validate_person_name,
 )
-from railbook.services.members.passwords import PasswordHasher  # kept for other features
+from railbook.services.members.passwords import PasswordHasher
 from railbook.services.members.ports import MemberStore, PassengerNameCache, PassengerRecord
 
 log = structlog.get_logger(__name__)

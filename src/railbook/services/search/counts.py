@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from railbook.domain.order_state import ACTIVE_TICKET_STATUSES
 from railbook.domain.seating import journey_mask
 from railbook.kit.caching import SingleFlight
 from railbook.services.ports import Allocator, DayCounts
-from railbook.services.sales.service import ACTIVE_TICKET_STATUSES
 from railbook.services.search.outage import SKIPPED, SharedStoreGuard, Skipped
 from railbook.services.search.ports import SeatStore
 
@@ -178,7 +178,7 @@ class RemainingCounts:
     async def _db_remaining(self, legs: Sequence[Leg]) -> list[dict[str, int]]:
         """Seats free per leg and class from the active tickets (the admin inventory's arithmetic)."""
         ids = sorted({leg["id"] for leg in legs})
-        seats, tickets = await self.seats.seats_and_tickets(ids, ACTIVE_TICKET_STATUSES)
+        seats, tickets = await self.seats.seats_and_tickets(ids, sorted(ACTIVE_TICKET_STATUSES))
         result = []
         for leg in legs:
             journey = journey_mask(leg["fi"], leg["ti"])

@@ -15,10 +15,11 @@ from collections.abc import Callable, MutableMapping, Sequence
 from railbook.config import Settings
 from railbook.domain.bloom import train_day_key
 from railbook.domain.errors import BadJourney, NotFound, SeatClassNotOnTrain, StationNotOnTrain, TrainNotFound
+from railbook.domain.order_state import ACTIVE_TICKET_STATUSES
 from railbook.domain.seating import journey_mask, seat_name
 from railbook.kit.caching import SingleFlight
 from railbook.services.ports import Allocator
-from railbook.services.sales.service import ACTIVE_TICKET_STATUSES, check_on_sale
+from railbook.services.sales.window import check_on_sale
 from railbook.services.search.answers import SeatCell, SeatMapAnswer
 from railbook.services.search.counts import RemainingCounts
 from railbook.services.search.directory import StationDirectory
@@ -145,7 +146,7 @@ class SeatMaps:
             if not isinstance(result, Skipped):
                 return list(result.get(seat_class, [])), False
             break
-        sold = await self.seats.sold_masks(day.daily_train_id, ACTIVE_TICKET_STATUSES)
+        sold = await self.seats.sold_masks(day.daily_train_id, sorted(ACTIVE_TICKET_STATUSES))
         by_seat = sold.get(seat_class, {})
         layout = await self._layout(day.daily_train_id, seat_class)
         return [by_seat.get(index, 0) for index, *_ in layout], True

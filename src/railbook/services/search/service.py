@@ -32,7 +32,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from railbook.config import Settings
 from railbook.domain.bloom import BloomShape
@@ -41,8 +40,10 @@ from railbook.domain.seating import SEAT_CLASSES
 from railbook.domain.timetable import clock_minutes
 from railbook.kit.caching import CircuitBreaker, HotCache, SingleFlight
 from railbook.services.ports import Allocator
-from railbook.services.sales.service import check_on_sale, ensure_day_loaded, sale_window
-from railbook.services.sales.service import today as sales_today
+from railbook.services.sales.loading import ensure_day_loaded
+from railbook.services.sales.ports import DayRecords
+from railbook.services.sales.window import check_on_sale, sale_window
+from railbook.services.sales.window import today as sales_today
 from railbook.services.search.answers import HotAnswer, SearchAnswer, SeatMapAnswer, SeatOffer, TrainOffer
 from railbook.services.search.counts import RemainingCounts
 from railbook.services.search.directory import Directory, StationDirectory
@@ -61,7 +62,7 @@ class SearchService:
 
     settings: Settings
     # Not read here: the sales day loader (``ensure_day_loaded``) takes it from this service.
-    sessionmaker: Any
+    day_records: DayRecords
     allocator: Allocator
     cache: SearchCache
     route_store: RouteStore
