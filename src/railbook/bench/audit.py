@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -144,18 +143,19 @@ async def audit(site: Site, plan: Plan, tally: Tally) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         twice = await conn.fetchval(
-            f"SELECT count(*) FROM ticket a JOIN ticket b ON a.{s.ticket_seat} = b.{s.ticket_seat} AND a.id < b.id "
-            "AND a.from_index < b.to_index AND b.from_index < a.to_index "
+            f"SELECT count(*) FROM ticket a JOIN ticket b ON a.{s.ticket_seat} = b.{s.ticket_seat} "
+            "AND a.id < b.id AND a.from_index < b.to_index AND b.from_index < a.to_index "
             "WHERE a.status = ANY($1) AND b.status = ANY($1)",
             ACTIVE,
         )
         out["no segment sold twice"] = {"ok": twice == 0, "overlapping pairs": twice}
         over = await conn.fetch(
-            f"WITH cap AS (SELECT {s.seat_day} AS d, seat_class, count(*) AS n FROM {s.seat_table} GROUP BY 1, 2), "
+            f"WITH cap AS (SELECT {s.seat_day} AS d, seat_class, count(*) AS n FROM {s.seat_table} "
+            "GROUP BY 1, 2), "
             f"sold AS (SELECT {s.ticket_day} AS d, seat_class, k, count(*) AS n FROM ticket, "
             "generate_series(from_index, to_index - 1) AS k WHERE status = ANY($1) GROUP BY 1, 2, 3) "
-            "SELECT sold.d, sold.seat_class, sold.k, sold.n, cap.n AS cap FROM sold JOIN cap USING (d, seat_class) "
-            "WHERE sold.n > cap.n",
+            "SELECT sold.d, sold.seat_class, sold.k, sold.n, cap.n AS cap "
+            "FROM sold JOIN cap USING (d, seat_class) WHERE sold.n > cap.n",
             ACTIVE,
         )
         load = await conn.fetchrow(
@@ -173,16 +173,21 @@ async def audit(site: Site, plan: Plan, tally: Tally) -> dict[str, Any]:
         mismatch = await _search_vs_tickets(site, plan, conn, s)
         check: dict[str, Any] = {"ok": not mismatch, "mismatches": mismatch[:10]}
         if site.design == "railbook":
-            date = plan.date
-            done = subprocess.run(
-                [sys.executable, "-m", "railbook.cli", "inventory", "check", "--date", date],
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "railbook.cli",
+                "inventory",
+                "check",
+                "--date",
+                plan.date,
                 env=site.env,
-                capture_output=True,
-                text=True,
-                timeout=300,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
-            check["railbook inventory check"] = (done.stdout + done.stderr).strip()[-500:]
-            check["ok"] = check["ok"] and done.returncode == 0
+            said, _ = await asyncio.wait_for(proc.communicate(), 300)
+            check["railbook inventory check"] = said.decode(errors="replace").strip()[-500:]
+            check["ok"] = check["ok"] and proc.returncode == 0
         out["seat counts = ticket-derived counts"] = check
 
         seen = {o["order_id"]: o for o in tally.orders}

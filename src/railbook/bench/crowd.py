@@ -259,10 +259,13 @@ async def _hello(plan: Plan, pool: ClientPool, start: float, seconds: float, tal
     tally.hello_window = (start, end)
 
 
-async def _play(task: str, plan: Plan, start: float, options: dict[str, Any], counts: Any) -> Tally:
+async def _play(task: str, plan: Plan, gate: Any, options: dict[str, Any], counts: Any) -> Tally:
     tally = Tally()
     pool = ClientPool(plan.host, plan.port, options["connections"])
     await pool.open()
+    # Ready: connected and imported. Every process starts at the same wall-clock time, set once all
+    # are ready, so that a slow spawn on a busy machine does not shift one process's crowd.
+    start = await asyncio.to_thread(gate.wait_start)
     await asyncio.sleep(max(0.0, start - time.time()))
     cpu0 = time.process_time()
     try:
@@ -278,17 +281,40 @@ async def _play(task: str, plan: Plan, start: float, options: dict[str, Any], co
     finally:
         tally.cpu_s = time.process_time() - cpu0
         await pool.close()
+    tally.first_at = start
     return tally
 
 
-def load_process(task: str, plan: Plan, start: float, options: dict[str, Any], counts: Any, out: Any) -> None:
+class Gate:
+    """The common start: each process says it is ready, the parent sets the start time for all."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ready = ctx.Semaphore(0)
+        self.go = ctx.Event()
+        self.start = ctx.Value("d", 0.0)
+
+    def wait_start(self) -> float:
+        self.ready.release()
+        self.go.wait()
+        return float(self.start.value)
+
+    def open(self, procs: int) -> float:
+        for _ in range(procs):
+            if not self.ready.acquire(timeout=120):
+                raise RuntimeError("a load process did not get ready")
+        self.start.value = time.time() + 0.3
+        self.go.set()
+        return float(self.start.value)
+
+
+def load_process(task: str, plan: Plan, gate: Gate, options: dict[str, Any], counts: Any, out: Any) -> None:
     """Entry point of a load process (spawned): play ``task`` and put the tally on ``out``."""
     try:
         import uvloop
 
-        tally = uvloop.run(_play(task, plan, start, options, counts))
+        tally = uvloop.run(_play(task, plan, gate, options, counts))
     except ImportError:  # pragma: no cover - platforms without uvloop
-        tally = asyncio.run(_play(task, plan, start, options, counts))
+        tally = asyncio.run(_play(task, plan, gate, options, counts))
     out.put(tally)
 
 
@@ -300,7 +326,7 @@ def spread(
     ctx = mp.get_context("spawn")
     counters = ctx.Array("q", procs * len(COUNTERS), lock=False)
     out = ctx.Queue()
-    start = time.time() + 2.0  # time for the processes to start and connect
+    gate = Gate(ctx)
     workers = []
     for k in range(procs):
         view = _Row(counters, k)
@@ -309,10 +335,11 @@ def spread(
             "seed": options.get("seed", 1) * 1000 + k,
             "connections": max(1, options["connections"] // procs),
         }
-        p = ctx.Process(target=load_process, args=(task, plan.share(k, procs), start, opts, view, out))
+        p = ctx.Process(target=load_process, args=(task, plan.share(k, procs), gate, opts, view, out))
         p.start()
         workers.append(p)
     pids = [p.pid for p in workers if p.pid is not None]
+    start = gate.open(procs)
     total, got = Tally(), 0
     while got < procs:
         try:

@@ -7,6 +7,7 @@ given as a mean over the stretch they belong to and as the best single second.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
@@ -118,11 +119,12 @@ def _sampled_per_second(samples: list[tuple[float, int, int]], start: float, col
     if not samples:
         return []
     seconds = int(samples[-1][0] - start) + 1
-    out, k, last = [], 0, samples[0][column]
+    out: list[int] = []
+    k, last = 0, int(samples[0][column])
     base = last
     for s in range(1, seconds + 1):
         while k < len(samples) and samples[k][0] <= start + s:
-            last = samples[k][column]
+            last = int(samples[k][column])
             k += 1
         out.append(last - base)
         base = last
@@ -148,7 +150,7 @@ def _latency_by_second(crowd: Tally, start: float) -> list[tuple[int, float, flo
     return [(s, pct(v, 0.5), pct(v, 0.9), pct(v, 0.99)) for s, v in sorted(by.items())]
 
 
-ROWS = (
+ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     (
         "accepted orders/s (mean over the crowd / best second)",
         lambda f: f"{f['accepted_per_s']:,.0f} / {f['accepted_per_s_peak']:,}",

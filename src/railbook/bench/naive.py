@@ -27,10 +27,10 @@ from fastapi.responses import JSONResponse
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from railbook.bench.naive_orders import Refusal, book, free_seats, mask, order_answer, price, yuan
+
 SECRET = "naive-bench-" + "y" * 40
 LETTERS = {"business": "ACF", "first": "ACDF", "second": "ABCDF"}
-FEN_PER_KM = {"business": 150, "first": 74, "second": 46}
-ACTIVE = ("UNPAID", "PAID")
 HASHER = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
 
 SCHEMA = """
@@ -72,28 +72,6 @@ async def create_schema(dsn: str, admin_mobile: str, admin_password: str) -> Non
         )
     finally:
         await conn.close()
-
-
-class Refusal(Exception):
-    """An answer other than success, in the contract's error shape."""
-
-    def __init__(self, status: int, code: str, message: str = "") -> None:
-        super().__init__(message or code)
-        self.status, self.code = status, code
-
-
-def _yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
-
-
-def _mask(i: int, j: int) -> int:
-    """Bits i..j-1: the segments a journey from stop i to stop j rides."""
-    return ((1 << j) - 1) ^ ((1 << i) - 1)
-
-
-def _price(km: list[int], i: int, j: int, seat_class: str) -> int:
-    fen = (km[j] - km[i]) * FEN_PER_KM[seat_class]
-    return max(100, (fen + 25) // 50 * 50)
 
 
 def _member(request: Request) -> tuple[int, str]:
@@ -239,12 +217,12 @@ def create_app() -> FastAPI:
                     "SELECT seat_class, count(*) FILTER (WHERE sold_mask & $2 = 0) AS free FROM seat "
                     "WHERE train_day_id = $1 GROUP BY seat_class",
                     day["id"],
-                    _mask(i, j),
+                    mask(i, j),
                 )
                 seats = {
                     r["seat_class"]: {
                         "remaining": r["free"],
-                        "price": _yuan(_price(day["km"], i, j, r["seat_class"])),
+                        "price": yuan(price(day["km"], i, j, r["seat_class"])),
                     }
                     for r in rows
                 }
@@ -260,13 +238,13 @@ def create_app() -> FastAPI:
         return out
 
     @app.post("/api/v1/orders", status_code=202)
-    async def place_order(request: Request) -> dict[str, Any]:
+    async def placeorder_answer(request: Request) -> dict[str, Any]:
         member_id, _ = _member(request)
         body = await request.json()
         for attempt in range(3):
             try:
                 async with pool(request).acquire() as conn, conn.transaction():
-                    return await _book(conn, member_id, body)
+                    return await book(conn, member_id, body)
             except asyncpg.DeadlockDetectedError:
                 # Orders with seat letters lock rows out of id order: PostgreSQL breaks the cycle
                 # by failing one, which tries again.
@@ -275,17 +253,18 @@ def create_app() -> FastAPI:
         raise AssertionError("unreachable")
 
     @app.get("/api/v1/orders/{order_id}")
-    async def read_order(order_id: uuid.UUID, request: Request) -> dict[str, Any]:
+    async def readorder_answer(order_id: uuid.UUID, request: Request) -> dict[str, Any]:
         member_id, _ = _member(request)
         async with pool(request).acquire() as conn:
-            return await _order(conn, order_id, member_id)
+            return await order_answer(conn, order_id, member_id)
 
     @app.post("/api/v1/orders/{order_id}/pay")
     async def pay(order_id: uuid.UUID, request: Request) -> dict[str, Any]:
         member_id, _ = _member(request)
         async with pool(request).acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                'SELECT status, payment_status, total_fen FROM "order" WHERE id = $1 AND member_id = $2 FOR UPDATE',
+                'SELECT status, payment_status, total_fen FROM "order" '
+                "WHERE id = $1 AND member_id = $2 FOR UPDATE",
                 order_id,
                 member_id,
             )
@@ -302,7 +281,7 @@ def create_app() -> FastAPI:
             await conn.execute(
                 "UPDATE ticket SET status = 'PAID' WHERE order_id = $1 AND status = 'UNPAID'", order_id
             )
-            return await _order(conn, order_id, member_id)
+            return await order_answer(conn, order_id, member_id)
 
     @app.post("/api/v1/orders/{order_id}/cancel")
     async def cancel(order_id: uuid.UUID, request: Request) -> dict[str, Any]:
@@ -317,11 +296,11 @@ def create_app() -> FastAPI:
                 raise Refusal(404, "ORDER_NOT_FOUND")
             if row["status"] != "SUCCESS" or row["payment_status"] != "UNPAID":
                 raise Refusal(409, "NOT_CANCELLABLE")
-            await _free_seats(conn, "order_id = $1 AND status = 'UNPAID'", order_id, "CANCELLED")
+            await free_seats(conn, "order_id = $1 AND status = 'UNPAID'", order_id, "CANCELLED")
             await conn.execute(
                 "UPDATE \"order\" SET status = 'CANCEL', payment_status = 'NONE' WHERE id = $1", order_id
             )
-            return await _order(conn, order_id, member_id)
+            return await order_answer(conn, order_id, member_id)
 
     @app.post("/api/v1/tickets/{ticket_id}/refund")
     async def refund(ticket_id: uuid.UUID, request: Request) -> dict[str, Any]:
@@ -335,164 +314,16 @@ def create_app() -> FastAPI:
             )
             if row is None:
                 raise Refusal(409, "NOT_REFUNDABLE")
-            await _free_seats(conn, "id = $1", ticket_id, "REFUNDED")
+            await free_seats(conn, "id = $1", ticket_id, "REFUNDED")
             # Eight days or more before departure: no fee (the bench sells that far ahead).
             await conn.execute(
                 "INSERT INTO payment (order_id, kind, amount_fen) VALUES ($1, 'refund', $2)",
                 row["order_id"],
                 row["price_fen"],
             )
-            return {"refund_amount": _yuan(row["price_fen"]), "fee": "0.00"}
+            return {"refund_amount": yuan(row["price_fen"]), "fee": "0.00"}
 
     return app
-
-
-async def _free_seats(conn: Any, where: str, key: Any, status: str) -> None:
-    """Give the tickets' segments back to their seats and mark the tickets ``status``."""
-    rows = await conn.fetch(
-        f"UPDATE ticket SET status = '{status}' WHERE {where} RETURNING seat_id, from_index, to_index", key
-    )
-    for r in rows:
-        await conn.execute(
-            "UPDATE seat SET sold_mask = sold_mask & ~$2::bigint WHERE id = $1",
-            r["seat_id"],
-            _mask(r["from_index"], r["to_index"]),
-        )
-
-
-async def _book(conn: Any, member_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    """One order in the caller's transaction: lock free seats, mark them sold, write order and tickets."""
-    day = await conn.fetchrow(
-        "SELECT id, stations, km FROM train_day WHERE code = $1 AND date = $2",
-        body["train_code"],
-        dt.date.fromisoformat(body["date"]),
-    )
-    if day is None:
-        raise Refusal(404, "TRAIN_NOT_FOUND")
-    stations = list(day["stations"])
-    try:
-        i, j = stations.index(body["from"]), stations.index(body["to"])
-    except ValueError:
-        raise Refusal(404, "STATION_NOT_FOUND") from None
-    if i >= j:
-        raise Refusal(422, "VALIDATION_ERROR")
-    passengers = body["passengers"]
-    pids = [int(p["passenger_id"]) for p in passengers]
-    owned = await conn.fetchval(
-        "SELECT count(*) FROM passenger WHERE id = ANY($1) AND member_id = $2", pids, member_id
-    )
-    if owned != len(set(pids)) or len(set(pids)) != len(pids):
-        raise Refusal(404, "PASSENGER_NOT_FOUND")
-    busy = await conn.fetchval(
-        "SELECT count(*) FROM ticket WHERE passenger_id = ANY($1) AND train_day_id = $2 AND status = ANY($3)",
-        pids,
-        day["id"],
-        list(ACTIVE),
-    )
-    if busy:
-        raise Refusal(409, "TRIP_CONFLICT")
-    mask = _mask(i, j)
-    by_class: dict[str, list[dict[str, Any]]] = {}
-    for p in passengers:
-        by_class.setdefault(p["seat_class"], []).append(p)
-    order_id = uuid.uuid4()
-    tickets = []
-    for seat_class, group in by_class.items():
-        prefs = [p["seat_pref"] for p in group if p.get("seat_pref")]
-        taken: list[Any] = []
-        # A row locked by a concurrent order is re-checked once that order commits and skipped when
-        # it was sold meanwhile, so one SELECT may return fewer rows than asked: ask again for the rest.
-        for _ in range(8):
-            rows = await conn.fetch(
-                "SELECT id, carriage, seat_row, letter FROM seat WHERE train_day_id = $1 AND seat_class = $2 "
-                "AND sold_mask & $3 = 0 AND NOT id = ANY($6) "
-                "ORDER BY (letter = ANY($4)) DESC, id LIMIT $5 FOR UPDATE",
-                day["id"],
-                seat_class,
-                mask,
-                prefs,
-                len(group) - len(taken),
-                [r["id"] for r in taken],
-            )
-            taken.extend(rows)
-            if not rows or len(taken) == len(group):
-                break
-        if len(taken) < len(group):
-            raise Refusal(409, "SOLD_OUT")
-        await conn.execute(
-            "UPDATE seat SET sold_mask = sold_mask | $2 WHERE id = ANY($1)", [r["id"] for r in taken], mask
-        )
-        price = _price(day["km"], i, j, seat_class)
-        for p, seat in zip(group, taken, strict=True):
-            name = f"{seat['carriage']:02d}-{seat['seat_row']:02d}{seat['letter']}"
-            tickets.append(
-                (
-                    uuid.uuid4(),
-                    order_id,
-                    day["id"],
-                    int(p["passenger_id"]),
-                    seat["id"],
-                    seat_class,
-                    name,
-                    i,
-                    j,
-                    price,
-                    "UNPAID",
-                )
-            )
-    await conn.execute(
-        'INSERT INTO "order" (id, member_id, train_day_id, from_index, to_index, status, payment_status, total_fen) '
-        "VALUES ($1, $2, $3, $4, $5, 'SUCCESS', 'UNPAID', $6)",
-        order_id,
-        member_id,
-        day["id"],
-        i,
-        j,
-        sum(t[9] for t in tickets),
-    )
-    await conn.copy_records_to_table(
-        "ticket",
-        records=tickets,
-        columns=[
-            "id",
-            "order_id",
-            "train_day_id",
-            "passenger_id",
-            "seat_id",
-            "seat_class",
-            "seat_name",
-            "from_index",
-            "to_index",
-            "price_fen",
-            "status",
-        ],
-    )
-    return {"order_id": str(order_id), "status": "SUCCESS"}
-
-
-async def _order(conn: Any, order_id: uuid.UUID, member_id: int) -> dict[str, Any]:
-    row = await conn.fetchrow('SELECT * FROM "order" WHERE id = $1 AND member_id = $2', order_id, member_id)
-    if row is None:
-        raise Refusal(404, "ORDER_NOT_FOUND")
-    tickets = await conn.fetch("SELECT * FROM ticket WHERE order_id = $1 ORDER BY seat_name", order_id)
-    return {
-        "order_id": str(order_id),
-        "status": row["status"],
-        "payment_status": row["payment_status"],
-        "total": _yuan(row["total_fen"]),
-        "error": None,
-        "tickets": [
-            {
-                "ticket_id": str(t["id"]),
-                "passenger_id": t["passenger_id"],
-                "seat": t["seat_name"],
-                "seat_class": t["seat_class"],
-                "price": _yuan(t["price_fen"]),
-                "status": t["status"],
-            }
-            for t in tickets
-        ],
-    }
 
 
 def _dumps(value: Any) -> str:

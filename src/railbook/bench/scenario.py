@@ -111,7 +111,9 @@ def _name(k: int) -> str:
     return "旅客" + "".join(digits[int(d)] for d in str(k))
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+async def _post(
+    client: httpx.AsyncClient, path: str, body: Any, headers: dict[str, str] | None = None
+) -> Any:
     """POST, retried after ``Retry-After`` while the server sheds load (429/503); the JSON answer."""
     for _ in range(100):
         answer = await client.post(path, json=body, headers=headers)
@@ -132,24 +134,22 @@ async def prepare(url: str, scenario: Scenario, say: Any = print) -> Plan:
     rng = random.Random(scenario.seed)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        login = await client.post(
-            "/api/v1/auth/login", json={"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD}
+        login = await _post(
+            client, "/api/v1/auth/login", {"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD}
         )
-        admin = {"Authorization": f"Bearer {(await _ok(login))['access_token']}"}
+        admin = {"Authorization": f"Bearer {login['access_token']}"}
         stations = [f"京沪{k:02d}" for k in range(scenario.stops)]
         for k, name in enumerate(stations):
             code = f"Q{chr(65 + k // 26)}{chr(65 + k % 26)}"
-            await _ok(
-                await client.post("/api/v1/admin/stations", json={"name": name, "code": code}, headers=admin)
-            )
+            await _post(client, "/api/v1/admin/stations", {"name": name, "code": code}, admin)
         layout = carriages(scenario.seats)
         capacity = sum(c["rows"] * (4 if c["seat_class"] == "first" else 5) for c in layout)
         codes = [f"G{101 + t}" for t in range(scenario.trains)]
         for t, code in enumerate(codes):
             spec = _train(code, stations, 6 + t, layout)
-            await _ok(await client.post("/api/v1/admin/trains", json=spec, headers=admin))
+            await _post(client, "/api/v1/admin/trains", spec, admin)
         date = (dt.date.today() + dt.timedelta(days=scenario.days_ahead)).isoformat()
-        await _ok(await client.post("/api/v1/admin/sales/open", json={"date": date}, headers=admin))
+        await _post(client, "/api/v1/admin/sales/open", {"date": date}, admin)
         say(f"  {len(codes)} trains of {len(stations)} stops and {capacity:,} seats on sale on {date}")
 
         sem = asyncio.Semaphore(24)
@@ -160,22 +160,14 @@ async def prepare(url: str, scenario: Scenario, say: Any = print) -> Plan:
             async with sem:
                 body = {"mobile": mobile, "password": MEMBER_PASSWORD, "name": _name(k)}
                 await _post(client, "/api/v1/auth/register", body)
-                got = await _ok(
-                    await client.post(
-                        "/api/v1/auth/login", json={"mobile": mobile, "password": MEMBER_PASSWORD}
-                    )
+                got = await _post(
+                    client, "/api/v1/auth/login", {"mobile": mobile, "password": MEMBER_PASSWORD}
                 )
                 auth = {"Authorization": f"Bearer {got['access_token']}"}
                 pids = []
                 for j in range(scenario.passengers_per_member):
                     body = {"name": _name(k * 10 + j), "id_card": id_card(rng), "type": "adult"}
-                    pids.append(
-                        int(
-                            (await _post(client, "/api/v1/passengers", body, auth))[
-                                "passenger_id"
-                            ]
-                        )
-                    )
+                    pids.append(int((await _post(client, "/api/v1/passengers", body, auth))["passenger_id"]))
             return Rider(mobile, pids)
 
         riders = await asyncio.gather(*(member(k) for k in range(scenario.members)))

@@ -96,7 +96,7 @@ class KeepAliveClient:
 
     async def _chunked(self) -> bytes:
         assert self.reader is not None
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
             if size == 0:
