@@ -135,6 +135,30 @@ async def _search_vs_tickets(site: Site, plan: Plan, conn: asyncpg.Connection, s
     return problems
 
 
+async def _inventory_check(site: Site, date: str) -> tuple[str, int]:
+    """``railbook inventory check --date D`` against the site: its output's end and exit code. Tried
+    again when the database refused the connection (a PostgreSQL shared with other work may be full)."""
+    for _ in range(5):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "railbook.cli",
+            "inventory",
+            "check",
+            "--date",
+            date,
+            env=site.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        said, _ = await asyncio.wait_for(proc.communicate(), 300)
+        text = said.decode(errors="replace").strip()
+        if "too many clients" not in text:
+            break
+        await asyncio.sleep(2)
+    return text[-500:], proc.returncode if proc.returncode is not None else -1
+
+
 async def audit(site: Site, plan: Plan, tally: Tally) -> dict[str, Any]:
     """Every check of the module doc: {check: {"ok": bool, ...facts}}."""
     s = SCHEMAS[site.design]
@@ -173,21 +197,9 @@ async def audit(site: Site, plan: Plan, tally: Tally) -> dict[str, Any]:
         mismatch = await _search_vs_tickets(site, plan, conn, s)
         check: dict[str, Any] = {"ok": not mismatch, "mismatches": mismatch[:10]}
         if site.design == "railbook":
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "railbook.cli",
-                "inventory",
-                "check",
-                "--date",
-                plan.date,
-                env=site.env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            said, _ = await asyncio.wait_for(proc.communicate(), 300)
-            check["railbook inventory check"] = said.decode(errors="replace").strip()[-500:]
-            check["ok"] = check["ok"] and proc.returncode == 0
+            said, code = await _inventory_check(site, plan.date)
+            check["railbook inventory check"] = said
+            check["ok"] = check["ok"] and code == 0
         out["seat counts = ticket-derived counts"] = check
 
         seen = {o["order_id"]: o for o in tally.orders}

@@ -15,6 +15,7 @@ import asyncio
 import multiprocessing as mp
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -103,12 +104,14 @@ class Passenger:
     def bump(self, name: str, by: int = 1) -> None:
         self.counts[C[name]] += by
 
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[Answer, float, float]:
+    async def call(
+        self, method: str, path: str, body: Any = None, headers: str = ""
+    ) -> tuple[Answer, float, float]:
         """A request retried after ``Retry-After`` while the server sheds load: answer, seconds, sent at."""
         for _ in range(200):
             sent = time.time()
             try:
-                answer, took = await self.pool.request(method, path, body, self.token)
+                answer, took = await self.pool.request(method, path, body, self.token, headers)
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 self.bump("errors")
                 await asyncio.sleep(0.5)
@@ -168,7 +171,9 @@ class Passenger:
             "to": plan.stations[j],
             "passengers": riders,
         }
-        answer, took, sent = await self.call("POST", "/api/v1/orders", body)
+        # A retry (shed load, a dropped connection) must not place a second order.
+        key = f"Idempotency-Key: {uuid.uuid4()}\r\n"
+        answer, took, sent = await self.call("POST", "/api/v1/orders", body, key)
         self.bump("posted")
         self.tally.last_answer_at = max(self.tally.last_answer_at, sent + took)
         if answer.status != 202:

@@ -111,16 +111,27 @@ def _name(k: int) -> str:
     return "旅客" + "".join(digits[int(d)] for d in str(k))
 
 
-async def _post(
-    client: httpx.AsyncClient, path: str, body: Any, headers: dict[str, str] | None = None
+async def post_json(
+    client: httpx.AsyncClient,
+    path: str,
+    body: Any,
+    headers: dict[str, str] | None = None,
+    also_fine: tuple[int, ...] = (),
 ) -> Any:
-    """POST, retried after ``Retry-After`` while the server sheds load (429/503); the JSON answer."""
+    """POST, retried after ``Retry-After`` while the server sheds load (429/503) and on a dropped
+    keep-alive connection; the JSON answer (None for a status in ``also_fine``)."""
     for _ in range(100):
-        answer = await client.post(path, json=body, headers=headers)
+        try:
+            answer = await client.post(path, json=body, headers=headers)
+        except httpx.TransportError:
+            await asyncio.sleep(0.2)
+            continue
+        if answer.status_code in also_fine:
+            return None
         if answer.status_code not in (429, 503):
             return await _ok(answer)
         await asyncio.sleep(float(answer.headers.get("retry-after", "0.2")))
-    return await _ok(answer)
+    raise RuntimeError(f"POST {path}: no answer after 100 tries")
 
 
 async def _ok(answer: httpx.Response) -> Any:
@@ -129,48 +140,59 @@ async def _ok(answer: httpx.Response) -> Any:
     return answer.json()
 
 
+async def register_members(
+    client: httpx.AsyncClient, count: int, passengers: int, rng: random.Random, prefix: str = "16"
+) -> list[tuple[Rider, str]]:
+    """``count`` members registered through the API, each with ``passengers`` passengers: the riders
+    and the access token each got by logging in."""
+    sem = asyncio.Semaphore(24)
+
+    async def member(k: int) -> tuple[Rider, str]:
+        mobile = f"{prefix}{k:0{11 - len(prefix)}d}"
+        async with sem:
+            body = {"mobile": mobile, "password": MEMBER_PASSWORD, "name": _name(k)}
+            # A repeat after a dropped connection may find the first registration done.
+            await post_json(client, "/api/v1/auth/register", body, also_fine=(409,))
+            got = await post_json(
+                client, "/api/v1/auth/login", {"mobile": mobile, "password": MEMBER_PASSWORD}
+            )
+            auth = {"Authorization": f"Bearer {got['access_token']}"}
+            pids = []
+            for j in range(passengers):
+                body = {"name": _name(k * 10 + j), "id_card": id_card(rng), "type": "adult"}
+                pids.append(int((await post_json(client, "/api/v1/passengers", body, auth))["passenger_id"]))
+        return Rider(mobile, pids), str(got["access_token"])
+
+    return list(await asyncio.gather(*(member(k) for k in range(count))))
+
+
 async def prepare(url: str, scenario: Scenario, say: Any = print) -> Plan:
     """Trains on sale and members with passengers, all through the API."""
     rng = random.Random(scenario.seed)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        login = await _post(
+        login = await post_json(
             client, "/api/v1/auth/login", {"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD}
         )
         admin = {"Authorization": f"Bearer {login['access_token']}"}
         stations = [f"京沪{k:02d}" for k in range(scenario.stops)]
         for k, name in enumerate(stations):
             code = f"Q{chr(65 + k // 26)}{chr(65 + k % 26)}"
-            await _post(client, "/api/v1/admin/stations", {"name": name, "code": code}, admin)
+            await post_json(client, "/api/v1/admin/stations", {"name": name, "code": code}, admin)
         layout = carriages(scenario.seats)
         capacity = sum(c["rows"] * (4 if c["seat_class"] == "first" else 5) for c in layout)
         codes = [f"G{101 + t}" for t in range(scenario.trains)]
         for t, code in enumerate(codes):
             spec = _train(code, stations, 6 + t, layout)
-            await _post(client, "/api/v1/admin/trains", spec, admin)
+            await post_json(client, "/api/v1/admin/trains", spec, admin)
         date = (dt.date.today() + dt.timedelta(days=scenario.days_ahead)).isoformat()
-        await _post(client, "/api/v1/admin/sales/open", {"date": date}, admin)
+        await post_json(client, "/api/v1/admin/sales/open", {"date": date}, admin)
         say(f"  {len(codes)} trains of {len(stations)} stops and {capacity:,} seats on sale on {date}")
 
-        sem = asyncio.Semaphore(24)
-        prefix = "16"
-
-        async def member(k: int) -> Rider:
-            mobile = f"{prefix}{k:09d}"
-            async with sem:
-                body = {"mobile": mobile, "password": MEMBER_PASSWORD, "name": _name(k)}
-                await _post(client, "/api/v1/auth/register", body)
-                got = await _post(
-                    client, "/api/v1/auth/login", {"mobile": mobile, "password": MEMBER_PASSWORD}
-                )
-                auth = {"Authorization": f"Bearer {got['access_token']}"}
-                pids = []
-                for j in range(scenario.passengers_per_member):
-                    body = {"name": _name(k * 10 + j), "id_card": id_card(rng), "type": "adult"}
-                    pids.append(int((await _post(client, "/api/v1/passengers", body, auth))["passenger_id"]))
-            return Rider(mobile, pids)
-
-        riders = await asyncio.gather(*(member(k) for k in range(scenario.members)))
+        riders = [
+            r
+            for r, _ in await register_members(client, scenario.members, scenario.passengers_per_member, rng)
+        ]
         say(f"  {len(riders):,} members registered with {scenario.passengers_per_member} passengers each")
     parts = urlsplit(url)
     classes = sorted({c["seat_class"] for c in layout})

@@ -58,7 +58,9 @@ class Site:
         return text[-chars:]
 
 
-def _run_admin(sql: str) -> None:
+def admin_sql(sql: str) -> None:
+    """Run one statement on the PostgreSQL server's maintenance database (CREATE/DROP DATABASE)."""
+
     async def go() -> None:
         conn = await asyncpg.connect(PG_ADMIN)
         try:
@@ -73,11 +75,11 @@ def _run_admin(sql: str) -> None:
 def scratch_database(prefix: str) -> Iterator[str]:
     """A new PostgreSQL database for the run (its DSN), dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    _run_admin(f'CREATE DATABASE "{name}"')
+    admin_sql(f'CREATE DATABASE "{name}"')
     try:
         yield f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
     finally:
-        _run_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -145,7 +147,9 @@ def _common_env() -> dict[str, str]:
 
 
 @contextmanager
-def railbook_site(*, api_workers: int, redis_db: int) -> Iterator[Site]:
+def railbook_site(
+    *, api_workers: int, redis_db: int, extra_env: dict[str, str] | None = None
+) -> Iterator[Site]:
     """railbook in distributed mode: ``railbook api`` (``api_workers`` processes) and one
     ``railbook worker`` over PostgreSQL and Redis."""
     with scratch_database("railbook_bench") as dsn, claimed_redis(redis_db) as redis_url:
@@ -164,6 +168,7 @@ def railbook_site(*, api_workers: int, redis_db: int) -> Iterator[Site]:
             RAILBOOK_LOAD_SAMPLE_DATA="false",
             RAILBOOK_LOG_LEVEL="warning",
         )
+        env.update(extra_env or {})
         cli = [sys.executable, "-m", "railbook.cli"]
         subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
         site = Site("railbook", f"http://127.0.0.1:{port}", dsn, redis_url, env=env)

@@ -11,6 +11,10 @@ import asyncio
 import json
 import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +135,7 @@ class ClientPool:
         await asyncio.gather(*(c.connect() for c in self._all))
 
     async def request(
-        self, method: str, path: str, body: Any = None, token: str | None = None
+        self, method: str, path: str, body: Any = None, token: str | None = None, headers: str = ""
     ) -> tuple[Answer, float]:
         """One request on a free connection: the answer and the seconds it took on the wire (the
         wait for a free connection excluded). A broken connection is retried once on a new one."""
@@ -141,7 +145,7 @@ class ClientPool:
             for attempt in range(2):
                 t0 = loop.time()
                 try:
-                    answer = await client.request(method, path, body, token)
+                    answer = await client.request(method, path, body, token, headers)
                     return answer, loop.time() - t0
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     if attempt:
@@ -155,14 +159,57 @@ class ClientPool:
         await asyncio.gather(*(c.close() for c in self._all))
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far; 0.0 when it is gone."""
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds a process has used so far: from schedstat (ns) where the kernel keeps it, else
+    user + system time from stat (clock ticks); NaN without a pid, 0.0 when it is gone."""
+    if pid is None:
+        return float("nan")
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def cpu_trace(pid: int | None, every_s: float = 0.02) -> Iterator[list[tuple[float, float]]]:
+    """(wall-clock time, CPU seconds) of the process every ``every_s`` while the block runs, so its
+    CPU can be read for a stretch known only afterwards."""
+    trace: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while True:
+            trace.append((time.time(), cpu_seconds(pid)))
+            if done.wait(every_s):
+                trace.append((time.time(), cpu_seconds(pid)))
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    if pid is not None:
+        thread.start()
+    try:
+        yield trace
+    finally:
+        done.set()
+        if pid is not None:
+            thread.join()
+
+
+def cpu_at(trace: list[tuple[float, float]], when: float) -> float:
+    """The traced CPU seconds at ``when``, interpolated between the samples around it."""
+    if not trace:
+        return float("nan")
+    before = [p for p in trace if p[0] <= when] or trace[:1]
+    after = [p for p in trace if p[0] >= when] or trace[-1:]
+    (t0, v0), (t1, v1) = before[-1], after[0]
+    return v0 if t1 <= t0 else v0 + (v1 - v0) * (when - t0) / (t1 - t0)
 
 
 def process_tree(pid: int) -> list[int]:
