@@ -70,7 +70,7 @@ def bench_flash_sale(
     load_procs: int = typer.Option(2, help="Load-generating processes."),
     connections: int = typer.Option(128, help="Keep-alive connections, over all load processes."),
     hello_seconds: float = typer.Option(4.0, help="Seconds of GET /healthz before the crowd."),
-    redis_db: int = typer.Option(5, help="Redis logical database (1-7) for railbook's run."),
+    redis_db: int = typer.Option(3, help="Redis logical database (1-7) for railbook's run."),
     out: Path = typer.Option(Path("bench-results"), help="Where the JSON result and the plots go."),
     plots: bool = typer.Option(True, help="Draw the PNG plots (needs matplotlib: the bench extra)."),
 ) -> None:

@@ -197,7 +197,9 @@ def _dict(d: dict[str, int]) -> str:
 
 def _cpu(f: dict[str, Any]) -> str:
     share = f["cpu_share_of_one_core"]
-    return "\n".join(f"{k}: {v:.1f} ({share.get(k, 0):.0%})" for k, v in f["cpu_seconds"].items())
+    # Helper processes that did nothing (uvicorn's multiprocessing resource tracker) are left out.
+    used = {k: v for k, v in f["cpu_seconds"].items() if v >= 0.05}
+    return "\n".join(f"{k}: {v:.1f} ({share.get(k, 0):.0%})" for k, v in used.items())
 
 
 def table(results: dict[str, dict[str, Any]], title: str) -> Table:

@@ -41,6 +41,7 @@ class Monitor:
     def __init__(self, site: sites.Site, every_s: float = 0.25) -> None:
         self.site, self.every_s = site, every_s
         self.samples: list[tuple[float, int, int]] = []
+        self.redis_lost = False  # set when the claimed Redis database stopped being ours
         self.pids: dict[str, list[int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -51,6 +52,8 @@ class Monitor:
             while not self._stop.is_set():
                 orders, tickets = await audits.committed(conn, self.site.design)
                 self.samples.append((time.time(), orders, tickets))
+                if len(self.samples) % 4 == 0 and not self.redis_lost:
+                    self.redis_lost = not await asyncio.to_thread(self.site.redis_still_ours)
                 await asyncio.sleep(self.every_s)
         finally:
             await conn.close()
@@ -150,7 +153,7 @@ def run_design(design: str, scenario: Scenario, options: dict[str, Any]) -> dict
             asyncio.run(audits.wait_final(site, accepted))
             time.sleep(0.5)  # one more sample after the last commit
             cpu = {k: v - cpu0.get(k, 0.0) for k, v in _cpu_now(groups).items()}
-        result = {
+        result: dict[str, Any] = {
             "design": design,
             "scenario": dataclasses.asdict(scenario),
             "options": options,
@@ -158,6 +161,11 @@ def run_design(design: str, scenario: Scenario, options: dict[str, Any]) -> dict
         }
         console.print("  auditing ...")
         result["audit"] = asyncio.run(audits.audit(site, plan, crowd))
+        if site.redis_url is not None:
+            # Another client flushing the claimed database mid-run loses railbook's Redis state
+            # and makes every figure of the run meaningless.
+            kept = not monitor.redis_lost and site.redis_still_ours()
+            result["audit"]["Redis database stayed ours"] = {"ok": kept, "database": site.redis_url}
     return result
 
 

@@ -94,7 +94,7 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await asyncpg.create_pool(
-            os.environ["RAILBOOK_BENCH_NAIVE_DSN"], min_size=2, max_size=16
+            os.environ["RAILBOOK_BENCH_NAIVE_DSN"], min_size=2, max_size=10
         )
         yield
         await app.state.pool.close()

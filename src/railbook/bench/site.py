@@ -48,6 +48,18 @@ class Site:
     pids: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     log: Any = None
+    redis_owner: str | None = None  # the owner key's value while the Redis database is ours
+
+    def redis_still_ours(self) -> bool:
+        """Whether the claimed Redis database still carries our owner key (another client that
+        flushed it mid-run would make the run meaningless)."""
+        if self.redis_url is None or self.redis_owner is None:
+            return True
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            return client.get(REDIS_OWNER_KEY) == self.redis_owner.encode()
+        finally:
+            client.close()
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the servers' combined output (for a failed start)."""
@@ -83,9 +95,9 @@ def scratch_database(prefix: str) -> Iterator[str]:
 
 
 @contextmanager
-def claimed_redis(preferred: int) -> Iterator[str]:
+def claimed_redis(preferred: int) -> Iterator[tuple[str, str]]:
     """A Redis logical database 1..7 claimed for the run with the owner key (SET NX), flushed
-    (that database only) before and after."""
+    (that database only) before and after: its URL and the owner key's value."""
     token = f"bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     for number in [preferred, *[n for n in range(1, 8) if n != preferred]]:
         client = redis.Redis.from_url(f"{REDIS_BASE}/{number}")
@@ -97,9 +109,10 @@ def claimed_redis(preferred: int) -> Iterator[str]:
     client.flushdb()
     client.set(REDIS_OWNER_KEY, token, ex=3 * 3600)
     try:
-        yield f"{REDIS_BASE}/{number}"
+        yield f"{REDIS_BASE}/{number}", token
     finally:
-        client.flushdb()
+        if client.get(REDIS_OWNER_KEY) == token.encode():  # never flush a database taken over
+            client.flushdb()
         client.close()
 
 
@@ -152,7 +165,7 @@ def railbook_site(
 ) -> Iterator[Site]:
     """railbook in distributed mode: ``railbook api`` (``api_workers`` processes) and one
     ``railbook worker`` over PostgreSQL and Redis."""
-    with scratch_database("railbook_bench") as dsn, claimed_redis(redis_db) as redis_url:
+    with scratch_database("railbook_bench") as dsn, claimed_redis(redis_db) as (redis_url, owner):
         port = free_port()
         env = _common_env()
         env.update(
@@ -171,7 +184,7 @@ def railbook_site(
         env.update(extra_env or {})
         cli = [sys.executable, "-m", "railbook.cli"]
         subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
-        site = Site("railbook", f"http://127.0.0.1:{port}", dsn, redis_url, env=env)
+        site = Site("railbook", f"http://127.0.0.1:{port}", dsn, redis_url, env=env, redis_owner=owner)
         commands = {
             "api": [*cli, "api", "--port", str(port), "--workers", str(api_workers)],
             "worker": [*cli, "worker", "--name", "bench-worker"],
