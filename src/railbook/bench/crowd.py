@@ -58,6 +58,7 @@ class Tally:
     refunded_fen: int = 0
     hello: list[float] = field(default_factory=list)  # healthz latencies, seconds
     hello_window: tuple[float, float] = (0.0, 0.0)
+    sheds: dict[str, int] = field(default_factory=dict)  # 429/503 answers retried, by path kind and code
     cpu_s: float = 0.0
     first_at: float = 0.0
     last_answer_at: float = 0.0
@@ -72,6 +73,8 @@ class Tally:
             begin = min(self.hello_window[0] or other.hello_window[0], other.hello_window[0])
             self.hello_window = (begin, max(self.hello_window[1], other.hello_window[1]))
         self.cpu_s += other.cpu_s
+        for k, v in other.sheds.items():
+            self.sheds[k] = self.sheds.get(k, 0) + v
         self.last_answer_at = max(self.last_answer_at, other.last_answer_at)
 
 
@@ -89,6 +92,12 @@ def journey(rng: random.Random, n: int) -> tuple[int, int]:
         return i, rng.randrange(max(i + 1, n - 1 - n // 3), n)
     i = rng.randrange(n - 1)
     return i, rng.randrange(i + 1, min(n, i + 1 + max(1, n // 4)))
+
+
+def _route(method: str, path: str) -> str:
+    """``GET orders/{id}`` for ``GET /api/v1/orders/01a2…?x=y``: the route without ids or query."""
+    parts = path.split("?")[0].split("/")[3:]
+    return f"{method} " + "/".join("{id}" if len(p) > 16 else p for p in parts)
 
 
 class Passenger:
@@ -119,6 +128,8 @@ class Passenger:
             if answer.status not in (429, 503):
                 return answer, took, sent
             self.bump("retried")
+            kind = f"{_route(method, path)} {answer.status} {answer.error_code()}"
+            self.tally.sheds[kind] = self.tally.sheds.get(kind, 0) + 1
             await asyncio.sleep(answer.retry_after or 0.5)
         raise RuntimeError(f"{method} {path}: still shed after 200 tries")
 
@@ -230,7 +241,10 @@ class Passenger:
         if roll >= 0.9:
             record["after"] = "unpaid"
             return
-        got, _, _ = await self.call("POST", f"/api/v1/orders/{order_id}/pay", {"method": "mock"})
+        # The key makes a repeat (after a dropped connection or shed load) return the first answer
+        # instead of NOT_PAYABLE for an order the first attempt paid.
+        key = f"Idempotency-Key: {uuid.uuid4()}\r\n"
+        got, _, _ = await self.call("POST", f"/api/v1/orders/{order_id}/pay", {"method": "mock"}, key)
         if got.status != 200:
             self.bump("errors")
             return

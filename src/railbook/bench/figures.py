@@ -102,6 +102,7 @@ def compute(
         "cpu_seconds": cpu,
         "cpu_share_of_one_core": {k: v / (t_end - start) for k, v in cpu.items()} if t_end > start else {},
         "load_cpu_seconds": load_cpu,
+        "shed_answers_retried": crowd.sheds,
         "series": {
             "accepted": accepted_series,
             "committed_tickets": committed_series,
@@ -171,7 +172,7 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("POST /orders ms, 202 only (p50 / mean / p99)", lambda f: _trio(f["post_orders_202_ms"])),
     ("whole path ms: search → final status seen (p50 / mean / p99)", lambda f: _trio(f["whole_path_ms"])),
     ("GET /healthz req/s (same server, same load)", lambda f: f"{f['healthz_per_s']:,.0f}"),
-    ("accepted orders/s ÷ healthz req/s", lambda f: f"{f['accepted_per_s_over_healthz']:.2f}"),
+    ("accepted orders/s ÷ healthz req/s", lambda f: f"{f['accepted_per_s_over_healthz']:.4f}"),
     (
         "orders posted; accepted → final statuses",
         lambda f: f"{f['orders_posted']:,}; {_dict(f['final_statuses'])}",
@@ -183,8 +184,15 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ),
     ("crowd duration (first arrival → last POST answer), s", lambda f: f"{f['crowd_seconds']:.1f}"),
     ("CPU s over the crowd (% of one core)", lambda f: _cpu(f)),
+    ("429/503 answers retried after Retry-After", lambda f: _dict(f.get("shed_answers_retried", {}))),
     ("load generator CPU s (all load processes)", lambda f: f"{f['load_cpu_seconds']:.1f}"),
 )
+
+
+def _verdict(check: dict[str, Any] | None) -> str:
+    if check is None:
+        return "n/a"
+    return "[green]ok[/green]" if check["ok"] else "[red]FAILED[/red]"
 
 
 def _trio(d: dict[str, float]) -> str:
@@ -214,9 +222,6 @@ def table(results: dict[str, dict[str, Any]], title: str) -> Table:
     for name in audit_names:
         out.add_row(
             f"audit: {name}",
-            *(
-                "[green]ok[/green]" if r["audit"].get(name, {}).get("ok") else "[red]FAILED[/red]"
-                for r in results.values()
-            ),
+            *(_verdict(r["audit"].get(name)) for r in results.values()),
         )
     return out
