@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from railbook.bench.cli import bench_app
 from railbook.config import Settings
 from railbook.logs import configure_logging
 
@@ -22,14 +23,11 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 timetable_app = typer.Typer(help="The timetable catalog.", no_args_is_help=True)
 sales_app = typer.Typer(help="Sale days.", no_args_is_help=True)
 inventory_app = typer.Typer(help="Seat inventory in the allocator.", no_args_is_help=True)
-bench_app = typer.Typer(
-    help="Benchmarks (print figures; never part of the test suite).", no_args_is_help=True
-)
 app.add_typer(db_app, name="db")
 app.add_typer(timetable_app, name="timetable")
 app.add_typer(sales_app, name="sales")
 app.add_typer(inventory_app, name="inventory")
-app.add_typer(bench_app, name="bench")
+app.add_typer(bench_app, name="bench")  # the bench commands live with the benches
 
 console = Console()
 T = TypeVar("T")
@@ -254,51 +252,6 @@ def inventory_check(
     if drift:
         raise typer.Exit(1)
     console.print("[green]no drift[/green]")
-
-
-@bench_app.command("allocator")
-def bench_allocator(redis_url: str = typer.Option(None), seed: int = typer.Option(1)) -> None:
-    """Allocations/s and server-side µs per call on a 30-stop, 1,200-seat train vs a trivial EVALSHA."""
-    from railbook.bench.allocator import run
-
-    run(redis_url or Settings().redis_url or "redis://127.0.0.1:6379/0", seed=seed)
-
-
-@bench_app.command("orders")
-def bench_orders(
-    url: str = typer.Option(None, help="A running server; default: start one (PostgreSQL + Redis)."),
-    seconds: float = typer.Option(10.0),
-    concurrency: int = typer.Option(64),
-    load_procs: int = typer.Option(2, help="Load-generating processes (apart from the server)."),
-    members: int = typer.Option(4000, help="Members in the crowd (3 passengers each)."),
-    seats: int = typer.Option(6000, help="Seats of the hot train-day (at most 40 carriages: 5,880)."),
-    stops: int = typer.Option(8, help="Stops of the trains."),
-) -> None:
-    """A flash sale on one train-day: accepted/s and sold-out/s, committed/s, p50/p99, drain time,
-    beside hello-world requests/s of the same single API process."""
-    from railbook.bench.orders import run
-
-    run(
-        url=url,
-        seconds=seconds,
-        concurrency=concurrency,
-        load_procs=load_procs,
-        members=members,
-        seats=seats,
-        stops=stops,
-    )
-
-
-@bench_app.command("search")
-def bench_search(
-    url: str = typer.Option(None),
-    seconds: float = typer.Option(10.0),
-    concurrency: int = typer.Option(64),
-) -> None:
-    """Warm-cache search requests/s and p99 beside hello-world requests/s; cold-start time to full speed."""
-    from railbook.bench.search import run
-
-    run(url=url, seconds=seconds, concurrency=concurrency)
 
 
 def main() -> None:

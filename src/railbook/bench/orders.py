@@ -1,7 +1,8 @@
 """``railbook bench orders``: a flash sale on one train-day, beside hello-world requests/s of the same server.
 
-With no ``--url`` it starts its own site: a scratch PostgreSQL database, a Redis database of its own,
-ONE uvicorn API process (``railbook api --workers 1``, rate limits off, sale tokens above the hot
+Black-box over HTTP, like ``bench flash-sale``. With no ``--url`` it starts its own site
+(:mod:`railbook.bench.site`): a scratch PostgreSQL database, a Redis logical database claimed for the
+run, ONE uvicorn API process (``railbook api --workers 1``, rate limits off, sale tokens above the hot
 day's seats) and one ``railbook worker``. With the default 2,000 tokens a day of more seats than that
 answers ``SALE_BUSY`` while 2,000 accepted orders wait for their commit (the bound working as meant);
 here the accept path itself is measured.
@@ -9,8 +10,8 @@ The load comes from separate processes (``--load-procs``), each a small keep-ali
 asyncio streams, so the server's single process is what is measured, for hello-world and for orders.
 
 Before the timed part: a hot train (``--stops`` stops, ``--seats`` second/first-class seats) and some
-cold trains on one sale day, ``--members`` members written to the database with 3 passengers each,
-and their access tokens fetched by logging in over HTTP. Timed part: hello-world (``GET /healthz``)
+cold trains on one sale day, ``--members`` members registered through the API with 3 passengers each,
+and their access tokens fetched by logging in. Timed part: hello-world (``GET /healthz``)
 for a few seconds, then the crowd: most orders (``--hot-share``) on the hot train-day, over realistic
 journeys (a third end to end, the rest long or short hops), one to three passengers each, until the
 day is sold out and on (SOLD_OUT answers are cheap and counted apart). Then the committed count is
@@ -26,35 +27,32 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
 import random
-import socket
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
+import httpx
 from rich.console import Console
 from rich.table import Table
 
+from railbook.bench.figures import pct
+from railbook.bench.scenario import post_json, register_members
+from railbook.bench.site import ADMIN_MOBILE, ADMIN_PASSWORD, railbook_site
+from railbook.bench.wire import KeepAliveClient, cpu_at, cpu_seconds, cpu_trace
+
 console = Console()
 
-PG_ADMIN = os.environ.get("RAILBOOK_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS = os.environ.get("RAILBOOK_BENCH_REDIS", "redis://127.0.0.1:6379/6")
-ADMIN_MOBILE = "13800000009"
-ADMIN_PASSWORD = "bench-admin-secret"
-MEMBER_PASSWORD = "bench-pass-1"
 PASSENGERS_PER_MEMBER = 3
 COLD_TRAINS = 6
 HELLO_SECONDS = 4.0
+MAX_ROWS, MAX_CARRIAGES = 30, 40  # the contract's largest carriage and train
 
 
 @dataclass(frozen=True)
@@ -103,167 +101,20 @@ class Tally:
         return [x for v in self.latencies.values() for x in v]
 
 
-class KeepAliveClient:
-    """One persistent HTTP/1.1 connection; answers are (status, body)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def connect(self) -> None:
-        if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-
-    async def request(
-        self, method: str, path: str, body: bytes = b"", headers: str = ""
-    ) -> tuple[int, bytes]:
-        await self.connect()
-        assert self.reader is not None and self.writer is not None
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{headers}"
-        if body:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        self.writer.write(head.encode() + b"\r\n" + body)
-        try:
-            raw = await self.reader.readuntil(b"\r\n\r\n")
-            status = int(raw[9:12])
-            length = 0
-            for line in raw.split(b"\r\n")[1:]:
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            data = await self.reader.readexactly(length) if length else b""
-        except (asyncio.IncompleteReadError, ConnectionError):
-            await self.close()
-            raise
-        return status, data
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            try:
-                await self.writer.wait_closed()
-            except Exception:  # the peer may be gone already
-                pass
-        self.reader = self.writer = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# --------------------------------------------------------------------------------------------
-# The site under test.
-
-
-@contextmanager
-def _local_stack() -> Iterator[tuple[str, str, int, int]]:
-    """Scratch PostgreSQL database + Redis db, one API process and one worker: (url, db url, api pid,
-    worker pid)."""
-    import httpx
-    import psycopg
-    import redis
-
-    from railbook.adapters.db.migrate import upgrade
-
-    name = f"railbook_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = f"{PG_ADMIN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    r = redis.Redis.from_url(REDIS)
-    r.flushdb()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        upgrade(db_url)
-        port = _free_port()
-        env = {
-            **os.environ,
-            "RAILBOOK_DATABASE_URL": db_url,
-            "RAILBOOK_REDIS_URL": REDIS,
-            "RAILBOOK_RATE_LIMITS": "off",
-            "RAILBOOK_ADMIN_MOBILE": ADMIN_MOBILE,
-            "RAILBOOK_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "RAILBOOK_JWT_SECRET": "bench-" + "x" * 40,
-            "RAILBOOK_ARGON2_TIME_COST": "1",
-            "RAILBOOK_ARGON2_MEMORY_COST": "1024",
-            "RAILBOOK_SALE_TOKENS_PER_TRAIN_DAY": "100000",
-            "RAILBOOK_LOAD_SAMPLE_DATA": "false",
-            "RAILBOOK_LOG_LEVEL": "warning",
-        }
-        cli = [sys.executable, "-m", "railbook.cli"]
-        procs.append(
-            subprocess.Popen(
-                [*cli, "api", "--port", str(port), "--workers", "1"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        procs.append(
-            subprocess.Popen(
-                [*cli, "worker", "--name", "bench-worker"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not start")
-        yield url, db_url, procs[0].pid, procs[1].pid
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        r.flushdb()
-        r.close()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _dsn(db_url: str) -> str:
-    return db_url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-async def _admin_post(client: Any, path: str, body: Any, headers: dict[str, str]) -> Any:
-    r = await client.post(path, json=body, headers=headers)
-    r.raise_for_status()
-    return r.json()
-
-
-async def _prepare(url: str, db_url: str, *, members: int, stops: int, seats: int) -> Plan:
-    """Trains on sale, members with passengers (written to the database), tokens by logging in."""
-    import httpx
-    import psycopg
-    from pwdlib import PasswordHash
-    from pwdlib.hashers.argon2 import Argon2Hasher
-
-    from railbook.domain.identity import compose_id_card
-    from railbook.domain.timetable import MAX_CARRIAGES, MAX_ROWS
-
+async def _prepare(url: str, *, members: int, stops: int, seats: int) -> Plan:
+    """Trains on sale and members with passengers, through the API; tokens by logging in."""
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        r = await client.post("/api/v1/auth/login", json={"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD})
-        r.raise_for_status()
-        admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        login = await post_json(
+            client, "/api/v1/auth/login", {"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD}
+        )
+        admin = {"Authorization": f"Bearer {login['access_token']}"}
         tag = uuid.uuid4().int
         stations = []
         for k in range(stops):
             code = "".join(chr(65 + (tag // 26 ** (3 * k + d)) % 26) for d in range(3))
             name = f"测{code}{k}"
-            await _admin_post(client, "/api/v1/admin/stations", {"name": name, "code": code}, admin)
+            await post_json(client, "/api/v1/admin/stations", {"name": name, "code": code}, admin)
             stations.append(name)
         date = (dt.date.today() + dt.timedelta(days=2)).isoformat()
         stop_specs = [
@@ -291,78 +142,22 @@ async def _prepare(url: str, db_url: str, *, members: int, stops: int, seats: in
             "classes": ["second", "first"],
             "seats": n_first * first_rows + n_second * second_rows,
         }
-        await _admin_post(
-            client,
-            "/api/v1/admin/trains",
-            {"code": hot["train_code"], "kind": "G", "stops": stop_specs, "carriages": carriages},
-            admin,
-        )
+        spec = {"code": hot["train_code"], "kind": "G", "stops": stop_specs, "carriages": carriages}
+        await post_json(client, "/api/v1/admin/trains", spec, admin)
         cold = []
         for t in range(COLD_TRAINS):
             code = f"G{base + 1 + t}"
-            spec = {
-                "code": code,
-                "kind": "G",
-                "stops": stop_specs,
-                "carriages": [{"carriage": c, "seat_class": "second", "rows": 20} for c in range(1, 9)],
-            }
-            await _admin_post(client, "/api/v1/admin/trains", spec, admin)
+            carriages = [{"carriage": c, "seat_class": "second", "rows": 20} for c in range(1, 9)]
+            spec = {"code": code, "kind": "G", "stops": stop_specs, "carriages": carriages}
+            await post_json(client, "/api/v1/admin/trains", spec, admin)
             cold.append({"train_code": code, "stations": stations, "classes": ["second"]})
-        await _admin_post(client, "/api/v1/admin/sales/open", {"date": date}, admin)
-
-        # Members and passengers straight into the database (registration is not under test).
-        hashed = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),)).hash(
-            MEMBER_PASSWORD
+        await post_json(client, "/api/v1/admin/sales/open", {"date": date}, admin)
+        # Members through registration, tokens by logging in, before the timed part.
+        prefix = f"15{tag % 100:02d}"
+        members_in = await register_members(
+            client, members, PASSENGERS_PER_MEMBER, random.Random(tag), prefix
         )
-        prefix = f"15{tag % 10**4:04d}"
-        async with await psycopg.AsyncConnection.connect(_dsn(db_url)) as conn:
-            cur = conn.cursor()
-            await cur.executemany(
-                "INSERT INTO member (mobile, name, password_hash, role, created_at) "
-                "VALUES (%s, %s, %s, 'member', now())",
-                [(f"{prefix}{k:05d}", "测试", hashed) for k in range(members)],
-            )
-            await cur.execute("SELECT id FROM member WHERE mobile LIKE %s ORDER BY id", (prefix + "%",))
-            ids = [int(row[0]) for row in await cur.fetchall()]
-            rows = [
-                (
-                    mid,
-                    "乘客",
-                    compose_id_card("110101", dt.date(1970 + j, 1 + k % 12, 1 + k % 28), k % 999 + 1),
-                )
-                for k, mid in enumerate(ids)
-                for j in range(PASSENGERS_PER_MEMBER)
-            ]
-            await cur.executemany(
-                "INSERT INTO passenger (member_id, name, id_card, type, created_at) "
-                "VALUES (%s, %s, %s, 'adult', now())",
-                rows,
-            )
-            await cur.execute(
-                "SELECT member_id, id FROM passenger WHERE member_id = ANY(%s) ORDER BY id", (ids,)
-            )
-            by_member: dict[int, list[int]] = {}
-            for mid, pid in await cur.fetchall():
-                by_member.setdefault(int(mid), []).append(int(pid))
-            await conn.commit()
-
-        # Tokens fetched over HTTP before the timed part (the real login path).
-        riders: list[tuple[str, list[int]]] = []
-        sem = asyncio.Semaphore(16)
-
-        async def login(k: int, mid: int) -> None:
-            async with sem:
-                for _ in range(100):
-                    r = await client.post(
-                        "/api/v1/auth/login", json={"mobile": f"{prefix}{k:05d}", "password": MEMBER_PASSWORD}
-                    )
-                    if r.status_code not in (429, 503):
-                        break
-                    await asyncio.sleep(0.05)
-                r.raise_for_status()
-                riders.append((str(r.json()["access_token"]), by_member[mid]))
-
-        await asyncio.gather(*(login(k, mid) for k, mid in enumerate(ids)))
+    riders = [(token, rider.passengers) for rider, token in members_in]
     parts = urlsplit(url)
     return Plan(parts.hostname or "127.0.0.1", parts.port or 80, date, hot, cold, riders, 0.85)
 
@@ -394,8 +189,8 @@ async def _hello_loop(plan: Plan, start: float, deadline: float, connections: in
         try:
             while time.time() < deadline:
                 t0 = time.perf_counter()
-                status, _ = await client.request("GET", "/healthz")
-                tally.add(str(status), (time.perf_counter() - t0) * 1000)
+                answer = await client.request("GET", "/healthz")
+                tally.add(str(answer.status), (time.perf_counter() - t0) * 1000)
         finally:
             await client.close()
 
@@ -449,30 +244,23 @@ async def _crowd_loop(plan: Plan, start: float, deadline: float, connections: in
                 pids = pool[:k]
                 i, j = _journey(rng, len(train["stations"]))
                 seat_class = "first" if "first" in train["classes"] and rng.random() < 0.15 else "second"
-                body = json.dumps(
-                    {
-                        "date": plan.date,
-                        "train_code": train["train_code"],
-                        "from": train["stations"][i],
-                        "to": train["stations"][j],
-                        "passengers": [{"passenger_id": p, "seat_class": seat_class} for p in pids],
-                    },
-                    ensure_ascii=False,
-                ).encode()
+                body = {
+                    "date": plan.date,
+                    "train_code": train["train_code"],
+                    "from": train["stations"][i],
+                    "to": train["stations"][j],
+                    "passengers": [{"passenger_id": p, "seat_class": seat_class} for p in pids],
+                }
                 t0 = time.perf_counter()
-                status, data = await client.request(
-                    "POST", "/api/v1/orders", body, f"Authorization: Bearer {plan.riders[r][0]}\r\n"
-                )
+                answer = await client.request("POST", "/api/v1/orders", body, plan.riders[r][0])
                 ms = (time.perf_counter() - t0) * 1000
+                status = answer.status
                 if status == 202:
                     del pool[:k]
                     tally.add("202", ms)
                     tally.accepted_at.append(time.time())
                 else:
-                    try:
-                        code = json.loads(data)["error"]["code"]
-                    except (ValueError, KeyError, TypeError):
-                        code = "?"
+                    code = answer.error_code()
                     tally.add(f"{status} {code}", ms)
                     tally.refused_at.append(time.time())
                     if code == "SOLD_OUT" and train is plan.hot and seat_class == "second":
@@ -531,26 +319,22 @@ def _spread(
 # Figures from the system of record.
 
 
-async def _committed_after(
-    db_url: str, accepted: int, crowd_start: float, crowd_end: float
-) -> dict[str, Any]:
+async def _committed_after(dsn: str, accepted: int, crowd_start: float, crowd_end: float) -> dict[str, Any]:
     """Wait until every accepted order is committed; committed during the crowd, and the drain time."""
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(_dsn(db_url), autocommit=True) as conn:
+    conn = await asyncpg.connect(dsn)
+    try:
         n = 0
         for _ in range(1200):
-            cur = await conn.execute('SELECT count(*) FROM "order" WHERE status <> %s', ("PENDING",))
-            row = await cur.fetchone()
-            n = int(row[0]) if row else 0
+            n = int(await conn.fetchval('SELECT count(*) FROM "order" WHERE status <> $1', "PENDING"))
             if n >= accepted:
                 break
             await asyncio.sleep(0.05)
-        cur = await conn.execute(
-            'SELECT count(*) FILTER (WHERE updated_at <= to_timestamp(%s)), max(updated_at) FROM "order"',
-            (crowd_end,),
+        row = await conn.fetchrow(
+            'SELECT count(*) FILTER (WHERE updated_at <= to_timestamp($1)), max(updated_at) FROM "order"',
+            crowd_end,
         )
-        row = await cur.fetchone()
+    finally:
+        await conn.close()
     during = int(row[0]) if row else 0
     last = row[1].timestamp() if row and row[1] is not None else crowd_end
     return {
@@ -559,66 +343,6 @@ async def _committed_after(
         "drain_s": max(0.0, last - crowd_end) if n >= accepted else float("nan"),
         "per_s": during / max(1e-9, crowd_end - crowd_start),
     }
-
-
-def _cpu_seconds(pid: int | None) -> float:
-    """CPU time the process has used so far; NaN where /proc is not readable. From schedstat (ns)
-    where the kernel keeps it, else user + system time from stat (clock ticks)."""
-    if pid is None:
-        return float("nan")
-    try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def _cpu_trace(pid: int | None, every_s: float = 0.02) -> Iterator[list[tuple[float, float]]]:
-    """(wall-clock time, CPU seconds) of the process every ``every_s`` while the block runs, so its
-    CPU can be read for a stretch known only afterwards (the time seats remained)."""
-    trace: list[tuple[float, float]] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while True:
-            trace.append((time.time(), _cpu_seconds(pid)))
-            if done.wait(every_s):
-                trace.append((time.time(), _cpu_seconds(pid)))
-                return
-
-    thread = threading.Thread(target=sample, daemon=True)
-    if pid is not None:
-        thread.start()
-    try:
-        yield trace
-    finally:
-        done.set()
-        if pid is not None:
-            thread.join()
-
-
-def _cpu_at(trace: list[tuple[float, float]], when: float) -> float:
-    """The traced CPU seconds at ``when``, interpolated between the samples around it."""
-    if not trace:
-        return float("nan")
-    before = [p for p in trace if p[0] <= when] or trace[:1]
-    after = [p for p in trace if p[0] >= when] or trace[-1:]
-    (t0, v0), (t1, v1) = before[-1], after[0]
-    return v0 if t1 <= t0 else v0 + (v1 - v0) * (when - t0) / (t1 - t0)
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _report(
@@ -652,7 +376,7 @@ def _report(
     hello_lat = hello.all_latencies()
     table.add_row(
         "hello world (GET /healthz) req/s, p50/p99 ms",
-        f"{hello_rate:,.0f}  ({_pct(hello_lat, 0.5):.1f} / {_pct(hello_lat, 0.99):.1f})",
+        f"{hello_rate:,.0f}  ({pct(hello_lat, 0.5):.1f} / {pct(hello_lat, 0.99):.1f})",
     )
     table.add_row("hot train-day seats", f"{plan.hot['seats']:,} ({len(plan.hot['stations'])} stops)")
     table.add_row("members (tokens fetched before)", f"{len(plan.riders):,}")
@@ -674,11 +398,11 @@ def _report(
     for outcome in sorted(crowd.latencies):
         lat = crowd.latencies[outcome]
         table.add_row(
-            f"  {outcome}: count, p50/p99 ms", f"{len(lat):,}  ({_pct(lat, 0.5):.1f} / {_pct(lat, 0.99):.1f})"
+            f"  {outcome}: count, p50/p99 ms", f"{len(lat):,}  ({pct(lat, 0.5):.1f} / {pct(lat, 0.99):.1f})"
         )
     table.add_row(
         "all answers p50 / p99 ms",
-        f"{_pct(crowd.all_latencies(), 0.5):.1f} / {_pct(crowd.all_latencies(), 0.99):.1f}",
+        f"{pct(crowd.all_latencies(), 0.5):.1f} / {pct(crowd.all_latencies(), 0.99):.1f}",
     )
     load_hello = hello.cpu_s / max(1, hello.requests) * 1e6
     load_order = crowd.cpu_s / max(1, crowd.requests) * 1e6
@@ -722,26 +446,29 @@ def run(url: str | None, seconds: float, concurrency: int, **options: Any) -> No
     stops = int(options.get("stops", 8))
     seats = int(options.get("seats", 6000))
 
-    def measure(site_url: str, db_url: str | None, api_pid: int | None, worker_pid: int | None) -> None:
-        if db_url is None:
-            raise SystemExit("--url needs RAILBOOK_DATABASE_URL (the server's database) for the set-up")
+    def measure(site_url: str, dsn: str | None, api_pid: int | None, worker_pid: int | None) -> None:
         console.print(f"preparing: {members} members, hot train of ~{seats} seats, {stops} stops ...")
-        plan = asyncio.run(_prepare(site_url, db_url, members=members, stops=stops, seats=seats))
+        plan = asyncio.run(_prepare(site_url, members=members, stops=stops, seats=seats))
         console.print(f"hello world for {HELLO_SECONDS:.0f}s, then the crowd for {seconds:.0f}s ...")
-        a0 = _cpu_seconds(api_pid)
+        a0 = cpu_seconds(api_pid)
         hello, h0, h1 = _spread("hello", plan, HELLO_SECONDS, concurrency, procs)
-        a1, w1 = _cpu_seconds(api_pid), _cpu_seconds(worker_pid)
-        with _cpu_trace(api_pid) as trace:
+        a1, w1 = cpu_seconds(api_pid), cpu_seconds(worker_pid)
+        with cpu_trace(api_pid) as trace:
             crowd, c0, c1 = _spread("crowd", plan, seconds, concurrency, procs)
-        a2 = _cpu_seconds(api_pid)
-        db = asyncio.run(_committed_after(db_url, crowd.count("202"), c0, c1))
-        cpu = {"api_hello": a1 - a0, "api_crowd": a2 - a1, "worker": _cpu_seconds(worker_pid) - w1}
-        cpu["api_window"] = _cpu_at(trace, min(c1, crowd.first_sold_out)) - _cpu_at(trace, c0)
+        a2 = cpu_seconds(api_pid)
+        db = asyncio.run(_committed_after(dsn, crowd.count("202"), c0, c1)) if dsn else None
+        cpu = {"api_hello": a1 - a0, "api_crowd": a2 - a1, "worker": cpu_seconds(worker_pid) - w1}
+        cpu["api_window"] = cpu_at(trace, min(c1, crowd.first_sold_out)) - cpu_at(trace, c0)
         _report(plan, seconds, concurrency, procs, hello, h1 - h0, crowd, c0, c1, db, cpu)
 
     if url:
-        measure(url, os.environ.get("RAILBOOK_DATABASE_URL"), None, None)
+        # The committed figures need the server's database (read only): RAILBOOK_DATABASE_URL.
+        db_url = os.environ.get("RAILBOOK_DATABASE_URL")
+        measure(url, db_url.replace("postgresql+asyncpg://", "postgresql://") if db_url else None, None, None)
         return
-    with _local_stack() as (local_url, db_url, api_pid, worker_pid):
+    # One API process; sale tokens above the hot day's seats, so the accept path itself is measured.
+    tokens = {"RAILBOOK_SALE_TOKENS_PER_TRAIN_DAY": "100000"}
+    with railbook_site(api_workers=1, redis_db=6, extra_env=tokens) as site:
+        api_pid = site.pids["api"]
         console.print(f"API process pid {api_pid} (attach a profiler: py-spy record --pid {api_pid})")
-        measure(local_url, db_url, api_pid, worker_pid)
+        measure(site.url, site.dsn, api_pid, site.pids["worker"])

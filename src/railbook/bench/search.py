@@ -291,18 +291,16 @@ class Site:
         if self.log is not None:
             self.log.close()
         if self.database is not None:
-            import psycopg
+            from railbook.bench.site import admin_sql
 
-            with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
 def _start_site() -> Site:
-    import psycopg
+    from railbook.bench.site import admin_sql
 
     database = f"railbook_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
+    admin_sql(f'CREATE DATABASE "{database}"')
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     redis_port, http_port = _free_port(), _free_port()
     site = Site(

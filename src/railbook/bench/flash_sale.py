@@ -1,0 +1,208 @@
+"""``railbook bench flash-sale``: a 12306-class flash sale end to end, black-box over HTTP.
+
+For each design asked (railbook in distributed mode, the naive design of :mod:`railbook.bench.naive`,
+or both in one run): start the site, set the sale up through the API, measure ``GET /healthz``
+with the same load processes, then let the crowd in (:mod:`railbook.bench.crowd`) under a live
+display, wait until every accepted order is committed, audit (:mod:`railbook.bench.audit`), and
+compute the figures. The results go to a JSON file and PNG plots, and a side-by-side table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import threading
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from railbook.bench import audit as audits
+from railbook.bench import figures
+from railbook.bench import site as sites
+from railbook.bench.crowd import spread
+from railbook.bench.scenario import Scenario, prepare
+from railbook.bench.wire import cpu_seconds, process_tree
+
+console = Console(width=150)
+
+
+class Monitor:
+    """Samples the database's committed counts (and the CPU of the watched processes) every
+    ``every_s`` in a thread of its own, until stopped."""
+
+    def __init__(self, site: sites.Site, every_s: float = 0.25) -> None:
+        self.site, self.every_s = site, every_s
+        self.samples: list[tuple[float, int, int]] = []
+        self.redis_lost = False  # set when the claimed Redis database stopped being ours
+        self.pids: dict[str, list[int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.site.dsn)
+        try:
+            while not self._stop.is_set():
+                orders, tickets = await audits.committed(conn, self.site.design)
+                self.samples.append((time.time(), orders, tickets))
+                if len(self.samples) % 4 == 0 and not self.redis_lost:
+                    self.redis_lost = not await asyncio.to_thread(self.site.redis_still_ours)
+                await asyncio.sleep(self.every_s)
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def _database_pids(dsn: str) -> list[int]:
+    """The PostgreSQL backends serving the site's database (its pools are open by now)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [int(r["pid"]) for r in rows]
+
+
+def _cpu_groups(site: sites.Site) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for name, pid in site.pids.items():
+        tree = process_tree(pid)
+        if len(tree) > 1:  # uvicorn's supervisor and its worker processes
+            groups[f"{name} supervisor"] = [pid]
+            for k, child in enumerate(tree[1:]):
+                groups[f"{name} process {k + 1}"] = [child]
+        else:
+            groups[name] = tree
+    groups["PostgreSQL backends"] = asyncio.run(_database_pids(site.dsn))
+    return groups
+
+
+def _cpu_now(groups: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+
+
+def _live_table(design: str, counts: dict[str, int], monitor: Monitor, started: float) -> Table:
+    table = Table(title=f"flash sale — {design} — {time.time() - started:5.1f} s", min_width=60)
+    table.add_column("passengers")
+    table.add_column("", justify="right")
+    table.add_column("database")
+    table.add_column("", justify="right")
+    orders, tickets = monitor.samples[-1][1:] if monitor.samples else (0, 0)
+    right = [
+        ("orders committed", orders),
+        ("tickets written", tickets),
+        ("queue (accepted − committed)", max(0, counts.get("accepted", 0) - orders)),
+    ]
+    left = list(counts.items())
+    for k in range(max(len(left), len(right))):
+        a = left[k] if k < len(left) else ("", "")
+        b = right[k] if k < len(right) else ("", "")
+        table.add_row(
+            str(a[0]), f"{a[1]:,}" if a[1] != "" else "", str(b[0]), f"{b[1]:,}" if b[1] != "" else ""
+        )
+    return table
+
+
+def run_design(design: str, scenario: Scenario, options: dict[str, Any]) -> dict[str, Any]:
+    """One design end to end: its result (scenario, figures, audit)."""
+    workers = options["api_workers"]
+    started: AbstractContextManager[sites.Site] = (
+        sites.railbook_site(api_workers=workers, redis_db=options["redis_db"])
+        if design == "railbook"
+        else sites.naive_site(api_workers=workers)
+    )
+    procs, conns = options["load_procs"], options["connections"]
+    with started as site:
+        console.rule(
+            f"[bold]{design}[/bold] at {site.url} ({', '.join(f'{k} pid {v}' for k, v in site.pids.items())})"
+        )
+        plan = asyncio.run(prepare(site.url, scenario, say=console.print))
+        hello, _, _ = spread(
+            "hello", plan, procs, {"seconds": options["hello_seconds"], "connections": conns}
+        )
+        console.print(f"  GET /healthz: {len(hello.hello) / options['hello_seconds']:,.0f} req/s")
+        groups = _cpu_groups(site)
+        with Monitor(site) as monitor:
+            cpu0 = _cpu_now(groups)
+            t0 = time.time()
+            with Live(console=console, refresh_per_second=4, transient=False) as live:
+
+                def tick(counts: dict[str, int], _pids: list[int]) -> None:
+                    live.update(_live_table(design, counts, monitor, t0))
+
+                crowd, start, _ = spread(
+                    "crowd", plan, procs, {"connections": conns, "ramp": options["ramp"]}, on_tick=tick
+                )
+            accepted = len(crowd.orders)
+            asyncio.run(audits.wait_final(site, accepted))
+            time.sleep(0.5)  # one more sample after the last commit
+            cpu = {k: v - cpu0.get(k, 0.0) for k, v in _cpu_now(groups).items()}
+        result: dict[str, Any] = {
+            "design": design,
+            "scenario": dataclasses.asdict(scenario),
+            "options": options,
+            "figures": figures.compute(crowd, hello, monitor.samples, cpu, crowd.cpu_s, start),
+        }
+        console.print("  auditing ...")
+        result["audit"] = asyncio.run(audits.audit(site, plan, crowd))
+        if site.redis_url is not None:
+            # Another client flushing the claimed database mid-run loses railbook's Redis state
+            # and makes every figure of the run meaningless.
+            kept = not monitor.redis_lost and site.redis_still_ours()
+            result["audit"]["Redis database stayed ours"] = {"ok": kept, "database": site.redis_url}
+    return result
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN (null instead)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run(designs: list[str], scenario: Scenario, out: Path, **options: Any) -> dict[str, dict[str, Any]]:
+    """Entry point of ``railbook bench flash-sale``: every design in turn, then the table, the JSON
+    result and the plots. Returns the results by design."""
+    import os
+
+    results = {design: run_design(design, scenario, options) for design in designs}
+    title = (
+        f"flash sale: {scenario.members:,} members × {scenario.trains} trains of {scenario.stops} stops × "
+        f"{scenario.seats:,} seats; {options['api_workers']} API processes per design; "
+        f"{options['load_procs']} load processes; {os.cpu_count()} CPUs"
+    )
+    console.print(figures.table(results, title))
+    for design, result in results.items():
+        for name, check in result["audit"].items():
+            if not check["ok"]:
+                console.print(f"[red]{design} audit failed: {name}: {check}[/red]")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "flash-sale.json"
+    path.write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False))
+    console.print(f"result: {path}")
+    if options.get("plots", True):
+        from railbook.bench.plots import draw
+
+        for png in draw(results, out):
+            console.print(f"plot: {png}")
+    return results

@@ -1,0 +1,62 @@
+"""A small flash sale against real servers (railbook serve over PostgreSQL + Redis, and the naive
+design): the crowd plays the whole path and the bench's audit finds nothing wrong. No timing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from railbook.bench import site as sites
+from railbook.bench.audit import audit, wait_final
+from railbook.bench.crowd import spread
+from railbook.bench.scenario import Scenario, prepare
+from tests.conftest import claimed_redis_db, fresh_pg_database
+from tests.live_server import serve
+
+pytestmark = pytest.mark.slow
+
+SMALL = Scenario(members=16, trains=2, stops=6, seats=24, passengers_per_member=3)
+
+
+def _play(site: sites.Site) -> dict[str, dict[str, object]]:
+    plan = asyncio.run(prepare(site.url, SMALL, say=lambda _: None))
+    crowd, _, _ = spread("crowd", plan, 1, {"connections": 8, "ramp": 0.5})
+    assert crowd.orders, "no order was accepted"
+    assert any(o["status"] == "SUCCESS" for o in crowd.orders)
+    asyncio.run(wait_final(site, len(crowd.orders), within_s=60))
+    return asyncio.run(audit(site, plan, crowd))
+
+
+def test_railbook_flash_sale_audits_clean(tmp_path: Path) -> None:
+    with fresh_pg_database() as db_url, claimed_redis_db(7) as redis_url:
+        settings = {
+            "RAILBOOK_DATABASE_URL": db_url,
+            "RAILBOOK_REDIS_URL": redis_url,
+            "RAILBOOK_RATE_LIMITS": "off",
+            "RAILBOOK_LOAD_SAMPLE_DATA": "false",
+            "RAILBOOK_ADMIN_MOBILE": sites.ADMIN_MOBILE,
+            "RAILBOOK_ADMIN_PASSWORD": sites.ADMIN_PASSWORD,
+            "RAILBOOK_JWT_SECRET": "bench-test-" + "z" * 40,
+            "RAILBOOK_ARGON2_TIME_COST": "1",
+            "RAILBOOK_ARGON2_MEMORY_COST": "1024",
+        }
+        with serve(tmp_path, settings) as server:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RAILBOOK_")}
+            site = sites.Site(
+                "railbook",
+                server.url,
+                db_url.replace("postgresql+asyncpg://", "postgresql://"),
+                redis_url,
+                env={**env, **settings},
+            )
+            checks = _play(site)
+    assert all(check["ok"] for check in checks.values()), checks
+
+
+def test_naive_flash_sale_audits_clean() -> None:
+    with sites.naive_site(api_workers=1) as site:
+        checks = _play(site)
+    assert all(check["ok"] for check in checks.values()), checks
