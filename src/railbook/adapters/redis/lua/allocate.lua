@@ -11,8 +11,10 @@
 -- (property tests compare them). Cost per call is a handful of redis.calls, never one per seat or
 -- per station pair: a one-passenger order is GETRANGE, BITPOS (one per candidate run, usually
 -- one), BITFIELD, SETRANGE, XADD; a group adds one GETRANGE of its carriage's masks. Every order
--- takes the same path; it creates few closures and tables (each costs on every call), so the
--- common one-passenger order stays as cheap as a path written for it alone.
+-- takes the same path. What it creates is paid on every call: a table per class (its take list in
+-- its array part), none per seat for a lone seat; but every top-level function of lib/ is a new
+-- closure on every call, about half a microsecond each on Redis 7.0, which is most of what the
+-- one-passenger order costs over a path written for it alone.
 --
 -- The load epoch of the day (header bytes 241..256, stamped by load_day.lua, read with the header at
 -- no extra cost) is returned and added to the message as field epoch, so the committer can tell an
@@ -101,15 +103,16 @@ if named then
   end
 end
 
--- step 5: seat class by class: letters side by side where they fit, the rest as a group
+-- step 5: seat class by class: letters side by side where they fit, the rest as a group (rest, a
+-- table only for several: a lone passenger without preference, p1, is seated without one)
 for i = 1, nslots do
   local c = C[i]
-  local wishes, rest = nil, {}
+  local wishes, p1, rest = nil, nil, nil
   for p = 0, np - 1 do
     local slot, kind = byte(A, 7 + 7 * p, 8 + 7 * p)
     if slot == i then
       if kind == 0 then
-        rest[#rest + 1] = p
+        if rest then rest[#rest + 1] = p elseif p1 then rest = {p1, p} else p1 = p end
       elseif kind == 1 then
         wishes = wishes or {}
         wishes[#wishes + 1] = {p, (struct.unpack('>H', A, 9 + 7 * p))}
@@ -122,17 +125,18 @@ for i = 1, nslots do
     if got then
       for _, g in ipairs(got) do t.take_seat(c, g[1], g[2], x, y) end
     else
+      rest = rest or {p1}
       for _, w in ipairs(wishes) do rest[#rest + 1] = w[1] end
       table.sort(rest)
     end
   end
-  if #rest > 0 then seat_group(c, rest, x, y) end
+  if rest or p1 then seat_group(c, p1, rest, x, y) end
 end
 
 -- writes, per class: one BITFIELD (masks, run bits) and one SETRANGE (the changed span of H)
 local jm = string.format('%d', 2 ^ y - 2 ^ x) -- formatted once, not by Redis for every seat
 for i = 1, nslots do
-  if #C[i].tk > 0 then sell_class(C[i], x, y, jm) end
+  if C[i].nt > 0 then sell_class(C[i], x, y, jm) end
 end
 
 -- the reply and the message, in passenger order
@@ -140,11 +144,11 @@ local epoch = epoch_of(C[1])
 local out, seats = {1, epoch, 0, 0, 0, 0}, nil -- out sized at once for one passenger
 for p = 0, np - 1 do
   for i = 1, nslots do
-    local tk = C[i].tk
-    for j = 1, #tk, 4 do
-      if tk[j] == p then
-        local seat = tk[j + 1]
-        local name = seat_name(C[i], seat)
+    local c = C[i]
+    for j = 1, c.nt, 4 do
+      if c[j] == p then
+        local seat = c[j + 1]
+        local name = seat_name(c, seat)
         local o = 4 * p
         out[o + 3], out[o + 4], out[o + 5], out[o + 6] = p, i, seat, name
         local part = string.format('{"position":%d,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}',

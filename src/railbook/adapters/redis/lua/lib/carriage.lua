@@ -183,7 +183,7 @@ local function carriage_tools()
       return
     end
     -- successive best fits: take each as found (they only shrink the cells read), then order them
-    local from = #c.tk
+    local from = c.nt
     local picks = {}
     for j = 1, u do
       local s, a, b = best_fit(c, x, y)
@@ -191,10 +191,9 @@ local function carriage_tools()
       picks[j] = {s, a, b}
     end
     table.sort(picks, function(p, q) return p[1] < q[1] end)
-    local tk = c.tk -- after the takes: the first take of a class makes its list
     for j = 1, u do
       local o = from + 4 * (j - 1)
-      tk[o + 1], tk[o + 2], tk[o + 3], tk[o + 4] = positions[j], picks[j][1], picks[j][2], picks[j][3]
+      c[o + 1], c[o + 2], c[o + 3], c[o + 4] = positions[j], picks[j][1], picks[j][2], picks[j][3]
     end
   end
 
@@ -203,13 +202,13 @@ local function carriage_tools()
   return tools
 end
 
--- seat the passengers at positions (ascending) of one class: one passenger at the best fit, a group
--- around it (see group above)
-local function seat_group(c, positions, x, y)
+-- seat passengers of one class: a lone one (position p, rest nil) at the best fit, no table made;
+-- several (positions rest, ascending) around it (see group above)
+local function seat_group(c, p, rest, x, y)
   local s0, a0, b0 = best_fit(c, x, y)
-  if #positions == 1 then
-    take(c, positions[1], s0, a0, b0)
+  if not rest or #rest == 1 then
+    take(c, p or rest[1], s0, a0, b0)
     return
   end
-  carriage_tools().group(c, positions, s0, x, y)
+  carriage_tools().group(c, rest, s0, x, y)
 end

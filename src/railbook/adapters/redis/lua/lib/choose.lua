@@ -2,8 +2,8 @@
 -- after lib/layout.lua whose helpers it uses; lib/carriage.lua builds the rest of the choice on it).
 --
 -- KEYS, ARGV: none of its own; it works on the class states of lib/layout.lua. Read-only on Redis
--- (GETRANGE of masks, BITPOS of run bitmaps): a choice is recorded in the class's take list c.tk,
--- written later by lib/sell.lua, so a refused order has written nothing.
+-- (GETRANGE of masks, BITPOS of run bitmaps): a choice is recorded in the class's take list (the
+-- array part of its table), written later by lib/sell.lua, so a refused order has written nothing.
 -- Invariant kept: seat choice follows railbook.domain.inventory exactly (the differential tests
 -- compare them): best fit is the shortest free run containing the journey, lowest seat; a group
 -- sits in the best fit seat's carriage nearest to it, else in the first carriage with room, else in
@@ -12,30 +12,26 @@
 -- One path serves every order; a one-passenger order costs one BITPOS per candidate run (usually
 -- one) and creates no table here.
 
--- whether this call has already taken a seat of the class
+-- whether this call has already taken a seat of the class (its take list: c[1..c.nt])
 local function taken(c, seat)
-  local tk = c.tk
-  for j = 2, #tk, 4 do
-    if tk[j] == seat then return true end
+  for j = 2, c.nt, 4 do
+    if c[j] == seat then return true end
   end
   return false
 end
 
+-- record a take: the array part of the class table, its first four slots made with it
 local function take(c, pos, seat, a, b)
-  local tk = c.tk
-  local k = #tk
-  if k == 0 then -- sized at once: most orders take one seat of a class
-    c.tk = {pos, seat, a, b}
-    return
-  end
-  tk[k + 1], tk[k + 2], tk[k + 3], tk[k + 4] = pos, seat, a, b
+  local k = c.nt
+  c[k + 1], c[k + 2], c[k + 3], c[k + 4] = pos, seat, a, b
+  c.nt = k + 4
 end
 
 -- the seats of runs (a, b >= t) this call has taken: H[a][t] less these is what is left to choose
-local function taken_runs(tk, a, t)
+local function taken_runs(c, a, t)
   local k = 0
-  for j = 3, #tk, 4 do
-    if tk[j] == a and tk[j + 1] >= t then k = k + 1 end
+  for j = 3, c.nt, 4 do
+    if c[j] == a and c[j + 1] >= t then k = k + 1 end
   end
   return k
 end
@@ -46,17 +42,16 @@ end
 -- found by bisection on where it drops below H[a][y]. The lowest seat of a run is one BITPOS over
 -- its bitmap, bounded by the best seat found so far. Returns seat, a, b.
 local function best_fit(c, x, y)
-  local n, s, tk = c.n, c.s, c.tk
-  local nt = #tk
+  local n, s, nt = c.n, c.s, c.nt
   local bestL, c1, cands = nil, nil, nil -- the candidate rows: c1, or the list cands when several
   for a = x, 0, -1 do
     if bestL and y - a > bestL then break end
     -- cells read inline (rb + 2t is the 1-based byte offset of cell (a, t)): a call per read would
     -- cost more than the rest of the search; less the runs taken when this call has taken seats
-    local rb = HDR + 2 * (a * (2 * n - a - 1) / 2 - a - 1) + 1 -- tri(a, 0), inlined
+    local rb = 256 + 2 * (a * (2 * n - a - 1) / 2 - a - 1) + 1 -- tri(a, 0), inlined
     local h1, l1 = byte(s, rb + 2 * y, rb + 2 * y + 1)
     local top = h1 * 256 + l1
-    if nt > 0 then top = top - taken_runs(tk, a, y) end
+    if nt > 0 then top = top - taken_runs(c, a, y) end
     if top > 0 then
       local lo, hi = y, n - 1
       if bestL and a + bestL < hi then hi = a + bestL end
@@ -64,7 +59,7 @@ local function best_fit(c, x, y)
       if hi + 1 <= n - 1 then
         h1, l1 = byte(s, rb + 2 * hi + 2, rb + 2 * hi + 3)
         v = h1 * 256 + l1
-        if nt > 0 then v = v - taken_runs(tk, a, hi + 1) end
+        if nt > 0 then v = v - taken_runs(c, a, hi + 1) end
       end
       if v < top then
         while lo < hi do
@@ -73,7 +68,7 @@ local function best_fit(c, x, y)
           if mid + 1 <= n - 1 then
             h1, l1 = byte(s, rb + 2 * mid + 2, rb + 2 * mid + 3)
             v = h1 * 256 + l1
-            if nt > 0 then v = v - taken_runs(tk, a, mid + 1) end
+            if nt > 0 then v = v - taken_runs(c, a, mid + 1) end
           end
           if v < top then hi = mid else lo = mid + 1 end
         end
@@ -100,7 +95,7 @@ local function best_fit(c, x, y)
         local p = redis.call('BITPOS', c.key, '1', from, last, 'BIT')
         if p < 0 then break end
         local seat = p - base
-        if not taken(c, seat) then
+        if nt == 0 or not taken(c, seat) then
           bs, ba = seat, a
           break
         end

@@ -13,44 +13,46 @@
 -- of bitmap tri(a,b) set iff seat s has free run a..b.
 -- remaining(x, y) = sum of H[a][y] over a <= x: at most x+1 cells, answered before any search.
 --
--- Every function defined at the top level of a script is a new closure on every call, and every
--- table is garbage the next collection step pays for: the common order (one class, one passenger)
--- should create few of either (the carriage-level helpers of lib/carriage.lua are built on need).
+-- Every function defined at the top level of a script is a new closure on every call, each of its
+-- upvalues found and later closed on every call too, and every table is garbage the next
+-- collection step pays for: the common order (one class, one passenger) should create few of
+-- either (the carriage-level helpers of lib/carriage.lua are built on need). So the functions of
+-- lib/ capture only byte, floor and the functions they call; the layout's constants are written
+-- as literals there: 256 (HDR, the header's bytes), 241 (the epoch's first byte, 1-based) and
+-- '1247' (the last byte of the first read: the header and H of a train of up to 32 stops, 256 +
+-- 2 * 496 - 1, a string because Redis formats every number argument with "%.17g", a large share
+-- of a short command's cost).
 
-local HDR = 256
-local EPOCH_AT = 241 -- 1-based: header bytes 240..255
-local FIRST_READ = HDR + 2 * 496 -- header and H of a train of up to 32 stops in one GETRANGE
--- Arguments of redis.call that are constants are passed as strings: Redis formats every number
--- argument with "%.17g", which is a large share of a short command's cost.
-local FIRST_READ_LAST = '1247' -- FIRST_READ - 1
+local HDR = 256 -- for the script body
 local byte, floor = string.byte, math.floor
 
 -- index of run / H cell (a, b), a < b, in the triangular tables of an n-stop train
 local function tri(n, a, b) return a * (2 * n - a - 1) / 2 + b - a - 1 end
 
--- a class as this call sees it: its header and H (one GETRANGE, a second only past 32 stops), the
--- seats asked of it (need) and tk, the seats this call takes in it (flat: pos, seat, a, b per
--- take); nil when the class is not on this train-day. Few fields: the table is made on every call
+-- a class as this call sees it, one table: its header and H (one GETRANGE, a second only past 32
+-- stops), the seats asked of it (need), and in its array part the seats this call takes in it, nt
+-- items (pos, seat, a, b per take; four slots made with the table, as most orders take one seat
+-- of a class); nil when the class is not on this train-day
 local function read_class(key)
-  local s = redis.call('GETRANGE', key, '0', FIRST_READ_LAST)
+  local s = redis.call('GETRANGE', key, '0', '1247')
   if s == '' then return nil end
   local n, N, L = struct.unpack('>HHB', s)
-  local need = HDR + n * (n - 1)
+  local need = 256 + n * (n - 1)
   if #s < need then s = s .. redis.call('GETRANGE', key, #s, need - 1) end
-  return {key = key, s = s, n = n, N = N, L = L, tk = {}, need = 0}
+  return {0, 0, 0, 0, key = key, s = s, n = n, N = N, L = L, need = 0, nt = 0}
 end
 
 -- the byte offset of a class's masks (after the header and H), and the bit offset of its run
 -- bitmaps and their width in bits
 local function offsets(c)
-  local moff = HDR + c.n * (c.n - 1)
+  local moff = 256 + c.n * (c.n - 1)
   return moff, 8 * (moff + 8 * c.N), 8 * math.ceil(c.N / 8)
 end
 
 -- the load epoch in the header (NUL-padded only when shorter than 16 bytes)
 local function epoch_of(c)
-  local e = string.sub(c.s, EPOCH_AT, EPOCH_AT + 15)
-  if byte(c.s, EPOCH_AT + 15) == 0 then e = string.match(e, '^[^%z]*') end
+  local e = string.sub(c.s, 241, 256)
+  if byte(c.s, 256) == 0 then e = string.match(e, '^[^%z]*') end
   return e
 end
 
