@@ -1,5 +1,14 @@
 """Shared fixtures: a fresh PostgreSQL database and a dedicated Redis DB per test session (and per
-xdist worker), both real servers. Nothing depends on state left by an earlier run."""
+xdist worker), both real servers. Nothing depends on state left by an earlier run.
+
+Tests that take more than a few seconds (flash crowds, Hypothesis differential runs, live servers and
+subprocess workers, the fault harness) are marked ``slow``. The default run (and CI) runs everything;
+for the fast subset while working::
+
+    python -m pytest -m "not slow"
+
+What several modules build the same way (the app behind a client, a container, a train-day on sale,
+polling with ``wait_until``) lives in ``tests/support.py``."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import register, unique
 from tests.naming import station_code, train_code
+from tests.support import register, unique
 
 _rng = random.Random()
 

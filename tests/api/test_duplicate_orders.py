@@ -12,8 +12,7 @@ import redis.asyncio as aioredis
 from railbook.adapters.embedded.queue import MemoryOrderGuard
 from railbook.adapters.redis.allocator import day_tag
 from railbook.adapters.redis.protection import marker_key, markers_valid_key, passengers_key
-from tests.api.conftest import register
-from tests.api.test_orders import add_passenger, admin, make_train_day, order_body, wait_final
+from tests.support import add_passenger, admin, make_train_day, order_body, register, wait_final
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -13,14 +13,14 @@ import sqlalchemy.exc as sa_exc
 from asgi_lifespan import LifespanManager
 from redis import exceptions as redis_exc
 from redis._parsers.base import BaseParser
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from starlette.types import Receive, Scope, Send
 
 from railbook.adapters.db.engine import make_engine
 from railbook.adapters.outage import is_store_outage
 from railbook.api.app import GuardMiddleware, create_app
-from railbook.bootstrap import build_container, make_redis
-from tests.api.conftest import test_settings
+from railbook.bootstrap import make_redis
+from tests.support import app_settings, container_for
 
 
 def assert_error_shape(response: httpx.Response, status: int, code: str | None = None) -> dict:
@@ -101,10 +101,9 @@ def _closed_port() -> int:
 
 async def test_database_down_answers_503_with_retry_after(pg_url: str, redis_url: str) -> None:
     """A real PostgreSQL that goes away: the app keeps answering, 503 UNAVAILABLE, then recovers."""
-    settings = test_settings(pg_url, redis_url)
-    container = await build_container(settings)
-    app = create_app(settings, container=container)
-    try:
+    settings = app_settings(pg_url, redis_url)
+    async with container_for(settings) as container:
+        app = create_app(settings, container=container)
         async with LifespanManager(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -120,11 +119,8 @@ async def test_database_down_answers_503_with_retry_after(pg_url: str, redis_url
                     container.sessionmaker,
                     container.members,
                 )
-                dead = make_engine(
-                    pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{_closed_port()}").replace(
-                        "@127.0.0.1/", f"@127.0.0.1:{_closed_port()}/"
-                    )
-                )
+                dead_url = make_url(pg_url).set(port=_closed_port())
+                dead = make_engine(dead_url.render_as_string(hide_password=False))
                 container.engine, container.sessionmaker = dead, make_sessionmaker(dead)
                 container.members = SqlMembers(container.sessionmaker)  # login reads the member store
                 r = await http.post("/api/v1/auth/login", json=login)
@@ -136,8 +132,6 @@ async def test_database_down_answers_503_with_retry_after(pg_url: str, redis_url
                 container.members = good_members
                 await dead.dispose()
                 assert (await http.post("/api/v1/auth/login", json=login)).status_code == 401
-    finally:
-        await container.close()
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,9 @@ import jwt
 import pytest
 
 from railbook.domain.identity import compose_id_card
+from tests.support import ADMIN_MOBILE, ADMIN_PASSWORD, JWT_SECRET, login, register, unique
 
-from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, register, unique
-
-TEST_SECRET = "test-secret-" + "x" * 32
+TEST_SECRET = JWT_SECRET
 _sequence = itertools.count(1)
 
 

@@ -4,98 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import json
-import random
 import uuid
 from typing import Any
 
 import httpx
 import pytest
 
-from railbook.domain.identity import compose_id_card
-from tests.api.conftest import register, unique
-from tests.naming import station_code
-from tests.naming import train_code as new_train_code
-
-_cards = itertools.count(random.randrange(1, 400))
+from tests.support import add_passenger, admin, make_train_day, order_body, register, wait_final
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
     """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
-
-
-async def make_train_day(
-    client: httpx.AsyncClient, admin: dict[str, str], *, rows: int = 4, stops: int = 4, days_ahead: int = 3
-) -> dict[str, Any]:
-    """A new G train with ``stops`` stations and one second-class carriage of ``rows`` rows, on sale."""
-    stations = []
-    for _ in range(stops):
-        name, code = f"站{unique()}", station_code()
-        r = await client.post("/api/v1/admin/stations", json={"name": name, "code": code}, headers=admin)
-        assert r.status_code == 201, r.text
-        stations.append((name, code))
-    train_code = new_train_code("G")
-    spec = {
-        "code": train_code,
-        "kind": "G",
-        "stops": [
-            {
-                "station": name,
-                **({"arrives": f"{8 + k:02d}:00"} if k else {}),
-                **({"departs": f"{8 + k:02d}:05"} if k < stops - 1 else {}),
-                "km": 100 * k,
-            }
-            for k, (name, _) in enumerate(stations)
-        ],
-        "carriages": [{"carriage": 1, "seat_class": "second", "rows": rows}],
-    }
-    r = await client.post("/api/v1/admin/trains", json=spec, headers=admin)
-    assert r.status_code == 201, r.text
-    date = (dt.date.today() + dt.timedelta(days=days_ahead)).isoformat()
-    r = await client.post("/api/v1/admin/sales/open", json={"date": date}, headers=admin)
-    assert r.status_code == 200, r.text
-    return {"train_code": train_code, "date": date, "stations": stations}
-
-
-async def add_passenger(client: httpx.AsyncClient, headers: dict[str, str], name: str = "李四") -> int:
-    seq = next(_cards) % 999 + 1
-    card = compose_id_card("110101", dt.date(1980 + seq % 30, 1 + seq % 12, 1 + seq % 28), seq)
-    r = await client.post(
-        "/api/v1/passengers", json={"name": name, "id_card": card, "type": "adult"}, headers=headers
-    )
-    assert r.status_code == 201, r.text
-    return int(r.json()["passenger_id"])
-
-
-def order_body(
-    day: dict[str, Any], passenger_ids: list[int], i: int = 0, j: int = -1, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "date": day["date"],
-        "train_code": day["train_code"],
-        "from": day["stations"][i][0],
-        "to": day["stations"][j][0],
-        "passengers": [{"passenger_id": p, "seat_class": "second", **extra} for p in passenger_ids],
-    }
-
-
-async def wait_final(client: httpx.AsyncClient, headers: dict[str, str], order_id: str) -> dict[str, Any]:
-    """Poll until the order left the queue (the committer runs in the app's background)."""
-    for _ in range(400):
-        r = await client.get(f"/api/v1/orders/{order_id}", headers=headers)
-        assert r.status_code == 200, r.text
-        if r.json()["status"] not in ("INIT", "PENDING"):
-            return dict(r.json())
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"order {order_id} still pending")
-
-
-async def admin(client: httpx.AsyncClient) -> dict[str, str]:
-    from tests.api.conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login
-
-    return await login(client, ADMIN_MOBILE, ADMIN_PASSWORD)
 
 
 async def test_order_is_accepted_then_committed_with_tickets(client: httpx.AsyncClient) -> None:

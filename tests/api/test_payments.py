@@ -3,7 +3,6 @@ change, waitlist and the signed payment callback (API.md "Orders")."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
 from typing import Any
@@ -19,8 +18,7 @@ from railbook.services.after_sale.cancel import expire_unpaid
 from railbook.services.after_sale.change import apply_changes
 from railbook.services.after_sale.payment import callback_payload
 from tests.naming import station_code, train_code
-
-from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, register, unique
+from tests.support import admin, register, unique, wait_final, wait_until
 
 _ids = itertools.count(1)
 
@@ -34,21 +32,17 @@ def _day(offset: int) -> str:
     return (dt.date.today() + dt.timedelta(days=offset)).isoformat()
 
 
-async def _admin(client: httpx.AsyncClient) -> dict[str, str]:
-    return await login(client, ADMIN_MOBILE, ADMIN_PASSWORD)
-
-
 async def make_train(
     client: httpx.AsyncClient, *, days: tuple[int, ...] = (4,), rows: int = 1
 ) -> dict[str, Any]:
     """A 3-stop G train (200 km, one second-class carriage of ``rows`` rows: 5 seats a row) on sale
     on the given days from today."""
-    admin = await _admin(client)
+    admin_auth = await admin(client)
     names = []
     for _ in range(3):
         name = f"站{unique()}"
         r = await client.post(
-            "/api/v1/admin/stations", json={"name": name, "code": station_code()}, headers=admin
+            "/api/v1/admin/stations", json={"name": name, "code": station_code()}, headers=admin_auth
         )
         assert r.status_code == 201, r.text
         names.append(name)
@@ -63,10 +57,10 @@ async def make_train(
         ],
         "carriages": [{"carriage": 1, "seat_class": "second", "rows": rows}],
     }
-    r = await client.post("/api/v1/admin/trains", json=train, headers=admin)
+    r = await client.post("/api/v1/admin/trains", json=train, headers=admin_auth)
     assert r.status_code == 201, r.text
     for offset in days:
-        r = await client.post("/api/v1/admin/sales/open", json={"date": _day(offset)}, headers=admin)
+        r = await client.post("/api/v1/admin/sales/open", json={"date": _day(offset)}, headers=admin_auth)
         assert r.status_code == 200, r.text
     return {"code": code, "stations": names}
 
@@ -104,13 +98,7 @@ async def place(client: httpx.AsyncClient, member: dict[str, Any], body: dict[st
 
 async def settled(client: httpx.AsyncClient, member: dict[str, Any], order_id: str) -> dict[str, Any]:
     """The order once the committer has answered (it leaves PENDING within a moment)."""
-    for _ in range(200):
-        r = await client.get(f"/api/v1/orders/{order_id}", headers=member["headers"])
-        assert r.status_code == 200, r.text
-        if r.json()["status"] not in ("INIT", "PENDING"):
-            return dict(r.json())
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"order {order_id} still pending")
+    return await wait_final(client, member["headers"], order_id)
 
 
 async def held_order(
@@ -364,13 +352,15 @@ async def test_change_makes_the_old_ticket_changed_once_the_new_order_holds(
     )
     new = await settled(client, member, new_id)
     assert new["status"] == "SUCCESS"
-    for _ in range(100):  # the background loop may be applying it right now (it holds the row)
+
+    async def paid() -> dict[str, Any] | None:
+        # Applied here or by the background loop (which may hold the row right now).
         await apply_changes(_container(client))
-        new = (await client.get(f"/api/v1/orders/{new_id}", headers=member["headers"])).json()
-        if new["payment_status"] == "PAID":
-            break
-        await asyncio.sleep(0.05)
-    assert new["payment_status"] == "PAID" and new["date"] == _day(5)
+        order = (await client.get(f"/api/v1/orders/{new_id}", headers=member["headers"])).json()
+        return dict(order) if order["payment_status"] == "PAID" else None
+
+    new = await wait_until(paid, timeout=5.0, what="the change to be applied")
+    assert new["date"] == _day(5)
     assert [t["status"] for t in new["tickets"]] == ["PAID"]
     old = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=member["headers"])).json()
     assert [t["status"] for t in old["tickets"]] == ["CHANGED"]

@@ -14,7 +14,7 @@ from railbook.domain.identity import compose_id_card
 
 from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, Site
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a live server and a real browser
 
 _rng = random.Random()
 

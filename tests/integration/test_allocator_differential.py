@@ -279,6 +279,7 @@ async def _sync(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sc=scenarios)
 def test_three_allocators_agree(env: Env, sc: Scenario) -> None:

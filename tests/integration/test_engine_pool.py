@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from sqlalchemy import event, text
 
 from railbook.adapters.db.engine import make_engine
+from tests.support import wait_until
 
 
 async def test_a_connection_the_server_closed_is_replaced_at_checkout(pg_url: str) -> None:
     engine = make_engine(pg_url, pool_size=2)
     sent: list[str] = []  # the simple queries the driver sent (transaction control, checks)
+    opened: list[Any] = []  # the driver's connections, in the order they were made
 
     @event.listens_for(engine.sync_engine, "connect")
     def _log(_dbapi_conn: Any, record: Any) -> None:
         record.driver_connection.add_query_logger(lambda q: sent.append(q.query))
+        opened.append(record.driver_connection)
 
     try:
         async with engine.connect() as conn:
@@ -33,7 +35,8 @@ async def test_a_connection_the_server_closed_is_replaced_at_checkout(pg_url: st
                 ).scalar_one()
         finally:
             await killer.dispose()
-        await asyncio.sleep(0.1)  # the event loop reads the closed socket
+        # The event loop has read the closed socket: the pooled connection knows it is closed.
+        await wait_until(lambda: opened[0].is_closed(), timeout=5, what="the driver to see the socket closed")
 
         # The next checkout gets a live connection: the statement succeeds on a new backend.
         async with engine.connect() as conn:

@@ -16,27 +16,22 @@ from sqlalchemy import func, insert, select
 
 from railbook.adapters.db.models import DailySeat, DailyTrain, Member, Order, Outbox, ProcessedEvent, Ticket
 from railbook.adapters.redis.events import STREAM
-from railbook.bootstrap import Container, build_container
+from railbook.bootstrap import Container
 from railbook.config import Settings
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, class_seats
 from railbook.domain.seating import CarriageSpec as Carriage
 from railbook.services.after_sale.cancel import expire_unpaid, retry_order_seat_returns
 from railbook.services.ports import DayLayout, HeldSeat
 from railbook.workers.outbox import claim_stale, consume_once, ensure_group, handle_event, relay_once
-
-SECRET = "test-secret-" + "x" * 32
+from tests.support import JWT_SECRET, container_for, wait_until
 
 
 @pytest.fixture
 async def containers(pg_url: str, redis_url: str) -> AsyncIterator[list[Container]]:
     """Two independent processes' worth of wiring on the same stores."""
-    built = [
-        await build_container(Settings(database_url=pg_url, redis_url=redis_url, jwt_secret=SECRET))
-        for _ in range(2)
-    ]
-    yield built
-    for c in built:
-        await c.close()
+    settings = Settings(database_url=pg_url, redis_url=redis_url, jwt_secret=JWT_SECRET)
+    async with container_for(settings) as a, container_for(settings) as b:
+        yield [a, b]
 
 
 async def _seed_day(c: Container, *, seats: int = 5) -> tuple[int, int, str, dt.date, list[int]]:
@@ -148,13 +143,13 @@ async def _held_order(
     return order_id
 
 
-async def _remaining_becomes(c: Container, code: str, date: dt.date, expected: int) -> bool:
-    """Whether the free count reaches ``expected`` (a release by another process may still be on its way)."""
-    for _ in range(100):
-        if (await c.allocator.remaining(code, date, 0, 2))["second"] == expected:
-            return True
-        await asyncio.sleep(0.02)
-    return False
+async def _remaining_reaches(c: Container, code: str, date: dt.date, expected: int) -> None:
+    """Wait until the free count is ``expected`` (a release by another process may still be on its way)."""
+
+    async def reached() -> bool:
+        return bool((await c.allocator.remaining(code, date, 0, 2))["second"] == expected)
+
+    await wait_until(reached, timeout=2.0, interval=0.02, what=f"{expected} free seats on {code}")
 
 
 async def test_two_expiry_workers_expire_each_order_once_and_every_seat_comes_back(
@@ -175,7 +170,7 @@ async def test_two_expiry_workers_expire_each_order_once_and_every_seat_comes_ba
     expired = [*got_a, *got_b, *rest]
     # None twice and not the one still in time (an app's expiry loop on the same database may take some).
     assert len(expired) == len(set(expired)) and set(expired) <= set(due)
-    assert await _remaining_becomes(a, code, date, 4)
+    await _remaining_reaches(a, code, date, 4)
     async with a.sessionmaker() as session:
         states = dict(
             (await session.execute(select(Order.id, Order.status).where(Order.id.in_([*due, kept])))).all()
@@ -208,7 +203,7 @@ async def test_a_cancel_whose_release_was_lost_is_released_again_once(containers
     assert (await a.allocator.remaining(code, date, 0, 2))["second"] == 3
 
     await asyncio.gather(retry_order_seat_returns(a), retry_order_seat_returns(b))
-    assert await _remaining_becomes(a, code, date, 5)
+    await _remaining_reaches(a, code, date, 5)
     async with a.sessionmaker() as session:
         released = (await session.execute(select(Order.released_at).where(Order.id == order_id))).scalar_one()
     assert released is not None

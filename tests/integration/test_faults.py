@@ -28,15 +28,17 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import select
+import redis.asyncio as aioredis
+from sqlalchemy import make_url, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from railbook.adapters.db.models import DailyTrain, Member, Order, Passenger, Ticket
+from railbook.adapters.redis.allocator import order_stream_key
+from railbook.adapters.redis.stream import GROUP
 from railbook.api.deps import issue_token
-from tests.api.conftest import ADMIN_MOBILE, ADMIN_PASSWORD
-from tests.api.test_orders import make_train_day
 from tests.conftest import fresh_pg_database
 from tests.live_server import free_port, log_tail
+from tests.support import ADMIN_MOBILE, ADMIN_PASSWORD, make_train_day, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -427,10 +429,10 @@ async def stage(tmp_path: Path, *, proxy: bool = False) -> AsyncIterator[tuple[S
         async with _pg_database() as pg_url:
             db_url = pg_url
             if proxy:
-                tcp = TcpProxy(5432)
+                real = make_url(pg_url)
+                tcp = TcpProxy(real.port or 5432)
                 await tcp.start()
-                db_url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{tcp.port}/")
-                assert db_url != pg_url
+                db_url = real.set(port=tcp.port).render_as_string(hide_password=False)
             serve = ServeProcess(
                 tmp_path,
                 {
@@ -735,21 +737,37 @@ async def test_batch_committed_across_a_redis_wipe_is_held_again(tmp_path: Path)
                 )
                 assert r is not None and r.status_code == 202, r
                 s.tally.accepted[r.json()["order_id"]] = shopper.headers
-            for _ in range(300):
-                # A backend that has written tickets and waits for the outbox: the committer, mid-batch.
+
+            # A backend that has written tickets and waits for the outbox: the committer, mid-batch.
+            async def committer_blocked() -> bool:
                 cur = await lock.execute(
                     "SELECT count(*) FROM pg_locks w JOIN pg_locks t ON t.pid = w.pid"
                     " WHERE w.relation = 'outbox'::regclass AND NOT w.granted"
                     " AND t.relation = 'ticket'::regclass AND t.granted"
                 )
                 row = await cur.fetchone()
-                if row and row[0]:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError(
-                    f"the committer never reached its outbox insert:\n{log_tail(s.serve.log)}"
+                return bool(row and row[0])
+
+            # ...with all six orders in that batch: read from the stream, not yet acknowledged (one still
+            # in the stream would be lost with Redis, correctly, as LOST_IN_FAILOVER).
+            stream = order_stream_key(s.day["train_code"], dt.date.fromisoformat(s.day["date"]))
+            watch = aioredis.Redis.from_url(s.redis.url)
+
+            async def all_six_read() -> bool:
+                try:
+                    pending = int((await watch.xpending(stream, GROUP))["pending"])
+                except aioredis.ResponseError:  # NOGROUP: the committer has not read the stream yet
+                    return False
+                return pending == 6 and await committer_blocked()
+
+            try:
+                await wait_until(
+                    all_six_read, timeout=15, what="the six orders in the committer's blocked batch"
                 )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}:\n{log_tail(s.serve.log)}") from None
+            finally:
+                await watch.aclose()
             await s.redis.kill()
             await s.redis.start(wiped=True)
             env = dict(s.serve.env, RAILBOOK_DATABASE_URL=s.pg_url)

@@ -12,15 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
 from railbook.adapters.db.migrate import upgrade
 from railbook.adapters.db.models import DailySeat, DailyTrain, Member, Order, Passenger, Ticket
-from railbook.api.app import create_app
 from railbook.api.deps import issue_token
-from tests.api.conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, test_settings
-from tests.api.test_orders import make_train_day
+from tests.support import admin, app_client, app_settings, make_train_day, wait_until
+
+pytestmark = pytest.mark.slow
 
 N_STOPS = 5
 ROWS = 20  # one second-class carriage: 100 seats
@@ -33,9 +32,9 @@ EMBEDDED_MEMBERS = 100  # 200 orders
 
 
 @pytest.fixture(scope="module")
-async def app_client(pg_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def distributed_client(pg_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The distributed configuration."""
-    async for client in _serve(test_settings(pg_url, redis_url)):
+    async with app_client(app_settings(pg_url, redis_url), request_timeout=60) as client:
         yield client
 
 
@@ -50,17 +49,8 @@ def crowd_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 async def embedded_client(crowd_sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The embedded configuration (its shutdown must finish, too: LifespanManager times out if not)."""
-    async for client in _serve(test_settings(crowd_sqlite_url, None)):
+    async with app_client(app_settings(crowd_sqlite_url, None), request_timeout=60) as client:
         yield client
-
-
-async def _serve(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, run_background=True)
-    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
 
 
 async def _members(container: Any, n: int) -> list[tuple[dict[str, str], list[int]]]:
@@ -84,21 +74,22 @@ async def _members(container: Any, n: int) -> list[tuple[dict[str, str], list[in
 
 
 async def _drain(container: Any, daily_train_id: int, accepted: int) -> None:
-    for _ in range(600):
+    """Wait until every accepted order of the day is in the database."""
+
+    async def committed() -> bool:
         async with container.sessionmaker() as session:
             n = (
                 await session.execute(
                     select(func.count()).select_from(Order).where(Order.daily_train_id == daily_train_id)
                 )
             ).scalar_one()
-        if n >= accepted:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"only {n} of {accepted} accepted orders were committed")
+        return bool(n >= accepted)
+
+    await wait_until(committed, timeout=30, what=f"all {accepted} accepted orders to be committed")
 
 
-async def test_flash_crowd_sells_exactly_the_capacity(app_client: httpx.AsyncClient) -> None:
-    await _flash_crowd(app_client, rows=ROWS, members=MEMBERS)
+async def test_flash_crowd_sells_exactly_the_capacity(distributed_client: httpx.AsyncClient) -> None:
+    await _flash_crowd(distributed_client, rows=ROWS, members=MEMBERS)
 
 
 async def test_embedded_flash_crowd_sells_exactly_the_capacity(embedded_client: httpx.AsyncClient) -> None:
@@ -109,8 +100,7 @@ async def _flash_crowd(client: httpx.AsyncClient, *, rows: int, members: int) ->
     """Concurrent orders (two per member) on a one-carriage train-day, a sweep to sell every segment,
     then the audit: final states, no seat segment twice, capacity per segment, allocator == database."""
     container = client.app.state.container  # type: ignore[attr-defined]
-    admin = await login(client, ADMIN_MOBILE, ADMIN_PASSWORD)
-    day = await make_train_day(client, admin, rows=rows, stops=N_STOPS, days_ahead=5)
+    day = await make_train_day(client, await admin(client), rows=rows, stops=N_STOPS, days_ahead=5)
     names = [s[0] for s in day["stations"]]
     crowd = await _members(container, members)
     rng = random.Random(7)

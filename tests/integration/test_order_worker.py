@@ -4,51 +4,56 @@ mid-batch whose messages a second worker claims back (XAUTOCLAIM) — nothing lo
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
 from railbook.adapters.db.models import Order, Ticket
 from railbook.adapters.redis.allocator import order_stream_key
-from railbook.api.app import create_app
+from railbook.adapters.redis.stream import GROUP
+from railbook.bootstrap import Container
 from railbook.services.booking.commit import commit_batch, parse_message
-from tests.api.conftest import ADMIN_MOBILE, ADMIN_PASSWORD, login, register, test_settings
-from tests.api.test_orders import add_passenger, make_train_day, order_body
+from tests.support import (
+    JWT_SECRET,
+    add_passenger,
+    admin,
+    app_client,
+    app_settings,
+    container_for,
+    make_train_day,
+    order_body,
+    register,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
-def quiet_redis_url(redis_url: str) -> str:
-    """A Redis database no in-process committer reads, so only the workers under test consume."""
-    base, db = redis_url.rsplit("/", 1)
-    return f"{base}/{(int(db) + 4) % 16}"
+def quiet_redis_url(module_redis_url: str) -> str:
+    """A Redis database claimed by this module, which no in-process committer reads: only the workers
+    under test consume its streams."""
+    return module_redis_url
 
 
 @pytest.fixture(scope="module")
 async def quiet_client(pg_url: str, quiet_redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    r = aioredis.Redis.from_url(quiet_redis_url)
-    await r.flushdb()
-    app = create_app(test_settings(pg_url, quiet_redis_url), run_background=False)
-    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-    await r.flushdb()
-    await r.aclose()
+    """The app on that database, its background loops (the committer among them) not running."""
+    async with app_client(app_settings(pg_url, quiet_redis_url), run_background=False) as client:
+        yield client
 
 
 async def _queued_orders(client: httpx.AsyncClient, n: int) -> tuple[dict[str, Any], list[str]]:
-    day = await make_train_day(client, await login(client, ADMIN_MOBILE, ADMIN_PASSWORD), rows=4)
+    day = await make_train_day(client, await admin(client), rows=4)
     ids = []
     for _ in range(n):
         m = await register(client)
@@ -59,14 +64,25 @@ async def _queued_orders(client: httpx.AsyncClient, n: int) -> tuple[dict[str, A
     return day, ids
 
 
-async def _stream_entries(url: str, day: dict[str, Any]) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    import datetime as dt
+def _stream_of(day: dict[str, Any]) -> str:
+    return order_stream_key(day["train_code"], dt.date.fromisoformat(day["date"]))
 
+
+async def _stream_entries(url: str, day: dict[str, Any]) -> list[tuple[bytes, dict[bytes, bytes]]]:
     r = aioredis.Redis.from_url(url)
     try:
-        return list(await r.xrange(order_stream_key(day["train_code"], dt.date.fromisoformat(day["date"]))))
+        return list(await r.xrange(_stream_of(day)))
     finally:
         await r.aclose()
+
+
+async def _pending(r: aioredis.Redis, stream: str) -> int:
+    """Messages of ``stream`` delivered to a committer and not acknowledged (0 before the group exists)."""
+    try:
+        info = await r.xpending(stream, GROUP)
+    except aioredis.ResponseError:  # NOGROUP: no committer has read the stream yet
+        return 0
+    return int(info["pending"])
 
 
 async def test_redelivered_batch_changes_nothing(
@@ -105,7 +121,7 @@ def _worker(pg_url: str, redis_url: str, name: str, claim_idle_ms: int) -> subpr
         **os.environ,
         "RAILBOOK_DATABASE_URL": pg_url,
         "RAILBOOK_REDIS_URL": redis_url,
-        "RAILBOOK_JWT_SECRET": "test-secret-" + "x" * 32,
+        "RAILBOOK_JWT_SECRET": JWT_SECRET,
         "RAILBOOK_WORKER_BLOCK_MS": "100",
     }
     return subprocess.Popen(
@@ -113,22 +129,20 @@ def _worker(pg_url: str, redis_url: str, name: str, claim_idle_ms: int) -> subpr
     )
 
 
-async def _until(check: Any, what: str, tries: int = 300) -> None:
-    for _ in range(tries):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+_ORDER_INSERT_WAITING = """
+    SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE a.datname = current_database() AND l.relation = '"order"'::regclass AND NOT l.granted
+      AND a.query LIKE '%INSERT INTO "order"%'
+"""
 
 
+@pytest.mark.slow
 async def test_worker_killed_mid_batch_loses_and_doubles_nothing(
     quiet_client: httpx.AsyncClient, quiet_redis_url: str, pg_url: str
 ) -> None:
-    import datetime as dt
-
     container = quiet_client.app.state.container  # type: ignore[attr-defined]
     day, ids = await _queued_orders(quiet_client, 4)
-    stream = order_stream_key(day["train_code"], dt.date.fromisoformat(day["date"]))
+    stream = _stream_of(day)
     r = aioredis.Redis.from_url(quiet_redis_url)
     dsn = pg_url.replace("postgresql+asyncpg://", "postgresql://")
 
@@ -149,30 +163,37 @@ async def test_worker_killed_mid_batch_loses_and_doubles_nothing(
     try:
 
         async def read_by_first() -> bool:
-            try:
-                info = await r.xpending(stream, "committers")
-            except Exception:
-                return False
-            return int(info["pending"]) == len(ids)
+            return await _pending(r, stream) == len(ids)
 
-        await _until(read_by_first, "the first worker to read the batch")
-        await asyncio.sleep(0.3)  # well inside its (blocked) INSERT
+        def waiting_insert() -> bool:
+            # Not on the lock's connection: within its transaction pg_stat_activity stays one snapshot.
+            with psycopg.connect(dsn, autocommit=True) as watch:
+                row = watch.execute(_ORDER_INSERT_WAITING).fetchone()
+            return bool(row and row[0])
+
+        async def inserting() -> bool:
+            return await asyncio.to_thread(waiting_insert)
+
+        await wait_until(read_by_first, timeout=15, what="the first worker to read the batch")
+        await wait_until(inserting, timeout=15, what="the first worker to wait inside its INSERT")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
+        if first.poll() is None:  # the wait above failed: never leave a consumer of this database behind
+            first.kill()
+            first.wait(10)
         lock.rollback()
         lock.close()
     assert await committed() == 0
-    assert int((await r.xpending(stream, "committers"))["pending"]) == len(ids)
+    assert await _pending(r, stream) == len(ids)
 
     second = _worker(pg_url, quiet_redis_url, "rescuer", 200)
     try:
 
         async def all_done() -> bool:
-            pending = int((await r.xpending(stream, "committers"))["pending"])
-            return pending == 0 and await committed() == len(ids)
+            return await _pending(r, stream) == 0 and await committed() == len(ids)
 
-        await _until(all_done, "the second worker to claim and commit the batch", tries=600)
+        await wait_until(all_done, timeout=30, what="the second worker to claim and commit the batch")
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(10)
@@ -186,60 +207,70 @@ async def test_worker_killed_mid_batch_loses_and_doubles_nothing(
     assert sorted(tickets) == sorted(ids)  # one ticket each, none doubled
 
 
+@asynccontextmanager
+async def _committer(container: Container, name: str) -> AsyncIterator[None]:
+    """A stream committer on this event loop for the block, stopped and awaited when it ends."""
+    from railbook.workers.order_worker import run_stream_committer
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_stream_committer(container, name, stop=stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def _count_committed(container: Container, ids: list[str]) -> int:
+    async with container.sessionmaker() as session:
+        n = await session.execute(select(func.count()).select_from(Order).where(Order.id.in_(ids)))
+        return int(n.scalar_one())
+
+
 async def test_a_partial_read_waits_for_more_and_commits_them_together(
     quiet_client: httpx.AsyncClient, quiet_redis_url: str, pg_url: str
 ) -> None:
     """An order arriving while the committer lingers on a partial read joins that batch: one
     transaction writes both (they share its timestamp), and neither waits for a later read."""
-    from railbook.bootstrap import build_container
-    from railbook.workers.order_worker import run_stream_committer
-
-    settings = test_settings(pg_url, quiet_redis_url).model_copy(
+    settings = app_settings(pg_url, quiet_redis_url).model_copy(
         update={"worker_linger_ms": 800, "worker_block_ms": 100}
     )
-    worker = await build_container(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_stream_committer(worker, "lingerer", stop=stop))
-    try:
-        day = await make_train_day(
-            quiet_client, await login(quiet_client, ADMIN_MOBILE, ADMIN_PASSWORD), rows=4
-        )
+    r = aioredis.Redis.from_url(quiet_redis_url)
+    async with container_for(settings) as worker, _committer(worker, "lingerer"):
+        day = await make_train_day(quiet_client, await admin(quiet_client), rows=4)
+        stream = _stream_of(day)
         riders = []
         for _ in range(3):
             m = await register(quiet_client)
             riders.append((m["headers"], await add_passenger(quiet_client, m["headers"])))
         ids: list[str] = []
 
-        async def committed() -> int:
-            async with worker.sessionmaker() as session:
-                n = await session.execute(select(func.count()).select_from(Order).where(Order.id.in_(ids)))
-                return int(n.scalar_one())
-
         async def place(headers: dict[str, str], p: int) -> None:
             r = await quiet_client.post("/api/v1/orders", json=order_body(day, [p]), headers=headers)
             assert r.status_code == 202, r.text
             ids.append(r.json()["order_id"])
 
-        await place(*riders[0])  # the committer learns the day's stream and commits this one
-        await _until(lambda: _is(committed, 1), "the first order to be committed", tries=600)
-        ids.clear()
-        await place(*riders[1])
-        await asyncio.sleep(0.3)  # the committer has read it and lingers
-        await place(*riders[2])
-        await _until(lambda: _is(committed, 2), "both orders to be committed")
+        async def committed(n: int) -> bool:
+            return await _count_committed(worker, ids) == n
+
+        async def lingering() -> bool:
+            return await _pending(r, stream) == 1  # read, not yet acknowledged
+
+        try:
+            await place(*riders[0])  # the committer learns the day's stream and commits this one
+            await wait_until(lambda: committed(1), timeout=30, what="the first order to be committed")
+            ids.clear()
+            await place(*riders[1])
+            await wait_until(lingering, timeout=15, what="the committer to read the second order")
+            await place(*riders[2])
+            await wait_until(lambda: committed(2), timeout=15, what="both orders to be committed")
+        finally:
+            await r.aclose()
         async with worker.sessionmaker() as session:
             stamps = (
                 (await session.execute(select(Order.updated_at).where(Order.id.in_(ids)))).scalars().all()
             )
         assert len(set(stamps)) == 1, stamps
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
-        await worker.close()
-
-
-async def _is(count: Any, n: int) -> bool:
-    return bool(await count() == n)
 
 
 def _cli_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -256,13 +287,14 @@ def _nice_of(pid: int) -> int:
         return int(f.read().rpartition(")")[2].split()[16])
 
 
+@pytest.mark.slow
 async def test_the_worker_role_runs_below_the_api_priority(pg_url: str, quiet_redis_url: str) -> None:
     """``railbook worker`` lowers its own CPU priority by RAILBOOK_WORKER_NICE once it has started."""
     env = {
         **os.environ,
         "RAILBOOK_DATABASE_URL": pg_url,
         "RAILBOOK_REDIS_URL": quiet_redis_url,
-        "RAILBOOK_JWT_SECRET": "test-secret-" + "x" * 32,
+        "RAILBOOK_JWT_SECRET": JWT_SECRET,
         "RAILBOOK_WORKER_NICE": "7",
     }
     ours = os.getpriority(os.PRIO_PROCESS, 0)
@@ -272,7 +304,7 @@ async def test_the_worker_role_runs_below_the_api_priority(pg_url: str, quiet_re
         return _nice_of(worker.pid) == ours + 7
 
     try:
-        await _until(niced, "the worker to lower its priority", tries=600)
+        await wait_until(niced, timeout=30, what="the worker to lower its priority")
         assert worker.poll() is None
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -284,19 +316,9 @@ async def test_sale_tokens_bound_the_orders_waiting_for_commit(
 ) -> None:
     """With N sale tokens a train-day has at most N accepted orders waiting for their commit: the next
     is answered 503 SALE_BUSY with Retry-After and nothing queued, and a commit gives tokens back."""
-
-    from railbook.bootstrap import build_container
-    from railbook.workers.order_worker import run_stream_committer
-
-    settings = test_settings(pg_url, quiet_redis_url).model_copy(update={"sale_tokens_per_train_day": 2})
-    app = create_app(settings, run_background=False)
-    async with (
-        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test", timeout=30
-        ) as client,
-    ):
-        day = await make_train_day(client, await login(client, ADMIN_MOBILE, ADMIN_PASSWORD), rows=4)
+    settings = app_settings(pg_url, quiet_redis_url).model_copy(update={"sale_tokens_per_train_day": 2})
+    async with app_client(settings, run_background=False) as client:
+        day = await make_train_day(client, await admin(client), rows=4)
         riders = []
         for _ in range(3):
             m = await register(client)
@@ -317,27 +339,16 @@ async def test_sale_tokens_bound_the_orders_waiting_for_commit(
         assert int(busy.headers["Retry-After"]) >= 1
         assert len(await _stream_entries(quiet_redis_url, day)) == 2  # nothing queued for the refusal
 
-        worker = await build_container(settings)
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_stream_committer(worker, "token-giver", stop=stop))
-        try:
+        async with container_for(settings) as worker, _committer(worker, "token-giver"):
 
-            async def committed() -> int:
-                async with worker.sessionmaker() as session:
-                    n = await session.execute(
-                        select(func.count()).select_from(Order).where(Order.id.in_(ids))
-                    )
-                    return int(n.scalar_one())
+            async def both_committed() -> bool:
+                return await _count_committed(worker, ids) == 2
 
-            await _until(lambda: _is(committed, 2), "the two orders to be committed", tries=600)
-            r = await order(2)
-            for _ in range(100):  # the tokens come back just after the commit (the settle)
-                if r.status_code != 503:
-                    break
-                await asyncio.sleep(0.05)
+            async def accepted() -> httpx.Response | None:
                 r = await order(2)
+                return None if r.status_code == 503 else r
+
+            await wait_until(both_committed, timeout=30, what="the two orders to be committed")
+            # The tokens come back just after the commit (the settle).
+            r = await wait_until(accepted, timeout=5, what="a sale token to come back")
             assert r.status_code == 202, r.text
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 5)
-            await worker.close()

@@ -18,7 +18,7 @@ from sqlalchemy import event, func, insert, select, update
 
 from railbook.adapters.db.models import Outbox, ProcessedEvent
 from railbook.adapters.redis.events import STREAM
-from railbook.bootstrap import Container, build_container
+from railbook.bootstrap import Container
 from railbook.config import Settings
 from railbook.kit.clock import utcnow
 from railbook.workers.outbox import (
@@ -29,22 +29,19 @@ from railbook.workers.outbox import (
     prune_events,
     relay_once,
 )
-
-SECRET = "test-secret-" + "x" * 32
+from tests.support import JWT_SECRET, container_for
 
 
 @pytest.fixture
 async def pg_container(pg_url: str, redis_url: str) -> AsyncIterator[Container]:
-    container = await build_container(Settings(database_url=pg_url, redis_url=redis_url, jwt_secret=SECRET))
-    yield container
-    await container.close()
+    async with container_for(Settings(database_url=pg_url, redis_url=redis_url, jwt_secret=JWT_SECRET)) as c:
+        yield c
 
 
 @pytest.fixture
 async def sqlite_container(sqlite_url: str) -> AsyncIterator[Container]:
-    container = await build_container(Settings(database_url=sqlite_url, jwt_secret=SECRET))
-    yield container
-    await container.close()
+    async with container_for(Settings(database_url=sqlite_url, jwt_secret=JWT_SECRET)) as c:
+        yield c
 
 
 def _statements(container: Container) -> list[str]:

@@ -14,24 +14,20 @@ from sqlalchemy import insert, select
 
 from railbook.adapters.db.models import DailyTrain, Member, Order
 from railbook.bootstrap import Container
-from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest, journey_mask
+from railbook.domain.seating import CarriageSpec, journey_mask
 from railbook.services.after_sale.cancel import return_seats_of_orders
 from railbook.services.booking.commit import OrderMessage, commit_batch
 from railbook.services.ports import SeatHold
 from railbook.services.sales import inventory, loading, opening, reconcile
 from railbook.workers.scheduler import Reconciler
-from tests.integration.test_sales import (
+from tests.integration.sale_days import (
     FAR,
-    _daily,
-    _rng,
-    _train,
-    container,
-    module_redis_url,
-    sell_directly,
-    store_settings,
+    one_seat_request,
+    open_far_day,
+    rng,
+    second_class,
+    sold,
 )
-
-__all__ = ["container", "module_redis_url", "store_settings"]  # the fixtures, shared with test_sales
 
 
 async def _member(c: Container) -> int:
@@ -40,32 +36,10 @@ async def _member(c: Container) -> int:
             (
                 await session.execute(
                     insert(Member).returning(Member.id),
-                    [{"mobile": f"17{_rng.randrange(10**8, 10**9)}", "name": "测试", "password_hash": "x"}],
+                    [{"mobile": f"17{rng.randrange(10**8, 10**9)}", "name": "测试", "password_hash": "x"}],
                 )
             ).scalar_one()
         )
-
-
-async def _sold(
-    c: Container, daily: DailyTrain, seat_index: int, a: int, b: int, *, cancelled: bool = False
-) -> tuple[str, str]:
-    """An order with one second-class ticket straight in the database; returns (order id, ticket id)."""
-    statuses = {"ticket_status": "CANCELLED", "order_status": "CANCEL"} if cancelled else {}
-    return await sell_directly(c, daily, seat_index, a, b, **statuses)
-
-
-def _request(a: int, b: int) -> AllocationRequest:
-    return AllocationRequest(a, b, (PassengerSeatRequest("second"),))
-
-
-async def _second(c: Container, code: str) -> list[int]:
-    return (await c.allocator.masks(code, FAR))["second"]
-
-
-async def _open(c: Container) -> tuple[str, DailyTrain]:
-    spec = await _train(c)
-    await opening.open_sale_days(c, [FAR])
-    return spec.code, await _daily(c, spec.code, FAR)
 
 
 async def _message(c: Container, daily: DailyTrain, seats: list[tuple[int, str]], epoch: str) -> OrderMessage:
@@ -97,10 +71,10 @@ async def _order(c: Container, order_id: str) -> Order:
 
 
 async def test_every_load_stamps_a_new_epoch_and_allocations_report_theirs(container: Container) -> None:
-    code, _ = await _open(container)
+    code, _ = await open_far_day(container)
     (first,) = await container.allocator.epochs([(code, FAR)])
     assert first
-    seats = await container.allocator.allocate(code, FAR, _request(0, 1), order_id="o1")
+    seats = await container.allocator.allocate(code, FAR, one_seat_request(0, 1), order_id="o1")
     assert getattr(seats, "epoch", None) == first
     assert await loading.rebuild_inventory(container, FAR, code) == 1
     (second,) = await container.allocator.epochs([(code, FAR)])
@@ -109,22 +83,22 @@ async def test_every_load_stamps_a_new_epoch_and_allocations_report_theirs(conta
 
 
 async def test_reconcile_marks_held_what_the_database_holds_and_frees_nothing(container: Container) -> None:
-    code, daily = await _open(container)
-    await _sold(container, daily, 0, 0, 2)  # in the database only: drift
-    in_flight = await container.allocator.allocate(code, FAR, _request(2, 3), order_id="in-flight")
+    code, daily = await open_far_day(container)
+    await sold(container, daily, 0, 0, 2)  # in the database only: drift
+    in_flight = await container.allocator.allocate(code, FAR, one_seat_request(2, 3), order_id="in-flight")
     assert in_flight[0].seat_index == 0  # the allocator saw seat 0 free for 2→3 as well
     assert await inventory.check_inventory(container, FAR, code)
 
     result = await reconcile.reconcile_day(container, code, FAR)
     assert result.repaired_seats == 1
     assert len(result.unconfirmed) == 1  # the accepted order not committed yet: reported, left alone
-    assert (await _second(container, code))[0] == journey_mask(0, 3)
+    assert (await second_class(container, code))[0] == journey_mask(0, 3)
     assert (await container.allocator.remaining(code, FAR, 0, 2))["second"] == 14
     assert (await reconcile.reconcile_day(container, code, FAR)).repaired_seats == 0
 
 
 async def test_hold_needs_the_epoch_it_compared_and_skips_a_ticket_given_back(container: Container) -> None:
-    code, _ = await _open(container)
+    code, _ = await open_far_day(container)
     (epoch,) = await container.allocator.epochs([(code, FAR)])
     assert epoch is not None
     assert (
@@ -134,7 +108,7 @@ async def test_hold_needs_the_epoch_it_compared_and_skips_a_ticket_given_back(co
     given_back = SeatHold("second", 2, 0, 1, ("cancel:gone",))
     assert await container.allocator.hold(code, FAR, [given_back], expected_epoch=epoch) == 0
     assert await container.allocator.hold(code, FAR, [SeatHold("second", 3, 1, 2)], expected_epoch=epoch) == 1
-    masks = await _second(container, code)
+    masks = await second_class(container, code)
     assert masks[1:4] == [0, 0, journey_mask(1, 2)]
 
 
@@ -142,22 +116,22 @@ async def test_a_release_the_rebuilt_day_already_reflects_frees_nothing(containe
     """A cancel committed, then the allocator lost the day before the cancel's release landed: the copy
     rebuilt from the database shows the seat free and sells it again; the late release must not free
     the new buyer's seat."""
-    code, daily = await _open(container)
-    order_id, _ = await _sold(container, daily, 0, 0, 3, cancelled=True)
+    code, daily = await open_far_day(container)
+    order_id, _ = await sold(container, daily, 0, 0, 3, cancelled=True)
     await container.allocator.drop_day(code, FAR)  # the data loss
     assert await loading.ensure_day_loaded(container, code, FAR)
-    again = await container.allocator.allocate(code, FAR, _request(0, 3), order_id="new-buyer")
+    again = await container.allocator.allocate(code, FAR, one_seat_request(0, 3), order_id="new-buyer")
     assert again[0].seat_index == 0
     await return_seats_of_orders(container, [order_id])
-    assert (await _second(container, code))[0] == journey_mask(0, 3)
+    assert (await second_class(container, code))[0] == journey_mask(0, 3)
 
 
 async def test_an_order_of_a_lost_copy_of_its_day_ends_lost_in_failover(container: Container) -> None:
-    code, daily = await _open(container)
-    old = await container.allocator.allocate(code, FAR, _request(0, 3), order_id="old")
+    code, daily = await open_far_day(container)
+    old = await container.allocator.allocate(code, FAR, one_seat_request(0, 3), order_id="old")
     stale = await _message(container, daily, [(old[0].seat_index, old[0].seat_name)], old.epoch)
     assert await loading.rebuild_inventory(container, FAR, code) == 1  # the copy that accepted it is gone
-    new = await container.allocator.allocate(code, FAR, _request(0, 3), order_id="new")
+    new = await container.allocator.allocate(code, FAR, one_seat_request(0, 3), order_id="new")
     assert new[0].seat_index == old[0].seat_index
     current = await _message(container, daily, [(new[0].seat_index, new[0].seat_name)], new.epoch)
 
@@ -169,7 +143,7 @@ async def test_an_order_of_a_lost_copy_of_its_day_ends_lost_in_failover(containe
     assert (lost.status, lost.error_code) == ("FAILURE", "LOST_IN_FAILOVER")
     assert (await _order(container, current.order_id)).status == "SUCCESS"
     # Nothing was given back on the lost order's behalf: the new buyer keeps the seat.
-    assert (await _second(container, code))[new[0].seat_index] == journey_mask(0, 3)
+    assert (await second_class(container, code))[new[0].seat_index] == journey_mask(0, 3)
     assert await inventory.check_inventory(container, FAR, code) == []
 
 
@@ -177,8 +151,8 @@ async def test_an_order_of_a_lost_copy_of_its_day_ends_lost_in_failover(containe
 async def test_a_rebuild_racing_a_commit_is_repaired_by_the_committer(container: Container) -> None:
     """The committer checked the epoch, then waits in its transaction while the day is rebuilt from a
     snapshot without its orders; once committed it sees the epoch moved and marks the seats held."""
-    code, daily = await _open(container)
-    got = await container.allocator.allocate(code, FAR, _request(0, 3), order_id="racing")
+    code, daily = await open_far_day(container)
+    got = await container.allocator.allocate(code, FAR, one_seat_request(0, 3), order_id="racing")
     message = await _message(container, daily, [(got[0].seat_index, got[0].seat_name)], got.epoch)
     dsn = container.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
     lock = psycopg.connect(dsn)
@@ -199,21 +173,21 @@ async def test_a_rebuild_racing_a_commit_is_repaired_by_the_committer(container:
         else:
             raise AssertionError("the committer never reached its insert")
         assert await loading.rebuild_inventory(container, FAR, code) == 1
-        assert (await _second(container, code))[got[0].seat_index] == 0  # the rebuild did not see it
+        assert (await second_class(container, code))[got[0].seat_index] == 0  # the rebuild did not see it
     finally:
         lock.rollback()
         lock.close()
     outcome = await committing
     assert [m.order_id for m in outcome.committed] == [message.order_id]
-    assert (await _second(container, code))[got[0].seat_index] == journey_mask(0, 3)
+    assert (await second_class(container, code))[got[0].seat_index] == journey_mask(0, 3)
     assert await inventory.check_inventory(container, FAR, code) == []
 
 
 async def test_the_scheduler_reconciles_a_day_loaded_again(container: Container) -> None:
-    code, daily = await _open(container)
+    code, daily = await open_far_day(container)
     reconciler = Reconciler()
     await reconciler.run(container)
-    await _sold(container, daily, 4, 1, 3)  # committed after the day was (re)loaded without it
+    await sold(container, daily, 4, 1, 3)  # committed after the day was (re)loaded without it
     await container.allocator.drop_day(code, FAR)
     await container.allocator.load_day(
         opening.fresh_layout(
@@ -223,8 +197,8 @@ async def test_the_scheduler_reconciles_a_day_loaded_again(container: Container)
             [CarriageSpec(1, "business", 2), CarriageSpec(2, "first", 2), CarriageSpec(3, "second", 3)],
         )
     )  # a copy without the ticket, under a new epoch
-    assert (await _second(container, code))[4] == 0
+    assert (await second_class(container, code))[4] == 0
     done = await reconciler.run(container)
     assert done["repaired_seats"] >= 1
-    assert (await _second(container, code))[4] == journey_mask(1, 3)
+    assert (await second_class(container, code))[4] == journey_mask(1, 3)
     assert await inventory.check_inventory(container, FAR, code) == []

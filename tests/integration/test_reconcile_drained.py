@@ -15,17 +15,16 @@ from railbook.domain.seating import journey_mask
 from railbook.kit.clock import utcnow
 from railbook.services.sales import inventory, reconcile
 from railbook.workers.scheduler import Reconciler
-from tests.integration.test_reconcile import _open, _request, _second, _sold
-from tests.integration.test_sales import FAR, container, module_redis_url, store_settings
-
-__all__ = ["container", "module_redis_url", "store_settings"]
+from tests.integration.sale_days import FAR, one_seat_request, open_far_day, second_class, sold
 
 pytestmark = pytest.mark.parametrize("store_settings", ["pg"], indirect=True)  # the order stream is Redis
 
 
 async def _orphan(c: Container, code: str, a: int, b: int, order_id: str) -> int:
     """An allocation with its stream entry (as booking makes it) that never reaches the database."""
-    seats = await c.allocator.allocate(code, FAR, _request(a, b), order_id=order_id, message={"order": "{}"})
+    seats = await c.allocator.allocate(
+        code, FAR, one_seat_request(a, b), order_id=order_id, message={"order": "{}"}
+    )
     return seats[0].seat_index
 
 
@@ -44,8 +43,8 @@ async def _deliver(c: Container, code: str, *, ack: bool) -> None:
 
 
 async def test_a_drained_day_frees_what_no_active_ticket_holds(container: Container) -> None:
-    code, daily = await _open(container)
-    await _sold(container, daily, 0, 0, 2)  # in the database only: marked held
+    code, daily = await open_far_day(container)
+    await sold(container, daily, 0, 0, 2)  # in the database only: marked held
     orphan = await _orphan(container, code, 1, 3, "orphan")
     assert orphan == 0
     await _deliver(container, code, ack=True)
@@ -53,7 +52,7 @@ async def test_a_drained_day_frees_what_no_active_ticket_holds(container: Contai
 
     result = await reconcile.reconcile_day(container, code, FAR)
     assert (result.repaired_seats, result.freed_seats, result.unconfirmed) == (1, 1, [])
-    assert (await _second(container, code))[0] == journey_mask(0, 2)
+    assert (await second_class(container, code))[0] == journey_mask(0, 2)
     assert await inventory.check_inventory(container, FAR, code) == []
     assert isinstance(container.allocator, RedisAllocator)
     assert await container.allocator.audit(code, FAR) == []  # run table and index recounted
@@ -61,7 +60,7 @@ async def test_a_drained_day_frees_what_no_active_ticket_holds(container: Contai
 
 
 async def test_orders_on_their_way_keep_the_drift(container: Container) -> None:
-    code, _ = await _open(container)
+    code, _ = await open_far_day(container)
     seat = await _orphan(container, code, 0, 3, "on-its-way")
     held = journey_mask(0, 3)
 
@@ -69,7 +68,7 @@ async def test_orders_on_their_way_keep_the_drift(container: Container) -> None:
     assert result.freed_seats == 0 and len(result.unconfirmed) == 1
     await _deliver(container, code, ack=False)  # delivered, not acknowledged: pending
     assert (await reconcile.reconcile_day(container, code, FAR)).freed_seats == 0
-    assert (await _second(container, code))[seat] == held
+    assert (await second_class(container, code))[seat] == held
 
     await _deliver(container, code, ack=True)
     assert container.redis is not None
@@ -79,12 +78,12 @@ async def test_orders_on_their_way_keep_the_drift(container: Container) -> None:
     ids = [p["message_id"] for p in await container.redis.xpending_range(key, GROUP, "-", "+", 10)]
     await container.redis.xack(key, GROUP, *ids)
     assert (await reconcile.reconcile_day(container, code, FAR)).freed_seats == 1
-    assert (await _second(container, code))[seat] == 0
+    assert (await second_class(container, code))[seat] == 0
 
 
 async def test_a_release_on_its_way_keeps_the_drift(container: Container) -> None:
-    code, daily = await _open(container)
-    order_id, _ = await _sold(container, daily, 5, 0, 3, cancelled=True)  # release not confirmed
+    code, daily = await open_far_day(container)
+    order_id, _ = await sold(container, daily, 5, 0, 3, cancelled=True)  # release not confirmed
     seat = await _orphan(container, code, 0, 1, "drift")
     await _deliver(container, code, ack=True)
 
@@ -93,11 +92,11 @@ async def test_a_release_on_its_way_keeps_the_drift(container: Container) -> Non
     async with container.sessionmaker() as session, session.begin():
         await session.execute(update(Order).where(Order.id == order_id).values(released_at=utcnow()))
     assert (await reconcile.reconcile_day(container, code, FAR)).freed_seats == 1
-    assert (await _second(container, code))[seat] == 0
+    assert (await second_class(container, code))[seat] == 0
 
 
 async def test_nothing_is_freed_once_an_order_was_allocated_since_the_check(container: Container) -> None:
-    code, _ = await _open(container)
+    code, _ = await open_far_day(container)
     seat = await _orphan(container, code, 0, 2, "drift")
     await _deliver(container, code, ack=True)
     allocator = container.allocator
@@ -110,22 +109,22 @@ async def test_nothing_is_freed_once_an_order_was_allocated_since_the_check(cont
     frees = [("second", seat, journey_mask(0, 2))]
     assert await allocator.unhold(code, FAR, frees, expected_epoch=epoch, drained_mark=mark) == 0
     assert await allocator.unhold(code, FAR, frees, expected_epoch="other", drained_mark=mark) == 0
-    assert (await _second(container, code))[seat] == journey_mask(0, 3)
+    assert (await second_class(container, code))[seat] == journey_mask(0, 3)
 
 
 async def test_the_scheduler_comes_back_to_a_day_left_with_drift(container: Container) -> None:
-    code, _ = await _open(container)
+    code, _ = await open_far_day(container)
     seat = await _orphan(container, code, 1, 2, "late")
     await _deliver(container, code, ack=False)
     reconciler = Reconciler()
     await reconciler.run(container)  # delivered, not acknowledged: left alone, looked at again
     assert (code, FAR) in reconciler.drifting
-    assert (await _second(container, code))[seat] == journey_mask(1, 2)
+    assert (await second_class(container, code))[seat] == journey_mask(1, 2)
     assert container.redis is not None
     key = order_stream_key(code, FAR)
     ids = [p["message_id"] for p in await container.redis.xpending_range(key, GROUP, "-", "+", 10)]
     await container.redis.xack(key, GROUP, *ids)
     await reconciler.run(container)
-    assert (await _second(container, code))[seat] == 0
+    assert (await second_class(container, code))[seat] == 0
     assert (code, FAR) not in reconciler.drifting
     assert await inventory.check_inventory(container, FAR, code) == []

@@ -23,7 +23,7 @@ from railbook.adapters.db.models import Station, Train
 from railbook.adapters.embedded.cache import InProcessSearchCache
 from railbook.adapters.redis.cache import RedisSearchCache, is_redis_outage
 from railbook.api.app import create_app
-from railbook.bootstrap import Container, build_container
+from railbook.bootstrap import Container
 from railbook.config import Settings
 from railbook.domain.bloom import station_term_key
 from railbook.domain.errors import NotFound
@@ -33,6 +33,7 @@ from railbook.services.sales.loading import ensure_day_loaded
 from railbook.services.sales.opening import open_sale_days
 from railbook.services.search.service import SearchQuery, SearchService
 from tests.naming import station_code, train_code
+from tests.support import container_for
 
 DAY = dt.date.today() + dt.timedelta(days=2)
 
@@ -122,9 +123,8 @@ async def seed_network(container: Container, date: dt.date = DAY) -> Network:
 
 @pytest.fixture(scope="module")
 async def container(pg_url: str, redis_url: str) -> AsyncIterator[Container]:
-    c = await build_container(settings_for(pg_url, redis_url))
-    yield c
-    await c.close()
+    async with container_for(settings_for(pg_url, redis_url)) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
@@ -418,14 +418,14 @@ def test_outages_are_told_from_answers() -> None:
     assert not InProcessSearchCache().is_outage(ValueError())
 
 
+@pytest.mark.slow
 async def test_search_survives_redis_going_away_and_recovers(pg_url: str, own_redis: OwnRedis) -> None:
-    container = await build_container(settings_for(pg_url, own_redis.url))
-    clock = FakeClock()
-    service = fresh_service(container, clock, redis_timeout=0.5)
-    service.breaker.threshold = 2
-    service.breaker.cooldown = 5.0  # longer than the steps below, so "open" stays open between them
-    container.search = service
-    try:
+    async with container_for(settings_for(pg_url, own_redis.url)) as container:
+        clock = FakeClock()
+        service = fresh_service(container, clock, redis_timeout=0.5)
+        service.breaker.threshold = 2
+        service.breaker.cooldown = 5.0  # longer than the steps below, so "open" stays open between them
+        container.search = service
         net = await seed_network(container)
         app = create_app(container=container)
         async with LifespanManager(app) as manager:
@@ -464,8 +464,6 @@ async def test_search_survives_redis_going_away_and_recovers(pg_url: str, own_re
                 assert back.status_code == 200 and "x-railbook-stale" not in back.headers
                 assert back.json() == healthy.json()
                 assert service.breaker.state == "closed"
-    finally:
-        await container.close()
 
 
 async def test_count_snapshots_equal_the_allocator_for_every_pair(container: Container) -> None:
