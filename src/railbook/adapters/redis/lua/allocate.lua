@@ -14,9 +14,9 @@
 -- one), BITFIELD, SETRANGE, XADD; a group adds one GETRANGE of its carriage's masks. Every order
 -- takes the same path. What it creates is paid on every call: a table per class (its take list in
 -- its array part), none per seat for a lone seat, and every top-level function of the script, a
--- new closure on every call (about half a microsecond each on Redis 7.0): four of them, the class
--- reading, the epoch and a lone seat's take are written in this body, and the take and carriage
--- helpers are built only for an order that needs them (carriage_tools).
+-- new closure on every call (about half a microsecond each on Redis 7.0): three of them, the class
+-- reading, the epoch, a lone seat's take and the seat names are written in this body, and the take
+-- and carriage helpers are built only for an order that needs them (carriage_tools).
 --
 -- The load epoch of the day (header bytes 241..256, stamped by load_day.lua, read with the header at
 -- no extra cost) is returned and added to the message as field epoch, so the committer can tell an
@@ -171,8 +171,21 @@ for p = 0, np - 1 do
     local c = C[i]
     for j = 1, c.nt, 4 do
       if c[j] == p then
-        local seat = c[j + 1]
-        local name = seat_name(c, seat)
+        local seat, s, L = c[j + 1], c.s, c.L
+        local name, first = nil, 0 -- the seat's name, from the carriage table in the header
+        for o = 17, 16 + 4 * byte(s, 14), 4 do
+          local r1, r2 = byte(s, o, o + 1)
+          local size = (r1 * 256 + r2) * L
+          if seat < first + size then
+            local off = seat - first
+            local li = off % L
+            local k1, k2 = byte(s, o - 2, o - 1)
+            name = string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1,
+              string.sub(s, 6 + li, 6 + li))
+            break
+          end
+          first = first + size
+        end
         local o = 4 * p
         out[o + 3], out[o + 4], out[o + 5], out[o + 6] = p, i, seat, name
         local part = string.format('{"position":%d,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}',

@@ -24,10 +24,10 @@
 -- Every function defined at the top level of a script is a new closure on every call, each of its
 -- upvalues found and later closed on every call too, and every table is garbage the next
 -- collection step pays for: the common order (one class, one passenger) should create few of
--- either. So the script defines four functions at its top level (seat_name, carriage_tools,
--- best_fit, sell_class); the take helpers and the carriage-level helpers are built by
--- carriage_tools on first need, the class reading and the epoch are written in allocate.lua's
--- body. The functions capture only byte, floor and the functions they call; the layout's
+-- either. So the script defines three functions at its top level (carriage_tools, best_fit,
+-- sell_class) and none here; the take helpers and the carriage-level helpers are built by
+-- carriage_tools on first need, the class reading, the epoch and the seat names are written in
+-- allocate.lua's body. The functions capture only byte, floor and what they call; the layout's
 -- constants are written as literals: 256 (HDR, the header's bytes), 241 (the epoch's first byte,
 -- 1-based) and '1247' (the last byte of the first read: the header and H of a train of up to 32
 -- stops, 256 + 2 * 496 - 1, a string because Redis formats every number argument with "%.17g", a
@@ -35,20 +35,3 @@
 
 local HDR = 256 -- for the script body
 local byte, floor = string.byte, math.floor
-
--- a seat's name from the carriage table in the header
-local function seat_name(c, seat)
-  local s, L = c.s, c.L
-  local first = 0
-  for o = 17, 16 + 4 * byte(s, 14), 4 do
-    local r1, r2 = byte(s, o, o + 1)
-    local size = (r1 * 256 + r2) * L
-    if seat < first + size then
-      local off = seat - first
-      local li = off % L
-      local k1, k2 = byte(s, o - 2, o - 1)
-      return string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1, string.sub(s, 6 + li, 6 + li))
-    end
-    first = first + size
-  end
-end
