@@ -96,7 +96,7 @@ def new_epoch() -> str:
 
 # The lib/ modules a script is built on, prepended in this order (Redis scripts have no require).
 _PRELUDES: dict[str, tuple[str, ...]] = {
-    "allocate": ("layout", "choose", "carriage", "sell"),
+    "allocate": ("layout", "carriage", "choose", "sell"),
     "hold": ("segments",),
     "unhold": ("segments",),
     "release": ("segments",),

@@ -1,6 +1,7 @@
 -- allocate.lua: seat one order on one train-day, all-or-nothing, and append its message.
--- Built on lib/layout.lua (the class string), lib/choose.lua (best fit), lib/carriage.lua (named
--- seats, letters, groups) and lib/sell.lua (the writes), which the loader prepends in that order.
+-- Built on lib/layout.lua (the class string), lib/carriage.lua (the take list, named seats, letters,
+-- groups), lib/choose.lua (best fit) and lib/sell.lua (the writes), which the loader prepends in
+-- that order.
 --
 -- Invariant kept: for every class, the sold mask of each seat, the row-suffix run table H and the
 -- run bitmaps describe the same seats (a recount from the masks gives the same bytes), and no
@@ -12,9 +13,10 @@
 -- per station pair: a one-passenger order is GETRANGE, BITPOS (one per candidate run, usually
 -- one), BITFIELD, SETRANGE, XADD; a group adds one GETRANGE of its carriage's masks. Every order
 -- takes the same path. What it creates is paid on every call: a table per class (its take list in
--- its array part), none per seat for a lone seat; but every top-level function of lib/ is a new
--- closure on every call, about half a microsecond each on Redis 7.0, which is most of what the
--- one-passenger order costs over a path written for it alone.
+-- its array part), none per seat for a lone seat, and every top-level function of the script, a
+-- new closure on every call (about half a microsecond each on Redis 7.0): three of them, the class
+-- reading, the epoch, a lone seat's take and the seat names are written in this body, and the take
+-- and carriage helpers are built only for an order that needs them (carriage_tools).
 --
 -- The load epoch of the day (header bytes 241..256, stamped by load_day.lua, read with the header at
 -- no extra cost) is returned and added to the message as field epoch, so the committer can tell an
@@ -39,12 +41,22 @@ end
 local CA = 2 -- ARGV[CA + i]: the class name of slot i
 local MA = CA + nslots -- ARGV[MA + 1 ..]: the message pairs
 
--- step 1: the classes (one GETRANGE each) and the journey
+-- step 1: the classes and the journey; a class's table (see lib/layout.lua) from one GETRANGE of its
+-- header and H (a second only past 32 stops), false when the class is not on this train-day
 local C, n = {}, nil
 for i = 1, nslots do
-  local c = read_class(KEYS[2 + i])
-  C[i] = c or false
-  if c and not n then n = c.n end
+  local key = KEYS[2 + i]
+  local s = redis.call('GETRANGE', key, '0', '1247')
+  if s == '' then
+    C[i] = false
+  else
+    local cn, N, L = struct.unpack('>HHB', s)
+    local moff = 256 + cn * (cn - 1) -- the masks, after the header and H
+    if #s < moff then s = s .. redis.call('GETRANGE', key, #s, moff - 1) end
+    C[i] = {0, 0, 0, 0, key = key, s = s, n = cn, N = N, L = L, need = 0, nt = 0,
+            moff = moff, roff8 = 8 * (moff + 8 * N), W8 = 8 * math.ceil(N / 8)}
+    n = n or cn
+  end
 end
 if not n then
   local mn = redis.call('HGET', KEYS[1], 'n')
@@ -63,7 +75,7 @@ for p = 0, np - 1 do
   if kind == 2 then
     local car, row, li = struct.unpack('>HHB', A, 9 + 7 * p)
     local idx = nil
-    for _, k in ipairs(carriage_tools().carriages(c)) do
+    for _, k in ipairs(carriage_tools(best_fit).carriages(c)) do
       if k.no == car then
         if row <= k.rows then idx = k.first + (row - 1) * c.L + li end
         break
@@ -92,19 +104,21 @@ end
 if named then
   for _, e in ipairs(named) do
     local c, seat = C[e[2]], e[3]
-    local moff = offsets(c)
+    local moff = c.moff
     local m = struct.unpack('>I8', redis.call('GETRANGE', c.key, moff + 8 * seat, moff + 8 * seat + 7))
     if floor(m / 2 ^ x) % 2 ^ (y - x) ~= 0 then return {0, 'SEAT_TAKEN', 'seat taken'} end
     e[4] = m
   end
+  local t = carriage_tools(best_fit)
   for _, e in ipairs(named) do
-    local a, b = carriage_tools().run_of(e[4], x, y, n)
-    take(C[e[2]], e[1], e[3], a, b)
+    local a, b = t.run_of(e[4], x, y, n)
+    t.take(C[e[2]], e[1], e[3], a, b)
   end
 end
 
--- step 5: seat class by class: letters side by side where they fit, the rest as a group (rest, a
--- table only for several: a lone passenger without preference, p1, is seated without one)
+-- step 5: seat class by class: letters side by side where they fit, the rest as a group around
+-- the best fit seat (rest, a table only for several: a lone passenger without preference, p1, is
+-- seated at the best fit without one, its take recorded here)
 for i = 1, nslots do
   local c = C[i]
   local wishes, p1, rest = nil, nil, nil
@@ -120,7 +134,7 @@ for i = 1, nslots do
     end
   end
   if wishes then
-    local t = carriage_tools()
+    local t = carriage_tools(best_fit)
     local got = t.place_letters(c, wishes, x, y)
     if got then
       for _, g in ipairs(got) do t.take_seat(c, g[1], g[2], x, y) end
@@ -130,7 +144,16 @@ for i = 1, nslots do
       table.sort(rest)
     end
   end
-  if rest or p1 then seat_group(c, p1, rest, x, y) end
+  if rest or p1 then
+    local s0, a0, b0 = best_fit(c, x, y)
+    if rest and #rest > 1 then
+      carriage_tools(best_fit).group(c, rest, s0, x, y)
+    else
+      local k = c.nt
+      c[k + 1], c[k + 2], c[k + 3], c[k + 4] = p1 or rest[1], s0, a0, b0
+      c.nt = k + 4
+    end
+  end
 end
 
 -- writes, per class: one BITFIELD (masks, run bits) and one SETRANGE (the changed span of H)
@@ -140,15 +163,29 @@ for i = 1, nslots do
 end
 
 -- the reply and the message, in passenger order
-local epoch = epoch_of(C[1])
+local epoch = string.sub(C[1].s, 241, 256) -- the load epoch, NUL-padded only when shorter than 16
+if byte(epoch, 16) == 0 then epoch = string.match(epoch, '^[^%z]*') end
 local out, seats = {1, epoch, 0, 0, 0, 0}, nil -- out sized at once for one passenger
 for p = 0, np - 1 do
   for i = 1, nslots do
     local c = C[i]
     for j = 1, c.nt, 4 do
       if c[j] == p then
-        local seat = c[j + 1]
-        local name = seat_name(c, seat)
+        local seat, s, L = c[j + 1], c.s, c.L
+        local name, first = nil, 0 -- the seat's name, from the carriage table in the header
+        for o = 17, 16 + 4 * byte(s, 14), 4 do
+          local r1, r2 = byte(s, o, o + 1)
+          local size = (r1 * 256 + r2) * L
+          if seat < first + size then
+            local off = seat - first
+            local li = off % L
+            local k1, k2 = byte(s, o - 2, o - 1)
+            name = string.format('%02d-%02d%s', k1 * 256 + k2, floor(off / L) + 1,
+              string.sub(s, 6 + li, 6 + li))
+            break
+          end
+          first = first + size
+        end
         local o = 4 * p
         out[o + 3], out[o + 4], out[o + 5], out[o + 6] = p, i, seat, name
         local part = string.format('{"position":%d,"seat_class":"%s","seat_index":%d,"seat_name":"%s"}',

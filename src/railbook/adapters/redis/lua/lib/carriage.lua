@@ -1,7 +1,7 @@
--- lib/carriage.lua: seat choice beyond one best fit seat — named seats, letters, groups (prepended
--- to allocate.lua by the loader, after lib/layout.lua and lib/choose.lua).
+-- lib/carriage.lua: the take list and seat choice beyond one best fit seat — named seats, letters,
+-- groups (prepended to allocate.lua by the loader, after lib/layout.lua, before lib/choose.lua).
 --
--- KEYS, ARGV: none of its own; it works on the class states of lib/layout.lua. Read-only on Redis:
+-- KEYS, ARGV: none of its own; it works on the class tables of lib/layout.lua. Read-only on Redis:
 -- the masks of a carriage are read with one GETRANGE, once per call; choices go to the take list.
 -- Invariant kept: seat choice follows railbook.domain.inventory exactly (the differential tests
 -- compare them): a group sits in the best fit seat's carriage nearest to it (by distance, then
@@ -9,16 +9,43 @@
 -- best fits; letters go side by side in one row, else over two adjacent rows; seats ascending go
 -- to positions ascending. A seat this call has taken is never chosen again.
 --
--- The helpers are built by carriage_tools() the first time an order needs them, not at the top of
--- the script: a script's functions are created anew on every call, and most orders are one
--- passenger without preference, which needs none of them (seat_group seats it by best fit alone).
+-- The helpers are built by carriage_tools(best_fit) the first time an order needs them, not at the
+-- top of the script: a script's functions are created anew on every call, and most orders are one
+-- passenger without preference, which needs none of them (allocate.lua records its one take
+-- itself). Every take but that one goes through take below, so a class with takes (nt > 0) means
+-- the tools are built: best_fit relies on it for taken and taken_runs.
 
 local tools = nil
 
--- the carriage-level helpers, built once per call on first need: carriages, run_of, take_seat,
--- place_letters, group
-local function carriage_tools()
+-- the helpers, built once per call on first need: taken, taken_runs, take, carriages, run_of,
+-- take_seat, place_letters, group (best_fit, of lib/choose.lua, is passed in for the group's
+-- successive best fits)
+local function carriage_tools(best_fit)
   if tools then return tools end
+
+  -- whether this call has already taken a seat of the class (its take list: c[1..c.nt])
+  local function taken(c, seat)
+    for j = 2, c.nt, 4 do
+      if c[j] == seat then return true end
+    end
+    return false
+  end
+
+  -- the seats of runs (a, b >= t) this call has taken: H[a][t] less these is what is left to choose
+  local function taken_runs(c, a, t)
+    local k = 0
+    for j = 3, c.nt, 4 do
+      if c[j] == a and c[j + 1] >= t then k = k + 1 end
+    end
+    return k
+  end
+
+  -- record a take: the array part of the class table, its first four slots made with it
+  local function take(c, pos, seat, a, b)
+    local k = c.nt
+    c[k + 1], c[k + 2], c[k + 3], c[k + 4] = pos, seat, a, b
+    c.nt = k + 4
+  end
 
   -- the first and last seat of a seat's carriage, from the header (no table built)
   local function carriage_of(c, seat)
@@ -74,8 +101,7 @@ local function carriage_tools()
     end
     local raw = bm[first]
     if not raw then
-      local moff = offsets(c)
-      raw = redis.call('GETRANGE', c.key, moff + 8 * first, moff + 8 * (last + 1) - 1)
+      raw = redis.call('GETRANGE', c.key, c.moff + 8 * first, c.moff + 8 * (last + 1) - 1)
       bm[first] = raw
     end
     return (struct.unpack('>I8', raw, 8 * (seat - first) + 1))
@@ -197,18 +223,7 @@ local function carriage_tools()
     end
   end
 
-  tools = {carriages = carriages, run_of = run_of, take_seat = take_seat, place_letters = place_letters,
-           group = group}
+  tools = {taken = taken, taken_runs = taken_runs, take = take, carriages = carriages, run_of = run_of,
+           take_seat = take_seat, place_letters = place_letters, group = group}
   return tools
-end
-
--- seat passengers of one class: a lone one (position p, rest nil) at the best fit, no table made;
--- several (positions rest, ascending) around it (see group above)
-local function seat_group(c, p, rest, x, y)
-  local s0, a0, b0 = best_fit(c, x, y)
-  if not rest or #rest == 1 then
-    take(c, p or rest[1], s0, a0, b0)
-    return
-  end
-  carriage_tools().group(c, rest, s0, x, y)
 end

@@ -1,40 +1,17 @@
 -- lib/choose.lua: best fit, the seat choice of every order (prepended to allocate.lua by the loader,
--- after lib/layout.lua whose helpers it uses; lib/carriage.lua builds the rest of the choice on it).
+-- after lib/layout.lua and lib/carriage.lua, whose builder gets best_fit for its groups).
 --
--- KEYS, ARGV: none of its own; it works on the class states of lib/layout.lua. Read-only on Redis
--- (GETRANGE of masks, BITPOS of run bitmaps): a choice is recorded in the class's take list (the
--- array part of its table), written later by lib/sell.lua, so a refused order has written nothing.
+-- KEYS, ARGV: none of its own; it works on the class tables of lib/layout.lua. Read-only on Redis
+-- (BITPOS of run bitmaps): a choice is recorded in the class's take list (the array part of its
+-- table), written later by lib/sell.lua, so a refused order has written nothing.
 -- Invariant kept: seat choice follows railbook.domain.inventory exactly (the differential tests
 -- compare them): best fit is the shortest free run containing the journey, lowest seat; a group
 -- sits in the best fit seat's carriage nearest to it, else in the first carriage with room, else in
 -- successive best fits (lib/carriage.lua). A seat this call has taken is never chosen again: the
--- run table is read less the runs of those seats (taken_runs) and the run bitmaps skip them (taken).
+-- run table is read less the runs of those seats (taken_runs) and the run bitmaps skip them (taken);
+-- a class has takes only once lib/carriage.lua's tools are built, so those come from there.
 -- One path serves every order; a one-passenger order costs one BITPOS per candidate run (usually
 -- one) and creates no table here.
-
--- whether this call has already taken a seat of the class (its take list: c[1..c.nt])
-local function taken(c, seat)
-  for j = 2, c.nt, 4 do
-    if c[j] == seat then return true end
-  end
-  return false
-end
-
--- record a take: the array part of the class table, its first four slots made with it
-local function take(c, pos, seat, a, b)
-  local k = c.nt
-  c[k + 1], c[k + 2], c[k + 3], c[k + 4] = pos, seat, a, b
-  c.nt = k + 4
-end
-
--- the seats of runs (a, b >= t) this call has taken: H[a][t] less these is what is left to choose
-local function taken_runs(c, a, t)
-  local k = 0
-  for j = 3, c.nt, 4 do
-    if c[j] == a and c[j + 1] >= t then k = k + 1 end
-  end
-  return k
-end
 
 -- best fit: shortest run containing the journey, lowest seat, skipping seats taken by this call.
 -- Rows a = x down to 0 (a run from a is at least y - a long, so the scan stops once that exceeds
@@ -51,7 +28,7 @@ local function best_fit(c, x, y)
     local rb = 256 + 2 * (a * (2 * n - a - 1) / 2 - a - 1) + 1 -- tri(a, 0), inlined
     local h1, l1 = byte(s, rb + 2 * y, rb + 2 * y + 1)
     local top = h1 * 256 + l1
-    if nt > 0 then top = top - taken_runs(c, a, y) end
+    if nt > 0 then top = top - tools.taken_runs(c, a, y) end
     if top > 0 then
       local lo, hi = y, n - 1
       if bestL and a + bestL < hi then hi = a + bestL end
@@ -59,7 +36,7 @@ local function best_fit(c, x, y)
       if hi + 1 <= n - 1 then
         h1, l1 = byte(s, rb + 2 * hi + 2, rb + 2 * hi + 3)
         v = h1 * 256 + l1
-        if nt > 0 then v = v - taken_runs(c, a, hi + 1) end
+        if nt > 0 then v = v - tools.taken_runs(c, a, hi + 1) end
       end
       if v < top then
         while lo < hi do
@@ -68,7 +45,7 @@ local function best_fit(c, x, y)
           if mid + 1 <= n - 1 then
             h1, l1 = byte(s, rb + 2 * mid + 2, rb + 2 * mid + 3)
             v = h1 * 256 + l1
-            if nt > 0 then v = v - taken_runs(c, a, mid + 1) end
+            if nt > 0 then v = v - tools.taken_runs(c, a, mid + 1) end
           end
           if v < top then hi = mid else lo = mid + 1 end
         end
@@ -85,17 +62,17 @@ local function best_fit(c, x, y)
   end
   if not bestL then error('best_fit: run table inconsistent') end
   local bs, ba = nil, nil
-  local _, roff8, W8 = offsets(c)
+  local roff8, W8 = c.roff8, c.W8
   for j = 1, cands and #cands or 1 do
     local a = cands and cands[j] or c1
     if not bs or bs > 0 then
-      local base = roff8 + W8 * tri(n, a, a + bestL)
+      local base = roff8 + W8 * (a * (2 * n - a - 1) / 2 + bestL - 1) -- bitmap tri(a, a + bestL)
       local from, last = base, base + (bs or c.N) - 1
       while true do
         local p = redis.call('BITPOS', c.key, '1', from, last, 'BIT')
         if p < 0 then break end
         local seat = p - base
-        if nt == 0 or not taken(c, seat) then
+        if nt == 0 or not tools.taken(c, seat) then
           bs, ba = seat, a
           break
         end

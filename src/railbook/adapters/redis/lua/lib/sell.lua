@@ -1,7 +1,7 @@
--- lib/sell.lua: the writes of one allocate call (prepended to allocate.lua by the loader, after
--- lib/layout.lua and lib/choose.lua).
+-- lib/sell.lua: the writes of one allocate call (prepended to allocate.lua by the loader, last of
+-- lib/: after lib/layout.lua, lib/carriage.lua and lib/choose.lua).
 --
--- KEYS, ARGV: none of its own; it writes the class keys of the class states it is given.
+-- KEYS, ARGV: none of its own; it writes the class keys of the class tables it is given.
 -- Invariant kept: for every class, the sold masks, the row-suffix run table H and the run bitmaps
 -- stay equal to a recount from the masks. Selling x->y on a seat of free run (a, b) sets the
 -- journey's bits in its mask, clears its run bit (a, b) and sets those of the runs left, (a, x)
@@ -12,24 +12,25 @@
 -- a class's writes for the seats this call took in it (c[1..c.nt]); jm is the journey mask, formatted
 local function sell_class(c, x, y, jm)
   local nt, n, s, key = c.nt, c.n, c.s, c.key
-  local moff, roff8, W8 = offsets(c)
+  local moff, roff8, W8 = c.moff, c.roff8, c.W8
   -- one BITFIELD: per seat its mask + journey (no carry: the journey's bits were clear), run bits
   -- (a, b) cleared, (a, x) and (y, b) set when they exist
   local a1, bmax, rows = c[3], y, nil -- rows: the run starts, ascending, when more than a1
   if nt == 4 then -- one seat, most orders: its arguments in the call, no table
     local seat, a, b = c[2], c[3], c[4]
     local m, o = 8 * (moff + 8 * seat) + 1, roff8 + seat
-    local ab = o + W8 * tri(n, a, b)
+    local ra = a * (2 * n - a - 1) / 2 - a - 1 -- tri(a, t) = ra + t
+    local ab = o + W8 * (ra + b)
     if y < b then bmax = b end
     if a < x and y < b then
       redis.call('BITFIELD', key, 'INCRBY', 'u63', m, jm, 'SET', 'u1', ab, '0',
-        'SET', 'u1', o + W8 * tri(n, a, x), '1', 'SET', 'u1', o + W8 * tri(n, y, b), '1')
+        'SET', 'u1', o + W8 * (ra + x), '1', 'SET', 'u1', o + W8 * (y * (2 * n - y - 1) / 2 + b - y - 1), '1')
     elseif a < x then
       redis.call('BITFIELD', key, 'INCRBY', 'u63', m, jm, 'SET', 'u1', ab, '0',
-        'SET', 'u1', o + W8 * tri(n, a, x), '1')
+        'SET', 'u1', o + W8 * (ra + x), '1')
     elseif y < b then
       redis.call('BITFIELD', key, 'INCRBY', 'u63', m, jm, 'SET', 'u1', ab, '0',
-        'SET', 'u1', o + W8 * tri(n, y, b), '1')
+        'SET', 'u1', o + W8 * (y * (2 * n - y - 1) / 2 + b - y - 1), '1')
     else
       redis.call('BITFIELD', key, 'INCRBY', 'u63', m, jm, 'SET', 'u1', ab, '0')
     end
@@ -37,15 +38,17 @@ local function sell_class(c, x, y, jm)
     local bf, k = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0 -- sized at once for two seats
     for j = 1, nt, 4 do
       local seat, a, b = c[j + 1], c[j + 2], c[j + 3]
+      local ra = a * (2 * n - a - 1) / 2 - a - 1 -- tri(a, t) = ra + t
       bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'INCRBY', 'u63', 8 * (moff + 8 * seat) + 1, jm
-      bf[k + 5], bf[k + 6], bf[k + 7], bf[k + 8] = 'SET', 'u1', roff8 + W8 * tri(n, a, b) + seat, '0'
+      bf[k + 5], bf[k + 6], bf[k + 7], bf[k + 8] = 'SET', 'u1', roff8 + W8 * (ra + b) + seat, '0'
       k = k + 8
       if a < x then
-        bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'SET', 'u1', roff8 + W8 * tri(n, a, x) + seat, '1'
+        bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'SET', 'u1', roff8 + W8 * (ra + x) + seat, '1'
         k = k + 4
       end
       if y < b then
-        bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'SET', 'u1', roff8 + W8 * tri(n, y, b) + seat, '1'
+        bf[k + 1], bf[k + 2], bf[k + 3], bf[k + 4] = 'SET', 'u1',
+          roff8 + W8 * (y * (2 * n - y - 1) / 2 + b - y - 1) + seat, '1'
         k = k + 4
         if b > bmax then bmax = b end
       end
@@ -71,7 +74,7 @@ local function sell_class(c, x, y, jm)
     for j = 3, nt, 4 do
       if (r == y or c[j] == r) and c[j + 1] > t2 then t2 = c[j + 1] end
     end
-    local p1 = 256 + 2 * tri(n, r, t1) + 1
+    local p1 = 256 + 2 * (r * (2 * n - r - 1) / 2 + t1 - r - 1) + 1 -- cell tri(r, t1)
     local p2 = p1 + 2 * (t2 - t1) + 1
     local v = {byte(s, p1, p2)}
     -- each seat of the row by itself, on the low bytes of its cells t1..b: a row a cell counts
