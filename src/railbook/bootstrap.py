@@ -35,7 +35,14 @@ from railbook.adapters.payment.mock import MockProvider
 from railbook.config import Settings
 from railbook.services.booking.accept import ACCEPT_SLOTS
 from railbook.services.booking.memos import MemberCache, SoldOutMemo
-from railbook.services.booking.ports import AcceptReads, OrderGuard, OrderIntake, OrderReads, OrderStore
+from railbook.services.booking.ports import (
+    AcceptReads,
+    OrderGuard,
+    OrderIntake,
+    OrderReads,
+    OrderStore,
+    OrderViewCache,
+)
 from railbook.services.booking.train_days import TrainDayCache
 from railbook.services.members.passwords import PasswordHasher
 from railbook.services.ports import Allocator
@@ -64,6 +71,7 @@ class Container:
     accept_reads: AcceptReads  # the accept path's lean reads of the system of record
     orders: OrderStore  # the committer's and the markers' orders and tickets
     order_reads: OrderReads  # committed orders read back for their member
+    order_views: OrderViewCache  # the read model's cache: order views, member lists and accounts
     search: SearchService
     search_routes: RouteRepository  # stations, train-days and route legs as search reads them
     search_seats: SeatLayoutRepository  # seat layouts and active tickets as search reads them
@@ -144,6 +152,7 @@ async def build_container(settings: Settings) -> Container:
     allocator: Allocator
     guard: OrderGuard
     intake: OrderIntake
+    order_views: OrderViewCache
     autopipe = None
     event_stream = None
     queue = None
@@ -153,6 +162,7 @@ async def build_container(settings: Settings) -> Container:
         from railbook.adapters.redis.cache import RedisSearchCache
         from railbook.adapters.redis.events import RedisEventStream
         from railbook.adapters.redis.intake import RedisOrderIntake
+        from railbook.adapters.redis.order_views import RedisOrderViews
         from railbook.adapters.redis.protection import RedisOrderGuard
 
         redis_client = make_redis(settings.redis_url)
@@ -167,6 +177,7 @@ async def build_container(settings: Settings) -> Container:
         )
         allocator, guard = redis_allocator, redis_guard
         intake = RedisOrderIntake(redis_guard, redis_allocator)
+        order_views = RedisOrderViews(redis_client, autopipe)
         search = SearchService(
             settings, day_records, allocator, RedisSearchCache(redis_client), search_routes, search_seats
         )
@@ -174,6 +185,7 @@ async def build_container(settings: Settings) -> Container:
         from railbook.adapters.embedded.allocator import InProcessAllocator
         from railbook.adapters.embedded.cache import InProcessSearchCache
         from railbook.adapters.embedded.intake import EmbeddedOrderIntake
+        from railbook.adapters.embedded.order_views import MemoryOrderViews
         from railbook.adapters.embedded.queue import MemoryOrderGuard, OrderQueue
 
         queue = OrderQueue()
@@ -185,6 +197,7 @@ async def build_container(settings: Settings) -> Container:
         )
         allocator, guard = local_allocator, memory_guard
         intake = EmbeddedOrderIntake(memory_guard, local_allocator)
+        order_views = MemoryOrderViews()
         search = SearchService(
             settings, day_records, allocator, InProcessSearchCache(), search_routes, search_seats
         )
@@ -204,7 +217,8 @@ async def build_container(settings: Settings) -> Container:
         intake=intake,
         accept_reads=DbAcceptReads(settings.database_url, sessionmaker, sqlite=not postgres),
         orders=DbOrderStore(sessionmaker),
-        order_reads=DbOrderReads(sessionmaker),
+        order_reads=DbOrderReads(engine),
+        order_views=order_views,
         search=search,
         search_routes=search_routes,
         search_seats=search_seats,

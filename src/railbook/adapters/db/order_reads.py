@@ -1,4 +1,8 @@
-"""Committed orders and tickets read back for their member (the order read model's queries)."""
+"""Committed orders and tickets read back for their member (the order read model's queries).
+
+Core statements on the engine's connections, rows straight into the views: no session and no ORM
+object per row (a page of twenty orders used to build a hundred mapped objects to throw away).
+"""
 
 from __future__ import annotations
 
@@ -7,124 +11,135 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from railbook.adapters.db.models import Order, Ticket
 from railbook.kit.clock import as_utc
 from railbook.services.booking.ports import OrderView, TicketView
 
+_order = Order.__table__.c
+_ticket = Ticket.__table__.c
 
-def _ticket_view(t: Ticket, order: Order | None = None) -> TicketView:
-    return TicketView(
-        ticket_id=t.id,
-        order_id=t.order_id,
-        passenger_id=t.passenger_id,
-        passenger_name=t.passenger_name,
-        seat=t.seat_name,
-        seat_class=t.seat_class,
-        price_fen=t.price_fen,
-        status=t.status,
-        train_code=order.train_code if order else "",
-        date=order.service_date if order else None,
-        from_station=order.from_station if order else "",
-        to_station=order.to_station if order else "",
-    )
+ORDER_COLUMNS = (
+    _order.id,
+    _order.status,
+    _order.train_code,
+    _order.service_date,
+    _order.from_station,
+    _order.to_station,
+    _order.created_at,
+    _order.error_code,
+    _order.error_message,
+    _order.payment_status,
+    _order.pay_deadline,
+    _order.total_fen,
+    _order.request,
+)
+TICKET_COLUMNS = (
+    _ticket.id,
+    _ticket.order_id,
+    _ticket.passenger_id,
+    _ticket.passenger_name,
+    _ticket.seat_name,
+    _ticket.seat_class,
+    _ticket.price_fen,
+    _ticket.status,
+)
 
 
-def _position_in(order: Order) -> Any:
-    """Sort key: tickets in the order the passengers were asked for."""
-    asked: Any = order.request.get("passengers", []) if isinstance(order.request, dict) else []
-    rank = {int(p["passenger_id"]): i for i, p in enumerate(asked) if isinstance(p, dict)}
-    return lambda t: (rank.get(t.passenger_id, len(rank)), t.id)
+def _rank(request: Any) -> dict[int, int]:
+    """Position of each passenger as asked: tickets are listed in that order."""
+    asked: Any = request.get("passengers", []) if isinstance(request, dict) else []
+    return {int(p["passenger_id"]): i for i, p in enumerate(asked) if isinstance(p, dict)}
 
 
-def view_of(order: Order, tickets: Sequence[Ticket]) -> OrderView:
-    """The API view of a committed order."""
-    error = {"code": order.error_code, "message": order.error_message or ""} if order.error_code else None
+def _ticket_view(t: Row[Any]) -> TicketView:
+    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7])
+
+
+def _view(o: Row[Any], tickets: Sequence[Row[Any]]) -> OrderView:
+    """The API view of a committed order (its row and its tickets' rows)."""
+    rank = _rank(o.request)
+    ordered = sorted(tickets, key=lambda t: (rank.get(t.passenger_id, len(rank)), t.id))
     return OrderView(
-        order_id=order.id,
-        status=order.status,
-        train_code=order.train_code,
-        date=order.service_date,
-        from_station=order.from_station,
-        to_station=order.to_station,
-        created_at=as_utc(order.created_at),
-        error=error,
-        payment_status=order.payment_status,
+        order_id=o.id,
+        status=o.status,
+        train_code=o.train_code,
+        date=o.service_date,
+        from_station=o.from_station,
+        to_station=o.to_station,
+        created_at=as_utc(o.created_at),
+        error={"code": o.error_code, "message": o.error_message or ""} if o.error_code else None,
+        payment_status=o.payment_status,
         queue_position=0,
-        pay_deadline=as_utc(order.pay_deadline) if order.pay_deadline else None,
-        total_fen=order.total_fen,
-        tickets=tuple(_ticket_view(t) for t in sorted(tickets, key=_position_in(order))),
+        pay_deadline=as_utc(o.pay_deadline) if o.pay_deadline else None,
+        total_fen=o.total_fen,
+        tickets=tuple(_ticket_view(t) for t in ordered),
     )
 
 
-async def _views(session: AsyncSession, orders: Sequence[Order]) -> list[OrderView]:
+async def _views(conn: AsyncConnection, orders: Sequence[Row[Any]]) -> list[OrderView]:
     """The views of these orders, their tickets read in one statement."""
-    tickets = (
-        (await session.execute(select(Ticket).where(Ticket.order_id.in_([o.id for o in orders]))))
-        .scalars()
-        .all()
-        if orders
-        else []
-    )
-    by_order: dict[str, list[Ticket]] = {}
-    for t in tickets:
+    if not orders:
+        return []
+    rows = (
+        await conn.execute(select(*TICKET_COLUMNS).where(_ticket.order_id.in_([o.id for o in orders])))
+    ).all()
+    by_order: dict[str, list[Row[Any]]] = {}
+    for t in rows:
         by_order.setdefault(t.order_id, []).append(t)
-    return [view_of(o, by_order.get(o.id, [])) for o in orders]
+    return [_view(o, by_order.get(o.id, [])) for o in orders]
 
 
 class DbOrderReads:
     """The ``OrderReads`` of the system of record."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self.sessionmaker = sessionmaker
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
 
     async def committed(self, member_id: int, order_ids: Sequence[str]) -> dict[str, OrderView]:
         if not order_ids:
             return {}
-        async with self.sessionmaker() as session:
-            orders = (
-                (
-                    await session.execute(
-                        select(Order).where(Order.id.in_(list(order_ids)), Order.member_id == member_id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if not orders:
-                return {}
-            return {v.order_id: v for v in await _views(session, orders)}
+        stmt = select(*ORDER_COLUMNS).where(_order.id.in_(list(order_ids)), _order.member_id == member_id)
+        async with self.engine.connect() as conn:
+            orders = (await conn.execute(stmt)).all()
+            return {v.order_id: v for v in await _views(conn, orders)}
 
     async def page(
         self, member_id: int, limit: int, before: tuple[dt.datetime, str] | None
     ) -> tuple[list[OrderView], bool]:
-        stmt = select(Order).where(Order.member_id == member_id)
+        stmt = select(*ORDER_COLUMNS).where(_order.member_id == member_id)
         if before is not None:
             created, last_id = before
             stmt = stmt.where(
-                or_(Order.created_at < created, and_(Order.created_at == created, Order.id < last_id))
+                or_(_order.created_at < created, and_(_order.created_at == created, _order.id < last_id))
             )
-        stmt = stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
-        async with self.sessionmaker() as session:
-            orders = list((await session.execute(stmt)).scalars().all())
+        stmt = stmt.order_by(_order.created_at.desc(), _order.id.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            orders = (await conn.execute(stmt)).all()
             more = len(orders) > limit
-            return await _views(session, orders[:limit]), more
+            return await _views(conn, orders[:limit]), more
 
     async def known(self, order_ids: Sequence[str]) -> set[str]:
-        async with self.sessionmaker() as session:
-            found = await session.execute(select(Order.id).where(Order.id.in_(list(order_ids))))
+        async with self.engine.connect() as conn:
+            found = await conn.execute(select(_order.id).where(_order.id.in_(list(order_ids))))
             return set(found.scalars().all())
 
     async def tickets(self, member_id: int, limit: int) -> list[TicketView]:
-        async with self.sessionmaker() as session:
-            rows = (
-                await session.execute(
-                    select(Ticket, Order)
-                    .join(Order, Order.id == Ticket.order_id)
-                    .where(Ticket.member_id == member_id)
-                    .order_by(Ticket.created_at.desc(), Ticket.id)
-                    .limit(limit)
-                )
-            ).all()
-        return [_ticket_view(t, o) for t, o in rows]
+        stmt = (
+            select(
+                *TICKET_COLUMNS,
+                _order.train_code,
+                _order.service_date,
+                _order.from_station,
+                _order.to_station,
+            )
+            .join_from(Ticket.__table__, Order.__table__, _order.id == _ticket.order_id)
+            .where(_ticket.member_id == member_id)
+            .order_by(_ticket.created_at.desc(), _ticket.id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [TicketView(*row) for row in rows]

@@ -22,6 +22,7 @@ from railbook.kit.clock import utcnow
 from railbook.services.after_sale.payment import require_order
 from railbook.services.after_sale.ports import AfterSaleContext, OrderCanceller, OrderRecord, TicketRecord
 from railbook.services.booking.markers import forget_markers
+from railbook.services.booking.view_cache import forget_order_views
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.releases import order_release_id
 
@@ -73,6 +74,7 @@ async def cancel_order(
                 "seats held can be cancelled (refund paid tickets instead).",
                 details={"status": order.status, "payment_status": order.payment_status},
             )
+    await forget_order_views(container, [(order_id, order.member_id)])
     if seats_pending:
         await return_seats_of_orders(container, [order_id])
     return order_id
@@ -157,6 +159,7 @@ async def expire_unpaid(
         for order in due:
             await cancel_rows(tx, order, reason="expired", now=now)
         expired = [o.id for o in due]
+    await forget_order_views(container, [(o.id, o.member_id) for o in due])
     if expired:
         log.info("orders_expired", count=len(expired))
         await return_seats_of_orders(container, expired)

@@ -21,6 +21,7 @@ from railbook.services.after_sale.ports import AfterSaleContext, Charge
 from railbook.services.after_sale.refund import departure_of, require_ticket, return_seats_of_tickets
 from railbook.services.booking.accept import Accepted, OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.markers import forget_order_markers
+from railbook.services.booking.view_cache import forget_order_views
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +87,8 @@ async def apply_changes(
         outcome = await _apply_change(container, change_id, now)
         if outcome is None:
             continue
-        kind, target = outcome
+        kind, target, touched = outcome
+        await forget_order_views(container, touched)
         if kind == "changed":
             applied += 1
             await return_seats_of_tickets(container, [target])
@@ -101,9 +103,10 @@ async def apply_changes(
 
 async def _apply_change(
     container: AfterSaleContext, change_id: int, now: dt.datetime
-) -> tuple[str, str] | None:
-    """Settle one change. Locks the change, then the new order, then the old order and its ticket
-    (order before ticket, as a payment and a refund lock them)."""
+) -> tuple[str, str, list[tuple[str, int]]] | None:
+    """Settle one change: (what was done, to what, the (order, member) it changed). Locks the change,
+    then the new order, then the old order and its ticket (order before ticket, as a payment and a
+    refund lock them)."""
     provider = payment_provider(container)
     async with container.ticket_changes.transaction() as tx:
         change = await tx.lock_pending_change(change_id)
@@ -126,7 +129,7 @@ async def _apply_change(
             await tx.set_change_status(change.id, ABANDONED, now=now)
             if new.payment_status == PaymentStatus.UNPAID:
                 await cancel_rows(tx, new, reason="cancelled", now=now)
-                return ("cancelled", new.id)
+                return ("cancelled", new.id, [(new.id, new.member_id)])
             return None
         await tx.mark_changed(old.id, now=now)
         covered = min(old.price_fen, new.total_fen)
@@ -155,7 +158,7 @@ async def _apply_change(
             now=now,
         )
     log.info("ticket_changed", ticket_id=change.ticket_id, new_order_id=change.new_order_id)
-    return ("changed", change.ticket_id)
+    return ("changed", change.ticket_id, [(old_order.id, old_order.member_id), (new.id, new.member_id)])
 
 
 __all__ = ["apply_changes", "change_ticket"]

@@ -38,6 +38,7 @@ from railbook.services.after_sale.ports import (
     PaymentProvider,
 )
 from railbook.services.booking.markers import forget_order_markers
+from railbook.services.booking.view_cache import forget_order_views
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +113,7 @@ async def pay_order(
             order_id=order.id, amount_fen=order.total_fen, idempotency_key=idempotency_key
         )
         await tx.mark_paid(order.id, charge, idempotency_key=idempotency_key, now=now)
+    await forget_order_views(container, [(order_id, member_id)])
     log.info("order_paid", order_id=order_id, amount_fen=charge.amount_fen)
     # Paid: no longer "pending or unpaid", so the passenger may be booked on this train-day again.
     await forget_order_markers(container, [order_id])
@@ -169,6 +171,7 @@ async def apply_callback(
     except PaymentAlreadyRecorded:
         # A concurrent delivery of the same notice won the unique (provider, provider_ref).
         return CallbackResult(order_id, applied=False)
+    await forget_order_views(container, [(order_id, order.member_id)])
     log.info("payment_callback_applied", order_id=order_id, provider_ref=provider_ref)
     await forget_order_markers(container, [order_id])
     return CallbackResult(order_id, applied=True)

@@ -34,6 +34,7 @@ from railbook.domain.order_state import OrderStatus
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.markers import marker_keep_seconds
 from railbook.services.booking.ports import HeldOrder, OrderMessage, SeatConflict
+from railbook.services.booking.view_cache import forget_order_views
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.loading import ensure_day_loaded
 from railbook.services.sales.reconcile import reconcile_day
@@ -261,7 +262,13 @@ async def settle(container: OrderContext, outcome: CommitOutcome) -> None:
     """Return the sale tokens and drop the pending records of finished orders. Duplicate markers of
     failed orders are cleared; those of committed (unpaid) orders are kept until the pay deadline and a
     margin, so the accept path refuses a second order for the passenger without asking the
-    database; payment, cancellation and expiry delete them (``booking.forget_markers``)."""
+    database; payment, cancellation and expiry delete them (``booking.forget_markers``).
+
+    First the read model learns that these orders are written (``forget_order_views``): a reader then
+    asks the database instead of answering from the pending record. Before the acknowledgement, so a
+    failure here is retried with the redelivered messages."""
+    finished = outcome.committed + outcome.failed
+    await forget_order_views(container, [(m.order_id, m.member_id) for m in finished])
     guard = container.guard
     by_day: dict[tuple[str, dt.date], tuple[list[HeldOrder], list[HeldOrder]]] = {}
     for m, ok in [(m, True) for m in outcome.committed] + [(m, False) for m in outcome.failed]:
@@ -275,5 +282,5 @@ async def settle(container: OrderContext, outcome: CommitOutcome) -> None:
             for (code, day), (done, _) in by_day.items()
         ],
         *[guard.settle(code, day, failed) for (code, day), (_, failed) in by_day.items()],
-        guard.forget_pending([(m.order_id, m.member_id) for m in outcome.committed + outcome.failed]),
+        guard.forget_pending([(m.order_id, m.member_id) for m in finished]),
     )

@@ -8,7 +8,14 @@ from typing import Protocol
 
 from railbook.config import Settings
 from railbook.services.booking.memos import MemberCache, SoldOutMemo
-from railbook.services.booking.ports import AcceptReads, OrderGuard, OrderIntake, OrderReads, OrderStore
+from railbook.services.booking.ports import (
+    AcceptReads,
+    OrderGuard,
+    OrderIntake,
+    OrderReads,
+    OrderStore,
+    OrderViewCache,
+)
 from railbook.services.booking.train_days import TrainDayCache
 from railbook.services.ports import Allocator
 from railbook.services.sales.ports import DayRecords
@@ -45,3 +52,8 @@ class OrderContext(Protocol):
 
     @property
     def order_reads(self) -> OrderReads: ...
+
+    @property
+    def order_views(self) -> OrderViewCache:
+        """The read model's cache of committed orders and member lists (``booking.view_cache``)."""
+        ...

@@ -20,6 +20,10 @@ from railbook.services.ports import Allocation
 
 IDEMPOTENCY_TTL_SECONDS = 26 * 3600
 PENDING_RECORD_TTL_SECONDS = 24 * 3600
+# Cached read views live this long (bounds a change whose invalidation failed, see booking.view_cache);
+# generations far longer than any reader's window, and than a pending record after its commit.
+VIEW_TTL_SECONDS = 60
+VIEW_GENERATION_TTL_SECONDS = 2 * 24 * 3600
 
 
 class MarkersUnknown(Exception):
@@ -331,4 +335,34 @@ class OrderReads(Protocol):
 
     async def tickets(self, member_id: int, limit: int) -> list[TicketView]:
         """The member's tickets with their orders' journeys, newest first."""
+        ...
+
+
+class OrderViewCache(Protocol):
+    """Compact views of committed orders and of a member's lists, kept beside their generations
+    (Redis in distributed mode, process memory when embedded); see ``booking.view_cache`` for the
+    invariant the generations keep.
+
+    A generation is an int: 0 while nothing changed since the entry could first be read, and None
+    when the cache could not be asked (then nothing is filled and nothing is assumed)."""
+
+    async def order(self, order_id: str) -> tuple[str | None, int | None]:
+        """The cached view of the order (or None) and the order's generation, in one round trip."""
+        ...
+
+    async def keep_order(self, order_id: str, generation: int, view: str) -> None:
+        """Cache the view, unless the order's generation moved past ``generation`` meanwhile."""
+        ...
+
+    async def member_entry(self, member_id: int, name: str) -> tuple[str | None, int | None]:
+        """A cached entry of the member (a list page, the account) and the member's generation."""
+        ...
+
+    async def keep_member_entry(self, member_id: int, name: str, generation: int, value: str) -> None:
+        """Cache the entry, unless the member's generation moved past ``generation`` meanwhile."""
+        ...
+
+    async def forget(self, order_ids: Sequence[str], member_ids: Sequence[int]) -> None:
+        """A change of these orders (and of these members' entries) committed: move their generations
+        on, then drop their cached entries."""
         ...

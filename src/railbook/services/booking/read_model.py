@@ -5,6 +5,12 @@ Invariant (API.md): an order once answered 202 can always be read back. The data
 committed orders; a pending record answers while the order is queued; an id we issued that neither
 knows after ``LOST_AFTER_SECONDS`` (a total loss of Redis data) is reported ``FAILURE`` with
 ``LOST_IN_FAILOVER`` — never left pending for ever.
+
+Cost: committed orders and the member's lists are served from the view cache (``booking.view_cache``:
+no stale status once a change has answered); a queued order is answered from its pending record
+without asking the database while its generation says it was not committed (see there), up to
+``PENDING_TRUSTED_SECONDS`` after it was accepted (then the database is asked as well, should a
+committer have stopped between its commit and its invalidation).
 """
 
 from __future__ import annotations
@@ -21,10 +27,19 @@ from railbook.kit.clock import as_utc
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.order_ids import order_id_time, verify_order_id
 from railbook.services.booking.ports import OrderView, TicketView
+from railbook.services.booking.view_cache import (
+    decode_order,
+    decode_page,
+    decode_tickets,
+    encode_order,
+    encode_page,
+    encode_tickets,
+)
 
 __all__ = ["OrderView", "TicketView", "get_order", "list_orders", "list_tickets"]
 
 LOST_AFTER_SECONDS = 10.0
+PENDING_TRUSTED_SECONDS = 30.0
 MAX_PAGE = 100
 
 
@@ -42,15 +57,35 @@ def _pending_view(record: Mapping[str, Any], position: int) -> OrderView:
     )
 
 
+def _recent(record: Mapping[str, Any]) -> bool:
+    """Whether the order was accepted less than ``PENDING_TRUSTED_SECONDS`` ago."""
+    created = as_utc(dt.datetime.fromisoformat(str(record["created_at"])))
+    return (dt.datetime.now(dt.UTC) - created).total_seconds() < PENDING_TRUSTED_SECONDS
+
+
 async def get_order(container: OrderContext, *, member_id: int, order_id: str) -> OrderView:
     """One order of this member, wherever it is on its way; someone else's (or a made-up id) is 404."""
     order_id = order_id.strip().lower()
+    cached, generation = await container.order_views.order(order_id)
+    if cached is not None:
+        owner, view = decode_order(cached)
+        if owner == member_id:
+            return view
+    guard = container.guard
+    if generation == 0 and verify_order_id(container.jwt_secret, member_id, order_id):
+        # Not committed when the generation was read (the committer moves it on after its commit).
+        record = await guard.pending(order_id)
+        if record is not None and int(record["member_id"]) == member_id and _recent(record):
+            return _pending_view(record, await guard.queue_position(record))
     found = await container.order_reads.committed(member_id, [order_id])
     if order_id in found:
+        if generation is not None:
+            await container.order_views.keep_order(
+                order_id, generation, encode_order(member_id, found[order_id])
+            )
         return found[order_id]
     if not verify_order_id(container.jwt_secret, member_id, order_id):
         raise OrderNotFound("No such order.", details={"order_id": order_id})
-    guard = container.guard
     record = await guard.pending(order_id)
     if record is not None and int(record["member_id"]) == member_id:
         # Committed between our two reads? The database answers again.
@@ -106,10 +141,22 @@ async def list_orders(
     """The member's orders, newest first; the first page also shows orders still in the queue."""
     limit = max(1, min(limit, MAX_PAGE))
     reads = container.order_reads
-    views, more = await reads.page(member_id, limit, _decode_cursor(cursor) if cursor else None)
+    before = _decode_cursor(cursor) if cursor else None
+    name = f"orders:{limit}:{cursor or ''}"
+    cached, generation = await container.order_views.member_entry(member_id, name)
+    if cached is not None:
+        views, more = decode_page(cached)
+    else:
+        views, more = await reads.page(member_id, limit, before)
+        if generation is not None:
+            await container.order_views.keep_member_entry(
+                member_id, name, generation, encode_page(views, more)
+            )
     pending: list[Mapping[str, Any]] = []
     if not cursor:
         records = await container.guard.pending_of_member(member_id)
+        listed = {v.order_id for v in views}
+        records = [r for r in records if str(r["order_id"]) not in listed]
         if records:
             known = await reads.known([str(r["order_id"]) for r in records])
             pending = [r for r in records if str(r["order_id"]) not in known]
@@ -120,4 +167,12 @@ async def list_orders(
 
 async def list_tickets(container: OrderContext, *, member_id: int, limit: int = 200) -> list[TicketView]:
     """The member's tickets, newest first."""
-    return await container.order_reads.tickets(member_id, max(1, min(limit, 500)))
+    limit = max(1, min(limit, 500))
+    name = f"tickets:{limit}"
+    cached, generation = await container.order_views.member_entry(member_id, name)
+    if cached is not None:
+        return decode_tickets(cached)
+    tickets = await container.order_reads.tickets(member_id, limit)
+    if generation is not None:
+        await container.order_views.keep_member_entry(member_id, name, generation, encode_tickets(tickets))
+    return tickets

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,6 +43,18 @@ DEMO_PASSENGERS: tuple[tuple[str, str, dt.date, int, str], ...] = (
 )
 
 
+class MemberViewCache(Protocol):
+    """The read model's cache of member entries (``booking.ports.OrderViewCache`` provides it): the
+    account view is cached beside the member's lists under the member's generation, so a fill that
+    read the database before a change is refused (``booking.view_cache`` states the invariant)."""
+
+    async def member_entry(self, member_id: int, name: str) -> tuple[str | None, int | None]: ...
+
+    async def keep_member_entry(self, member_id: int, name: str, generation: int, value: str) -> None: ...
+
+    async def forget(self, order_ids: Sequence[str], member_ids: Sequence[int]) -> None: ...
+
+
 class MemberContext(Protocol):
     """What these use cases need from the composition root (``bootstrap.Container``)."""
 
@@ -52,6 +66,9 @@ class MemberContext(Protocol):
 
     @property
     def guard(self) -> PassengerNameCache: ...
+
+    @property
+    def order_views(self) -> MemberViewCache: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +112,39 @@ async def authenticate(container: MemberContext, *, mobile: str, password: str) 
         raise BadCredentials("Wrong mobile number or password.")
     member_id, role, _hash = row
     if updated is not None:
-        await container.members.update_account(member_id, role=None, password_hash=updated)
+        await _update_account(container, member_id, role=None, password_hash=updated)
     if role == "member":
         await _warm_cached_passengers(container, member_id)
     return member_id, role
 
 
+ACCOUNT_ENTRY = "account"
+
+
 async def get_member(container: MemberContext, member_id: int) -> MemberView:
-    """The member behind a token; 401 if the account is gone."""
+    """The member behind a token; 401 if the account is gone. Served from the member's cached entry,
+    which every change of the account drops (``_update_account``)."""
+    views = container.order_views
+    cached, generation = await views.member_entry(member_id, ACCOUNT_ENTRY)
+    if cached is not None:
+        mid, mobile, name, role = json.loads(cached)
+        return MemberView(int(mid), str(mobile), str(name), str(role))
     member = await container.members.member(member_id)
     if member is None:
         raise Unauthorized("This account no longer exists.")
-    return MemberView(member.member_id, member.mobile, member.name, member.role)
+    view = MemberView(member.member_id, member.mobile, member.name, member.role)
+    if generation is not None:
+        entry = json.dumps([view.member_id, view.mobile, view.name, view.role], ensure_ascii=False)
+        await views.keep_member_entry(member_id, ACCOUNT_ENTRY, generation, entry)
+    return view
+
+
+async def _update_account(
+    container: MemberContext, member_id: int, *, role: str | None, password_hash: str | None
+) -> None:
+    """Change the account, then drop its cached view (after the commit, before answering)."""
+    await container.members.update_account(member_id, role=role, password_hash=password_hash)
+    await container.order_views.forget([], [member_id])
 
 
 def _passenger_view(p: PassengerRecord) -> PassengerView:
@@ -189,7 +227,7 @@ async def _ensure_account(
             ok, _updated = await hasher.verify(password, member.password_hash)
             new_hash = None if ok else await hasher.hash(password)
             if member.role != role or new_hash is not None:
-                await container.members.update_account(member.member_id, role=role, password_hash=new_hash)
+                await _update_account(container, member.member_id, role=role, password_hash=new_hash)
             return member.member_id
         hashed = await hasher.hash(password)
         created = await container.members.create_member(
