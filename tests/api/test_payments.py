@@ -4,7 +4,6 @@ change, waitlist and the signed payment callback (API.md "Orders")."""
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from typing import Any
 
 import httpx
@@ -13,121 +12,26 @@ from sqlalchemy import select, update
 
 from railbook.adapters.db.models import Order, Payment, Ticket
 from railbook.adapters.payment.mock import MockProvider
-from railbook.domain.identity import compose_id_card
 from railbook.services.after_sale.cancel import expire_unpaid
 from railbook.services.after_sale.change import apply_changes
 from railbook.services.after_sale.payment import callback_payload
-from tests.naming import station_code, train_code
-from tests.support import admin, register, unique, wait_final, wait_until
-
-_ids = itertools.count(1)
+from tests.api.after_sale import (
+    assert_error,
+    container_of,
+    held_order,
+    journey,
+    make_train,
+    member_with,
+    sale_day,
+    settled,
+    sold_out,
+)
+from tests.support import register, unique, wait_until
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
     """Start both apps through ordinary fixture resolution (see tests/api/test_members.py)."""
-
-
-def _day(offset: int) -> str:
-    return (dt.date.today() + dt.timedelta(days=offset)).isoformat()
-
-
-async def make_train(
-    client: httpx.AsyncClient, *, days: tuple[int, ...] = (4,), rows: int = 1
-) -> dict[str, Any]:
-    """A 3-stop G train (200 km, one second-class carriage of ``rows`` rows: 5 seats a row) on sale
-    on the given days from today."""
-    admin_auth = await admin(client)
-    names = []
-    for _ in range(3):
-        name = f"站{unique()}"
-        r = await client.post(
-            "/api/v1/admin/stations", json={"name": name, "code": station_code()}, headers=admin_auth
-        )
-        assert r.status_code == 201, r.text
-        names.append(name)
-    code = train_code("G")
-    train = {
-        "code": code,
-        "kind": "G",
-        "stops": [
-            {"station": names[0], "departs": "08:00", "km": 0},
-            {"station": names[1], "arrives": "09:00", "departs": "09:02", "km": 100},
-            {"station": names[2], "arrives": "10:00", "km": 200},
-        ],
-        "carriages": [{"carriage": 1, "seat_class": "second", "rows": rows}],
-    }
-    r = await client.post("/api/v1/admin/trains", json=train, headers=admin_auth)
-    assert r.status_code == 201, r.text
-    for offset in days:
-        r = await client.post("/api/v1/admin/sales/open", json={"date": _day(offset)}, headers=admin_auth)
-        assert r.status_code == 200, r.text
-    return {"code": code, "stations": names}
-
-
-async def member_with(client: httpx.AsyncClient, n: int) -> dict[str, Any]:
-    """A logged-in member with ``n`` passengers."""
-    member = await register(client)
-    member["passengers"] = []
-    for _ in range(n):
-        k = next(_ids)
-        card = compose_id_card("110105", dt.date(1985, 1, 1) + dt.timedelta(days=k // 1000), k % 1000)
-        r = await client.post(
-            "/api/v1/passengers",
-            json={"name": "王五", "id_card": card, "type": "adult"},
-            headers=member["headers"],
-        )
-        assert r.status_code == 201, r.text
-        member["passengers"].append(r.json()["passenger_id"])
-    return member
-
-
-def _journey(train: dict[str, Any], offset: int, passengers: list[int]) -> dict[str, Any]:
-    return {
-        "date": _day(offset),
-        "train_code": train["code"],
-        "from": train["stations"][0],
-        "to": train["stations"][2],
-        "passengers": [{"passenger_id": p, "seat_class": "second"} for p in passengers],
-    }
-
-
-async def place(client: httpx.AsyncClient, member: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
-    return await client.post("/api/v1/orders", json=body, headers=member["headers"])
-
-
-async def settled(client: httpx.AsyncClient, member: dict[str, Any], order_id: str) -> dict[str, Any]:
-    """The order once the committer has answered (it leaves PENDING within a moment)."""
-    return await wait_final(client, member["headers"], order_id)
-
-
-async def held_order(
-    client: httpx.AsyncClient, member: dict[str, Any], body: dict[str, Any]
-) -> dict[str, Any]:
-    r = await place(client, member, body)
-    assert r.status_code == 202, r.text
-    order = await settled(client, member, r.json()["order_id"])
-    assert order["status"] == "SUCCESS", order
-    assert order["payment_status"] == "UNPAID"
-    return order
-
-
-async def sold_out(client: httpx.AsyncClient, member: dict[str, Any], body: dict[str, Any]) -> bool:
-    r = await place(client, member, body)
-    if r.status_code == 409:
-        assert r.json()["error"]["code"] == "SOLD_OUT", r.text
-        return True
-    assert r.status_code == 202, r.text
-    return (await settled(client, member, r.json()["order_id"]))["status"] == "EMPTY"
-
-
-def _container(client: httpx.AsyncClient) -> Any:
-    return client.app.state.container  # type: ignore[attr-defined]
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> None:
-    assert r.status_code == status, r.text
-    assert r.json()["error"]["code"] == code, r.text
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,7 +42,7 @@ async def test_pay_marks_order_and_tickets_paid_and_paying_again_answers_the_sam
 ) -> None:
     train = await make_train(client)
     member = await member_with(client, 2)
-    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    order = await held_order(client, member, journey(train, 4, member["passengers"]))
     url = f"/api/v1/orders/{order['order_id']}/pay"
     headers = {**member["headers"], "Idempotency-Key": unique("pay-")}
     first = await client.post(url, json={"method": "mock"}, headers=headers)
@@ -150,7 +54,7 @@ async def test_pay_marks_order_and_tickets_paid_and_paying_again_answers_the_sam
     assert again.status_code == 200 and again.json() == paid
     plain = await client.post(url, json={"method": "mock"}, headers=member["headers"])
     assert plain.status_code == 200 and plain.json() == paid
-    async with _container(client).sessionmaker() as session:
+    async with container_of(client).sessionmaker() as session:
         payments = (
             (
                 await session.execute(
@@ -168,7 +72,7 @@ async def test_pay_marks_order_and_tickets_paid_and_paying_again_answers_the_sam
 async def test_someone_elses_order_or_ticket_is_not_found(client: httpx.AsyncClient) -> None:
     train = await make_train(client)
     owner = await member_with(client, 1)
-    order = await held_order(client, owner, _journey(train, 4, owner["passengers"]))
+    order = await held_order(client, owner, journey(train, 4, owner["passengers"]))
     other = await register(client)
     oid = order["order_id"]
     for path in (f"/api/v1/orders/{oid}/pay", f"/api/v1/orders/{oid}/cancel"):
@@ -192,11 +96,11 @@ async def test_payment_after_the_deadline_is_refused_and_expiry_puts_the_seats_b
 ) -> None:
     train = await make_train(client)
     first = await member_with(client, 5)
-    order = await held_order(client, first, _journey(train, 4, first["passengers"]))
+    order = await held_order(client, first, journey(train, 4, first["passengers"]))
     second = await member_with(client, 1)
-    assert await sold_out(client, second, _journey(train, 4, second["passengers"]))
+    assert await sold_out(client, second, journey(train, 4, second["passengers"]))
 
-    container = _container(client)
+    container = container_of(client)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     async with container.sessionmaker() as session, session.begin():
         await session.execute(update(Order).where(Order.id == order["order_id"]).values(pay_deadline=past))
@@ -221,16 +125,16 @@ async def test_payment_after_the_deadline_is_refused_and_expiry_puts_the_seats_b
         409,
         "PAY_DEADLINE_PASSED",
     )
-    later = await held_order(client, second, _journey(train, 4, second["passengers"]))
+    later = await held_order(client, second, journey(train, 4, second["passengers"]))
     assert later["tickets"][0]["seat"].startswith("01-01")
 
 
 async def test_cancel_puts_the_seats_back_on_sale(client: httpx.AsyncClient) -> None:
     train = await make_train(client)
     first = await member_with(client, 5)
-    order = await held_order(client, first, _journey(train, 4, first["passengers"]))
+    order = await held_order(client, first, journey(train, 4, first["passengers"]))
     second = await member_with(client, 2)
-    assert await sold_out(client, second, _journey(train, 4, second["passengers"]))
+    assert await sold_out(client, second, journey(train, 4, second["passengers"]))
     r = await client.post(f"/api/v1/orders/{order['order_id']}/cancel", headers=first["headers"])
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "CANCEL"
@@ -244,13 +148,13 @@ async def test_cancel_puts_the_seats_back_on_sale(client: httpx.AsyncClient) -> 
         409,
         "NOT_PAYABLE",
     )
-    await held_order(client, second, _journey(train, 4, second["passengers"]))
+    await held_order(client, second, journey(train, 4, second["passengers"]))
 
 
 async def test_a_paid_order_cannot_be_cancelled(client: httpx.AsyncClient) -> None:
     train = await make_train(client)
     member = await member_with(client, 1)
-    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    order = await held_order(client, member, journey(train, 4, member["passengers"]))
     r = await client.post(
         f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=member["headers"]
     )
@@ -266,14 +170,14 @@ async def test_refund_charges_the_fee_of_its_band_and_puts_that_seat_back(client
     # Departure 4 days ahead (08:00 Beijing): between 48 hours and 8 days before, so 5 %.
     train = await make_train(client, days=(4, 10))
     first = await member_with(client, 5)
-    order = await held_order(client, first, _journey(train, 4, first["passengers"]))
+    order = await held_order(client, first, journey(train, 4, first["passengers"]))
     assert (
         await client.post(
             f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=first["headers"]
         )
     ).status_code == 200
     second = await member_with(client, 1)
-    assert await sold_out(client, second, _journey(train, 4, second["passengers"]))
+    assert await sold_out(client, second, journey(train, 4, second["passengers"]))
 
     ticket = order["tickets"][0]
     assert_error(
@@ -294,12 +198,12 @@ async def test_refund_charges_the_fee_of_its_band_and_puts_that_seat_back(client
     view = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=first["headers"])).json()
     assert view["payment_status"] == "PARTLY_REFUNDED"
     assert sorted(t["status"] for t in view["tickets"]) == ["PAID"] * 4 + ["REFUNDED"]
-    later = await held_order(client, second, _journey(train, 4, second["passengers"]))
+    later = await held_order(client, second, journey(train, 4, second["passengers"]))
     assert later["tickets"][0]["seat"] == ticket["seat"]
 
     # Ten days ahead: free.
     third = await member_with(client, 1)
-    far = await held_order(client, third, _journey(train, 10, third["passengers"]))
+    far = await held_order(client, third, journey(train, 10, third["passengers"]))
     await client.post(
         f"/api/v1/orders/{far['order_id']}/pay", json={"method": "mock"}, headers=third["headers"]
     )
@@ -314,7 +218,7 @@ async def test_refund_charges_the_fee_of_its_band_and_puts_that_seat_back(client
 async def test_an_unpaid_ticket_cannot_be_refunded(client: httpx.AsyncClient) -> None:
     train = await make_train(client)
     member = await member_with(client, 1)
-    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    order = await held_order(client, member, journey(train, 4, member["passengers"]))
     assert_error(
         await client.post(
             f"/api/v1/tickets/{order['tickets'][0]['ticket_id']}/refund", headers=member["headers"]
@@ -329,14 +233,14 @@ async def test_change_makes_the_old_ticket_changed_once_the_new_order_holds(
 ) -> None:
     train = await make_train(client, days=(4, 5))
     member = await member_with(client, 1)
-    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    order = await held_order(client, member, journey(train, 4, member["passengers"]))
     await client.post(
         f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=member["headers"]
     )
     ticket = order["tickets"][0]
     r = await client.post(
         f"/api/v1/tickets/{ticket['ticket_id']}/change",
-        json={"date": _day(5), "train_code": train["code"], "seat_class": "second"},
+        json={"date": sale_day(5), "train_code": train["code"], "seat_class": "second"},
         headers=member["headers"],
     )
     assert r.status_code == 202, r.text
@@ -344,7 +248,7 @@ async def test_change_makes_the_old_ticket_changed_once_the_new_order_holds(
     assert_error(
         await client.post(
             f"/api/v1/tickets/{ticket['ticket_id']}/change",
-            json={"date": _day(5), "train_code": train["code"], "seat_class": "second"},
+            json={"date": sale_day(5), "train_code": train["code"], "seat_class": "second"},
             headers=member["headers"],
         ),
         409,
@@ -355,23 +259,23 @@ async def test_change_makes_the_old_ticket_changed_once_the_new_order_holds(
 
     async def paid() -> dict[str, Any] | None:
         # Applied here or by the background loop (which may hold the row right now).
-        await apply_changes(_container(client))
+        await apply_changes(container_of(client))
         order = (await client.get(f"/api/v1/orders/{new_id}", headers=member["headers"])).json()
         return dict(order) if order["payment_status"] == "PAID" else None
 
     new = await wait_until(paid, timeout=5.0, what="the change to be applied")
-    assert new["date"] == _day(5)
+    assert new["date"] == sale_day(5)
     assert [t["status"] for t in new["tickets"]] == ["PAID"]
     old = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=member["headers"])).json()
     assert [t["status"] for t in old["tickets"]] == ["CHANGED"]
-    async with _container(client).sessionmaker() as session:
+    async with container_of(client).sessionmaker() as session:
         released = (
             await session.execute(select(Ticket.released_at).where(Ticket.id == ticket["ticket_id"]))
         ).scalar_one()
     assert released is not None
     # The old seat is back on sale: the whole carriage can be booked on the old day again.
     other = await member_with(client, 5)
-    await held_order(client, other, _journey(train, 4, other["passengers"]))
+    await held_order(client, other, journey(train, 4, other["passengers"]))
     assert_error(
         await client.post(f"/api/v1/tickets/{ticket['ticket_id']}/refund", headers=member["headers"]),
         409,
@@ -383,11 +287,11 @@ async def test_waitlist_is_filled_when_a_cancel_returns_seats(client: httpx.Asyn
     train = await make_train(client)
     first = await member_with(client, 5)
     waiting = await member_with(client, 1)
-    body = _journey(train, 4, waiting["passengers"])
+    body = journey(train, 4, waiting["passengers"])
     assert_error(
         await client.post("/api/v1/waitlist", json=body, headers=waiting["headers"]), 409, "NOT_SOLD_OUT"
     )
-    order = await held_order(client, first, _journey(train, 4, first["passengers"]))
+    order = await held_order(client, first, journey(train, 4, first["passengers"]))
     r = await client.post("/api/v1/waitlist", json=body, headers=waiting["headers"])
     assert r.status_code == 201, r.text
     waitlist_id = r.json()["waitlist_id"]
@@ -408,8 +312,8 @@ async def test_callback_with_a_bad_signature_changes_nothing_and_a_replay_is_ign
 ) -> None:
     train = await make_train(client)
     member = await member_with(client, 1)
-    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
-    provider = MockProvider(_container(client).jwt_secret)
+    order = await held_order(client, member, journey(train, 4, member["passengers"]))
+    provider = MockProvider(container_of(client).jwt_secret)
     payload = callback_payload(order_id=order["order_id"], provider_ref=unique("ref-"), amount_fen=9200)
     good = {**payload, "signature": provider.sign(payload)}
 
@@ -426,7 +330,7 @@ async def test_callback_with_a_bad_signature_changes_nothing_and_a_replay_is_ign
     assert replay.status_code == 200 and replay.json() == {"order_id": order["order_id"], "applied": False}
     view = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=member["headers"])).json()
     assert view["payment_status"] == "PAID"
-    async with _container(client).sessionmaker() as session:
+    async with container_of(client).sessionmaker() as session:
         count = len(
             (await session.execute(select(Payment.id).where(Payment.order_id == order["order_id"]))).all()
         )

@@ -20,8 +20,7 @@ from railbook.services.after_sale.cancel import expire_unpaid
 from railbook.services.booking.read_model import get_order, list_orders, list_tickets
 from railbook.services.booking.view_cache import decode_order, decode_page, encode_order, encode_page
 from railbook.services.members.service import _ensure_account, get_member
-
-from .test_payments import _container, _journey, held_order, make_train, member_with
+from tests.api.after_sale import container_of, held_order, journey, make_train, member_with
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -47,7 +46,7 @@ async def _all_views(client: httpx.AsyncClient, member: dict[str, Any], order_id
 async def test_every_change_is_seen_by_every_read_at_once(client: httpx.AsyncClient) -> None:
     train = await make_train(client, days=(4,))
     member = await member_with(client, 2)
-    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    order = await held_order(client, member, journey(train, 4, member["passengers"]))
     oid = order["order_id"]
     for _ in range(2):  # the second round is served from the cache
         one, listed, tickets = await _all_views(client, member, oid)
@@ -69,8 +68,8 @@ async def test_every_change_is_seen_by_every_read_at_once(client: httpx.AsyncCli
 async def test_cancel_and_expiry_are_seen_at_once(client: httpx.AsyncClient) -> None:
     train = await make_train(client, days=(4,))
     member = await member_with(client, 2)
-    first = await held_order(client, member, _journey(train, 4, member["passengers"][:1]))
-    second = await held_order(client, member, _journey(train, 4, member["passengers"][1:]))
+    first = await held_order(client, member, journey(train, 4, member["passengers"][:1]))
+    second = await held_order(client, member, journey(train, 4, member["passengers"][1:]))
     await _all_views(client, member, first["order_id"])
     await _all_views(client, member, second["order_id"])
     r = await client.post(f"/api/v1/orders/{first['order_id']}/cancel", headers=member["headers"])
@@ -78,7 +77,7 @@ async def test_cancel_and_expiry_are_seen_at_once(client: httpx.AsyncClient) -> 
     one, listed, tickets = await _all_views(client, member, first["order_id"])
     assert one == listed == r.json() and one["status"] == "CANCEL"
     assert {t["status"] for t in tickets} == {"CANCELLED"}
-    container = _container(client)
+    container = container_of(client)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     async with container.sessionmaker() as session, session.begin():
         await session.execute(update(Order).where(Order.id == second["order_id"]).values(pay_deadline=past))
@@ -93,9 +92,9 @@ async def test_a_fill_read_before_a_change_is_refused(client: httpx.AsyncClient)
     then the reader fills the cache with what it read. The fill must not land."""
     train = await make_train(client, days=(4,))
     member = await member_with(client, 1)
-    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
+    order = await held_order(client, member, journey(train, 4, member["passengers"]))
     oid, mid = order["order_id"], member["member_id"]
-    container = _container(client)
+    container = container_of(client)
     views = container.order_views
     _, generation = await views.order(oid)
     stale = await container.order_reads.committed(mid, [oid])
@@ -120,7 +119,7 @@ async def test_the_account_view_follows_a_change_of_role(client: httpx.AsyncClie
     member = await member_with(client, 0)
     me = await _get(client, member, "/api/v1/me")
     assert me["role"] == "member" and await _get(client, member, "/api/v1/me") == me
-    container = _container(client)
+    container = container_of(client)
     await _ensure_account(container, mobile=me["mobile"], password="x" * 12, name=me["name"], role="admin")
     assert (await _get(client, member, "/api/v1/me"))["role"] == "admin"
     assert (await get_member(container, member["member_id"])).role == "admin"
@@ -129,8 +128,8 @@ async def test_the_account_view_follows_a_change_of_role(client: httpx.AsyncClie
 async def test_answers_are_the_response_models_bytes(client: httpx.AsyncClient) -> None:
     train = await make_train(client, days=(4,))
     member = await member_with(client, 2)
-    order = await held_order(client, member, _journey(train, 4, member["passengers"]))
-    container = _container(client)
+    order = await held_order(client, member, journey(train, 4, member["passengers"]))
+    container = container_of(client)
     mid = member["member_id"]
     for _ in range(2):  # from the database, then from the cache
         r = await client.get(f"/api/v1/orders/{order['order_id']}", headers=member["headers"])
