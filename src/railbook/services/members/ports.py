@@ -3,7 +3,7 @@ of passenger names."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -105,3 +105,15 @@ class PassengerNameCache(Protocol):
     async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None: ...
 
     async def forget_passengers(self, member_id: int) -> None: ...
+
+
+class MemberViewCache(Protocol):
+    """The read model's cache of member entries (``booking.ports.OrderViewCache`` provides it): the
+    account view is cached beside the member's lists under the member's generation, so a fill that
+    read the database before a change is refused (``booking.view_cache`` states the invariant)."""
+
+    async def member_entry(self, member_id: int, name: str) -> tuple[str | None, int | None]: ...
+
+    async def keep_member_entry(self, member_id: int, name: str, generation: int, value: str) -> None: ...
+
+    async def forget(self, order_ids: Sequence[str], member_ids: Sequence[int]) -> None: ...

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +29,7 @@ from railbook.domain.identity import (
     validate_person_name,
 )
 from railbook.services.members.passwords import PasswordHasher
-from railbook.services.members.ports import MemberStore, PassengerNameCache, PassengerRecord
+from railbook.services.members.ports import MemberStore, MemberViewCache, PassengerNameCache, PassengerRecord
 
 log = structlog.get_logger(__name__)
 
@@ -41,18 +40,6 @@ DEMO_PASSENGERS: tuple[tuple[str, str, dt.date, int, str], ...] = (
     ("张伟", "110101", dt.date(1988, 3, 7), 123, "adult"),
     ("李娜", "310104", dt.date(2003, 11, 21), 246, "student"),
 )
-
-
-class MemberViewCache(Protocol):
-    """The read model's cache of member entries (``booking.ports.OrderViewCache`` provides it): the
-    account view is cached beside the member's lists under the member's generation, so a fill that
-    read the database before a change is refused (``booking.view_cache`` states the invariant)."""
-
-    async def member_entry(self, member_id: int, name: str) -> tuple[str | None, int | None]: ...
-
-    async def keep_member_entry(self, member_id: int, name: str, generation: int, value: str) -> None: ...
-
-    async def forget(self, order_ids: Sequence[str], member_ids: Sequence[int]) -> None: ...
 
 
 class MemberContext(Protocol):
