@@ -1,7 +1,7 @@
 """``railbook serve`` in distributed mode (PostgreSQL + Redis) as a group of processes: one API process
 per core and one for the order committer and scheduler, below the API's CPU priority. Orders placed
 over HTTP are committed; SIGTERM mid-crowd drains every process and loses no accepted order; a child
-that dies by itself stops the group with a non-zero exit."""
+that dies by itself stops the group with a non-zero exit; a parent killed outright takes its children."""
 
 from __future__ import annotations
 
@@ -284,3 +284,16 @@ async def test_sigterm_mid_crowd_drains_every_process_and_loses_no_order(
         kids = children(serve.pid)
         assert await serve.interrupt() == 0, log_tail(serve.log, 80)
         assert await gone(list(kids)), "children left running after Ctrl-C"
+
+
+async def test_processes_die_with_a_killed_parent(tmp_path: Path, stores: dict[str, str]) -> None:
+    """kill -9 of the parent takes its processes along at once (no orphan keeps the port or commits)."""
+    serve = Serve(tmp_path, dict(stores, RAILBOOK_WORKERS="1"))
+    try:
+        await serve.start()
+        kids = children(serve.pid)
+        assert len(kids) == 2, kids
+        assert await serve.signal(signal.SIGKILL) == -signal.SIGKILL
+        assert await gone(list(kids), within_s=2.0), "children outlived their killed parent"
+    finally:
+        await serve.close()

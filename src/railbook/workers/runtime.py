@@ -7,6 +7,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -101,7 +102,7 @@ async def run_background_until_stopped(container: Container, grace_s: float) -> 
 # Processes.
 
 _spawn = multiprocessing.get_context("spawn")
-# How often the parent looks at its signals, and a child at its parent.
+# How often the parent looks at its signals (and, off Linux, a child at its parent).
 POLL_S = 0.5
 
 
@@ -114,16 +115,30 @@ class Child:
     args: tuple[Any, ...] = ()
 
 
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process the moment ``parent`` dies (Linux), else look every
+    ``POLL_S``: a parent killed outright takes its children along, as a single process would, so no
+    orphan keeps the port or commits on. (A parent that is asked to stop drains them first.)"""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    else:
+
+        def follow() -> None:
+            while os.getppid() == parent:
+                time.sleep(POLL_S)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=follow, name="follow-parent", daemon=True).start()
+    if os.getppid() != parent:  # gone before we could follow it
+        os._exit(1)
+
+
 def _child_main(parent: int, target: Callable[..., None], args: tuple[Any, ...]) -> None:
-    """A child's first step: it stops as on SIGTERM once its parent is gone (killed, even with
-    SIGKILL), so no orphan keeps the port or commits on."""
-
-    def follow() -> None:
-        while os.getppid() == parent:
-            time.sleep(POLL_S)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=follow, name="follow-parent", daemon=True).start()
+    """A child's first step: it dies with its parent, then runs its role."""
+    _die_with(parent)
     try:
         target(*args)
     except KeyboardInterrupt:
