@@ -76,10 +76,16 @@ def db_upgrade() -> None:
 def serve(
     host: str = typer.Option(None, help="Bind address (default RAILBOOK_HOST or 127.0.0.1)."),
     port: int = typer.Option(None, help="Port (default RAILBOOK_PORT or 8000)."),
-    workers: int = typer.Option(None, help="HTTP worker processes (distributed mode only)."),
+    workers: int = typer.Option(
+        None,
+        min=1,
+        help="API processes in distributed mode (default RAILBOOK_WORKERS, else one per core).",
+    ),
     sample: bool = typer.Option(True, help="Load the sample timetable into an empty database."),
 ) -> None:
-    """Run everything in one process: API, order worker and scheduler (the single-node default)."""
+    """Run the whole system. Embedded mode: one process (API, order committer, scheduler).
+    Distributed mode (RAILBOOK_REDIS_URL set): one API process per core, and one below the API's CPU
+    priority for the order committer, scheduler, expiry and outbox relay; SIGTERM or Ctrl-C drains all."""
     import uvicorn
 
     settings = Settings()
@@ -99,26 +105,80 @@ def serve(
     console.print(f"[bold green]railbook[/bold green] on http://{host}:{port}/  (API docs: /docs)")
     for line in info.get("lines", []):
         console.print(line)
-    n = workers or settings.workers
-    if n > 1 and not settings.embedded:
-        uvicorn.run(
-            "railbook.api.asgi:serve_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=n,
-            log_level="warning",
-            access_log=False,
-        )
-    else:
-        uvicorn.run(
-            "railbook.api.asgi:serve_app",
-            factory=True,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-        )
+    if not settings.embedded:
+        n = workers or settings.workers or os.cpu_count() or 1
+        console.print(f"{n} API process(es) and one for the order committer and scheduler")
+        raise typer.Exit(_serve_processes(settings, host, port, n))
+    uvicorn.run(
+        "railbook.api.asgi:serve_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def _serve_processes(settings: Settings, host: str, port: int, api_processes: int) -> int:
+    """Distributed ``serve``: the API processes share one listening socket, bound here; the background
+    roles run in a process of their own. Returns the exit status (see ``supervise``)."""
+    import uvicorn
+
+    from railbook.workers.runtime import Child, supervise
+
+    grace = settings.shutdown_grace_seconds
+    config = uvicorn.Config(
+        # API only: the committer and the scheduler are the other process's (``api_app``, not ``serve_app``).
+        "railbook.api.asgi:api_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=grace,
+    )
+    sock = config.bind_socket()
+    children = [Child(f"api-{k + 1}", _serve_http, (config, sock)) for k in range(api_processes)]
+    children.append(Child("background", _serve_background))
+    # Once every API process holds the socket the parent lets go of it: when they stop accepting, new
+    # connections are refused at once instead of waiting in a backlog nobody reads. A child drains for
+    # up to ``grace``; the parent waits a little longer before it kills what is left.
+    return supervise(children, grace + 5.0, started=sock.close)
+
+
+def _serve_http(config: Any, sock: Any) -> None:
+    """An API process of distributed ``serve`` (uvicorn drains it on SIGTERM: stops accepting, finishes
+    the requests in flight)."""
+    import uvicorn
+
+    config.configure_logging()  # a spawned process starts with Python's logging defaults
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _serve_background(settings: Settings | None = None) -> None:
+    """The committer process of distributed ``serve``: order committer, scheduler, expiry and outbox
+    relay, below the API's CPU priority; on SIGTERM the committer acknowledges its batch and stops."""
+    from railbook.workers.runtime import run_background_until_stopped
+
+    settings = settings or Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def work(container: Any) -> None:
+        from railbook.bootstrap import freeze_startup_heap
+
+        freeze_startup_heap()
+        _lower_priority(container.settings)
+        await run_background_until_stopped(container, container.settings.shutdown_grace_seconds)
+
+    _with_container(work, settings)
+
+
+def _lower_priority(settings: Settings) -> None:
+    """Run this process ``WORKER_NICE`` below the API's CPU priority."""
+    if settings.worker_nice:
+        # Below the accept path on a shared host: answering the crowd comes first, committing
+        # (whose delay the order's PENDING state and queue position already show) after.
+        os.nice(settings.worker_nice)
 
 
 @app.command()
@@ -150,10 +210,7 @@ def worker(name: str = typer.Option(None, help="Consumer name (default: host-pid
         from railbook.bootstrap import freeze_startup_heap
 
         freeze_startup_heap()
-        if container.settings.worker_nice:
-            # Below the accept path on a shared host: answering the crowd comes first, committing
-            # (whose delay the order's PENDING state and queue position already show) after.
-            os.nice(container.settings.worker_nice)
+        _lower_priority(container.settings)
         await run_worker(container, name=name)
 
     _with_container(work)

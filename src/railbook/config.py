@@ -53,7 +53,11 @@ class Settings(BaseSettings):
     # Server.
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1
+    # API processes of ``railbook serve`` in distributed mode; unset: one per core.
+    workers: int | None = Field(default=None, ge=1)
+    # On SIGTERM a server process finishes its requests in flight (the committer its batch) for at most
+    # this long before they are cut off.
+    shutdown_grace_seconds: int = Field(default=30, ge=1)
     log_level: str = "info"
     log_json: bool = False
     load_sample_data: bool = True
