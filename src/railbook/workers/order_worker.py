@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import structlog
@@ -162,13 +162,6 @@ async def run_queue_committer(container: Container, *, stop: asyncio.Event | Non
                 await asyncio.sleep(1.0)
         await settle(container, outcome)
         queue.done([m.order_id for m in messages])
-
-
-def committer(container: Container) -> Callable[[], Awaitable[None]]:
-    """The committer loop for this process's mode (what ``start_background`` runs)."""
-    if container.redis is not None:
-        return lambda: run_stream_committer(container)
-    return lambda: run_queue_committer(container)
 
 
 async def run_worker(
