@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from railbook.api.errors import HTTP_CODES, error_response, install_error_handlers, unexpected_error_response
 from railbook.api.fast_orders import ORDERS_PATH, direct_order
+from railbook.api.fast_reads import ORDER_ROUTE, polled_order_id, read_order
 from railbook.bootstrap import Container, build_container, freeze_startup_heap
 from railbook.config import Settings
 from railbook.logs import configure_logging
@@ -76,6 +77,9 @@ class GuardMiddleware:
                 rest = await direct_order(scope, limited_receive, tracking_send)
                 if rest is not None:
                     await self.app(scope, rest, tracking_send)
+            elif (order_id := polled_order_id(scope)) is not None:
+                route_label = ORDER_ROUTE
+                await read_order(scope, order_id, limited_receive, tracking_send)
             else:
                 await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
