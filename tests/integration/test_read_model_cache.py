@@ -29,7 +29,7 @@ async def views(request: pytest.FixtureRequest) -> AsyncIterator[OrderViewCache]
     if request.param == "memory":
         yield MemoryOrderViews(clock=Clock())
         return
-    client: Any = make_redis(request.getfixturevalue("redis_url"))
+    client: Any = make_redis(request.getfixturevalue("module_redis_url"))
     try:
         yield RedisOrderViews(client, AutoPipeline(client))
     finally:

@@ -20,8 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import ADMIN_MOBILE, ADMIN_PASSWORD
-from tests.api.test_orders import make_train_day
 from tests.conftest import claimed_redis_db, fresh_pg_database
 from tests.integration.test_faults import (
     FINAL,
@@ -34,6 +32,7 @@ from tests.integration.test_faults import (
     shop,
 )
 from tests.live_server import free_port, log_tail
+from tests.support import ADMIN_MOBILE, ADMIN_PASSWORD, make_train_day
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
