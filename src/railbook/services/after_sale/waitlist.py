@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import structlog
 
 from railbook.domain.errors import (
-    BadJourney,
     Conflict,
     DomainError,
     InvalidInput,
@@ -22,7 +21,6 @@ from railbook.domain.errors import (
     NotSoldOut,
     PassengerNotFound,
     SoldOut,
-    StationNotFound,
     TooManyRequests,
     Unavailable,
     WaitlistLimit,
@@ -31,7 +29,7 @@ from railbook.kit.clock import utcnow
 from railbook.services.after_sale.ports import AfterSaleContext, WaitlistEntry
 from railbook.services.booking.accept import OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.ports import TrainDay
-from railbook.services.booking.train_days import train_day
+from railbook.services.booking.train_days import journey_on, train_day
 
 log = structlog.get_logger(__name__)
 
@@ -58,24 +56,6 @@ class WaitlistView:
     created_at: dt.datetime
 
 
-def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, int]:
-    i = day.index_of.get(from_station.strip())
-    j = day.index_of.get(to_station.strip())
-    for field, raw, idx in (("from", from_station, i), ("to", to_station, j)):
-        if idx is None:
-            raise StationNotFound(
-                f"{raw} is not a stop of {day.train_code}.",
-                details={"field": field, "station": raw},
-            )
-    assert i is not None and j is not None
-    if i >= j:
-        raise BadJourney(
-            f"{from_station} does not come before {to_station} on {day.train_code}.",
-            details={"from": from_station, "to": to_station},
-        )
-    return i, j
-
-
 async def _remaining(container: AfterSaleContext, day: TrainDay, i: int, j: int) -> dict[str, int]:
     try:
         return await container.allocator.remaining(day.train_code, day.date, i, j)
@@ -99,7 +79,7 @@ async def join_waitlist(container: AfterSaleContext, *, member_id: int, request:
             details={"fields": [{"field": "passengers", "message": "duplicate passenger"}]},
         )
     day = await train_day(container, request.train_code, request.date)
-    i, j = _journey(day, request.from_station, request.to_station)
+    i, j = journey_on(day, request.from_station, request.to_station)
     for pos, p in enumerate(request.passengers):
         if p.seat_class not in day.classes:
             raise InvalidInput(
@@ -245,7 +225,7 @@ async def _fits(container: AfterSaleContext, request: OrderRequest) -> bool:
     """Whether the seats a request needs are free now: checked before placing an order, so a sold-out
     day costs one read per pass instead of an order attempt (and the member's order rate)."""
     day = await train_day(container, request.train_code, request.date)
-    i, j = _journey(day, request.from_station, request.to_station)
+    i, j = journey_on(day, request.from_station, request.to_station)
     remaining = await _remaining(container, day, i, j)
     need = Counter(p.seat_class for p in request.passengers)
     return all(remaining.get(c, 0) >= n for c, n in need.items())

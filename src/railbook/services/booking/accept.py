@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import structlog
 
 from railbook.domain.errors import (
-    BadJourney,
     DomainError,
     DuplicateOrder,
     IdempotencyKeyReused,
@@ -31,7 +30,6 @@ from railbook.domain.errors import (
     NotFound,
     PassengerNotFound,
     SoldOut,
-    StationNotFound,
     Unavailable,
 )
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, SeatAssignment
@@ -42,7 +40,7 @@ from railbook.services.booking.markers import (
 from railbook.services.booking.memos import refuse_if_sold_out
 from railbook.services.booking.order_ids import issue_order_id
 from railbook.services.booking.ports import MarkersUnknown, OrderGuard, TrainDay
-from railbook.services.booking.train_days import train_day
+from railbook.services.booking.train_days import journey_on, train_day
 from railbook.services.ports import AdmissionRefused
 
 log = structlog.get_logger(__name__)
@@ -81,25 +79,6 @@ class OrderRequest:
 class Accepted:
     order_id: str
     status: str = "PENDING"
-
-
-def _journey(day: TrainDay, from_station: str, to_station: str) -> tuple[int, int]:
-    i = day.index_of.get(from_station.strip())
-    j = day.index_of.get(to_station.strip())
-    for name, idx in (("from", i), ("to", j)):
-        if idx is None:
-            raw = from_station if name == "from" else to_station
-            raise StationNotFound(
-                f"{raw} is not a stop of {day.train_code}.",
-                details={"field": name, "station": raw},
-            )
-    assert i is not None and j is not None
-    if i >= j:
-        raise BadJourney(
-            f"{from_station} does not come before {to_station} on {day.train_code}.",
-            details={"from": from_station, "to": to_station},
-        )
-    return i, j
 
 
 # Orders between validation and their answer, per process. Each holds at most one Redis connection
@@ -151,7 +130,7 @@ async def place_order(
         await guard.check_rates(member_id, client_ip)
 
     day = await train_day(container, request.train_code, request.date)
-    i, j = _journey(day, request.from_station, request.to_station)
+    i, j = journey_on(day, request.from_station, request.to_station)
     for pos, p in enumerate(request.passengers):
         if p.seat_class not in day.classes:
             raise InvalidInput(

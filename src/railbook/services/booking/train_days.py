@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from railbook.domain.errors import DateNotOnSale, TrainNotFound
+from railbook.domain.errors import BadJourney, DateNotOnSale, StationNotFound, TrainNotFound
 from railbook.services.booking.ports import TrainDay
 
 if TYPE_CHECKING:
@@ -79,3 +79,24 @@ async def train_day(container: OrderContext, train_code: str, date: dt.date) -> 
         f"{train_code} on {date} is not on sale.",
         details={"date": str(date), "train_code": train_code},
     )
+
+
+def journey_on(day: TrainDay, from_station: str, to_station: str) -> tuple[int, int]:
+    """The stop indexes ``(i, j)`` of a journey on this train-day: STATION_NOT_FOUND for a station the
+    train does not stop at, BAD_JOURNEY unless ``from`` comes before ``to``."""
+    i = day.index_of.get(from_station.strip())
+    j = day.index_of.get(to_station.strip())
+    for name, idx in (("from", i), ("to", j)):
+        if idx is None:
+            raw = from_station if name == "from" else to_station
+            raise StationNotFound(
+                f"{raw} is not a stop of {day.train_code}.",
+                details={"field": name, "station": raw},
+            )
+    assert i is not None and j is not None
+    if i >= j:
+        raise BadJourney(
+            f"{from_station} does not come before {to_station} on {day.train_code}.",
+            details={"from": from_station, "to": to_station},
+        )
+    return i, j
