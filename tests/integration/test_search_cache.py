@@ -32,6 +32,7 @@ from railbook.services.catalog.imports import import_timetable
 from railbook.services.sales.loading import ensure_day_loaded
 from railbook.services.sales.opening import open_sale_days
 from railbook.services.search.service import SearchQuery, SearchService
+from tests.conftest import fresh_pg_database
 from tests.naming import station_code, train_code
 from tests.support import container_for
 
@@ -122,8 +123,17 @@ async def seed_network(container: Container, date: dt.date = DAY) -> Network:
 
 
 @pytest.fixture(scope="module")
-async def container(pg_url: str, redis_url: str) -> AsyncIterator[Container]:
-    async with container_for(settings_for(pg_url, redis_url)) as c:
+def module_pg_url() -> Iterator[str]:
+    """A database of this module's own: the session's apps run schedulers that open sale days in the
+    shared one, and a search service rightly reloads its directory on such news, which would blur what
+    these tests count."""
+    with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def container(module_pg_url: str, module_redis_url: str) -> AsyncIterator[Container]:
+    async with container_for(settings_for(module_pg_url, module_redis_url)) as c:
         yield c
 
 
