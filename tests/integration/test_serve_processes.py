@@ -270,7 +270,12 @@ async def test_sigterm_mid_crowd_drains_every_process_and_loses_no_order(
                 serve.log
             )
             await serve.start()
-            await asyncio.sleep(2.0)
+            # The crowd comes back by itself: each shopper first follows its order placed before the
+            # stop to its end (the restarted committer finishes it), then orders again.
+            deadline = time.monotonic() + 30.0
+            while len(tally.accepted) <= before and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)
         finally:
             stop.set()
             await asyncio.gather(*crowd)
