@@ -32,7 +32,7 @@ from tests.integration.test_faults import (
     shop,
 )
 from tests.live_server import free_port, log_tail
-from tests.support import ADMIN_MOBILE, ADMIN_PASSWORD, make_train_day
+from tests.support import ADMIN_MOBILE, ADMIN_PASSWORD, make_train_day, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -272,10 +272,12 @@ async def test_sigterm_mid_crowd_drains_every_process_and_loses_no_order(
             await serve.start()
             # The crowd comes back by itself: each shopper first follows its order placed before the
             # stop to its end (the restarted committer finishes it), then orders again.
-            deadline = time.monotonic() + 30.0
-            while len(tally.accepted) <= before and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(1.0)
+            await wait_until(
+                lambda: len(tally.accepted) > before,
+                timeout=30.0,
+                interval=0.2,
+                what=f"an order accepted after the restart:\n{log_tail(serve.log)}",
+            )
         finally:
             stop.set()
             await asyncio.gather(*crowd)

@@ -70,3 +70,17 @@ def test_utc_clock_compares_with_beijing_departure() -> None:
     # 09:00 Beijing is 01:00 UTC: 23 hours before is 02:00 UTC the day before → 20 %.
     now = dt.datetime(2026, 12, 9, 2, 0, tzinfo=dt.UTC)
     assert refund_quote(10000, DEPARTS, now).fee_fen == 2000
+
+
+@pytest.mark.parametrize(
+    ("price_fen", "now", "fee_fen"),
+    [
+        (1000, before(days=3), 200),  # 5 % of 10.00 = 0.50, raised to the 2.00 minimum
+        (3000, before(hours=30), 300),  # 10 % of 30.00 = 3.00, above the minimum
+        (1000, before(days=9), 0),  # no fee due: no minimum either
+        (150, before(hours=1), 150),  # the minimum never exceeds the fare
+    ],
+)
+def test_fee_is_at_least_two_yuan_when_due(price_fen: int, now: dt.datetime, fee_fen: int) -> None:
+    quote = refund_quote(price_fen, DEPARTS, now)
+    assert (quote.fee_fen, quote.refund_fen) == (fee_fen, price_fen - fee_fen)

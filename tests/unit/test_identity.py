@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from railbook.domain.errors import InvalidInput
 from railbook.domain.identity import (
+    age_on,
     compose_id_card,
     id_card_check_char,
+    is_child_on,
     mask_id_card,
     validate_id_card,
     validate_mobile,
@@ -168,3 +170,11 @@ def test_passenger_types() -> None:
     assert [validate_passenger_type(t) for t in ("adult", "child", "student")]
     with pytest.raises(InvalidInput):
         validate_passenger_type("senior")
+
+
+def test_child_is_under_fourteen_on_the_travel_date() -> None:
+    card = compose_id_card("110101", dt.date(2012, 12, 10), 1)
+    assert age_on(card, dt.date(2026, 12, 9)) == 13
+    assert is_child_on(card, dt.date(2026, 12, 9))
+    assert age_on(card, dt.date(2026, 12, 10)) == 14  # the 14th birthday: no longer a child
+    assert not is_child_on(card, dt.date(2026, 12, 10))

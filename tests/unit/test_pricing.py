@@ -6,7 +6,14 @@ from decimal import Decimal
 
 import pytest
 
-from railbook.domain.pricing import fare_fen, pair_fares, round_fare_fen, yuan_text
+from railbook.domain.pricing import (
+    fare_fen,
+    fares_by_type,
+    pair_fares,
+    passenger_fare_fen,
+    round_fare_fen,
+    yuan_text,
+)
 from railbook.domain.seating import journey_mask
 from railbook.domain.segments import pair_remaining, sold_per_segment
 
@@ -81,3 +88,22 @@ def test_pair_remaining_brute_force_agrees() -> None:
     for i in range(n):
         for j in range(i + 1, n):
             assert remaining[f"{i}-{j}"] == sum(1 for m in masks if m & journey_mask(i, j) == 0)
+
+
+@pytest.mark.parametrize(
+    ("fare_type", "seat_class", "adult_fen", "fen"),
+    [
+        ("adult", "second", 55300, 55300),
+        ("child", "second", 55300, 27650),  # 276.50
+        ("child", "business", 174850, 87450),  # 874.25 → 874.50
+        ("disabled_military", "first", 93300, 46650),
+        ("student", "second", 55300, 41500),  # 414.75 → 415.00
+        ("student", "hard_seat", 10250, 5150),  # 51.25 → 51.50
+        ("student", "first", 93300, 93300),  # full fare outside second and hard seat
+        ("student", "hard_sleeper", 18000, 18000),
+    ],
+)
+def test_fares_by_passenger_type(fare_type: str, seat_class: str, adult_fen: int, fen: int) -> None:
+    assert passenger_fare_fen(adult_fen, fare_type, seat_class) == fen
+    assert fares_by_type(adult_fen, seat_class)[fare_type] == fen
+    assert fen % 50 == 0

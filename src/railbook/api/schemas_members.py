@@ -73,7 +73,7 @@ class MeOut(BaseModel):
     role: str
 
 
-PassengerType = Literal["adult", "child", "student"]
+PassengerType = Literal["adult", "child", "student", "disabled_military"]
 
 
 class PassengerIn(_Body):

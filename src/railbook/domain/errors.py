@@ -180,6 +180,32 @@ class WaitlistLimit(Conflict):
     code = "WAITLIST_LIMIT"
 
 
+class TrainDeparted(Conflict):
+    """Online sale of this journey has closed: the train has left the boarding station, or leaves
+    within the sale cut-off."""
+
+    code = "TRAIN_DEPARTED"
+
+
+class TripConflict(Conflict):
+    """One person, one seat at a time: the passenger already holds a ticket on this train-day or on
+    a train whose journey overlaps this one."""
+
+    code = "TRIP_CONFLICT"
+
+
+class AlreadyChanged(Conflict):
+    """A ticket that came from a change cannot be changed again."""
+
+    code = "ALREADY_CHANGED"
+
+
+class PassengerHasTickets(Conflict):
+    """A passenger holding an unpaid or paid ticket for a journey not yet made cannot be removed."""
+
+    code = "PASSENGER_HAS_TICKETS"
+
+
 # ---- invalid input -------------------------------------------------------------------------------
 
 
@@ -231,6 +257,12 @@ class AmountMismatch(InvalidInput):
     code = "AMOUNT_MISMATCH"
 
 
+class NotAChild(InvalidInput):
+    """A child fare for someone 14 or older on the travel date."""
+
+    code = "NOT_A_CHILD"
+
+
 class BadCursor(InvalidInput):
     code = "BAD_CURSOR"
 
@@ -254,6 +286,18 @@ class SaleBusy(Unavailable):
 
 class LoginBusy(Unavailable):
     code = "LOGIN_BUSY"
+
+
+class Blocked(Forbidden):
+    """The mobile or address is on the admin blocklist."""
+
+    code = "BLOCKED"
+
+
+class CaptchaRequired(Forbidden):
+    """Anti-bot protection asks for a captcha answer before this is done."""
+
+    code = "CAPTCHA_REQUIRED"
 
 
 def _subclasses(cls: type[DomainError]) -> list[type[DomainError]]:

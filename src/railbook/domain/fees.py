@@ -6,7 +6,8 @@
 - less than 24 hours: 20 %;
 - at or after departure: no refund.
 A fee is rounded to 0.5 yuan the way fares are (below 0.25 down, from 0.25 to 0.5, from 0.75
-up to the next yuan), and never exceeds the fare. Timetable clock times are Beijing time (UTC+8).
+up to the next yuan), is at least 2.00 yuan whenever one is due, and never exceeds the fare.
+Timetable clock times are Beijing time (UTC+8).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from railbook.domain.errors import Conflict
 
 BEIJING = dt.timezone(dt.timedelta(hours=8), "CST")
 FEE_STEP_FEN = 50
+MIN_FEE_FEN = 200  # 2.00 yuan: the least fee charged whenever a fee is due
 
 # (at least this long before departure, fee rate): checked in order, first match wins.
 FEE_BANDS: tuple[tuple[dt.timedelta, Decimal], ...] = (
@@ -70,13 +72,16 @@ def round_fee_fen(exact_fen: Decimal) -> int:
 
 def refund_quote(price_fen: int, departs_at: dt.datetime, now: dt.datetime) -> RefundQuote:
     """Fee and amount paid back for a ticket of ``price_fen`` refunded at ``now``."""
-    fee = min(price_fen, round_fee_fen(Decimal(price_fen) * fee_rate(departs_at, now)))
+    rate = fee_rate(departs_at, now)
+    fee = 0 if rate == 0 else max(MIN_FEE_FEN, round_fee_fen(Decimal(price_fen) * rate))
+    fee = min(price_fen, fee)
     return RefundQuote(refund_fen=price_fen - fee, fee_fen=fee)
 
 
 __all__ = [
     "BEIJING",
     "FEE_BANDS",
+    "MIN_FEE_FEN",
     "RefundAfterDeparture",
     "RefundQuote",
     "departure_at",

@@ -20,7 +20,8 @@ EARLIEST_BIRTH = dt.date(1900, 1, 1)
 PASSWORD_MIN = 8
 PASSWORD_MAX = 128
 NAME_MAX = 64
-PASSENGER_TYPES: tuple[str, ...] = ("adult", "child", "student")
+PASSENGER_TYPES: tuple[str, ...] = ("adult", "child", "student", "disabled_military")
+CHILD_AGE_LIMIT = 14  # a child ticket is for someone under 14 on the travel date
 
 _MOBILE = re.compile(r"1[0-9]{10}")
 _DIGITS17 = re.compile(r"[0-9]{17}")
@@ -109,7 +110,23 @@ def validate_person_name(value: str, field: str = "name") -> str:
 
 
 def validate_passenger_type(value: str) -> str:
-    """adult, child or student (the fare rules differ)."""
+    """adult, child, student or disabled_military (the fare rules differ)."""
     if value not in PASSENGER_TYPES:
-        raise _invalid("type", "The passenger type is adult, child or student.")
+        raise _invalid("type", "The passenger type is adult, child, student or disabled_military.")
     return value
+
+
+def birth_date(id_card: str) -> dt.date:
+    """The birth date written in a (validated) ID number."""
+    return dt.date(int(id_card[6:10]), int(id_card[10:12]), int(id_card[12:14]))
+
+
+def age_on(id_card: str, day: dt.date) -> int:
+    """Whole years of age on ``day`` of the holder of a (validated) ID number."""
+    born = birth_date(id_card)
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+def is_child_on(id_card: str, day: dt.date) -> bool:
+    """Whether the holder may travel on a child ticket on ``day`` (under 14 that day)."""
+    return age_on(id_card, day) < CHILD_AGE_LIMIT

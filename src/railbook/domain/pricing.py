@@ -63,6 +63,35 @@ def pair_fares(kind: str, seat_class: str, kms: list[int]) -> dict[tuple[int, in
     }
 
 
+FARE_TYPES: tuple[str, ...] = ("adult", "child", "student", "disabled_military")
+HALF = Decimal("0.5")
+STUDENT_SHARES: dict[str, Decimal] = {"second": Decimal("0.75"), "hard_seat": HALF}
+
+
+def fare_share(fare_type: str, seat_class: str) -> Decimal:
+    """The share of the adult fare a passenger of this type pays (12306): children and disabled
+    servicemen half; students 75 % in second class and half in hard seats, full fare elsewhere."""
+    if fare_type in ("child", "disabled_military"):
+        return HALF
+    if fare_type == "student":
+        return STUDENT_SHARES.get(seat_class, Decimal(1))
+    return Decimal(1)
+
+
+def passenger_fare_fen(adult_fen: int, fare_type: str, seat_class: str) -> int:
+    """What a passenger of ``fare_type`` pays for a seat whose adult fare is ``adult_fen``, rounded
+    to the nearest 0.50 yuan the way fares are."""
+    share = fare_share(fare_type, seat_class)
+    if share == 1:
+        return adult_fen
+    return round_fare_fen(Decimal(adult_fen) * share / 100)
+
+
+def fares_by_type(adult_fen: int, seat_class: str) -> dict[str, int]:
+    """The fare of every passenger type for one seat, in fen."""
+    return {kind: passenger_fare_fen(adult_fen, kind, seat_class) for kind in FARE_TYPES}
+
+
 def yuan_text(fen: int) -> str:
     """Money as the API writes it: a decimal string in yuan with two places."""
     return f"{fen // 100}.{fen % 100:02d}"

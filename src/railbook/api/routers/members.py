@@ -48,7 +48,7 @@ async def me(principal: MemberDep, container: ContainerDep) -> Response:
 
 
 def _passenger_out(view: members.PassengerView) -> PassengerOut:
-    kind = cast(PassengerType, view.type)  # the domain only stores adult, child or student
+    kind = cast(PassengerType, view.type)  # the domain stores only the four passenger types
     return PassengerOut(
         passenger_id=view.passenger_id, name=view.name, id_card_masked=view.id_card_masked, type=kind
     )

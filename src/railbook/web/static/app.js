@@ -14,7 +14,7 @@ const SEAT_LETTERS = {
   soft_sleeper: ["1", "2", "3", "4"], hard_sleeper: ["1", "2", "3", "4", "5", "6"],
   hard_seat: ["A", "B", "C", "D", "F"],
 };
-const PASSENGER_TYPES = { adult: "成人", child: "儿童", student: "学生" };
+const PASSENGER_TYPES = { adult: "成人", child: "儿童", student: "学生", disabled_military: "残疾军人" };
 const ORDER_STATES = {
   INIT: "排队中", PENDING: "排队中", SUCCESS: "已占座，待支付", FAILURE: "失败",
   EMPTY: "已售完", CANCEL: "已取消",
