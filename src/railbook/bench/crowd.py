@@ -1,12 +1,15 @@
 """The crowd of the flash-sale bench: virtual passengers in load processes of their own.
 
 Each load process runs its share of the members on uvloop over a pool of keep-alive connections.
-A virtual passenger arrives within the ramp, logs in, then until its passengers are seated (or it
-gives up): searches a journey, picks a train with seats left, books 1-5 of its passengers (about a
-third of the orders ask for seat letters), polls the order every second like a 12306 client until
-its status is final, then pays most orders, cancels some, leaves a few unpaid, and refunds a ticket
-of some paid ones. 429/503 answers are retried after their ``Retry-After``. Every event carries a
-wall-clock time so that it lines up with the database's timestamps; the process reports its own CPU.
+Like 12306's passengers, the crowd logs in before the sale opens (a waiting room, timed apart: an
+Argon2 login costs far more CPU than an order, and nobody waits to log in at the minute of release).
+From the sale's start, a virtual passenger arrives within the ramp, then until its passengers are
+seated (or it gives up): searches a journey, picks a train with seats left, books 1-5 of its
+passengers (about a third of the orders ask for seat letters), polls the order every second like a
+12306 client until its status is final, then pays most orders, cancels some, leaves a few unpaid,
+and refunds a ticket of some paid ones. 429/503 answers are retried after their ``Retry-After``.
+Every event carries a wall-clock time so that it lines up with the database's timestamps; the
+process reports its own CPU.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Tally:
     hello_window: tuple[float, float] = (0.0, 0.0)
     sheds: dict[str, int] = field(default_factory=dict)  # 429/503 answers retried, by path kind and code
     cpu_s: float = 0.0
+    login_s: float = 0.0  # the waiting room: every rider of the process logged in before the start
     first_at: float = 0.0
     last_answer_at: float = 0.0
 
@@ -73,6 +77,7 @@ class Tally:
             begin = min(self.hello_window[0] or other.hello_window[0], other.hello_window[0])
             self.hello_window = (begin, max(self.hello_window[1], other.hello_window[1]))
         self.cpu_s += other.cpu_s
+        self.login_s = max(self.login_s, other.login_s)
         for k, v in other.sheds.items():
             self.sheds[k] = self.sheds.get(k, 0) + v
         self.last_answer_at = max(self.last_answer_at, other.last_answer_at)
@@ -133,8 +138,8 @@ class Passenger:
             await asyncio.sleep(answer.retry_after or 0.5)
         raise RuntimeError(f"{method} {path}: still shed after 200 tries")
 
-    async def play(self, arrive_at: float) -> None:
-        await asyncio.sleep(max(0.0, arrive_at - time.time()))
+    async def log_in(self) -> None:
+        """Log in while waiting for the sale to open."""
         got, _, _ = await self.call(
             "POST", "/api/v1/auth/login", {"mobile": self.rider.mobile, "password": MEMBER_PASSWORD}
         )
@@ -143,6 +148,11 @@ class Passenger:
             return
         self.token = got.json()["access_token"]
         self.bump("logins")
+
+    async def play(self, arrive_at: float) -> None:
+        await asyncio.sleep(max(0.0, arrive_at - time.time()))
+        if self.token is None:
+            return  # the login was refused: counted as an error
         free = list(self.rider.passengers)
         for _ in range(MAX_ATTEMPTS):
             if not free:
@@ -282,8 +292,14 @@ async def _play(task: str, plan: Plan, gate: Any, options: dict[str, Any], count
     tally = Tally()
     pool = ClientPool(plan.host, plan.port, options["connections"])
     await pool.open()
-    # Ready: connected and imported. Every process starts at the same wall-clock time, set once all
-    # are ready, so that a slow spawn on a busy machine does not shift one process's crowd.
+    rng = random.Random(options["seed"])
+    riders = [Passenger(r, plan, pool, tally, counts, random.Random(rng.random())) for r in plan.riders]
+    if task != "hello":
+        begun = time.time()
+        await asyncio.gather(*(p.log_in() for p in riders))
+        tally.login_s = time.time() - begun
+    # Ready: connected, imported and logged in. Every process starts at the same wall-clock time, set
+    # once all are ready, so that a slow spawn on a busy machine does not shift one process's crowd.
     start = await asyncio.to_thread(gate.wait_start)
     await asyncio.sleep(max(0.0, start - time.time()))
     cpu0 = time.process_time()
@@ -291,11 +307,7 @@ async def _play(task: str, plan: Plan, gate: Any, options: dict[str, Any], count
         if task == "hello":
             await _hello(plan, pool, start, options["seconds"], tally)
         else:
-            rng = random.Random(options["seed"])
             ramp = options["ramp"]
-            riders = [
-                Passenger(r, plan, pool, tally, counts, random.Random(rng.random())) for r in plan.riders
-            ]
             await asyncio.gather(*(p.play(start + rng.uniform(0, ramp)) for p in riders))
     finally:
         tally.cpu_s = time.process_time() - cpu0
@@ -319,7 +331,7 @@ class Gate:
 
     def open(self, procs: int) -> float:
         for _ in range(procs):
-            if not self.ready.acquire(timeout=120):
+            if not self.ready.acquire(timeout=900):  # logging the crowd in comes first
                 raise RuntimeError("a load process did not get ready")
         self.start.value = time.time() + 0.3
         self.go.set()

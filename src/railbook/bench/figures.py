@@ -77,6 +77,7 @@ def compute(
     seen_tickets = per_second([o["known_at"] for o in success], start, [o["tickets"] for o in success])
     figures = {
         "crowd_seconds": crowd_s,
+        "login_seconds": crowd.login_s,
         "orders_posted": len(crowd.posts),
         "outcomes": outcomes,
         "final_statuses": statuses,
@@ -183,6 +184,7 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
         lambda f: f"{f['committed_tickets']:,} / {f['tickets_seen']:,}",
     ),
     ("crowd duration (first arrival → last POST answer), s", lambda f: f"{f['crowd_seconds']:.1f}"),
+    ("logging the crowd in before the sale, s", lambda f: f"{f.get('login_seconds', 0.0):.1f}"),
     ("CPU s over the crowd (% of one core)", lambda f: _cpu(f)),
     ("429/503 answers retried after Retry-After", lambda f: _dict(f.get("shed_answers_retried", {}))),
     ("load generator CPU s (all load processes)", lambda f: f"{f['load_cpu_seconds']:.1f}"),
