@@ -269,6 +269,7 @@ async def settle(container: OrderContext, outcome: CommitOutcome) -> None:
     failure here is retried with the redelivered messages."""
     finished = outcome.committed + outcome.failed
     await forget_order_views(container, [(m.order_id, m.member_id) for m in finished])
+    await container.search_changes.train_days_changed({(m.train_code, m.date) for m in finished})
     guard = container.guard
     by_day: dict[tuple[str, dt.date], tuple[list[HeldOrder], list[HeldOrder]]] = {}
     for m, ok in [(m, True) for m in outcome.committed] + [(m, False) for m in outcome.failed]:
