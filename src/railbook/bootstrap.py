@@ -45,7 +45,7 @@ from railbook.services.booking.ports import (
 )
 from railbook.services.booking.train_days import TrainDayCache
 from railbook.services.members.passwords import PasswordHasher
-from railbook.services.ports import Allocator
+from railbook.services.ports import Allocator, SearchChanges
 from railbook.services.search.service import SearchService
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class Container:
     order_reads: OrderReads  # committed orders read back for their member
     order_views: OrderViewCache  # the read model's cache: order views, member lists and accounts
     search: SearchService
+    search_changes: SearchChanges  # commits, cancellations, refunds and changes tell search
     search_routes: RouteRepository  # stations, train-days and route legs as search reads them
     search_seats: SeatLayoutRepository  # seat layouts and active tickets as search reads them
     jwt_secret: str
@@ -220,6 +221,7 @@ async def build_container(settings: Settings) -> Container:
         order_reads=DbOrderReads(engine),
         order_views=order_views,
         search=search,
+        search_changes=search,
         search_routes=search_routes,
         search_seats=search_seats,
         jwt_secret=secret,

@@ -99,18 +99,40 @@ async def test_search_answers_in_the_contract_shape(client: httpx.AsyncClient, l
     assert "x-railbook-stale" not in r.headers
     body = r.json()
     assert [t["train_code"] for t in body] == [line.fast, line.slow]
+    day = DAY.isoformat()
     assert body[0] == {
         "train_code": line.fast,
-        "date": DAY.isoformat(),
-        "from": {"station": line.names[0], "departs": "09:00", "index": 0},
-        "to": {"station": line.names[3], "arrives": "13:28", "index": 3},
+        "date": day,
+        "service_date": day,
+        "from": {"station": line.names[0], "departs": "09:00", "index": 0, "date": day},
+        "to": {"station": line.names[3], "arrives": "13:28", "index": 3, "date": day},
         "duration_minutes": 268,
         "seats": {
-            "business": {"remaining": 6, "price": "1910.00"},
-            "second": {"remaining": 15, "price": "606.50"},
+            "business": {
+                "remaining": 6,
+                "price": "1910.00",
+                "prices": {
+                    "adult": "1910.00",
+                    "child": "955.00",
+                    "student": "1910.00",  # full fare outside second class and hard seats
+                    "disabled_military": "955.00",
+                },
+            },
+            "second": {
+                "remaining": 15,
+                "price": "606.50",
+                "prices": {
+                    "adult": "606.50",
+                    "child": "303.50",
+                    "student": "455.00",  # 75 % of 606.50 = 454.875, to the nearest 0.50
+                    "disabled_military": "303.50",
+                },
+            },
         },
     }
     assert body[1]["duration_minutes"] == 11 * 60 + 30  # overnight: 20:10 → 07:40 next day
+    assert body[1]["from"]["date"] == day and body[1]["service_date"] == day
+    assert body[1]["to"]["date"] == (DAY + dt.timedelta(days=1)).isoformat()
 
 
 async def test_stations_by_code_and_city(client: httpx.AsyncClient, line: Line) -> None:

@@ -281,7 +281,7 @@ async def test_route_expiry_is_spread(container: Container, net: Network) -> Non
             if a != b:
                 await service.search(q(a, b))
     raw = redis.Redis.from_url(container.settings.redis_url or "")
-    ttls = [raw.pttl(k) for k in raw.scan_iter(match="search:route:*")]
+    ttls = [raw.pttl(k) for k in raw.scan_iter(match="search:legs:*")]
     raw.close()
     non_empty = [t for t in ttls if t > 20_000]  # pairs with trains; reverse pairs cache "none" briefly
     assert len(ttls) == 12 and len(non_empty) == 6

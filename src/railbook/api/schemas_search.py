@@ -20,7 +20,9 @@ class SearchParams(BaseModel):
 
     from_: Annotated[str, Field(alias="from", min_length=1, max_length=64, description=TERM_TEXT)]
     to: Annotated[str, Field(min_length=1, max_length=64, description=TERM_TEXT)]
-    date: Annotated[dt.date, Field(description="Service date, YYYY-MM-DD.")]
+    date: Annotated[
+        dt.date, Field(description="Boarding date (the day the train leaves `from`), YYYY-MM-DD.")
+    ]
     kind: Annotated[str | None, Field(max_length=32, description="Train kinds, e.g. G,D")] = None
     depart_after: Annotated[str | None, Field(max_length=5, description="HH:MM")] = None
     depart_before: Annotated[str | None, Field(max_length=5, description="HH:MM")] = None
@@ -42,21 +44,38 @@ class SearchParams(BaseModel):
         ]
 
 
+class FaresOut(BaseModel):
+    """The fare of each passenger type (12306 rules, rounded to 0.50 yuan), in yuan."""
+
+    adult: str = Field(examples=["553.00"])
+    child: str = Field(description="Half the adult fare.", examples=["276.50"])
+    student: str = Field(
+        description="75 % in second class, half in hard seats, the adult fare elsewhere.",
+        examples=["415.00"],
+    )
+    disabled_military: str = Field(description="Half the adult fare.", examples=["276.50"])
+
+
 class SeatOfferOut(BaseModel):
     remaining: int = Field(examples=[10])
-    price: str = Field(description="Yuan, two decimal places.", examples=["553.00"])
+    price: str = Field(description="The adult fare in yuan, two decimal places.", examples=["553.00"])
+    prices: FaresOut
 
 
 class DepartureOut(BaseModel):
     station: str = Field(examples=["北京南"])
     departs: str = Field(examples=["09:00"])
     index: int = Field(description="Stop index on the train (0 = origin).", examples=[0])
+    date: str = Field(
+        description="The boarding date: the day the train leaves here.", examples=["2026-12-01"]
+    )
 
 
 class ArrivalOut(BaseModel):
     station: str = Field(examples=["上海虹桥"])
     arrives: str = Field(examples=["13:28"])
     index: int = Field(examples=[4])
+    date: str = Field(description="The day the train arrives here.", examples=["2026-12-01"])
 
 
 class TrainOfferOut(BaseModel):
@@ -66,12 +85,34 @@ class TrainOfferOut(BaseModel):
 
     train_code: str = Field(examples=["G1"])
     date: str = Field(
-        description="The train's service date (departure from its origin).", examples=["2026-12-01"]
+        description="The boarding date: the day the train leaves the passenger's station (the date to "
+        "book under).",
+        examples=["2026-12-01"],
     )
+    service_date: str = Field(description="The day the train left its origin.", examples=["2026-12-01"])
     from_: DepartureOut = Field(alias="from")
     to: ArrivalOut
     duration_minutes: int = Field(examples=[268])
     seats: dict[str, SeatOfferOut]
+
+
+class TransferOut(BaseModel):
+    """A journey with one change of train at the same station."""
+
+    transfer_station: str = Field(examples=["南京南"])
+    wait_minutes: int = Field(description="From the first train's arrival to the second's departure.")
+    duration_minutes: int = Field(description="From the first departure to the last arrival.")
+    legs: list[TrainOfferOut] = Field(min_length=2, max_length=2)
+
+
+class StationNameOut(BaseModel):
+    """A station as the station box suggests it."""
+
+    name: str = Field(examples=["北京南"])
+    code: str = Field(description="Telegraph code.", examples=["VNP"])
+    pinyin: str = Field(examples=["beijingnan"])
+    initials: str = Field(examples=["bjn"])
+    city: str = Field(examples=["北京"])
 
 
 class SeatOut(BaseModel):

@@ -8,6 +8,7 @@ so an administrator sees which line of the timetable to fix.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ TRAIN_CODE = re.compile(r"^([GDCKTZY])([1-9][0-9]{0,4})$")
 STATION_CODE = re.compile(r"^[A-Z]{3}$")
 CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 MINUTES_PER_DAY = 24 * 60
+# A train leaves a stop at most this many days after its service date: the stop's day offset, plus one
+# when it reaches the stop before midnight and leaves after it. A passenger's boarding date D can
+# therefore belong to the service dates D - BOARDING_LAG_DAYS .. D.
+BOARDING_LAG_DAYS = MAX_DAY_OFFSET + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,43 @@ def clock_text(minutes: int) -> str:
     """``HH:MM`` of minutes after some midnight (the day part dropped)."""
     minutes %= MINUTES_PER_DAY
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def departure_minutes(departs: str, arrives: str | None, day: int) -> int:
+    """Minutes after the service date's midnight at which a train leaves a stop (a stop reached before
+    midnight and left after it is left on the next day)."""
+    minutes = day * MINUTES_PER_DAY + clock_minutes(departs)
+    if arrives is not None and clock_minutes(departs) < clock_minutes(arrives):
+        minutes += MINUTES_PER_DAY
+    return minutes
+
+
+def arrival_minutes(arrives: str, day: int) -> int:
+    """Minutes after the service date's midnight at which a train reaches a stop."""
+    return day * MINUTES_PER_DAY + clock_minutes(arrives)
+
+
+def departure_day(departs: str, arrives: str | None, day: int) -> int:
+    """Days after the service date on which a train leaves a stop: a passenger boarding there boards on
+    ``service_date + departure_day`` (12306 sells and shows a ticket under that boarding date)."""
+    return departure_minutes(departs, arrives, day) // MINUTES_PER_DAY
+
+
+def boarding_date(service_date: dt.date, days_after: int) -> dt.date:
+    """The day a passenger boards a train that left its origin on ``service_date`` and leaves the
+    boarding stop ``days_after`` days later."""
+    return service_date + dt.timedelta(days=days_after)
+
+
+def service_date(boarding: dt.date, days_after: int) -> dt.date:
+    """The service date (departure from the origin) of a train boarded on ``boarding`` at a stop it
+    leaves ``days_after`` days after its service date: the inverse of ``boarding_date``."""
+    return boarding - dt.timedelta(days=days_after)
+
+
+def service_dates_for(boarding: dt.date) -> list[dt.date]:
+    """Every service date whose trains may leave some stop on ``boarding``, latest first."""
+    return [boarding - dt.timedelta(days=k) for k in range(BOARDING_LAG_DAYS + 1)]
 
 
 def check_station_code(code: str) -> None:

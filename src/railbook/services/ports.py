@@ -6,7 +6,7 @@ The composition root (``railbook.bootstrap``) picks the concrete adapters.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -180,3 +180,10 @@ class Allocator(Protocol):
         ...
 
     async def drop_day(self, train_code: str, date: dt.date) -> None: ...
+
+
+class SearchChanges(Protocol):
+    """Tells search that what train-days have left changed (an order committed or failed, a
+    cancellation, a refund, a change), so that no count search cached for them outlives the change."""
+
+    async def train_days_changed(self, days: Iterable[tuple[str, dt.date]]) -> None: ...

@@ -23,6 +23,7 @@ from railbook.adapters.db.models import (
     Train,
 )
 from railbook.domain.order_state import TicketStatus
+from railbook.domain.timetable import departure_day
 from railbook.services.booking.ports import TrainDay
 
 
@@ -36,7 +37,14 @@ async def _load_train_day(session: AsyncSession, train_code: str, date: dt.date)
         return None
     stops = (
         await session.execute(
-            select(DailyTrainStop.stop_index, DailyTrainStop.station_name, Station.code)
+            select(
+                DailyTrainStop.stop_index,
+                DailyTrainStop.station_name,
+                Station.code,
+                DailyTrainStop.departs,
+                DailyTrainStop.arrives,
+                DailyTrainStop.day,
+            )
             .join(Station, Station.id == DailyTrainStop.station_id)
             .where(DailyTrainStop.daily_train_id == daily)
             .order_by(DailyTrainStop.stop_index)
@@ -53,17 +61,20 @@ async def _load_train_day(session: AsyncSession, train_code: str, date: dt.date)
         )
     ).all()
     index_of: dict[str, int] = {}
-    for idx, name, code in stops:
+    for idx, name, code, *_ in stops:
         index_of[name] = idx
         index_of[code] = idx
     return TrainDay(
         daily_train_id=daily,
         train_code=train_code,
         date=date,
-        station_names=tuple(name for _, name, _ in stops),
+        station_names=tuple(s.station_name for s in stops),
         index_of=index_of,
         prices={(c, i, j): p for c, i, j, p in prices},
         classes=frozenset(c for c, _, _, _ in prices),
+        departure_days=tuple(
+            s.day if s.departs is None else departure_day(s.departs, s.arrives, s.day) for s in stops
+        ),
     )
 
 
@@ -195,6 +206,17 @@ class DbAcceptReads:
                 await session.execute(select(Train.id).where(Train.code == train_code))
             ).scalar_one_or_none()
         return known is not None
+
+    async def open_dates(self, train_code: str, dates: Sequence[dt.date]) -> list[dt.date]:
+        async with self.sessionmaker() as session:
+            found = (
+                await session.execute(
+                    select(DailyTrain.service_date).where(
+                        DailyTrain.train_code == train_code, DailyTrain.service_date.in_(list(dates))
+                    )
+                )
+            ).scalars()
+            return sorted(found, reverse=True)
 
     async def aclose(self) -> None:
         if self.pool is not None:

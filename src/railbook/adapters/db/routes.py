@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from railbook.adapters.db.models import DailyPairInventory, DailyTrain, DailyTrainStop, Station
+from railbook.domain.timetable import departure_day
 from railbook.services.search.ports import Catalog, DayInfo, LegRow, OpenDay, StationRef
 
 
@@ -30,7 +31,9 @@ class RouteRepository:
         async with self.sessionmaker() as session:
             version = await _catalog_version(session)
             stations = (
-                await session.execute(select(Station.id, Station.name, Station.code, Station.city))
+                await session.execute(
+                    select(Station.id, Station.name, Station.code, Station.city, Station.pinyin)
+                )
             ).all()
             days = (
                 await session.execute(
@@ -41,7 +44,7 @@ class RouteRepository:
             ).all()
         return Catalog(
             version,
-            [StationRef(s.id, s.name, s.code, s.city or "") for s in stations],
+            [StationRef(s.id, s.name, s.code, s.city or "", s.pinyin or "") for s in stations],
             [OpenDay(d.id, d.train_code, d.service_date) for d in days],
         )
 
@@ -57,8 +60,10 @@ class RouteRepository:
             ).all()
         return tuple(StationRef(r.id, r.name, r.code, r.city or "") for r in rows)
 
-    async def route_legs(self, date: dt.date, from_ids: Sequence[int], to_ids: Sequence[int]) -> list[LegRow]:
-        """One statement: the self-join of a day's stops on (service_date, station_id), with prices."""
+    async def route_legs(
+        self, dates: Sequence[dt.date], from_ids: Sequence[int] | None, to_ids: Sequence[int] | None
+    ) -> list[LegRow]:
+        """One statement: the self-join of the days' stops on (service_date, station_id), with prices."""
         a = aliased(DailyTrainStop)
         b = aliased(DailyTrainStop)
         p = DailyPairInventory
@@ -80,12 +85,11 @@ class RouteRepository:
                 b.km.label("tkm"),
                 p.seat_class,
                 p.price_fen,
+                a.service_date,
             )
             .join(
                 b,
-                and_(
-                    b.daily_train_id == a.daily_train_id, b.service_date == date, b.stop_index > a.stop_index
-                ),
+                and_(b.daily_train_id == a.daily_train_id, b.stop_index > a.stop_index),
             )
             .join(DailyTrain, DailyTrain.id == a.daily_train_id)
             .outerjoin(
@@ -96,8 +100,12 @@ class RouteRepository:
                     p.to_index == b.stop_index,
                 ),
             )
-            .where(a.service_date == date, a.station_id.in_(list(from_ids)), b.station_id.in_(list(to_ids)))
+            .where(a.service_date.in_(list(dates)))
         )
+        if from_ids is not None:
+            q = q.where(a.station_id.in_(list(from_ids)))
+        if to_ids is not None:
+            q = q.where(b.station_id.in_(list(to_ids)))
         async with self.sessionmaker() as session:
             rows = (await session.execute(q)).all()
         return [LegRow(*r) for r in rows]
@@ -116,13 +124,27 @@ class RouteRepository:
                 return None
             stops = (
                 await session.execute(
-                    select(DailyTrainStop.station_id, DailyTrainStop.station_name)
+                    select(
+                        DailyTrainStop.station_id,
+                        DailyTrainStop.station_name,
+                        DailyTrainStop.departs,
+                        DailyTrainStop.arrives,
+                        DailyTrainStop.day,
+                    )
                     .where(DailyTrainStop.daily_train_id == daily.id)
                     .order_by(DailyTrainStop.stop_index)
                 )
             ).all()
         classes = frozenset(str(c.get("seat_class")) for c in daily.carriages or [])
-        return DayInfo(daily.id, daily.train_code, daily.kind, tuple((s[0], s[1]) for s in stops), classes)
+        return DayInfo(
+            daily.id,
+            daily.train_code,
+            daily.kind,
+            tuple((s[0], s[1]) for s in stops),
+            classes,
+            daily.service_date,
+            tuple(s.day if s.departs is None else departure_day(s.departs, s.arrives, s.day) for s in stops),
+        )
 
 
 async def _catalog_version(session: AsyncSession) -> tuple[int, int]:

@@ -21,11 +21,13 @@ from railbook.api.schemas_search import (
     SeatMapOut,
     SeatOut,
     SeatRowOut,
+    StationNameOut,
     TrainOfferOut,
+    TransferOut,
 )
 from railbook.bootstrap import Container
 from railbook.domain.pricing import yuan_text
-from railbook.services.search.answers import SearchAnswer
+from railbook.services.search.answers import SearchAnswer, TrainOffer
 from railbook.services.search.query import SearchQuery, check_term, parse_clock, parse_kinds
 from railbook.services.search.service import SearchService
 
@@ -56,28 +58,38 @@ def search_service(request: Request) -> SearchService:
     return container.search
 
 
+def offer_json(o: TrainOffer) -> dict[str, Any]:
+    """A search result in the ``TrainOfferOut`` shape (keys in its field order)."""
+    boarding = o.date.isoformat()
+    return {
+        "train_code": o.train_code,
+        "date": boarding,
+        "service_date": o.service_date.isoformat(),
+        "from": {"station": o.from_station, "departs": o.departs, "index": o.from_index, "date": boarding},
+        "to": {
+            "station": o.to_station,
+            "arrives": o.arrives,
+            "index": o.to_index,
+            "date": o.arrival_date.isoformat(),
+        },
+        "duration_minutes": o.duration_minutes,
+        "seats": {
+            cls: {
+                "remaining": s.remaining,
+                "price": yuan_text(s.price_fen),
+                "prices": {kind: yuan_text(fen) for kind, fen in s.fares.items()},
+            }
+            for cls, s in o.seats.items()
+        },
+    }
+
+
 def encode_offers(answer: SearchAnswer) -> bytes:
     """The body of ``list[TrainOfferOut]`` as FastAPI would render it, built straight from the
     answer: the hottest answers are encoded once per hot entry instead of validated and serialised
     by pydantic on every request (``tests/api/test_search.py`` holds the two equal)."""
     return json.dumps(
-        [
-            {
-                "train_code": o.train_code,
-                "date": o.date.isoformat(),
-                "from": {"station": o.from_station, "departs": o.departs, "index": o.from_index},
-                "to": {"station": o.to_station, "arrives": o.arrives, "index": o.to_index},
-                "duration_minutes": o.duration_minutes,
-                "seats": {
-                    cls: {"remaining": s.remaining, "price": yuan_text(s.price_fen)}
-                    for cls, s in o.seats.items()
-                },
-            }
-            for o in answer.offers
-        ],
-        ensure_ascii=False,
-        allow_nan=False,
-        separators=(",", ":"),
+        [offer_json(o) for o in answer.offers], ensure_ascii=False, allow_nan=False, separators=(",", ":")
     ).encode()
 
 
@@ -196,4 +208,60 @@ async def seat_map(
             )
             for carriage, rows in answer.carriages
         ]
+    )
+
+
+@router.get(
+    "/stations",
+    response_model=list[StationNameOut],
+    responses={422: {"description": "VALIDATION_ERROR (a prefix that is not printable text)"}},
+)
+async def stations(
+    request: Request,
+    q: Annotated[
+        str | None,
+        Query(max_length=64, description="A prefix of a name, pinyin, initials (bjn) or telegraph code."),
+    ] = None,
+) -> list[StationNameOut]:
+    """Up to 20 stations whose name, pinyin, initials or telegraph code starts with ``q``
+    (case-insensitive), best first; an empty list when nothing matches or ``q`` is empty."""
+    prefix = (q or "").strip()
+    if not prefix:
+        return []
+    check_term(prefix, "q")
+    found = await search_service(request).station_names(prefix)
+    return [
+        StationNameOut(name=s.name, code=s.code, pinyin=s.pinyin, initials=s.initials, city=s.city)
+        for s in found
+    ]
+
+
+@router.get(
+    "/trains/transfers",
+    response_model=list[TransferOut],
+    responses={
+        404: {"description": "STATION_NOT_FOUND"},
+        422: {"description": "VALIDATION_ERROR, SAME_STATION or DATE_NOT_ON_SALE"},
+    },
+)
+async def transfers(
+    request: Request,
+    from_: Annotated[str, Query(alias="from", min_length=1, max_length=64, description=TERM_TEXT)],
+    to: Term,
+    date: Annotated[dt.date, Query(description="Boarding date of the first train, YYYY-MM-DD.")],
+) -> Response:
+    """Journeys with one change of train at the same station, the second train leaving between
+    ``TRANSFER_MIN_MINUTES`` and 6 hours after the first arrives, earliest arrival first, at most 20."""
+    found = await search_service(request).transfers(check_term(from_, "from"), check_term(to, "to"), date)
+    body = [
+        {
+            "transfer_station": t.station,
+            "wait_minutes": t.wait_minutes,
+            "duration_minutes": t.duration_minutes,
+            "legs": [offer_json(leg) for leg in t.legs],
+        }
+        for t in found
+    ]
+    return Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")), media_type="application/json"
     )

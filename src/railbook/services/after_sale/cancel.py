@@ -126,6 +126,7 @@ async def return_seats_of_orders(container: AfterSaleContext, order_ids: list[st
         done.append(order.id)
     if done:
         await container.cancellations.stamp_orders_returned(done, utcnow())
+    await container.search_changes.train_days_changed(days)
     await serve_waitlists(container, days)
     return len(done)
 

@@ -137,6 +137,7 @@ async def return_seats_of_tickets(container: AfterSaleContext, ticket_ids: list[
         days.add((seat.train_code, seat.service_date))
     if done:
         await container.refunds.stamp_tickets_returned(done, utcnow())
+    await container.search_changes.train_days_changed(days)
     await serve_waitlists(container, days)
     return len(done)
 

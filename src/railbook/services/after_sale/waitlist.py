@@ -29,7 +29,7 @@ from railbook.kit.clock import utcnow
 from railbook.services.after_sale.ports import AfterSaleContext, WaitlistEntry
 from railbook.services.booking.accept import OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.ports import TrainDay
-from railbook.services.booking.train_days import journey_on, train_day
+from railbook.services.booking.train_days import boarded_train_day, journey_on
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,9 @@ async def join_waitlist(container: AfterSaleContext, *, member_id: int, request:
             "A passenger appears twice.",
             details={"fields": [{"field": "passengers", "message": "duplicate passenger"}]},
         )
-    day = await train_day(container, request.train_code, request.date)
+    day = await boarded_train_day(
+        container, request.train_code, request.date, request.from_station, service_date=request.service_date
+    )
     i, j = journey_on(day, request.from_station, request.to_station)
     for pos, p in enumerate(request.passengers):
         if p.seat_class not in day.classes:
@@ -126,6 +128,7 @@ async def join_waitlist(container: AfterSaleContext, *, member_id: int, request:
 def _request_of(entry: WaitlistEntry) -> OrderRequest:
     return OrderRequest(
         date=entry.service_date,
+        service_date=entry.service_date,  # the entry keeps the train-day it waits for
         train_code=entry.train_code,
         from_station=entry.from_station,
         to_station=entry.to_station,
@@ -224,7 +227,9 @@ async def _settle(
 async def _fits(container: AfterSaleContext, request: OrderRequest) -> bool:
     """Whether the seats a request needs are free now: checked before placing an order, so a sold-out
     day costs one read per pass instead of an order attempt (and the member's order rate)."""
-    day = await train_day(container, request.train_code, request.date)
+    day = await boarded_train_day(
+        container, request.train_code, request.date, request.from_station, service_date=request.service_date
+    )
     i, j = journey_on(day, request.from_station, request.to_station)
     remaining = await _remaining(container, day, i, j)
     need = Counter(p.seat_class for p in request.passengers)

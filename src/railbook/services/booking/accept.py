@@ -40,7 +40,7 @@ from railbook.services.booking.markers import (
 from railbook.services.booking.memos import refuse_if_sold_out
 from railbook.services.booking.order_ids import issue_order_id
 from railbook.services.booking.ports import MarkersUnknown, OrderGuard, TrainDay
-from railbook.services.booking.train_days import journey_on, train_day
+from railbook.services.booking.train_days import boarded_train_day, journey_on
 from railbook.services.ports import AdmissionRefused
 
 log = structlog.get_logger(__name__)
@@ -57,11 +57,12 @@ class PassengerChoice:
 
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
-    date: dt.date
+    date: dt.date  # the boarding date: the day the train leaves ``from_station``
     train_code: str
     from_station: str
     to_station: str
     passengers: tuple[PassengerChoice, ...]
+    service_date: dt.date | None = None  # set when the caller already knows the train-day (waitlist)
 
     def digest(self) -> str:
         """Hash of the request body, to tell a retry from a different request under the same key."""
@@ -129,7 +130,9 @@ async def place_order(
     if settings.rate_limits_on:
         await guard.check_rates(member_id, client_ip)
 
-    day = await train_day(container, request.train_code, request.date)
+    day = await boarded_train_day(
+        container, request.train_code, request.date, request.from_station, service_date=request.service_date
+    )
     i, j = journey_on(day, request.from_station, request.to_station)
     for pos, p in enumerate(request.passengers):
         if p.seat_class not in day.classes:

@@ -268,6 +268,8 @@ async def settle(container: OrderContext, outcome: CommitOutcome) -> None:
     asks the database instead of answering from the pending record. Before the acknowledgement, so a
     failure here is retried with the redelivered messages."""
     finished = outcome.committed + outcome.failed
+    # Search first: once an order reads as final, search counts it.
+    await container.search_changes.train_days_changed({(m.train_code, m.date) for m in finished})
     await forget_order_views(container, [(m.order_id, m.member_id) for m in finished])
     guard = container.guard
     by_day: dict[tuple[str, dt.date], tuple[list[HeldOrder], list[HeldOrder]]] = {}

@@ -17,7 +17,7 @@ from railbook.services.booking.ports import (
     OrderViewCache,
 )
 from railbook.services.booking.train_days import TrainDayCache
-from railbook.services.ports import Allocator
+from railbook.services.ports import Allocator, SearchChanges
 from railbook.services.sales.ports import DayRecords
 
 
@@ -43,6 +43,11 @@ class OrderContext(Protocol):
 
     @property
     def intake(self) -> OrderIntake: ...
+
+    @property
+    def search_changes(self) -> SearchChanges:
+        """Search's cached counts of a train-day go when its seats change hands."""
+        ...
 
     @property
     def accept_reads(self) -> AcceptReads: ...

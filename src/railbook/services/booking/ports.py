@@ -58,6 +58,7 @@ class TrainDay:
     index_of: Mapping[str, int]  # station name and telegraph code → stop index
     prices: Mapping[tuple[str, int, int], int]  # (class, from, to) → fen
     classes: frozenset[str]
+    departure_days: tuple[int, ...] = ()  # by stop index: days after ``date`` the train leaves it
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +263,10 @@ class AcceptReads(Protocol):
         ...
 
     async def train_exists(self, train_code: str) -> bool: ...
+
+    async def open_dates(self, train_code: str, dates: Sequence[dt.date]) -> list[dt.date]:
+        """Which of ``dates`` the train has an opened train-day on, latest first."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -1,4 +1,5 @@
-"""Train-day metadata for the accept path, cached in process and loaded through ``AcceptReads``."""
+"""Train-day metadata for the accept path, cached in process and loaded through ``AcceptReads``, and
+the mapping of a passenger's boarding date to the train-day (service date) it books."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from railbook.domain.errors import BadJourney, DateNotOnSale, StationNotFound, TrainNotFound
+from railbook.domain.timetable import BOARDING_LAG_DAYS, boarding_date, service_dates_for
+from railbook.domain.timetable import service_date as service_date_of
 from railbook.services.booking.ports import TrainDay
 
 if TYPE_CHECKING:
@@ -79,6 +82,71 @@ async def train_day(container: OrderContext, train_code: str, date: dt.date) -> 
         f"{train_code} on {date} is not on sale.",
         details={"date": str(date), "train_code": train_code},
     )
+
+
+async def boarded_train_day(
+    container: OrderContext,
+    train_code: str,
+    boarding: dt.date,
+    from_station: str,
+    *,
+    service_date: dt.date | None = None,
+) -> TrainDay:
+    """The opened train-day a passenger boarding at ``from_station`` on ``boarding`` travels on.
+
+    A date a passenger types is a boarding date (12306): the day the train leaves ``from``. A train
+    that leaves its origin on D−1 and reaches ``from`` after midnight is booked under D, so the day
+    booked is the one whose service date plus the departure day of ``from`` is ``boarding``. The sale
+    window applies to that service day: it must be open (opened days end ``SALE_DAYS_AHEAD`` ahead),
+    and ``boarding`` not gone by. ``service_date`` (a waitlist entry, which keeps the day it was for)
+    names the train-day directly. Cost on the common path (``from`` left on the service date): the
+    one cached lookup of ``train_day``; an overnight boarding costs a second one."""
+    if service_date is not None:
+        return await train_day(container, train_code, service_date)
+    today = dt.date.today()
+    last = today + dt.timedelta(days=container.settings.sale_days_ahead)
+    if boarding < today or boarding > last + dt.timedelta(days=BOARDING_LAG_DAYS):
+        raise DateNotOnSale(f"{boarding} is not on sale.", details={"date": str(boarding)})
+    reads = container.accept_reads
+
+    async def load(date: dt.date) -> TrainDay | None:
+        return await container.train_days.get((train_code, date), lambda: reads.train_day(train_code, date))
+
+    same = await load(boarding) if boarding <= last else None
+    if same is not None:
+        days_after = _departure_day(same, from_station)
+        if days_after is None or days_after == 0:
+            return same  # journey_on names a station the train does not stop at
+        earlier = await load(service_date_of(boarding, days_after))
+        if earlier is not None and _departure_day(earlier, from_station) == days_after:
+            return _in_window(earlier, last)
+    for date in await reads.open_dates(train_code, service_dates_for(boarding)[1:]):
+        day = await load(date)
+        days_after = None if day is None else _departure_day(day, from_station)
+        if day is not None and days_after is not None and boarding_date(date, days_after) == boarding:
+            return _in_window(day, last)
+    if same is None and not await reads.train_exists(train_code):
+        raise TrainNotFound(f"No train {train_code}.", details={"train_code": train_code})
+    raise DateNotOnSale(
+        f"{train_code} does not leave {from_station} on {boarding} (or is not on sale).",
+        details={"date": str(boarding), "train_code": train_code, "from": from_station},
+    )
+
+
+def _departure_day(day: TrainDay, station: str) -> int | None:
+    """Days after the service date the train leaves ``station`` (None: not a stop of it)."""
+    index = day.index_of.get(station.strip())
+    if index is None:
+        return None
+    return day.departure_days[index] if index < len(day.departure_days) else 0
+
+
+def _in_window(day: TrainDay, last: dt.date) -> TrainDay:
+    if day.date > last:
+        raise DateNotOnSale(
+            f"{day.train_code} on {day.date} is not on sale.", details={"date": str(day.date)}
+        )
+    return day
 
 
 def journey_on(day: TrainDay, from_station: str, to_station: str) -> tuple[int, int]:

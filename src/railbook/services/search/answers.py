@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,13 +11,20 @@ from typing import Any
 @dataclass(frozen=True, slots=True)
 class SeatOffer:
     remaining: int
-    price_fen: int
+    price_fen: int  # the adult fare
+    fares: Mapping[str, int]  # fare of every passenger type (``pricing.FARE_TYPES``)
 
 
 @dataclass(frozen=True, slots=True)
 class TrainOffer:
+    """A train between two stations: ``date`` is the boarding date (the day it leaves
+    ``from_station``), ``service_date`` the day it left its origin, ``arrival_date`` the day it
+    reaches ``to_station``."""
+
     train_code: str
     date: dt.date
+    service_date: dt.date
+    arrival_date: dt.date
     from_station: str
     departs: str
     from_index: int
@@ -43,6 +51,8 @@ class HotAnswer:
     body: bytes | None = None
     legs: list[dict[str, Any]] | None = None
     counts: list[dict[str, int]] | None = None
+    open_legs: tuple[int, ...] | None = None  # which of ``legs`` were still on sale (the cut-off)
+    stamp: tuple[tuple[Any, int], ...] = ()  # (train-day, change count) of each day it counted
 
 
 @dataclass(frozen=True, slots=True)

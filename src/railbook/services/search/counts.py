@@ -3,8 +3,11 @@
 From a per-train-day snapshot of the allocator's run tables (``count_tables``: one pipelined round
 trip for every train-day of an answer that lacks a fresh one), shared by every station pair on that
 train; a snapshot is used for at most ``hot_seconds`` after it was read, so counts lag the allocator
-by at most ``hot_seconds`` plus the orders in flight. While Redis is unreachable the counts come
-from the active tickets (the system of record) and the answer is marked stale.
+by at most ``hot_seconds`` plus the orders in flight. A commit, cancellation, refund or change of a
+train-day drops its snapshot at once (``forget``) and counts a change of the day, and an answer stamped
+with an older count of changes is not served again: once the queue has drained, search is exact.
+While Redis is unreachable the counts come from the active tickets (the system of record) and the
+answer is marked stale.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +28,11 @@ from railbook.services.search.ports import SeatStore
 
 DayKey = tuple[str, dt.date]
 Leg = dict[str, Any]
+
+
+def leg_day(leg: Leg) -> DayKey:
+    """The train-day of a route-index leg: its train code and service date."""
+    return leg["code"], dt.date.fromisoformat(leg["sd"])
 
 
 @dataclass(slots=True)
@@ -74,14 +82,33 @@ class RemainingCounts:
         self.max_entries = max_entries
         self._tables: OrderedDict[DayKey, DayTable] = OrderedDict()
         self._reads: dict[DayKey, asyncio.Future[dict[DayKey, TableRead]]] = {}
+        self._changes: dict[DayKey, int] = {}  # changes of each train-day seen so far (``forget``)
 
-    async def for_legs(
-        self, date: dt.date, legs: Sequence[Leg]
-    ) -> tuple[list[dict[str, int]], bool, float | None]:
+    def forget(self, days: Iterable[DayKey]) -> None:
+        """These train-days changed: drop their snapshots, let the next request read them afresh
+        rather than join a read already under way, and count the change."""
+        for key in days:
+            self._tables.pop(key, None)
+            self._reads.pop(key, None)
+            self._changes[key] = self._changes.get(key, 0) + 1
+        if len(self._changes) > 4 * self.max_entries:
+            self._changes.clear()  # a stamp then reads as changed once: one rebuild, never a stale hit
+
+    def stamp(self, legs: Sequence[Leg]) -> tuple[tuple[DayKey, int], ...]:
+        """The change count of each train-day of ``legs``, to take before reading their counts."""
+        keys = dict.fromkeys(leg_day(leg) for leg in legs)
+        return tuple((key, self._changes.get(key, 0)) for key in keys)
+
+    def unchanged(self, stamp: Sequence[tuple[DayKey, int]]) -> bool:
+        """Whether no train-day of ``stamp`` changed since it was taken."""
+        changes = self._changes
+        return all(changes.get(key, 0) == n for key, n in stamp)
+
+    async def for_legs(self, legs: Sequence[Leg]) -> tuple[list[dict[str, int]], bool, float | None]:
         """Remaining per class for each leg, from the train-days' count snapshots (from the database
         when Redis is down), whether any came from the database, and when the oldest snapshot used
         was read (None if none was used)."""
-        keys = list(dict.fromkeys((leg["code"], date) for leg in legs))
+        keys = list(dict.fromkeys(leg_day(leg) for leg in legs))
         reads = await self._day_tables(keys)
         lost = [k for k, (_, table) in reads.items() if table is None]
         if lost:
@@ -92,7 +119,7 @@ class RemainingCounts:
         fallback: list[int] = []
         oldest: float | None = None
         for i, leg in enumerate(legs):
-            read_at, table = reads[(leg["code"], date)]
+            read_at, table = reads[leg_day(leg)]
             if isinstance(table, DayTable) and leg["ti"] < table.counts.n_stops:
                 counts.append(table.remaining(leg["fi"], leg["ti"]))
                 oldest = read_at if oldest is None else min(oldest, read_at)
@@ -141,12 +168,17 @@ class RemainingCounts:
         """One round trip for the counts of ``keys``; None for a day the allocator lacks, SKIPPED
         for all of them when Redis is unreachable."""
         read_at = self.clock()  # before the read: the snapshot is at least this fresh
+        changes = [self._changes.get(key, 0) for key in keys]
         self.stats["count_reads"] += 1
         result = await self.guard.call(lambda: self.allocator.count_tables(keys))
         if isinstance(result, Skipped):
             return {key: (read_at, SKIPPED) for key in keys}
         out: dict[DayKey, TableRead] = {}
-        for key, counts in zip(keys, result, strict=True):
+        for key, counts, seen in zip(keys, result, changes, strict=True):
+            if counts is not None and self._changes.get(key, 0) != seen:
+                # The day changed during the read: answer the askers, keep nothing for later ones.
+                out[key] = (read_at, DayTable(read_at, counts))
+                continue
             if counts is None:
                 self._tables.pop(key, None)
                 out[key] = (read_at, None)

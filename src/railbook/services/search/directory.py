@@ -21,9 +21,11 @@ import structlog
 
 from railbook.domain.bloom import BloomShape, build_bitmap, station_term_key, train_day_key
 from railbook.domain.errors import NotFound, StationNotFound
+from railbook.domain.timetable import BOARDING_LAG_DAYS
 from railbook.kit.caching import HotCache, SingleFlight, jittered_ms
 from railbook.services.search.outage import SharedStoreGuard, Skipped
 from railbook.services.search.ports import RouteStore, SearchCache, StationRef
+from railbook.services.search.station_names import EMPTY_INDEX, StationName, StationNameIndex, station_names
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +39,7 @@ class Directory:
     fingerprints: dict[dt.date, str]  # per date: changes whenever a train-day opens that date
     loaded_at: float
     version: tuple[int, int] = (0, 0)  # newest station id and newest train-day id when loaded
+    names: StationNameIndex = EMPTY_INDEX  # every station by name, pinyin, initials and code
 
     def bloom_keys(self) -> Iterable[str]:
         """The keys the Bloom filter holds: every term and every open train-day."""
@@ -154,7 +157,9 @@ class StationDirectory:
     async def _load(self, *, force_bloom: bool) -> Directory:
         today = dt.date.today()
         self._last_probe = self.clock()
-        catalog = await self.store.catalog(today)
+        # Train-days of the last few service dates too: their trains may still leave a stop today or
+        # later (a boarding date after midnight belongs to the day before's train-day).
+        catalog = await self.store.catalog(today - dt.timedelta(days=BOARDING_LAG_DAYS))
         terms: dict[str, list[StationRef]] = defaultdict(list)
         for ref in catalog.stations:
             for term in {ref.name, ref.code, ref.city}:
@@ -169,6 +174,9 @@ class StationDirectory:
             fingerprints={date: f"{len(ids)}.{max(ids)}" for date, ids in per_date.items()},
             loaded_at=self.clock(),
             version=catalog.version,
+            names=await asyncio.to_thread(
+                station_names, [(r.name, r.code, r.pinyin, r.city) for r in catalog.stations]
+            ),
         )
         self._directory = directory
         self.stats["directory_loads"] += 1
@@ -178,6 +186,15 @@ class StationDirectory:
             if not isinstance(await self.guard.call(lambda: self.cache.bloom_store(bytes(bits))), Skipped):
                 self.stats["bloom_builds"] += 1
         return directory
+
+    async def names_starting(self, prefix: str) -> list[StationName]:
+        """Stations with a name, pinyin, initials or code starting with ``prefix``; before answering
+        "none" the directory is probed once, so a station added a moment ago is found."""
+        arrived = self.clock()
+        found = (await self.current()).names.starting_with(prefix)
+        if not found and prefix.strip() and await self.probe_since(arrived):
+            found = (await self.current()).names.starting_with(prefix)
+        return found
 
     async def bloom_maybe(self, keys: Sequence[str]) -> list[bool]:
         """Bloom answers for keys the directory lacks; all "maybe" when Redis is unreachable."""

@@ -38,6 +38,7 @@ class StationRef:
     name: str
     code: str
     city: str
+    pinyin: str = ""  # as the catalog has it (often none: the station-name lookup generates one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +68,13 @@ class DayInfo:
     kind: str
     stops: tuple[tuple[int, str], ...]  # (station_id, station_name) by stop index
     classes: frozenset[str]
+    date: dt.date | None = None  # the service date
+    departure_days: tuple[int, ...] = ()  # by stop index: days after the service date it leaves
 
 
 class LegRow(NamedTuple):
     """One row of the route index: a train-day's stop pair (from before to), with one seat class's
-    price (None when the pair has no fares)."""
+    price (None when the pair has no fares), and the train-day's service date."""
 
     daily_train_id: int
     train_code: str
@@ -89,6 +92,7 @@ class LegRow(NamedTuple):
     tkm: int
     seat_class: str | None
     price_fen: int | None
+    service_date: dt.date
 
 
 class TicketSpan(NamedTuple):
@@ -116,8 +120,11 @@ class RouteStore(Protocol):
         """Stations whose name, telegraph code or city is ``term``, by id."""
         ...
 
-    async def route_legs(self, date: dt.date, from_ids: Sequence[int], to_ids: Sequence[int]) -> list[LegRow]:
-        """The stop pairs of ``date``'s train-days from any of ``from_ids`` to any of ``to_ids``."""
+    async def route_legs(
+        self, dates: Sequence[dt.date], from_ids: Sequence[int] | None, to_ids: Sequence[int] | None
+    ) -> list[LegRow]:
+        """The stop pairs of the train-days of ``dates`` (service dates) from any of ``from_ids`` to any
+        of ``to_ids`` (None: any station)."""
         ...
 
     async def train_day(self, train_code: str, date: dt.date) -> DayInfo | None:

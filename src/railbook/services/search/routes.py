@@ -1,9 +1,15 @@
-"""The route index: station pairs + date → legs with times, km and prices.
+"""The route index: station pairs + boarding date → legs with times, km and prices.
+
+A date a passenger types is a boarding date: the day the train leaves the passenger's ``from``
+station. A train that left its origin a day or more earlier (a stop reached after midnight) belongs
+under that later date, so a key reads the train-days of the service dates ``D - BOARDING_LAG_DAYS ..
+D`` and keeps the legs whose departure from ``from`` falls on ``D``.
 
 One self-join of ``daily_train_stop`` per missing key, cached in the shared cache with randomised
 expiry and one loader per key (in-process single flight, plus a ``SET NX PX`` lock across
-processes). A key carries the date's fingerprint (it changes whenever a train-day opens that date),
-so a key's legs never change: each process also keeps its own copy and skips the round trip.
+processes). A key carries the fingerprints of those service dates (each changes whenever a train-day
+opens that date), so a key's legs never change: each process also keeps its own copy and skips the
+round trip.
 """
 
 from __future__ import annotations
@@ -16,27 +22,19 @@ import uuid
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
-from railbook.domain.timetable import MINUTES_PER_DAY, clock_minutes
+from railbook.domain.timetable import (
+    MINUTES_PER_DAY,
+    arrival_minutes,
+    boarding_date,
+    departure_minutes,
+    service_dates_for,
+)
 from railbook.kit.caching import HotCache, SingleFlight, jittered_ms
 from railbook.services.search.directory import StationDirectory
 from railbook.services.search.outage import SharedStoreGuard, Skipped
 from railbook.services.search.ports import RouteStore, SearchCache
 
 Leg = dict[str, Any]
-
-
-def departure_minutes(departs: str, arrives: str | None, day: int) -> int:
-    """Minutes after the service day's midnight at which a train leaves a stop (a stop reached
-    before midnight and left after it leaves on the next day)."""
-    minutes = day * MINUTES_PER_DAY + clock_minutes(departs)
-    if arrives is not None and clock_minutes(departs) < clock_minutes(arrives):
-        minutes += MINUTES_PER_DAY
-    return minutes
-
-
-def arrival_minutes(arrives: str, day: int) -> int:
-    """Minutes after the service day's midnight at which a train reaches a stop."""
-    return day * MINUTES_PER_DAY + clock_minutes(arrives)
 
 
 class RouteIndex:
@@ -76,15 +74,17 @@ class RouteIndex:
             ttl=route_ttl_seconds * (1 - ttl_spread), max_entries=max_entries, clock=clock
         )
 
-    async def legs(self, date: dt.date, from_ids: Sequence[int], to_ids: Sequence[int]) -> list[Leg]:
-        """Legs between any of ``from_ids`` and any of ``to_ids`` on ``date``, sorted by departure.
-        Cached per key; one loader per missing key across processes."""
+    async def legs(
+        self, date: dt.date, from_ids: Sequence[int] | None, to_ids: Sequence[int] | None
+    ) -> list[Leg]:
+        """Legs between any of ``from_ids`` and any of ``to_ids`` (None: any station) boarded on
+        ``date``, sorted by departure. Cached per key; one loader per missing key across processes."""
         directory = await self.directory.current()
         if date not in directory.fingerprints and await self.directory.probe_since(self.clock()):
             directory = await self.directory.current()  # a day opened since the directory was loaded
-        fingerprint = directory.fingerprints.get(date, "0")
-        pair = f"{','.join(map(str, from_ids))}:{','.join(map(str, to_ids))}"
-        key = f"route:{date.isoformat()}:{fingerprint}:{pair}"
+        fingerprint = ".".join(directory.fingerprints.get(d, "0") for d in service_dates_for(date))
+        pair = f"{_ids_text(from_ids)}:{_ids_text(to_ids)}"
+        key = f"legs:{date.isoformat()}:{fingerprint}:{pair}"
         copy: list[Leg] | None = self._copies.get(key)
         if copy is not None:
             return copy
@@ -96,7 +96,7 @@ class RouteIndex:
         return legs
 
     async def _cached(
-        self, key: str, date: dt.date, from_ids: Sequence[int], to_ids: Sequence[int]
+        self, key: str, date: dt.date, from_ids: Sequence[int] | None, to_ids: Sequence[int] | None
     ) -> list[Leg]:
         cached = await self.guard.call(lambda: self.cache.get(key))
         if isinstance(cached, bytes):
@@ -127,16 +127,23 @@ class RouteIndex:
                 await self.guard.call(lambda: self.cache.unlock(key, token))
         return legs
 
-    async def _load(self, date: dt.date, from_ids: Sequence[int], to_ids: Sequence[int]) -> list[Leg]:
-        """The store's stop pairs as legs (one per train-day and pair, prices per class)."""
+    async def _load(
+        self, date: dt.date, from_ids: Sequence[int] | None, to_ids: Sequence[int] | None
+    ) -> list[Leg]:
+        """The store's stop pairs boarded on ``date`` as legs (one per train-day and pair, prices per
+        class). ``dep_min``/``arr_min`` count from the service date's midnight, ``bdep`` from the
+        boarding date's."""
         self.stats["route_queries"] += 1
-        rows = await self.store.route_legs(date, from_ids, to_ids)
+        rows = await self.store.route_legs(service_dates_for(date), from_ids, to_ids)
         legs: dict[tuple[int, int, int], Leg] = {}
         for r in rows:
             if r.dep is None or r.arr is None:
                 continue
             leg = legs.get((r.daily_train_id, r.fi, r.ti))
             if leg is None:
+                dep_min = departure_minutes(r.dep, r.fa, r.fday)
+                if boarding_date(r.service_date, dep_min // MINUTES_PER_DAY) != date:
+                    continue  # boarded on another date
                 leg = legs[(r.daily_train_id, r.fi, r.ti)] = {
                     "id": r.daily_train_id,
                     "code": r.train_code,
@@ -144,7 +151,9 @@ class RouteIndex:
                     "fi": r.fi,
                     "fs": r.fs,
                     "dep": r.dep,
-                    "dep_min": departure_minutes(r.dep, r.fa, r.fday),
+                    "sd": r.service_date.isoformat(),
+                    "dep_min": dep_min,
+                    "bdep": dep_min % MINUTES_PER_DAY,
                     "ti": r.ti,
                     "ts": r.ts,
                     "arr": r.arr,
@@ -154,7 +163,11 @@ class RouteIndex:
                 }
             if r.seat_class is not None:
                 leg["prices"][r.seat_class] = r.price_fen
-        return sorted(legs.values(), key=lambda leg: (leg["dep_min"], leg["code"], leg["fi"], leg["ti"]))
+        return sorted(legs.values(), key=lambda leg: (leg["bdep"], leg["code"], leg["fi"], leg["ti"]))
+
+
+def _ids_text(ids: Sequence[int] | None) -> str:
+    return "*" if ids is None else ",".join(map(str, ids))
 
 
 def _encode_legs(legs: list[Leg]) -> bytes:

@@ -17,6 +17,7 @@ from railbook.domain.bloom import train_day_key
 from railbook.domain.errors import BadJourney, NotFound, SeatClassNotOnTrain, StationNotOnTrain, TrainNotFound
 from railbook.domain.order_state import ACTIVE_TICKET_STATUSES
 from railbook.domain.seating import journey_mask, seat_name
+from railbook.domain.timetable import boarding_date, service_dates_for
 from railbook.kit.caching import SingleFlight
 from railbook.services.ports import Allocator
 from railbook.services.sales.window import check_on_sale
@@ -69,11 +70,12 @@ class SeatMaps:
     async def seat_map(
         self, train_code: str, date: dt.date, from_term: str, to_term: str, seat_class: str
     ) -> SeatMapAnswer:
-        """Every seat of a class on a train-day, free or not for the journey from → to."""
+        """Every seat of a class on the train that leaves ``from`` on the boarding date ``date``, free or
+        not for the journey from → to."""
         check_on_sale(self.settings, [date])
-        day = await self._train_day(train_code, date)
         from_refs, to_refs = await self.directory.resolve([(from_term, "from"), (to_term, "to")])
-        fi = _stop_of(day, from_refs, "from", first=True)
+        day, fi = await self._boarded(train_code, date, from_refs)
+        date = day.date or date
         ti = _stop_of(day, to_refs, "to", first=False)
         if fi >= ti:
             raise BadJourney(
@@ -95,6 +97,35 @@ class SeatMaps:
         return SeatMapAnswer(
             [(c, [(r, cells) for r, cells in sorted(rows.items())]) for c, rows in sorted(carriages.items())],
             stale,
+        )
+
+    async def _boarded(
+        self, train_code: str, boarding: dt.date, from_refs: Sequence[StationRef]
+    ) -> tuple[DayInfo, int]:
+        """The train-day that leaves ``from`` on ``boarding`` and the stop index of ``from``: the one of
+        that service date when the train leaves ``from`` on its first day, else the one that left its
+        origin as many days before as ``from`` is reached after (open days only, known in memory)."""
+        open_days = (await self.directory.current()).train_days
+        first: DayInfo | None = None
+        for service in service_dates_for(boarding):
+            if service != boarding and (train_code, service) not in open_days:
+                continue
+            try:
+                day = await self._train_day(train_code, service)
+            except NotFound:
+                if service == boarding:
+                    continue
+                raise
+            first = first or day
+            fi = _stop_of(day, from_refs, "from", first=True)
+            if not day.departure_days or boarding_date(service, day.departure_days[fi]) == boarding:
+                return day, fi
+        if first is None:
+            raise _train_not_found(train_code, boarding)
+        fi = _stop_of(first, from_refs, "from", first=True)
+        raise TrainNotFound(
+            f"{train_code} does not leave {first.stops[fi][1]} on {boarding.isoformat()}.",
+            details={"train_code": train_code, "date": boarding.isoformat(), "from": first.stops[fi][1]},
         )
 
     async def _train_day(self, train_code: str, date: dt.date) -> DayInfo:

@@ -30,28 +30,34 @@ import functools
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from railbook.config import Settings
 from railbook.domain.bloom import BloomShape
 from railbook.domain.errors import SameStation
+from railbook.domain.fees import BEIJING, departure_at
+from railbook.domain.pricing import fares_by_type
+from railbook.domain.sale import sale_closed
 from railbook.domain.seating import SEAT_CLASSES
-from railbook.domain.timetable import clock_minutes
+from railbook.domain.timetable import MINUTES_PER_DAY, boarding_date, clock_minutes
 from railbook.kit.caching import CircuitBreaker, HotCache, SingleFlight
+from railbook.kit.clock import utcnow
 from railbook.services.ports import Allocator
 from railbook.services.sales.loading import ensure_day_loaded
 from railbook.services.sales.ports import DayRecords
 from railbook.services.sales.window import check_on_sale, sale_window
 from railbook.services.sales.window import today as sales_today
 from railbook.services.search.answers import HotAnswer, SearchAnswer, SeatMapAnswer, SeatOffer, TrainOffer
-from railbook.services.search.counts import RemainingCounts
+from railbook.services.search.counts import DayKey, RemainingCounts
 from railbook.services.search.directory import Directory, StationDirectory
 from railbook.services.search.outage import SharedStoreGuard
 from railbook.services.search.ports import RouteStore, SearchCache, SeatStore
 from railbook.services.search.query import SearchQuery
 from railbook.services.search.routes import Leg, RouteIndex
 from railbook.services.search.seat_map import SeatMaps
+from railbook.services.search.station_names import StationName
+from railbook.services.search.transfers import Transfer, find_transfers
 
 __all__ = ["SearchQuery", "SearchService"]
 
@@ -68,6 +74,7 @@ class SearchService:
     route_store: RouteStore
     seat_store: SeatStore
     clock: Callable[[], float] = time.monotonic
+    now: Callable[[], dt.datetime] = utcnow  # wall-clock time, for the sale cut-off
     hot_seconds: float = 1.0
     hot_entries: int = 4096
     refresh_seconds: float = 30.0
@@ -172,6 +179,16 @@ class SearchService:
         """The current station directory (see ``StationDirectory.current``)."""
         return await self.stations.current()
 
+    async def train_days_changed(self, days: Iterable[DayKey]) -> None:
+        """What these train-days have left changed (a commit, a cancellation, a refund, a change):
+        their count snapshots go, and an answer built from one is not served again."""
+        self.counts.forget(days)
+
+    async def station_names(self, prefix: str) -> list[StationName]:
+        """Stations whose name, pinyin, initials or telegraph code starts with ``prefix``, best first,
+        at most 20 (an empty list for a prefix nothing matches)."""
+        return await self.stations.names_starting(prefix)
+
     # ---- search ------------------------------------------------------------------------------
 
     async def search(self, query: SearchQuery) -> SearchAnswer:
@@ -207,21 +224,32 @@ class SearchService:
         """Every seat of a class on a train-day, free or not for the journey from → to."""
         return await self.seat_maps.seat_map(train_code, date, from_term, to_term, seat_class)
 
+    async def transfers(self, from_term: str, to_term: str, date: dt.date) -> list[Transfer]:
+        """Journeys with one change of train boarded on ``date`` (``transfers.py``)."""
+        return await find_transfers(self, from_term, to_term, date)
+
+    def check_date(self, date: dt.date) -> None:
+        """422 DATE_NOT_ON_SALE for a boarding date outside the sale window."""
+        if date not in self._on_sale():
+            check_on_sale(self.settings, [date])
+
+    def offer(self, leg: Leg, remaining: dict[str, int], boarding: dt.date) -> TrainOffer:
+        """A leg of the route index as a search result."""
+        return offer_of(leg, remaining, boarding)
+
     async def _hot_entry(self, query: SearchQuery) -> HotAnswer:
         """The hot entry for a query (the query itself is the hot key: hashing it is cheaper than
         encoding it); a miss is built once for all concurrent askers."""
-        if query.date not in self._on_sale():
-            check_on_sale(self.settings, [query.date])  # raises DATE_NOT_ON_SALE
+        self.check_date(query.date)  # raises DATE_NOT_ON_SALE
         if query.from_term == query.to_term:
             raise SameStation(
                 "from and to name the same station.",
                 details={"from": query.from_term, "to": query.to_term},
             )
-        hot = self.hot.get(query)
-        if hot is not None:
+        hot: HotAnswer | None = self.hot.get(query)
+        if hot is not None and self.counts.unchanged(hot.stamp):
             self.stats["hot_hits"] += 1
-            entry: HotAnswer = hot
-            return entry
+            return hot
         return await self.flights.run(("answer", query), lambda: self._answer(query))
 
     def _on_sale(self) -> frozenset[dt.date]:
@@ -246,48 +274,78 @@ class SearchService:
                 details={"from": query.from_term, "to": query.to_term},
             )
         route_legs = await self.route_index.legs(query.date, from_ids, to_ids)
-        legs = [leg for leg in route_legs if _leg_matches(leg, query)]
-        counts, stale, read_at = await self.counts.for_legs(query.date, legs)
+        closed = self.sale_closed_check(query.date)
+        open_legs = tuple(
+            i for i, leg in enumerate(route_legs) if _leg_matches(leg, query) and not closed(leg)
+        )
+        legs = [route_legs[i] for i in open_legs]
+        stamp = self.counts.stamp(legs)  # before the read: a change during it makes the answer old
+        counts, stale, read_at = await self.counts.for_legs(legs)
         expires_at = None if read_at is None else read_at + self.hot_seconds
         previous: HotAnswer | None = self.hot.last(query)
         if (
             previous is not None
             and previous.legs is route_legs
+            and previous.open_legs == open_legs
             and previous.counts == counts
             and previous.answer.stale == stale
         ):
             # The same legs (the very cached list: same route key) and the same counts, read just now:
             # the answer is what it was; only its expiry moves on with the counts' read time.
             self.stats["answers_reused"] += 1
-            entry = HotAnswer(previous.answer, previous.body, route_legs, counts)
+            entry = HotAnswer(previous.answer, previous.body, route_legs, counts, open_legs, stamp)
             self.hot.put(query, entry, expires_at=expires_at)
             return entry
-        offers = []
-        for leg, remaining in zip(legs, counts, strict=True):
-            seats = {
-                cls: SeatOffer(remaining.get(cls, 0), fen)
-                for cls, fen in sorted(
-                    leg["prices"].items(),
-                    key=lambda kv: SEAT_CLASSES.index(kv[0]) if kv[0] in SEAT_CLASSES else 99,
-                )
-            }
-            offers.append(
-                TrainOffer(
-                    train_code=leg["code"],
-                    date=query.date,
-                    from_station=leg["fs"],
-                    departs=leg["dep"],
-                    from_index=leg["fi"],
-                    to_station=leg["ts"],
-                    arrives=leg["arr"],
-                    to_index=leg["ti"],
-                    duration_minutes=leg["arr_min"] - leg["dep_min"],
-                    seats=seats,
-                )
-            )
-        entry = HotAnswer(SearchAnswer(tuple(offers), stale), None, route_legs, counts)
+        offers = tuple(
+            offer_of(leg, remaining, query.date) for leg, remaining in zip(legs, counts, strict=True)
+        )
+        entry = HotAnswer(SearchAnswer(offers, stale), None, route_legs, counts, open_legs, stamp)
         self.hot.put(query, entry, expires_at=expires_at)
         return entry
+
+    def sale_closed_check(self, boarding: dt.date) -> Callable[[Leg], bool]:
+        """Whether sale has closed for a leg boarded on ``boarding`` (departed, or inside
+        ``SALE_CUTOFF_MINUTES``, Beijing time); the clock is read once per answer."""
+        now = self.now()
+        if boarding > now.astimezone(BEIJING).date() + dt.timedelta(days=1):
+            return _never  # every train of that date leaves more than a day from now
+        cutoff = self.settings.sale_cutoff_minutes
+        return lambda leg: sale_closed(departure_at(boarding, leg["dep"]), now, cutoff)
+
+
+def _never(leg: Leg) -> bool:
+    return False
+
+
+@functools.lru_cache(maxsize=8192)
+def _fares(adult_fen: int, seat_class: str) -> dict[str, int]:
+    return fares_by_type(adult_fen, seat_class)
+
+
+def _class_order(item: tuple[str, int]) -> int:
+    return SEAT_CLASSES.index(item[0]) if item[0] in SEAT_CLASSES else 99
+
+
+def offer_of(leg: Leg, remaining: dict[str, int], boarding: dt.date) -> TrainOffer:
+    """A leg of the route index as an offer: seats left and fares per class, its dates."""
+    service = dt.date.fromisoformat(leg["sd"])
+    return TrainOffer(
+        train_code=leg["code"],
+        date=boarding,
+        service_date=service,
+        arrival_date=boarding_date(service, leg["arr_min"] // MINUTES_PER_DAY),
+        from_station=leg["fs"],
+        departs=leg["dep"],
+        from_index=leg["fi"],
+        to_station=leg["ts"],
+        arrives=leg["arr"],
+        to_index=leg["ti"],
+        duration_minutes=leg["arr_min"] - leg["dep_min"],
+        seats={
+            cls: SeatOffer(remaining.get(cls, 0), fen, _fares(fen, cls))
+            for cls, fen in sorted(leg["prices"].items(), key=_class_order)
+        },
+    )
 
 
 def _leg_matches(leg: Leg, query: SearchQuery) -> bool:
