@@ -386,6 +386,8 @@ async def test_blocklist_add_list_delete(client: httpx.AsyncClient, admin_header
         {"ip": "not-an-address", "reason": "no address at all"},
         {"mobile": "13912345678", "reason": ""},
         {"mobile": "13912345678"},
+        {"mobile": "13912345678", "reason": "far", "until": "9999-12-31T23:59:59-23:59"},
+        {"mobile": "13912345678", "reason": "x", "extra": 1},
     ],
 )
 async def test_blocklist_refuses_bad_entries(

@@ -173,6 +173,19 @@ class BlockIn(Strict):
     def _ip(cls, v: str | None) -> str | None:
         return None if v is None else _checked(parse_block_ip, v)
 
+    @field_validator("until")
+    @classmethod
+    def _until(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is None:
+            return None
+        try:
+            moment = v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("until is out of range") from None
+        if not 1970 <= moment.year <= 9000:
+            raise ValueError("until is out of range")
+        return moment
+
     @model_validator(mode="after")
     def _one_target(self) -> BlockIn:
         if (self.mobile is None) == (self.ip is None):
