@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.accept_reads import DbAcceptReads
+from railbook.adapters.db.blocklist import SqlBlocklist
 from railbook.adapters.db.cancellations import SqlCancellationStore
 from railbook.adapters.db.changes import SqlChangeStore
 from railbook.adapters.db.day_records import SqlDayRecords
@@ -44,7 +45,10 @@ from railbook.services.booking.ports import (
     OrderViewCache,
 )
 from railbook.services.booking.train_days import TrainDayCache
+from railbook.services.members.antibot import CaptchaImages
+from railbook.services.members.blocklist import Blocklist
 from railbook.services.members.passwords import PasswordHasher
+from railbook.services.members.ports import CaptchaStore, LoginThrottle
 from railbook.services.ports import Allocator, SearchChanges
 from railbook.services.search.service import SearchService
 
@@ -89,6 +93,10 @@ class Container:
     sale_days: SqlSaleDays  # the timetable as sale days freeze it, and the opening of dates
     day_records: SqlDayRecords  # open train-days in the system of record (layouts, releases, tickets)
     members: SqlMembers  # member accounts and their passengers
+    captchas: CaptchaStore  # captcha answers, each good for one check (Redis, or memory when embedded)
+    login_throttle: LoginThrottle  # failed logins per mobile and per client address
+    blocklist: Blocklist  # blocked mobiles and addresses: the system of record's list, copied in process
+    captcha_images: CaptchaImages = field(default_factory=CaptchaImages)
     autopipe: AutoPipeline | None = None  # distributed: the accept path's Redis calls share batches
     event_stream: RedisEventStream | None = None  # distributed: the events stream (embedded: event_queue)
     queue: OrderQueue | None = None  # embedded: the in-process order queue
@@ -105,6 +113,7 @@ class Container:
     events_prune_due: float = 0.0  # loop time of the next pruning of old events
 
     async def close(self) -> None:
+        await self.blocklist.close()
         await self.search.aclose()
         await self.accept_reads.aclose()
         if self.redis is not None:
@@ -154,11 +163,14 @@ async def build_container(settings: Settings) -> Container:
     guard: OrderGuard
     intake: OrderIntake
     order_views: OrderViewCache
+    captchas: CaptchaStore
+    login_throttle: LoginThrottle
     autopipe = None
     event_stream = None
     queue = None
     if settings.redis_url:
         from railbook.adapters.redis.allocator import RedisAllocator
+        from railbook.adapters.redis.antibot import RedisCaptchaStore, RedisLoginThrottle
         from railbook.adapters.redis.autopipe import AutoPipeline
         from railbook.adapters.redis.cache import RedisSearchCache
         from railbook.adapters.redis.events import RedisEventStream
@@ -179,11 +191,14 @@ async def build_container(settings: Settings) -> Container:
         allocator, guard = redis_allocator, redis_guard
         intake = RedisOrderIntake(redis_guard, redis_allocator)
         order_views = RedisOrderViews(redis_client, autopipe)
+        captchas = RedisCaptchaStore(redis_client, autopipe)
+        login_throttle = RedisLoginThrottle(autopipe)
         search = SearchService(
             settings, day_records, allocator, RedisSearchCache(redis_client), search_routes, search_seats
         )
     else:
         from railbook.adapters.embedded.allocator import InProcessAllocator
+        from railbook.adapters.embedded.antibot import MemoryCaptchaStore, MemoryLoginThrottle
         from railbook.adapters.embedded.cache import InProcessSearchCache
         from railbook.adapters.embedded.intake import EmbeddedOrderIntake
         from railbook.adapters.embedded.order_views import MemoryOrderViews
@@ -199,6 +214,8 @@ async def build_container(settings: Settings) -> Container:
         allocator, guard = local_allocator, memory_guard
         intake = EmbeddedOrderIntake(memory_guard, local_allocator)
         order_views = MemoryOrderViews()
+        captchas = MemoryCaptchaStore()
+        login_throttle = MemoryLoginThrottle()
         search = SearchService(
             settings, day_records, allocator, InProcessSearchCache(), search_routes, search_seats
         )
@@ -237,6 +254,9 @@ async def build_container(settings: Settings) -> Container:
         sale_days=SqlSaleDays(sessionmaker),
         day_records=day_records,
         members=SqlMembers(sessionmaker),
+        captchas=captchas,
+        login_throttle=login_throttle,
+        blocklist=Blocklist(SqlBlocklist(sessionmaker)),
         autopipe=autopipe,
         event_stream=event_stream,
         queue=queue,

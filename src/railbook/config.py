@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     rate_limits: str = "on"  # "off" disables per-client limits and captcha (load tests)
     member_orders_per_minute: int = 20
     ip_requests_per_second: int = 200
+    # Anti-bot (API.md "Anti-bot"): failed logins in a window before a login needs a captcha, per
+    # mobile and per client address; orders of one member in a minute before each further order
+    # needs one; how long a captcha can be answered. RATE_LIMITS=off turns these challenges off.
+    login_failures_per_mobile: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+    captcha_orders_per_minute: int = Field(default=10, ge=1)
+    captcha_ttl_seconds: int = Field(default=300, ge=10)
 
     # Workers.
     worker_batch_size: int = 300

@@ -83,7 +83,7 @@ async def sell_directly(
         member_id = (
             await session.execute(
                 insert(Member).returning(Member.id),
-                [{"mobile": f"17{rng.randrange(10**8, 10**9)}", "name": "测试", "password_hash": "x"}],
+                [{"mobile": f"170{rng.randrange(10**8):08d}", "name": "测试", "password_hash": "x"}],
             )
         ).scalar_one()
         await session.execute(

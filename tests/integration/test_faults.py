@@ -301,14 +301,14 @@ async def make_shoppers(pg_url: str, n: int) -> list[Shopper]:
     test), and their access tokens."""
     engine = create_async_engine(pg_url)
     out = []
-    tag = random.randrange(10**6)
+    tag = random.randrange(10**5)
     try:
         async with engine.begin() as conn:
             from sqlalchemy.ext.asyncio import AsyncSession
 
             async with AsyncSession(bind=conn) as session:
                 members = [
-                    Member(mobile=f"16{tag:06d}{k:03d}", name="乘客", password_hash="x") for k in range(n)
+                    Member(mobile=f"166{tag:05d}{k:03d}", name="乘客", password_hash="x") for k in range(n)
                 ]
                 session.add_all(members)
                 await session.flush()

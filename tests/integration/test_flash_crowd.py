@@ -56,9 +56,9 @@ async def embedded_client(crowd_sqlite_url: str) -> AsyncIterator[httpx.AsyncCli
 async def _members(container: Any, n: int) -> list[tuple[dict[str, str], list[int]]]:
     """``n`` members with two passengers each, written directly (registration is not under test)."""
     out = []
-    tag = random.randrange(10**6)
+    tag = random.randrange(10**5)
     async with container.sessionmaker() as session, session.begin():
-        members = [Member(mobile=f"17{tag:06d}{k:03d}", name="乘客", password_hash="x") for k in range(n)]
+        members = [Member(mobile=f"170{tag:05d}{k:03d}", name="乘客", password_hash="x") for k in range(n)]
         session.add_all(members)
         await session.flush()
         passengers = [

@@ -36,7 +36,7 @@ async def _member(c: Container) -> int:
             (
                 await session.execute(
                     insert(Member).returning(Member.id),
-                    [{"mobile": f"17{rng.randrange(10**8, 10**9)}", "name": "测试", "password_hash": "x"}],
+                    [{"mobile": f"170{rng.randrange(10**8):08d}", "name": "测试", "password_hash": "x"}],
                 )
             ).scalar_one()
         )

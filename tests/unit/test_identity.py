@@ -121,13 +121,30 @@ def test_any_17_digits_with_a_wrong_last_char_fail(digits: str, last: str) -> No
         validate_id_card(digits + last, today=TODAY)
 
 
-@pytest.mark.parametrize("good", ["13800000000", "19912345678", "10000000000"])
+@pytest.mark.parametrize(
+    "good", ["13800000000", "19912345678", "14512345678", "16212345678", "17812345678", "15012345678"]
+)
 def test_mobiles_accepted(good: str) -> None:
     assert validate_mobile(good) == good
 
 
 @pytest.mark.parametrize(
-    "bad", ["1380000000", "138000000000", "23800000000", "1380000000a", " 13800000000", ""]
+    "bad",
+    [
+        "1380000000",
+        "138000000000",
+        "23800000000",
+        "1380000000a",
+        " 13800000000",
+        "",
+        "10000000000",
+        "12345678901",
+        "14012345678",
+        "15412345678",
+        "16012345678",
+        "16812345678",
+        "17912345678",
+    ],
 )
 def test_mobiles_refused(bad: str) -> None:
     with pytest.raises(InvalidInput):

@@ -101,9 +101,10 @@ class _BodyTooLarge(Exception):
 
 def startup_hooks() -> list[StartupHook]:
     """Feature start-up steps run once the container exists (admin account, background tasks)."""
+    from railbook.services.members.blocklist import load_blocklist_hook
     from railbook.services.members.service import ensure_admin_hook
 
-    hooks: list[StartupHook] = [ensure_admin_hook]
+    hooks: list[StartupHook] = [ensure_admin_hook, load_blocklist_hook]
     return hooks
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from railbook.domain.antibot import BLOCK_REASON_MAX, parse_block_ip
+from railbook.domain.errors import InvalidInput
+from railbook.domain.identity import validate_mobile
 from railbook.domain.seating import CarriageSpec
 from railbook.domain.timetable import MAX_CARRIAGES, MAX_ROWS, MAX_STOPS, StopSpec, TrainSpec
 
@@ -148,3 +152,60 @@ class InventoryOut(BaseModel):
 
 def train_out(view: dict[str, Any]) -> TrainOut:
     return TrainOut.model_validate(view)
+
+
+class BlockIn(Strict):
+    """A blocklist entry: exactly one of ``mobile`` and ``ip`` (an IPv4/IPv6 address or network);
+    ``until`` (ISO 8601; UTC when it names no zone) ends the block, none blocks for good."""
+
+    mobile: str | None = Field(default=None, max_length=11, examples=["13912345678"])
+    ip: str | None = Field(default=None, max_length=64, examples=["203.0.113.7", "198.51.100.0/24"])
+    reason: str = Field(min_length=1, max_length=BLOCK_REASON_MAX, pattern=NO_CONTROL)
+    until: dt.datetime | None = None
+
+    @field_validator("mobile")
+    @classmethod
+    def _mobile(cls, v: str | None) -> str | None:
+        return None if v is None else _checked(validate_mobile, v)
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        return None if v is None else _checked(parse_block_ip, v)
+
+    @field_validator("until")
+    @classmethod
+    def _until(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is None:
+            return None
+        try:
+            moment = v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("until is out of range") from None
+        if not 1970 <= moment.year <= 9000:
+            raise ValueError("until is out of range")
+        return moment
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BlockIn:
+        if (self.mobile is None) == (self.ip is None):
+            raise ValueError("give exactly one of mobile and ip")
+        return self
+
+
+class BlockOut(BaseModel):
+    block_id: int
+    mobile: str | None
+    ip: str | None
+    reason: str
+    until: dt.datetime | None
+    created_at: dt.datetime
+    active: bool = Field(description="Whether the entry blocks now (false once `until` has passed)")
+
+
+def _checked(check: Callable[[str], str], value: str) -> str:
+    """Run a domain rule; its message becomes the field's validation message."""
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
+from railbook.domain.antibot import CAPTCHA_ANSWER_MAX, CAPTCHA_ID_MAX
 from railbook.domain.errors import InvalidInput
 from railbook.domain.identity import (
     NAME_MAX,
@@ -56,8 +57,18 @@ class RegisterOut(BaseModel):
 
 
 class LoginIn(_Body):
+    """``captcha_id`` and ``captcha_answer`` (from ``GET /api/v1/captcha``) are needed only after
+    a 403 ``CAPTCHA_REQUIRED``; each captcha is checked once."""
+
     mobile: StrictStr = Field(min_length=1, max_length=20)
     password: StrictStr = Field(min_length=1, max_length=PASSWORD_MAX)
+    captcha_id: StrictStr | None = Field(default=None, min_length=1, max_length=CAPTCHA_ID_MAX)
+    captcha_answer: StrictStr | None = Field(default=None, min_length=1, max_length=CAPTCHA_ANSWER_MAX)
+
+
+class CaptchaOut(BaseModel):
+    captcha_id: str
+    image: str = Field(description="The captcha as a `data:image/png;base64,…` URL")
 
 
 class TokenOut(BaseModel):

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from railbook.domain.antibot import CAPTCHA_ANSWER_MAX, CAPTCHA_ID_MAX
+
 SeatClass = Literal["business", "first", "second", "soft_sleeper", "hard_sleeper", "hard_seat"]
 
 
@@ -24,6 +26,10 @@ class OrderIn(BaseModel):
     from_station: str = Field(alias="from", min_length=1, max_length=32)
     to_station: str = Field(alias="to", min_length=1, max_length=32)
     passengers: list[OrderPassengerIn] = Field(min_length=1, max_length=5)
+    # Only after a 403 CAPTCHA_REQUIRED (orders placed faster than a person does): the answer to a
+    # captcha from GET /api/v1/captcha, as at login. Not part of the request an Idempotency-Key names.
+    captcha_id: str | None = Field(default=None, min_length=1, max_length=CAPTCHA_ID_MAX)
+    captcha_answer: str | None = Field(default=None, min_length=1, max_length=CAPTCHA_ANSWER_MAX)
 
 
 class AcceptedOut(BaseModel):

@@ -153,7 +153,7 @@ async def _prepare(url: str, *, members: int, stops: int, seats: int) -> Plan:
             cold.append({"train_code": code, "stations": stations, "classes": ["second"]})
         await post_json(client, "/api/v1/admin/sales/open", {"date": date}, admin)
         # Members through registration, tokens by logging in, before the timed part.
-        prefix = f"15{tag % 100:02d}"
+        prefix = f"18{tag % 100:02d}"
         members_in = await register_members(
             client, members, PASSENGERS_PER_MEMBER, random.Random(tag), prefix
         )

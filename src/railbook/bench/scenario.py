@@ -143,7 +143,7 @@ async def _ok(answer: httpx.Response) -> Any:
 
 
 async def register_members(
-    client: httpx.AsyncClient, count: int, passengers: int, rng: random.Random, prefix: str = "16"
+    client: httpx.AsyncClient, count: int, passengers: int, rng: random.Random, prefix: str = "166"
 ) -> list[tuple[Rider, str]]:
     """``count`` members registered through the API, each with ``passengers`` passengers: the riders
     and the access token each got by logging in."""

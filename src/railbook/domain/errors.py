@@ -103,6 +103,10 @@ class TicketNotFound(NotFound):
     code = "TICKET_NOT_FOUND"
 
 
+class BlockNotFound(NotFound):
+    code = "BLOCK_NOT_FOUND"
+
+
 # ---- conflicts -----------------------------------------------------------------------------------
 
 

@@ -23,7 +23,21 @@ NAME_MAX = 64
 PASSENGER_TYPES: tuple[str, ...] = ("adult", "child", "student", "disabled_military")
 CHILD_AGE_LIMIT = 14  # a child ticket is for someone under 14 on the travel date
 
-_MOBILE = re.compile(r"1[0-9]{10}")
+_MOBILE = re.compile(r"1[3-9][0-9]{9}")
+
+# The three-digit prefixes (号段) assigned to mainland mobile numbers, by the numbering plan of the
+# Ministry of Industry and Information Technology (carriers, their virtual operators and the
+# broadcast network); a number outside these reaches no phone. 140–144 (data cards and IoT), 154,
+# 160–161, 163–164, 168–169 and 179 are not assigned to personal mobiles.
+MOBILE_PREFIXES: frozenset[str] = frozenset(
+    [f"13{d}" for d in range(10)]  # 130–139
+    + [f"14{d}" for d in range(5, 10)]  # 145–149
+    + [f"15{d}" for d in (0, 1, 2, 3, 5, 6, 7, 8, 9)]  # 150–153, 155–159
+    + ["162", "165", "166", "167"]
+    + [f"17{d}" for d in range(9)]  # 170–178
+    + [f"18{d}" for d in range(10)]  # 180–189
+    + [f"19{d}" for d in range(10)]  # 190–199
+)
 _DIGITS17 = re.compile(r"[0-9]{17}")
 # Separators that appear in real names: the middle dot of transliterated names, a dot, a hyphen.
 _NAME_PUNCTUATION = frozenset("·•.-")
@@ -77,9 +91,11 @@ def mask_id_card(value: str) -> str:
 
 
 def validate_mobile(value: str) -> str:
-    """A mainland mobile number: 11 digits starting with 1."""
+    """A mainland mobile number: 11 digits whose first three are an assigned prefix (``MOBILE_PREFIXES``)."""
     if not isinstance(value, str) or not _MOBILE.fullmatch(value):
-        raise _invalid("mobile", "A mobile number is 11 digits starting with 1.")
+        raise _invalid("mobile", "A mobile number is 11 digits starting with 13 to 19.")
+    if value[:3] not in MOBILE_PREFIXES:
+        raise _invalid("mobile", f"No mainland mobile number starts with {value[:3]}.")
     return value
 
 

@@ -334,6 +334,19 @@ class ProcessedEvent(Base):
     processed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class BlocklistEntry(Base):
+    """A blocked mobile or client address (or network), until ``until`` or for good. Read whole
+    by each process (``services.members.blocklist``): a short list, no index beyond the key."""
+
+    __tablename__ = "blocklist_entry"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    mobile: Mapped[str | None] = mapped_column(String(20))
+    ip: Mapped[str | None] = mapped_column(String(64))  # canonical text: an address or a network
+    reason: Mapped[str] = mapped_column(String(200))
+    until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class SystemValue(Base):
     """Small values kept with the data (the generated JWT secret, leader notes)."""
 
@@ -347,6 +360,7 @@ class SystemValue(Base):
 
 __all__ = [
     "Base",
+    "BlocklistEntry",
     "Carriage",
     "DailyPairInventory",
     "DailySeat",

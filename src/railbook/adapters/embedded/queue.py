@@ -97,12 +97,14 @@ class MemoryOrderGuard:
             self.windows.clear()
         return n
 
-    async def check_rates(self, member_id: int, client_ip: str) -> None:
+    async def check_rates(self, member_id: int, client_ip: str) -> int:
         now = int(time.time())
-        if self._count(f"m:{member_id}", now // 60) > self.member_orders_per_minute:
+        orders = self._count(f"m:{member_id}", now // 60)
+        if orders > self.member_orders_per_minute:
             raise TooManyRequests("Too many orders; slow down.", retry_after=60 - now % 60)
         if client_ip and self._count(f"ip:{client_ip}", now) > self.ip_requests_per_second:
             raise TooManyRequests("Too many requests from this address.", retry_after=1)
+        return orders
 
     async def claim_idempotency(
         self, member_id: int, key: str, request_hash: str, order_id: str

@@ -156,7 +156,7 @@ class RedisOrderGuard:
         # written again within STREAM_REGISTER_SECONDS, and the committers also SCAN for streams.
         self._registered: dict[str, float] = {}
 
-    async def check_rates(self, member_id: int, client_ip: str) -> None:
+    async def check_rates(self, member_id: int, client_ip: str) -> int:
         """Fixed windows: orders per member per minute, requests per client address per second."""
         now = int(time.time())
         mkey = f"rl:m:{member_id}:{now // 60}"
@@ -170,6 +170,7 @@ class RedisOrderGuard:
             raise TooManyRequests("Too many orders; slow down.", retry_after=60 - now % 60)
         if client_ip and int(ip) > self.ip_limit:
             raise TooManyRequests("Too many requests from this address.", retry_after=1)
+        return int(m)
 
     def _idem_key(self, member_id: int, key: str) -> str:
         return f"idem:{member_id}:{idempotency_hash_token(member_id, key)}"

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from railbook.api.deps import ContainerDep, require_admin
 from railbook.api.schemas_admin import (
+    BlockIn,
+    BlockOut,
     InventoryOut,
     SaleOpenIn,
     SaleOpenOut,
@@ -20,6 +22,7 @@ from railbook.api.schemas_admin import (
     train_out,
 )
 from railbook.services.catalog import stations, trains
+from railbook.services.members import blocklist
 from railbook.services.sales.inventory import day_inventory
 from railbook.services.sales.opening import open_sale_days
 from railbook.services.sales.window import check_on_sale, today
@@ -93,3 +96,31 @@ async def inventory(
 ) -> InventoryOut:
     """Sold segments and remaining seats of every station pair, from the system of record."""
     return InventoryOut.model_validate(await day_inventory(container, code, date))
+
+
+@router.post("/blocklist", status_code=status.HTTP_201_CREATED, response_model=BlockOut)
+async def add_block(body: BlockIn, container: ContainerDep) -> BlockOut:
+    """Block a mobile or a client address (or network) at login and on orders, until ``until``."""
+    view = await blocklist.add_block(
+        container, mobile=body.mobile, ip=body.ip, reason=body.reason, until=body.until
+    )
+    return BlockOut.model_validate(view, from_attributes=True)
+
+
+@router.get("/blocklist", response_model=list[BlockOut])
+async def list_blocks(container: ContainerDep) -> list[BlockOut]:
+    """Every entry, newest first; ``active`` says whether it blocks now."""
+    return [BlockOut.model_validate(v, from_attributes=True) for v in await blocklist.list_blocks(container)]
+
+
+@router.delete(
+    "/blocklist/{block_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "BLOCK_NOT_FOUND"}},
+)
+async def remove_block(
+    block_id: Annotated[int, Path(ge=1, le=2**63 - 1)], container: ContainerDep
+) -> Response:
+    """Lift a block; 404 BLOCK_NOT_FOUND for an unknown id."""
+    await blocklist.remove_block(container, block_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

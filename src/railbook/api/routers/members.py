@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic_core import to_json
 
 from railbook.api.deps import ContainerDep, MemberDep, issue_token
 from railbook.api.schemas_members import (
+    CaptchaOut,
     LoginIn,
     MeOut,
     PassengerIn,
@@ -19,6 +20,7 @@ from railbook.api.schemas_members import (
     TokenOut,
 )
 from railbook.services.members import service as members
+from railbook.services.members.antibot import CaptchaAnswer, new_challenge
 
 router = APIRouter(prefix="/api/v1", tags=["members"])
 
@@ -30,12 +32,44 @@ async def register(body: RegisterIn, container: ContainerDep) -> RegisterOut:
     return RegisterOut(member_id=member_id)
 
 
-@router.post("/auth/login", response_model=TokenOut)
-async def login(body: LoginIn, container: ContainerDep) -> TokenOut:
-    """Exchange mobile and password for a bearer token; 401 BAD_CREDENTIALS otherwise."""
-    member_id, role = await members.authenticate(container, mobile=body.mobile, password=body.password)
+def client_address(request: Request) -> str:
+    """The client's address: the direct peer. Behind a reverse proxy, the server is started with
+    the proxy's address in ``--forwarded-allow-ips`` (uvicorn's proxy headers), so the peer is the
+    address the proxy forwarded, not the proxy's own."""
+    return request.client.host if request.client else ""
+
+
+@router.post(
+    "/auth/login",
+    response_model=TokenOut,
+    responses={
+        403: {"description": "BLOCKED, or CAPTCHA_REQUIRED after too many failed logins"},
+    },
+)
+async def login(body: LoginIn, request: Request, container: ContainerDep) -> TokenOut:
+    """Exchange mobile and password for a bearer token; 401 BAD_CREDENTIALS otherwise. After 5 failed
+    logins of a mobile in 15 minutes (or 20 from one address): 403 CAPTCHA_REQUIRED until retried
+    with ``captcha_id`` and ``captcha_answer``; a blocked mobile or address: 403 BLOCKED."""
+    captcha = None
+    if body.captcha_id is not None and body.captcha_answer is not None:
+        captcha = CaptchaAnswer(body.captcha_id, body.captcha_answer)
+    member_id, role = await members.authenticate(
+        container,
+        mobile=body.mobile,
+        password=body.password,
+        address=client_address(request),
+        captcha=captcha,
+    )
     token, lifetime = issue_token(container, member_id, role)
     return TokenOut(access_token=token, expires_in=lifetime)
+
+
+@router.get("/captcha", response_model=CaptchaOut)
+async def captcha(container: ContainerDep) -> CaptchaOut:
+    """A new captcha: its id and a PNG data URL. Its answer (4 characters, case-insensitive) is
+    checked once, right or wrong, and expires after a few minutes."""
+    challenge = await new_challenge(container)
+    return CaptchaOut(captcha_id=challenge.captcha_id, image=challenge.image)
 
 
 @router.get("/me", response_model=MeOut)

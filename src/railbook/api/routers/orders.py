@@ -22,6 +22,8 @@ from railbook.domain.errors import InvalidInput
 from railbook.domain.pricing import yuan_text
 from railbook.services.booking.accept import Accepted, OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.read_model import OrderView, TicketView, get_order, list_orders, list_tickets
+from railbook.services.members.antibot import CaptchaAnswer, challenge_order
+from railbook.services.members.blocklist import refuse_blocked_order
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
 
@@ -130,12 +132,21 @@ async def accept_order(
         to_station=body.to_station,
         passengers=tuple(PassengerChoice(p.passenger_id, p.seat_class, p.seat_pref) for p in body.passengers),
     )
+    await refuse_blocked_order(container, member_id=principal.member_id, address=client_ip)
+    captcha = None
+    if body.captcha_id is not None and body.captcha_answer is not None:
+        captcha = CaptchaAnswer(body.captcha_id, body.captcha_answer)
+
+    async def challenge(orders_this_minute: int) -> None:
+        await challenge_order(container, orders_this_minute, captcha)
+
     return await place_order(
         container,
         member_id=principal.member_id,
         request=order_request,
         idempotency_key=idempotency_key,
         client_ip=client_ip,
+        challenge=challenge,
     )
 
 
@@ -160,6 +171,7 @@ router.add_api_route(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=AcceptedOut,
     responses={
+        403: {"description": "BLOCKED, or CAPTCHA_REQUIRED (retry with captcha_id and captcha_answer)"},
         409: {"description": "DUPLICATE_ORDER or SOLD_OUT"},
         429: {"description": "rate limited"},
         503: {"description": "SALE_BUSY or UNAVAILABLE"},

@@ -39,7 +39,7 @@ from railbook.services.booking.markers import (
 )
 from railbook.services.booking.memos import refuse_if_sold_out
 from railbook.services.booking.order_ids import issue_order_id
-from railbook.services.booking.ports import MarkersUnknown, OrderGuard, TrainDay
+from railbook.services.booking.ports import MarkersUnknown, OrderChallenge, OrderGuard, TrainDay
 from railbook.services.booking.train_days import boarded_train_day, journey_on
 from railbook.services.ports import AdmissionRefused
 
@@ -102,6 +102,7 @@ async def place_order(
     request: OrderRequest,
     idempotency_key: str | None = None,
     client_ip: str = "",
+    challenge: OrderChallenge | None = None,
 ) -> Accepted:
     """Accept an order into the train-day's queue (202), or refuse it at once; nothing is written to
     the database here. Invariants: a sale token is held exactly while the order is in flight, its
@@ -128,7 +129,9 @@ async def place_order(
     guard = container.guard
     settings = container.settings
     if settings.rate_limits_on:
-        await guard.check_rates(member_id, client_ip)
+        orders_this_minute = await guard.check_rates(member_id, client_ip)
+        if challenge is not None:
+            await challenge(orders_this_minute)
 
     day = await boarded_train_day(
         container, request.train_code, request.date, request.from_station, service_date=request.service_date

@@ -123,6 +123,14 @@ class OrderView:
 HeldOrder = tuple[str, int, Sequence[int]]
 
 
+class OrderChallenge(Protocol):
+    """The anti-bot check of an order, given its member's orders in the current minute (this one
+    included): returns when the order may go on, raises (403 CAPTCHA_REQUIRED) when it must first
+    answer a captcha. The API composes it from the member's captcha answer, if any."""
+
+    async def __call__(self, orders_this_minute: int) -> None: ...
+
+
 class OrderGuard(Protocol):
     """Protections of the accept path (Redis in distributed mode, memory when embedded).
 
@@ -133,7 +141,10 @@ class OrderGuard(Protocol):
     refused.
     """
 
-    async def check_rates(self, member_id: int, client_ip: str) -> None: ...
+    async def check_rates(self, member_id: int, client_ip: str) -> int:
+        """Count the order against its member's and its address's limits (429 past them); returns
+        the member's orders in the current minute, this one included (the order challenge reads it)."""
+        ...
 
     async def claim_idempotency(
         self, member_id: int, key: str, request_hash: str, order_id: str

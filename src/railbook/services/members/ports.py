@@ -1,8 +1,9 @@
-"""What the member use cases need: the store of accounts and passengers, and the order path's cache
-of passenger names."""
+"""What the member use cases need: the store of accounts and passengers, the order path's cache of
+passenger names, and the anti-bot parts (captcha answers, failed-login counts, the blocklist)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -117,3 +118,83 @@ class MemberViewCache(Protocol):
     async def keep_member_entry(self, member_id: int, name: str, generation: int, value: str) -> None: ...
 
     async def forget(self, order_ids: Sequence[str], member_ids: Sequence[int]) -> None: ...
+
+
+class CaptchaStore(Protocol):
+    """Captcha answers by challenge id, each good for one check (Redis when distributed, memory
+    when embedded)."""
+
+    async def keep(self, captcha_id: str, answer: str, ttl_seconds: int) -> None:
+        """Remember the answer of a new challenge for ``ttl_seconds``."""
+        ...
+
+    async def take(self, captcha_id: str) -> str | None:
+        """The answer, removed in the same step (atomic: two checks of one challenge cannot both
+        find it); None when unknown, expired or already used."""
+        ...
+
+    async def peek(self, captcha_id: str) -> str | None:
+        """The answer without using it up (operators' tools and tests read it this way)."""
+        ...
+
+
+class LoginThrottle(Protocol):
+    """Failed logins counted per mobile and per client address, each count living ``window_seconds``
+    from its first failure."""
+
+    async def failures(self, mobile: str, address: str) -> tuple[int, int]:
+        """(failures of this mobile, failures from this address) in their current windows."""
+        ...
+
+    async def record_failure(self, mobile: str, address: str, window_seconds: int) -> None:
+        """Count one failed login against the mobile and the address."""
+        ...
+
+    async def clear(self, mobile: str) -> None:
+        """A successful login: the mobile's count starts again from zero."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    """A blocklist entry as stored: exactly one of ``mobile`` and ``ip`` (an address or a network)."""
+
+    block_id: int
+    mobile: str | None
+    ip: str | None
+    reason: str
+    until: dt.datetime | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveBlock:
+    """An entry that blocks now, with the account that holds a blocked mobile (if any), so the order
+    path can tell a blocked member by id."""
+
+    mobile: str | None
+    ip: str | None
+    until: dt.datetime | None
+    member_id: int | None
+
+
+class BlockStore(Protocol):
+    """The blocklist in the system of record."""
+
+    async def add_block(
+        self, *, mobile: str | None, ip: str | None, reason: str, until: dt.datetime | None
+    ) -> BlockRecord:
+        """Insert an entry."""
+        ...
+
+    async def blocks(self) -> list[BlockRecord]:
+        """Every entry, newest first (expired ones included)."""
+        ...
+
+    async def delete_block(self, block_id: int) -> bool:
+        """Remove an entry; False when there is none of that id."""
+        ...
+
+    async def active_blocks(self, now: dt.datetime) -> list[ActiveBlock]:
+        """The entries whose ``until`` is unset or after ``now``."""
+        ...

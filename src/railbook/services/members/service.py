@@ -28,6 +28,14 @@ from railbook.domain.identity import (
     validate_password,
     validate_person_name,
 )
+from railbook.services.members.antibot import (
+    AntiBotContext,
+    CaptchaAnswer,
+    guard_login,
+    login_failed,
+    login_succeeded,
+)
+from railbook.services.members.blocklist import BlocklistContext, refuse_blocked_login
 from railbook.services.members.passwords import PasswordHasher
 from railbook.services.members.ports import MemberStore, MemberViewCache, PassengerNameCache, PassengerRecord
 
@@ -42,7 +50,7 @@ DEMO_PASSENGERS: tuple[tuple[str, str, dt.date, int, str], ...] = (
 )
 
 
-class MemberContext(Protocol):
+class MemberContext(AntiBotContext, BlocklistContext, Protocol):
     """What these use cases need from the composition root (``bootstrap.Container``)."""
 
     settings: Settings
@@ -90,13 +98,26 @@ async def register(container: MemberContext, *, mobile: str, password: str, name
     return member_id
 
 
-async def authenticate(container: MemberContext, *, mobile: str, password: str) -> tuple[int, str]:
+async def authenticate(
+    container: MemberContext,
+    *,
+    mobile: str,
+    password: str,
+    address: str = "",
+    captcha: CaptchaAnswer | None = None,
+) -> tuple[int, str]:
     """(member_id, role) for the right mobile and password; 401 BAD_CREDENTIALS otherwise, the same
-    answer whether the mobile is unknown or the password wrong."""
+    answer whether the mobile is unknown or the password wrong. Before the password is checked (and
+    its hash paid for): 403 BLOCKED for a blocked mobile or client ``address``, and 403
+    CAPTCHA_REQUIRED after too many failures until a captcha is solved (``antibot.guard_login``)."""
+    await refuse_blocked_login(container, mobile=mobile, address=address)
+    await guard_login(container, mobile=mobile, address=address, captcha=captcha)
     row = await container.members.credentials(mobile)
     ok, updated = await container.password_hasher.verify(password, row[2] if row else None)
     if row is None or not ok:
+        await login_failed(container, mobile=mobile, address=address)
         raise BadCredentials("Wrong mobile number or password.")
+    await login_succeeded(container, mobile=mobile)
     member_id, role, _hash = row
     if updated is not None:
         await _update_account(container, member_id, role=None, password_hash=updated)
