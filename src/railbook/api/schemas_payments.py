@@ -28,6 +28,18 @@ class ChangeIn(_Body):
     date: dt.date
     train_code: str = Field(min_length=2, max_length=16)
     seat_class: SeatClass
+    to: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="A new destination on the same train (变更到站).",
+    )
+
+
+class ChangeAcceptedOut(BaseModel):
+    order_id: str
+    status: Literal["PENDING"] = "PENDING"
+    change_of: str = Field(description="The ticket this order changes.")
 
 
 class WaitlistPassengerIn(_Body):

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Header, Request, status
 
 from railbook.api.deps import ContainerDep, MemberDep
 from railbook.api.routers.orders import order_out
-from railbook.api.schemas_orders import AcceptedOut, OrderOut
+from railbook.api.schemas_orders import OrderOut
 from railbook.api.schemas_payments import (
+    ChangeAcceptedOut,
     ChangeIn,
     PayIn,
     PaymentCallbackIn,
@@ -71,22 +72,28 @@ async def refund_ticket(ticket_id: str, principal: MemberDep, container: Contain
     )
 
 
-@router.post("/tickets/{ticket_id}/change", status_code=status.HTTP_202_ACCEPTED, response_model=AcceptedOut)
+@router.post(
+    "/tickets/{ticket_id}/change", status_code=status.HTTP_202_ACCEPTED, response_model=ChangeAcceptedOut
+)
 async def change_ticket(
     ticket_id: str, body: ChangeIn, request: Request, principal: MemberDep, container: ContainerDep
-) -> AcceptedOut:
-    """Order the same journey on another train or date; the old ticket becomes CHANGED once the new
-    order holds its seats (the new order is then settled with the old fare)."""
+) -> ChangeAcceptedOut:
+    """Change a paid ticket once (409 ALREADY_CHANGED after), before its train leaves: another train,
+    date or class, or with ``to`` another destination on the same train. The new order's ``total`` is
+    what is still owed: a higher fare's difference, paid with /pay; an equal or lower fare is PAID at
+    once and the difference refunded less its fee. The old ticket becomes CHANGED only then."""
+    ticket_id = ticket_id.strip()
     accepted = await change.change_ticket(
         container,
         member_id=principal.member_id,
-        ticket_id=ticket_id.strip(),
+        ticket_id=ticket_id,
         date=body.date,
         train_code=body.train_code.strip().upper(),
         seat_class=body.seat_class,
+        to_station=body.to.strip() if body.to else None,
         client_ip=_client_ip(request),
     )
-    return AcceptedOut(order_id=accepted.order_id)
+    return ChangeAcceptedOut(order_id=accepted.order_id, change_of=ticket_id)
 
 
 @router.post("/waitlist", status_code=status.HTTP_201_CREATED, response_model=WaitlistCreatedOut)
