@@ -20,6 +20,7 @@ from railbook.api.schemas_payments import (
     WaitlistIn,
     WaitlistOut,
 )
+from railbook.domain.fees import BEIJING
 from railbook.domain.pricing import yuan_text
 from railbook.services.after_sale import cancel as cancellation
 from railbook.services.after_sale import change, payment, refund, waitlist
@@ -100,7 +101,8 @@ async def change_ticket(
 async def join_waitlist(
     body: WaitlistIn, principal: MemberDep, container: ContainerDep
 ) -> WaitlistCreatedOut:
-    """Wait for seats on a sold-out journey (409 NOT_SOLD_OUT while seats remain)."""
+    """Wait for seats on a sold-out journey until ``deadline`` (409 NOT_SOLD_OUT while seats remain,
+    409 DUPLICATE_ORDER when a passenger already waits for this train-day)."""
     request = OrderRequest(
         date=body.date,
         train_code=body.train_code.strip().upper(),
@@ -108,7 +110,12 @@ async def join_waitlist(
         to_station=body.to,
         passengers=tuple(PassengerChoice(p.passenger_id, p.seat_class, p.seat_pref) for p in body.passengers),
     )
-    waitlist_id = await waitlist.join_waitlist(container, member_id=principal.member_id, request=request)
+    deadline = body.deadline
+    if deadline is not None and deadline.tzinfo is None:
+        deadline = deadline.replace(tzinfo=BEIJING)
+    waitlist_id = await waitlist.join_waitlist(
+        container, member_id=principal.member_id, request=request, deadline=deadline
+    )
     return WaitlistCreatedOut(waitlist_id=waitlist_id)
 
 
@@ -116,23 +123,33 @@ async def join_waitlist(
 async def list_waitlist(principal: MemberDep, container: ContainerDep) -> list[WaitlistOut]:
     """The member's waitlist entries, newest first."""
     views = await waitlist.list_waitlist(container, member_id=principal.member_id)
-    return [
-        WaitlistOut.model_validate(
-            {
-                "waitlist_id": v.waitlist_id,
-                "train_code": v.train_code,
-                "date": v.date,
-                "from": v.from_station,
-                "to": v.to_station,
-                "passengers": v.passengers,
-                "status": v.status,
-                "order_id": v.order_id,
-                "error_code": v.error_code,
-                "created_at": v.created_at,
-            }
-        )
-        for v in views
-    ]
+    return [_waitlist_out(v) for v in views]
+
+
+@router.delete("/waitlist/{waitlist_id}", response_model=WaitlistOut, response_model_by_alias=True)
+async def cancel_waitlist(waitlist_id: int, principal: MemberDep, container: ContainerDep) -> WaitlistOut:
+    """Stop waiting: a waiting entry → CANCELLED (again: the same answer); 409 NOT_CANCELLABLE once it
+    is being filled, filled or expired; someone else's is 404."""
+    view = await waitlist.cancel_waitlist(container, member_id=principal.member_id, waitlist_id=waitlist_id)
+    return _waitlist_out(view)
+
+
+def _waitlist_out(v: waitlist.WaitlistView) -> WaitlistOut:
+    return WaitlistOut.model_validate(
+        {
+            "waitlist_id": v.waitlist_id,
+            "train_code": v.train_code,
+            "date": v.date,
+            "from": v.from_station,
+            "to": v.to_station,
+            "passengers": v.passengers,
+            "status": v.status,
+            "order_id": v.order_id,
+            "deadline": v.deadline,
+            "error_code": v.error_code,
+            "created_at": v.created_at,
+        }
+    )
 
 
 @router.post("/payments/mock/callback", response_model=PaymentCallbackOut)

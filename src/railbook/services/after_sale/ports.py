@@ -133,6 +133,7 @@ class WaitlistEntry:
     order_id: str | None
     error_code: str | None
     created_at: dt.datetime
+    deadline: dt.datetime | None = None
 
 
 class EventWriter(Protocol):
@@ -313,6 +314,12 @@ class WaitlistTx(EventWriter, Protocol):
 
     async def waiting_count(self, member_id: int, *, status: str, limit: int) -> int: ...
 
+    async def lock_member(self, member_id: int) -> None: ...
+
+    async def passengers_waiting(
+        self, member_id: int, train_code: str, service_date: dt.date, *, statuses: Sequence[str]
+    ) -> set[int]: ...
+
     async def add_entry(
         self,
         *,
@@ -323,6 +330,7 @@ class WaitlistTx(EventWriter, Protocol):
         to_station: str,
         passengers: list[dict[str, object]],
         status: str,
+        deadline: dt.datetime,
         now: dt.datetime,
     ) -> int: ...
 
@@ -345,6 +353,12 @@ class WaitlistTx(EventWriter, Protocol):
         self, *, waiting: str, expired: str, today: dt.date, error_code: str, now: dt.datetime
     ) -> None: ...
 
+    async def expire_due(self, *, waiting: str, expired: str, error_code: str, now: dt.datetime) -> None: ...
+
+    async def cancel_entry(
+        self, member_id: int, entry_id: int, *, waiting: str, cancelled: str, now: dt.datetime
+    ) -> WaitlistEntry | None: ...
+
 
 class WaitlistStore(Protocol):
     """Waitlist entries."""
@@ -362,6 +376,8 @@ class WaitlistStore(Protocol):
     async def days_with(self, status: str) -> list[tuple[str, dt.date]]: ...
 
     async def entries_of_member(self, member_id: int, limit: int) -> list[WaitlistEntry]: ...
+
+    async def departs(self, daily_train_id: int, stop_index: int) -> StopTime | None: ...
 
 
 class AfterSaleContext(OrderContext, Protocol):
