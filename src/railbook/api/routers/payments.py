@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Header, Path, Request, status
 
 from railbook.api.deps import ContainerDep, MemberDep
 from railbook.api.routers.orders import order_out
@@ -127,7 +127,9 @@ async def list_waitlist(principal: MemberDep, container: ContainerDep) -> list[W
 
 
 @router.delete("/waitlist/{waitlist_id}", response_model=WaitlistOut, response_model_by_alias=True)
-async def cancel_waitlist(waitlist_id: int, principal: MemberDep, container: ContainerDep) -> WaitlistOut:
+async def cancel_waitlist(
+    waitlist_id: Annotated[int, Path(ge=1, le=2**63 - 1)], principal: MemberDep, container: ContainerDep
+) -> WaitlistOut:
     """Stop waiting: a waiting entry → CANCELLED (again: the same answer); 409 NOT_CANCELLABLE once it
     is being filled, filled or expired; someone else's is 404."""
     view = await waitlist.cancel_waitlist(container, member_id=principal.member_id, waitlist_id=waitlist_id)

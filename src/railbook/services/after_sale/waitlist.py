@@ -97,13 +97,18 @@ async def _deadline(
     )
     if cutoff <= now:
         raise TrainDeparted("Sale of this journey has closed; it cannot be waited for.")
-    if asked is not None and as_utc(asked) <= now:
+    if asked is not None:
+        try:
+            asked = as_utc(asked).astimezone(dt.UTC)
+        except OverflowError:  # at the edge of the calendar: later than any cut-off
+            asked = None
+    if asked is not None and asked <= now:
         raise InvalidInput(
             "The deadline has already passed.",
             details={"fields": [{"field": "deadline", "message": "in the past"}]},
         )
     # Kept in UTC: SQLite stores the clock time without its zone.
-    return (cutoff if asked is None else min(as_utc(asked), cutoff)).astimezone(dt.UTC)
+    return (cutoff if asked is None else min(asked, cutoff)).astimezone(dt.UTC)
 
 
 async def _remaining(container: AfterSaleContext, day: TrainDay, i: int, j: int) -> dict[str, int]:
