@@ -7,7 +7,7 @@ import datetime as dt
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -30,7 +30,24 @@ app.add_typer(inventory_app, name="inventory")
 app.add_typer(bench_app, name="bench")  # the bench commands live with the benches
 
 console = Console()
+errors = Console(stderr=True)
 T = TypeVar("T")
+
+
+def _refuse(message: str) -> NoReturn:
+    """One line on stderr and exit status 1: a refusal is not a crash, so no traceback."""
+    errors.print(f"railbook: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _need_redis(role: str, settings: Settings) -> None:
+    """The separate roles share the order stream through Redis; in the embedded mode their in-process
+    queue would be one no other process reads (orders accepted and never committed)."""
+    if settings.embedded:
+        _refuse(
+            f"'railbook {role}' needs RAILBOOK_REDIS_URL (the distributed mode); "
+            "without Redis run 'railbook serve', which runs every role in one process."
+        )
 
 
 def _with_container(fn: Callable[[Any], Awaitable[T]], settings: Settings | None = None) -> T:
@@ -190,6 +207,7 @@ def api(
     """Run only the stateless HTTP role (distributed mode; the worker and scheduler run apart)."""
     import uvicorn
 
+    _need_redis("api", Settings())
     uvicorn.run(
         "railbook.api.asgi:api_app",
         factory=True,
@@ -206,6 +224,9 @@ def worker(name: str = typer.Option(None, help="Consumer name (default: host-pid
     """Consume the order stream: commit orders in batches, expire unpaid orders, relay the outbox."""
     from railbook.workers.order_worker import run_worker
 
+    settings = Settings()
+    _need_redis("worker", settings)
+
     async def work(container: Any) -> None:
         from railbook.bootstrap import freeze_startup_heap
 
@@ -213,7 +234,7 @@ def worker(name: str = typer.Option(None, help="Consumer name (default: host-pid
         _lower_priority(container.settings)
         await run_worker(container, name=name)
 
-    _with_container(work)
+    _with_container(work, settings)
 
 
 @app.command()
@@ -229,9 +250,17 @@ def timetable_import(
     file: Path = typer.Argument(..., exists=True, readable=True, help="JSON or YAML timetable."),
 ) -> None:
     """Import stations and trains from a JSON/YAML file (idempotent: existing ones are replaced)."""
+    import yaml
+
+    from railbook.domain.errors import DomainError
     from railbook.services.catalog.imports import import_timetable_file
 
-    result = _with_container(lambda c: import_timetable_file(c, file))
+    try:
+        result = _with_container(lambda c: import_timetable_file(c, file))
+    except DomainError as exc:
+        _refuse(f"{file}: {exc.message}")
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:  # not JSON / YAML, or not a timetable
+        _refuse(f"{file}: not a readable timetable ({' '.join(str(exc).split())})")
     console.print(result)
 
 
@@ -253,21 +282,32 @@ def sales_open(
     date: str = typer.Option(None, help="One day, YYYY-MM-DD."),
     days: int = typer.Option(None, help="The next N days from today."),
 ) -> None:
-    """Open sale days: copy the timetable into the per-day tables and load the allocator."""
+    """Open sale days inside the sale window (the API's rule): copy the timetable into the per-day
+    tables and load the allocator."""
+    from railbook.domain.errors import DomainError
     from railbook.services.sales.opening import open_sale_days
+    from railbook.services.sales.window import check_on_sale, today
 
     if (date is None) == (days is None):
         raise typer.BadParameter("give exactly one of --date or --days")
     if date is not None:
-        dates = [dt.date.fromisoformat(date)]
+        try:
+            dates = [dt.date.fromisoformat(date)]
+        except ValueError:
+            _refuse(f"--date {date!r} is not a date (YYYY-MM-DD)")
     else:
-        today = dt.date.today()
-        dates = [today + dt.timedelta(days=i) for i in range(days)]
+        first = today()
+        dates = [first + dt.timedelta(days=i) for i in range(days)]
+    settings = Settings()
+    try:
+        check_on_sale(settings, dates)
+    except DomainError as exc:
+        _refuse(exc.message)
 
     async def run(c: Any) -> Any:
         return await open_sale_days(c, dates)
 
-    console.print(_with_container(run))
+    console.print(_with_container(run, settings))
 
 
 @inventory_app.command("rebuild")

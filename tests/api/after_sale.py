@@ -21,10 +21,10 @@ def sale_day(offset: int) -> str:
 
 
 async def make_train(
-    client: httpx.AsyncClient, *, days: tuple[int, ...] = (4,), rows: int = 1
+    client: httpx.AsyncClient, *, days: tuple[int, ...] = (4,), rows: int = 1, first_rows: int = 0
 ) -> dict[str, Any]:
-    """A 3-stop G train (200 km, one second-class carriage of ``rows`` rows: 5 seats a row) on sale
-    on the given days from today."""
+    """A 3-stop G train (200 km, one second-class carriage of ``rows`` rows: 5 seats a row; with
+    ``first_rows``, a first-class carriage too: 4 seats a row) on sale on the given days from today."""
     admin_auth = await admin(client)
     names = []
     for _ in range(3):
@@ -43,7 +43,8 @@ async def make_train(
             {"station": names[1], "arrives": "09:00", "departs": "09:02", "km": 100},
             {"station": names[2], "arrives": "10:00", "km": 200},
         ],
-        "carriages": [{"carriage": 1, "seat_class": "second", "rows": rows}],
+        "carriages": [{"carriage": 1, "seat_class": "second", "rows": rows}]
+        + ([{"carriage": 2, "seat_class": "first", "rows": first_rows}] if first_rows else []),
     }
     r = await client.post("/api/v1/admin/trains", json=train, headers=admin_auth)
     assert r.status_code == 201, r.text

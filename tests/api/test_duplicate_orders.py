@@ -123,9 +123,12 @@ async def test_after_a_loss_of_the_markers_the_database_answers(
 async def test_deleting_a_passenger_drops_the_cached_list(
     pg_client: httpx.AsyncClient, redis_url: str
 ) -> None:
-    day, m, p1, p2, _ = await _committed_order(pg_client)
+    day, m, p1, p2, oid = await _committed_order(pg_client)
     ok = await pg_client.post("/api/v1/orders", json=order_body(day, [p2]), headers=m["headers"])
     assert ok.status_code == 202, ok.text
+    # A passenger holding a ticket cannot be deleted (PASSENGER_HAS_TICKETS): free p1 first.
+    cancelled = await pg_client.post(f"/api/v1/orders/{oid}/cancel", headers=m["headers"])
+    assert cancelled.status_code == 200, cancelled.text
     r = aioredis.Redis.from_url(redis_url)
     try:
         assert await r.hexists(passengers_key(m["member_id"]), str(p2))

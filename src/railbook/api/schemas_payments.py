@@ -28,6 +28,18 @@ class ChangeIn(_Body):
     date: dt.date
     train_code: str = Field(min_length=2, max_length=16)
     seat_class: SeatClass
+    to: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="A new destination on the same train (变更到站).",
+    )
+
+
+class ChangeAcceptedOut(BaseModel):
+    order_id: str
+    status: Literal["PENDING"] = "PENDING"
+    change_of: str = Field(description="The ticket this order changes.")
 
 
 class WaitlistPassengerIn(_Body):
@@ -42,6 +54,11 @@ class WaitlistIn(_Body):
     from_: str = Field(alias="from", min_length=1, max_length=32)
     to: str = Field(min_length=1, max_length=32)
     passengers: list[WaitlistPassengerIn] = Field(min_length=1, max_length=5)
+    deadline: dt.datetime | None = Field(
+        default=None,
+        description="Stop waiting then (a time without a zone is Beijing time); default and latest: the "
+        "sale cut-off before the train leaves the boarding station.",
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -57,8 +74,9 @@ class WaitlistOut(BaseModel):
     from_: str = Field(alias="from")
     to: str
     passengers: list[dict[str, object]]
-    status: Literal["WAITING", "FILLED", "EXPIRED"]
+    status: Literal["WAITING", "FILLED", "EXPIRED", "CANCELLED"]
     order_id: str | None
+    deadline: dt.datetime | None
     error_code: str | None
     created_at: dt.datetime
 

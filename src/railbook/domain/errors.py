@@ -99,6 +99,10 @@ class OrderNotFound(NotFound):
     code = "ORDER_NOT_FOUND"
 
 
+class WaitlistNotFound(NotFound):
+    code = "WAITLIST_NOT_FOUND"
+
+
 class TicketNotFound(NotFound):
     code = "TICKET_NOT_FOUND"
 

@@ -19,6 +19,7 @@ import structlog
 
 from railbook.adapters.outage import is_store_outage
 from railbook.bootstrap import Container
+from railbook.services.after_sale.change import settle_committed_changes
 from railbook.services.booking.commit import CommitOutcome, OrderMessage, commit_batch, parse_message, settle
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,19 @@ GONE_AFTER_MS = 5_000
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _settle_changes(container: Container, outcome: CommitOutcome) -> None:
+    """Settle the ticket changes among a committed batch at once (best effort: the after-sale loop
+    settles whatever is left), before the batch's views are invalidated, so a reader of a new order
+    that owes nothing goes from PENDING straight to PAID."""
+    changes = [m for m in outcome.committed + outcome.failed if m.change_of]
+    if not changes:
+        return
+    try:
+        await settle_committed_changes(container, changes)
+    except Exception as exc:
+        log.warning("change_settlement_deferred", n=len(changes), error=repr(exc)[:200])
 
 
 async def _commit_until_done(
@@ -109,6 +123,7 @@ async def run_stream_committer(
                 outcome = await _commit_until_done(container, messages, stop)
                 if outcome is None:
                     return
+                await _settle_changes(container, outcome)
                 # Settle before acknowledging: both are idempotent, and a settle cut short by an outage
                 # is then retried with the redelivered messages instead of leaving tokens and markers.
                 await settle(container, outcome)
@@ -160,6 +175,7 @@ async def run_queue_committer(container: Container, *, stop: asyncio.Event | Non
             except Exception:
                 log.exception("order_committer_error")
                 await asyncio.sleep(1.0)
+        await _settle_changes(container, outcome)
         await settle(container, outcome)
         queue.done([m.order_id for m in messages])
 

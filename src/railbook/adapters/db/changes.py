@@ -6,16 +6,19 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.models import Order, Ticket, TicketChange
+from railbook.adapters.db.order_batch import insert_for
 from railbook.adapters.db.payments import SessionTx, order_record
 from railbook.adapters.db.refunds import member_ticket, stop_time
 from railbook.domain.order_state import TicketStatus
 from railbook.services.after_sale.ports import ChangeRecord, OrderRecord, StopTime, TicketRecord
 
 PENDING = "PENDING"
+DONE = "DONE"
+HELD = [TicketStatus.UNPAID.value, TicketStatus.PAID.value]
 
 
 class ChangeReader:
@@ -49,6 +52,17 @@ class ChangeReader:
         ).first()
         return busy is not None
 
+    async def came_from_change(self, order_id: str) -> bool:
+        """Whether this order was placed by a change that was carried out."""
+        done = (
+            await self.session.execute(
+                select(TicketChange.id).where(
+                    TicketChange.new_order_id == order_id, TicketChange.status == DONE
+                )
+            )
+        ).first()
+        return done is not None
+
 
 class ChangeTx(SessionTx):
     """The statements of one change's settlement."""
@@ -57,14 +71,15 @@ class ChangeTx(SessionTx):
         super().__init__(session)
         self.changes: dict[int, TicketChange] = {}
 
-    async def lock_pending_change(self, change_id: int) -> ChangeRecord | None:
-        """The change while still pending, locked; None when it is settled or another worker holds it
-        (``SKIP LOCKED``), so two workers never settle one change twice."""
+    async def lock_pending_change(self, change_id: int, *, wait: bool = False) -> ChangeRecord | None:
+        """The change while still pending, locked; None when it is settled, or (unless ``wait``) when
+        another worker holds it (``SKIP LOCKED``), so two workers never settle one change twice."""
         change = (
             await self.session.execute(
                 select(TicketChange)
                 .where(TicketChange.id == change_id, TicketChange.status == PENDING)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=not wait)
+                .execution_options(populate_existing=True)
             )
         ).scalar_one_or_none()
         if change is None:
@@ -105,6 +120,19 @@ class ChangeTx(SessionTx):
         order = await self.lock_order_row(order_id)
         return None if order is None else order_record(order)
 
+    async def fare_of(self, order_id: str) -> int:
+        """The fares of the order's held tickets (what its seats cost, whoever paid them)."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(Ticket.price_fen), 0)).where(
+                Ticket.order_id == order_id, Ticket.status.in_(HELD)
+            )
+        )
+        return int(total or 0)
+
+    async def stop_time(self, daily_train_id: int, stop_index: int) -> StopTime | None:
+        """When the train-day leaves this stop."""
+        return await stop_time(self.session, daily_train_id, stop_index)
+
     async def mark_changed(self, ticket_id: str, *, now: dt.datetime) -> None:
         """A locked ticket changed (its seat not yet back)."""
         old = self.tickets[ticket_id]
@@ -136,18 +164,36 @@ class SqlChangeStore:
     async def add_change(
         self, *, ticket_id: str, member_id: int, new_order_id: str, now: dt.datetime
     ) -> None:
-        """A pending change of a ticket to a new order."""
+        """A pending change of a ticket to a new order; nothing when that new order has one already
+        (the request and the committer of the new order both write it, whichever comes first)."""
         async with self._sessionmaker() as session, session.begin():
-            session.add(
-                TicketChange(
-                    ticket_id=ticket_id,
-                    member_id=member_id,
-                    new_order_id=new_order_id,
-                    status=PENDING,
-                    created_at=now,
-                    updated_at=now,
-                )
+            stmt = insert_for(session, TicketChange.__table__).on_conflict_do_nothing(
+                index_elements=["new_order_id"]
             )
+            await session.execute(
+                stmt,
+                [
+                    {
+                        "ticket_id": ticket_id,
+                        "member_id": member_id,
+                        "new_order_id": new_order_id,
+                        "status": PENDING,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                ],
+            )
+
+    async def pending_change_of_order(self, order_id: str, member_id: int | None = None) -> int | None:
+        """The pending change that placed this order (of this member), if there is one."""
+        stmt = select(TicketChange.id).where(
+            TicketChange.new_order_id == order_id, TicketChange.status == PENDING
+        )
+        if member_id is not None:
+            stmt = stmt.where(TicketChange.member_id == member_id)
+        async with self._sessionmaker() as session:
+            found: int | None = await session.scalar(stmt)
+        return found
 
     async def pending_changes(self, limit: int) -> list[int]:
         """The ids of pending changes, oldest first."""

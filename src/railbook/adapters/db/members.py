@@ -9,8 +9,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from railbook.adapters.db.models import Member, Passenger
-from railbook.services.members.ports import MemberRecord, PassengerRecord
+from railbook.adapters.db.models import DailyTrainStop, Member, Order, Passenger, Ticket
+from railbook.domain.order_state import TicketStatus
+from railbook.services.members.ports import HeldJourney, MemberRecord, PassengerRecord
+
+HELD = [TicketStatus.UNPAID.value, TicketStatus.PAID.value]
 
 
 def _member(row: Member) -> MemberRecord:
@@ -151,6 +154,28 @@ class SqlMembers:
                 return False
             await session.delete(passenger)
         return True
+
+    async def held_journeys(self, member_id: int, passenger_id: int) -> list[HeldJourney]:
+        """The journeys of the passenger's unpaid or paid tickets booked by this member."""
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(Order.service_date, DailyTrainStop.arrives, DailyTrainStop.day)
+                    .select_from(Ticket)
+                    .join(Order, Order.id == Ticket.order_id)
+                    .join(
+                        DailyTrainStop,
+                        (DailyTrainStop.daily_train_id == Ticket.daily_train_id)
+                        & (DailyTrainStop.stop_index == Ticket.to_index),
+                    )
+                    .where(
+                        Ticket.member_id == member_id,
+                        Ticket.passenger_id == passenger_id,
+                        Ticket.status.in_(HELD),
+                    )
+                )
+            ).all()
+        return [HeldJourney(date, arrives or "23:59", int(day or 0)) for date, arrives, day in rows]
 
     @asynccontextmanager
     async def passenger_list(self) -> AsyncIterator[SqlPassengerList]:

@@ -301,8 +301,10 @@ class Waitlist(Base):
     from_station: Mapped[str] = mapped_column(String(32))
     to_station: Mapped[str] = mapped_column(String(32))
     passengers: Mapped[list[dict[str, object]]] = mapped_column(JSON)  # as POST /orders takes them
-    status: Mapped[str] = mapped_column(String(16))  # WAITING, FILLED, EXPIRED
+    status: Mapped[str] = mapped_column(String(16))  # WAITING, FILLING, FILLED, EXPIRED, CANCELLED
     order_id: Mapped[str | None] = mapped_column(String(36))
+    # Waiting ends then (EXPIRED); NULL on entries made before deadlines existed (their day ends them).
+    deadline: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     error_code: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

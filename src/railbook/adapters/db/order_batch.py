@@ -64,7 +64,6 @@ def order_row(
 ) -> dict[str, Any]:
     """The order's row in ``status`` (SUCCESS: unpaid, with its total and pay deadline)."""
     success = status == OrderStatus.SUCCESS
-    prices = {i: int(p.get("price_fen", 0)) for i, p in enumerate(msg.passengers)}
     return {
         "id": msg.order_id,
         "member_id": msg.member_id,
@@ -79,7 +78,7 @@ def order_row(
         "payment_status": PaymentStatus.UNPAID.value if success else None,
         "error_code": error,
         "error_message": error_message,
-        "total_fen": sum(prices.values()) if success else 0,
+        "total_fen": msg.total_fen if success else 0,
         "request": {"passengers": [dict(p) for p in msg.passengers]},
         "idempotency_key": msg.idempotency_key if success else None,
         "request_hash": msg.request_hash,

@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from railbook.adapters.db.models import Passenger, Waitlist
+from railbook.adapters.db.models import Member, Passenger, Waitlist
 from railbook.adapters.db.payments import OutboxTx
-from railbook.services.after_sale.ports import WaitlistEntry
+from railbook.adapters.db.refunds import stop_time
+from railbook.services.after_sale.ports import StopTime, WaitlistEntry
 
 
 def _entry(w: Waitlist) -> WaitlistEntry:
@@ -27,6 +28,7 @@ def _entry(w: Waitlist) -> WaitlistEntry:
         order_id=w.order_id,
         error_code=w.error_code,
         created_at=w.created_at,
+        deadline=w.deadline,
     )
 
 
@@ -45,6 +47,27 @@ class WaitlistTx(OutboxTx):
             ).all()
         )
 
+    async def lock_member(self, member_id: int) -> None:
+        """Serialise this member's joins until the commit (``FOR UPDATE`` on the member row; SQLite's
+        write transaction already serialises them)."""
+        await self.session.execute(select(Member.id).where(Member.id == member_id).with_for_update())
+
+    async def passengers_waiting(
+        self, member_id: int, train_code: str, service_date: dt.date, *, statuses: Sequence[str]
+    ) -> set[int]:
+        """The passengers of the member's entries in these statuses for this train-day."""
+        rows = (
+            await self.session.execute(
+                select(Waitlist.passengers).where(
+                    Waitlist.member_id == member_id,
+                    Waitlist.train_code == train_code,
+                    Waitlist.service_date == service_date,
+                    Waitlist.status.in_(statuses),
+                )
+            )
+        ).scalars()
+        return {int(str(p["passenger_id"])) for passengers in rows for p in passengers}
+
     async def add_entry(
         self,
         *,
@@ -55,6 +78,7 @@ class WaitlistTx(OutboxTx):
         to_station: str,
         passengers: list[dict[str, object]],
         status: str,
+        deadline: dt.datetime,
         now: dt.datetime,
     ) -> int:
         """A new entry; returns its id."""
@@ -66,6 +90,7 @@ class WaitlistTx(OutboxTx):
             to_station=to_station,
             passengers=passengers,
             status=status,
+            deadline=deadline,
             created_at=now,
             updated_at=now,
         )
@@ -109,6 +134,33 @@ class WaitlistTx(OutboxTx):
             .where(Waitlist.status == waiting, Waitlist.service_date < today)
             .values(status=expired, error_code=error_code, updated_at=now)
         )
+
+    async def expire_due(self, *, waiting: str, expired: str, error_code: str, now: dt.datetime) -> None:
+        """Waiting entries whose deadline has come expire."""
+        await self.session.execute(
+            update(Waitlist)
+            .where(Waitlist.status == waiting, Waitlist.deadline.is_not(None), Waitlist.deadline <= now)
+            .values(status=expired, error_code=error_code, updated_at=now)
+        )
+
+    async def cancel_entry(
+        self, member_id: int, entry_id: int, *, waiting: str, cancelled: str, now: dt.datetime
+    ) -> WaitlistEntry | None:
+        """Cancel the member's entry if it is waiting; the entry as it is then (None: not the member's).
+        The conditional update loses to a process that claimed the entry to fill it."""
+        await self.session.execute(
+            update(Waitlist)
+            .where(Waitlist.id == entry_id, Waitlist.member_id == member_id, Waitlist.status == waiting)
+            .values(status=cancelled, updated_at=now)
+        )
+        entry = (
+            await self.session.execute(
+                select(Waitlist)
+                .where(Waitlist.id == entry_id, Waitlist.member_id == member_id)
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one_or_none()
+        return None if entry is None else _entry(entry)
 
 
 class SqlWaitlistStore:
@@ -181,6 +233,11 @@ class SqlWaitlistStore:
                 )
             ).all()
         return [(train_code, date) for train_code, date in rows]
+
+    async def departs(self, daily_train_id: int, stop_index: int) -> StopTime | None:
+        """When the train-day leaves this stop."""
+        async with self._sessionmaker() as session:
+            return await stop_time(session, daily_train_id, stop_index)
 
     async def entries_of_member(self, member_id: int, limit: int) -> list[WaitlistEntry]:
         """The member's entries, newest first."""

@@ -107,6 +107,7 @@ async def list_passengers(principal: MemberDep, container: ContainerDep) -> list
 async def delete_passenger(
     passenger_id: Annotated[int, Path(ge=1, le=2**63 - 1)], principal: MemberDep, container: ContainerDep
 ) -> Response:
-    """Remove a traveller; someone else's is 404."""
+    """Remove a traveller; someone else's is 404; 409 PASSENGER_HAS_TICKETS while they hold an unpaid or
+    paid ticket for a journey not yet made."""
     await members.delete_passenger(container, principal.member_id, passenger_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Header, Path, Request, status
 
 from railbook.api.deps import ContainerDep, MemberDep
 from railbook.api.routers.orders import order_out
-from railbook.api.schemas_orders import AcceptedOut, OrderOut
+from railbook.api.schemas_orders import OrderOut
 from railbook.api.schemas_payments import (
+    ChangeAcceptedOut,
     ChangeIn,
     PayIn,
     PaymentCallbackIn,
@@ -19,6 +20,7 @@ from railbook.api.schemas_payments import (
     WaitlistIn,
     WaitlistOut,
 )
+from railbook.domain.fees import BEIJING
 from railbook.domain.pricing import yuan_text
 from railbook.services.after_sale import cancel as cancellation
 from railbook.services.after_sale import change, payment, refund, waitlist
@@ -71,29 +73,36 @@ async def refund_ticket(ticket_id: str, principal: MemberDep, container: Contain
     )
 
 
-@router.post("/tickets/{ticket_id}/change", status_code=status.HTTP_202_ACCEPTED, response_model=AcceptedOut)
+@router.post(
+    "/tickets/{ticket_id}/change", status_code=status.HTTP_202_ACCEPTED, response_model=ChangeAcceptedOut
+)
 async def change_ticket(
     ticket_id: str, body: ChangeIn, request: Request, principal: MemberDep, container: ContainerDep
-) -> AcceptedOut:
-    """Order the same journey on another train or date; the old ticket becomes CHANGED once the new
-    order holds its seats (the new order is then settled with the old fare)."""
+) -> ChangeAcceptedOut:
+    """Change a paid ticket once (409 ALREADY_CHANGED after), before its train leaves: another train,
+    date or class, or with ``to`` another destination on the same train. The new order's ``total`` is
+    what is still owed: a higher fare's difference, paid with /pay; an equal or lower fare is PAID at
+    once and the difference refunded less its fee. The old ticket becomes CHANGED only then."""
+    ticket_id = ticket_id.strip()
     accepted = await change.change_ticket(
         container,
         member_id=principal.member_id,
-        ticket_id=ticket_id.strip(),
+        ticket_id=ticket_id,
         date=body.date,
         train_code=body.train_code.strip().upper(),
         seat_class=body.seat_class,
+        to_station=body.to.strip() if body.to else None,
         client_ip=_client_ip(request),
     )
-    return AcceptedOut(order_id=accepted.order_id)
+    return ChangeAcceptedOut(order_id=accepted.order_id, change_of=ticket_id)
 
 
 @router.post("/waitlist", status_code=status.HTTP_201_CREATED, response_model=WaitlistCreatedOut)
 async def join_waitlist(
     body: WaitlistIn, principal: MemberDep, container: ContainerDep
 ) -> WaitlistCreatedOut:
-    """Wait for seats on a sold-out journey (409 NOT_SOLD_OUT while seats remain)."""
+    """Wait for seats on a sold-out journey until ``deadline`` (409 NOT_SOLD_OUT while seats remain,
+    409 DUPLICATE_ORDER when a passenger already waits for this train-day)."""
     request = OrderRequest(
         date=body.date,
         train_code=body.train_code.strip().upper(),
@@ -101,7 +110,12 @@ async def join_waitlist(
         to_station=body.to,
         passengers=tuple(PassengerChoice(p.passenger_id, p.seat_class, p.seat_pref) for p in body.passengers),
     )
-    waitlist_id = await waitlist.join_waitlist(container, member_id=principal.member_id, request=request)
+    deadline = body.deadline
+    if deadline is not None and deadline.tzinfo is None:
+        deadline = deadline.replace(tzinfo=BEIJING)
+    waitlist_id = await waitlist.join_waitlist(
+        container, member_id=principal.member_id, request=request, deadline=deadline
+    )
     return WaitlistCreatedOut(waitlist_id=waitlist_id)
 
 
@@ -109,23 +123,35 @@ async def join_waitlist(
 async def list_waitlist(principal: MemberDep, container: ContainerDep) -> list[WaitlistOut]:
     """The member's waitlist entries, newest first."""
     views = await waitlist.list_waitlist(container, member_id=principal.member_id)
-    return [
-        WaitlistOut.model_validate(
-            {
-                "waitlist_id": v.waitlist_id,
-                "train_code": v.train_code,
-                "date": v.date,
-                "from": v.from_station,
-                "to": v.to_station,
-                "passengers": v.passengers,
-                "status": v.status,
-                "order_id": v.order_id,
-                "error_code": v.error_code,
-                "created_at": v.created_at,
-            }
-        )
-        for v in views
-    ]
+    return [_waitlist_out(v) for v in views]
+
+
+@router.delete("/waitlist/{waitlist_id}", response_model=WaitlistOut, response_model_by_alias=True)
+async def cancel_waitlist(
+    waitlist_id: Annotated[int, Path(ge=1, le=2**63 - 1)], principal: MemberDep, container: ContainerDep
+) -> WaitlistOut:
+    """Stop waiting: a waiting entry → CANCELLED (again: the same answer); 409 NOT_CANCELLABLE once it
+    is being filled, filled or expired; someone else's is 404."""
+    view = await waitlist.cancel_waitlist(container, member_id=principal.member_id, waitlist_id=waitlist_id)
+    return _waitlist_out(view)
+
+
+def _waitlist_out(v: waitlist.WaitlistView) -> WaitlistOut:
+    return WaitlistOut.model_validate(
+        {
+            "waitlist_id": v.waitlist_id,
+            "train_code": v.train_code,
+            "date": v.date,
+            "from": v.from_station,
+            "to": v.to_station,
+            "passengers": v.passengers,
+            "status": v.status,
+            "order_id": v.order_id,
+            "deadline": v.deadline,
+            "error_code": v.error_code,
+            "created_at": v.created_at,
+        }
+    )
 
 
 @router.post("/payments/mock/callback", response_model=PaymentCallbackOut)

@@ -63,7 +63,7 @@ def require_order(order: OrderRecord | None, order_id: str) -> OrderRecord:
     return order
 
 
-def _check_payable(order: OrderRecord, now: dt.datetime) -> bool:
+def check_payable(order: OrderRecord, now: dt.datetime) -> bool:
     """True when already paid (answer as paid); raises when it cannot be paid; False when payable."""
     if order.payment_status == PaymentStatus.PAID:
         return True
@@ -99,6 +99,21 @@ async def pay_order(
     check to the commit, so expiry (which skips locked rows) and a concurrent payment cannot interleave."""
     provider = payment_provider(container, method)
     now = now or utcnow()
+    change_id = await container.ticket_changes.pending_change_of_order(order_id, member_id)
+    if change_id is not None:
+        # A change's new order: it owes the difference, and paying it settles the change.
+        from railbook.services.after_sale.change import pay_change
+
+        await pay_change(
+            container,
+            change_id=change_id,
+            member_id=member_id,
+            provider=provider,
+            idempotency_key=idempotency_key,
+            now=now,
+        )
+        log.info("change_paid", order_id=order_id)
+        return order_id
     async with container.payments.transaction() as tx:
         if idempotency_key:
             seen = await tx.order_paid_with_key(member_id, idempotency_key)
@@ -107,7 +122,7 @@ async def pay_order(
                     raise IdempotencyKeyReused("This Idempotency-Key was used to pay another order.")
                 return order_id
         order = require_order(await tx.lock_order(order_id, member_id), order_id)
-        if _check_payable(order, now):
+        if check_payable(order, now):
             return order_id
         charge = await provider.charge(
             order_id=order.id, amount_fen=order.total_fen, idempotency_key=idempotency_key
@@ -152,6 +167,19 @@ async def apply_callback(
     if not order_id or not provider_ref or not isinstance(amount, int) or payload.get("status") != SUCCEEDED:
         raise BadCallback("The callback payload is incomplete.")
     now = now or utcnow()
+    change_id = await container.ticket_changes.pending_change_of_order(order_id)
+    if change_id is not None:
+        from railbook.services.after_sale.change import pay_change
+
+        await pay_change(
+            container,
+            change_id=change_id,
+            member_id=None,
+            provider=provider,
+            charged=Charge(provider.name, provider_ref, amount),
+            now=now,
+        )
+        return CallbackResult(order_id, applied=True)
     try:
         async with container.payments.transaction() as tx:
             known = await tx.order_of_provider_ref(provider.name, provider_ref)
@@ -163,7 +191,7 @@ async def apply_callback(
                     "The amount does not match the order.",
                     details={"expected_fen": order.total_fen, "got_fen": amount},
                 )
-            if _check_payable(order, now):
+            if check_payable(order, now):
                 return CallbackResult(order_id, applied=False)
             await tx.mark_paid(
                 order.id, Charge(provider.name, provider_ref, amount), idempotency_key=None, now=now
@@ -184,6 +212,7 @@ __all__ = [
     "CallbackResult",
     "apply_callback",
     "callback_payload",
+    "check_payable",
     "pay_order",
     "payment_provider",
     "require_order",

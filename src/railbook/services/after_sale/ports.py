@@ -133,6 +133,7 @@ class WaitlistEntry:
     order_id: str | None
     error_code: str | None
     created_at: dt.datetime
+    deadline: dt.datetime | None = None
 
 
 class EventWriter(Protocol):
@@ -249,11 +250,13 @@ class ChangeReader(Protocol):
 
     async def change_in_progress(self, ticket_id: str) -> bool: ...
 
+    async def came_from_change(self, order_id: str) -> bool: ...
+
 
 class ChangeTx(OrderCanceller, Protocol):
     """The statements of one change's settlement."""
 
-    async def lock_pending_change(self, change_id: int) -> ChangeRecord | None: ...
+    async def lock_pending_change(self, change_id: int, *, wait: bool = False) -> ChangeRecord | None: ...
 
     async def lock_new_order(self, order_id: str) -> OrderRecord | None: ...
 
@@ -265,9 +268,21 @@ class ChangeTx(OrderCanceller, Protocol):
 
     async def lock_ticket(self, ticket_id: str) -> TicketRecord: ...
 
+    async def fare_of(self, order_id: str) -> int: ...
+
+    async def stop_time(self, daily_train_id: int, stop_index: int) -> StopTime | None: ...
+
     async def mark_changed(self, ticket_id: str, *, now: dt.datetime) -> None: ...
 
-    def add_payment(self, order_id: str, charge: Charge, *, kind: str, now: dt.datetime) -> None: ...
+    def add_payment(
+        self,
+        order_id: str,
+        charge: Charge,
+        *,
+        kind: str,
+        now: dt.datetime,
+        idempotency_key: str | None = None,
+    ) -> None: ...
 
     async def mark_paid(self, order_id: str, *, now: dt.datetime) -> None: ...
 
@@ -287,6 +302,8 @@ class ChangeStore(Protocol):
 
     async def new_order_of(self, change_id: int) -> str | None: ...
 
+    async def pending_change_of_order(self, order_id: str, member_id: int | None = None) -> int | None: ...
+
 
 # --------------------------------------------------------------------------------------------
 # The waitlist.
@@ -296,6 +313,12 @@ class WaitlistTx(EventWriter, Protocol):
     """The statements of one waitlist transaction."""
 
     async def waiting_count(self, member_id: int, *, status: str, limit: int) -> int: ...
+
+    async def lock_member(self, member_id: int) -> None: ...
+
+    async def passengers_waiting(
+        self, member_id: int, train_code: str, service_date: dt.date, *, statuses: Sequence[str]
+    ) -> set[int]: ...
 
     async def add_entry(
         self,
@@ -307,6 +330,7 @@ class WaitlistTx(EventWriter, Protocol):
         to_station: str,
         passengers: list[dict[str, object]],
         status: str,
+        deadline: dt.datetime,
         now: dt.datetime,
     ) -> int: ...
 
@@ -329,6 +353,12 @@ class WaitlistTx(EventWriter, Protocol):
         self, *, waiting: str, expired: str, today: dt.date, error_code: str, now: dt.datetime
     ) -> None: ...
 
+    async def expire_due(self, *, waiting: str, expired: str, error_code: str, now: dt.datetime) -> None: ...
+
+    async def cancel_entry(
+        self, member_id: int, entry_id: int, *, waiting: str, cancelled: str, now: dt.datetime
+    ) -> WaitlistEntry | None: ...
+
 
 class WaitlistStore(Protocol):
     """Waitlist entries."""
@@ -346,6 +376,8 @@ class WaitlistStore(Protocol):
     async def days_with(self, status: str) -> list[tuple[str, dt.date]]: ...
 
     async def entries_of_member(self, member_id: int, limit: int) -> list[WaitlistEntry]: ...
+
+    async def departs(self, daily_train_id: int, stop_index: int) -> StopTime | None: ...
 
 
 class AfterSaleContext(OrderContext, Protocol):

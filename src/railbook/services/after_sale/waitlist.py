@@ -3,6 +3,10 @@ when seats come back (a cancel, an expiry, a refund or a change returns them).
 
 Filling places an ordinary order for the waiting member through the booking service, so every
 rule of the order path (duplicates, sale tokens, the atomic allocation) holds for it too.
+
+A passenger waits at most once per train-day (``DUPLICATE_ORDER``). An entry waits until its
+deadline (by default the sale cut-off, ``SALE_CUTOFF_MINUTES`` before the train leaves the boarding
+station), then it is ``EXPIRED``; the member may cancel a waiting entry (``CANCELLED``).
 """
 
 from __future__ import annotations
@@ -16,16 +20,21 @@ import structlog
 from railbook.domain.errors import (
     Conflict,
     DomainError,
+    DuplicateOrder,
     InvalidInput,
+    NotCancellable,
     NotFound,
     NotSoldOut,
     PassengerNotFound,
     SoldOut,
     TooManyRequests,
+    TrainDeparted,
     Unavailable,
     WaitlistLimit,
+    WaitlistNotFound,
 )
-from railbook.kit.clock import utcnow
+from railbook.domain.fees import departure_at
+from railbook.kit.clock import as_utc, utcnow
 from railbook.services.after_sale.ports import AfterSaleContext, WaitlistEntry
 from railbook.services.booking.accept import OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.ports import TrainDay
@@ -38,6 +47,8 @@ FILLED = "FILLED"
 FILLING = "FILLING"  # claimed by a process placing its order; shown as WAITING
 CLAIM_TIMEOUT = dt.timedelta(minutes=2)
 EXPIRED = "EXPIRED"
+CANCELLED = "CANCELLED"
+DEADLINE_PASSED = "DEADLINE_PASSED"
 FILL_BATCH = 20
 MAX_WAITING_PER_MEMBER = 20
 
@@ -54,6 +65,50 @@ class WaitlistView:
     order_id: str | None
     error_code: str | None
     created_at: dt.datetime
+    deadline: dt.datetime | None
+
+
+def _view(w: WaitlistEntry) -> WaitlistView:
+    return WaitlistView(
+        w.id,
+        w.train_code,
+        w.service_date,
+        w.from_station,
+        w.to_station,
+        list(w.passengers),
+        WAITING if w.status == FILLING else w.status,
+        w.order_id,
+        w.error_code,
+        w.created_at,
+        None if w.deadline is None else as_utc(w.deadline),
+    )
+
+
+async def _deadline(
+    container: AfterSaleContext, day: TrainDay, i: int, asked: dt.datetime | None, now: dt.datetime
+) -> dt.datetime:
+    """When the entry stops waiting: the one asked for, at the latest the journey's sale cut-off;
+    TRAIN_DEPARTED once the sale has closed, 422 for a deadline already past."""
+    stop = await container.waitlists.departs(day.daily_train_id, i)
+    if stop is None:
+        raise InvalidInput("The journey has no departure from its first station.")
+    cutoff = departure_at(day.date, stop.departs, stop.day) - dt.timedelta(
+        minutes=container.settings.sale_cutoff_minutes
+    )
+    if cutoff <= now:
+        raise TrainDeparted("Sale of this journey has closed; it cannot be waited for.")
+    if asked is not None:
+        try:
+            asked = as_utc(asked).astimezone(dt.UTC)
+        except OverflowError:  # at the edge of the calendar: later than any cut-off
+            asked = None
+    if asked is not None and asked <= now:
+        raise InvalidInput(
+            "The deadline has already passed.",
+            details={"fields": [{"field": "deadline", "message": "in the past"}]},
+        )
+    # Kept in UTC: SQLite stores the clock time without its zone.
+    return (cutoff if asked is None else min(asked, cutoff)).astimezone(dt.UTC)
 
 
 async def _remaining(container: AfterSaleContext, day: TrainDay, i: int, j: int) -> dict[str, int]:
@@ -66,8 +121,17 @@ async def _remaining(container: AfterSaleContext, day: TrainDay, i: int, j: int)
         return await container.allocator.remaining(day.train_code, day.date, i, j)
 
 
-async def join_waitlist(container: AfterSaleContext, *, member_id: int, request: OrderRequest) -> int:
-    """Queue a request for a sold-out journey; NOT_SOLD_OUT when the seats it asks for are on sale."""
+async def join_waitlist(
+    container: AfterSaleContext,
+    *,
+    member_id: int,
+    request: OrderRequest,
+    deadline: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Queue a request for a sold-out journey until its deadline; NOT_SOLD_OUT when the seats it asks
+    for are on sale, DUPLICATE_ORDER when one of its passengers already waits for this train-day."""
+    now = now or utcnow()
     if not request.passengers:
         raise InvalidInput(
             "Name at least one passenger.", details={"fields": [{"field": "passengers", "message": "empty"}]}
@@ -92,6 +156,7 @@ async def join_waitlist(container: AfterSaleContext, *, member_id: int, request:
                     ]
                 },
             )
+    until = await _deadline(container, day, i, deadline, now)
     known = await container.waitlists.own_passengers(member_id, ids)
     missing = [pid for pid in ids if pid not in known]
     if missing:
@@ -103,8 +168,17 @@ async def join_waitlist(container: AfterSaleContext, *, member_id: int, request:
             "Seats are still on sale for this journey; order them instead.",
             details={"remaining": {c: remaining.get(c, 0) for c in need}},
         )
-    now = utcnow()
     async with container.waitlists.transaction() as tx:
+        # One join of this member at a time: two concurrent joins cannot both miss each other.
+        await tx.lock_member(member_id)
+        waiting = await tx.passengers_waiting(
+            member_id, day.train_code, day.date, statuses=[WAITING, FILLING]
+        )
+        twice = sorted(waiting.intersection(ids))
+        if twice:
+            raise DuplicateOrder(
+                "A passenger already waits for this train and date.", details={"passenger_ids": twice}
+            )
         if (
             await tx.waiting_count(member_id, status=WAITING, limit=MAX_WAITING_PER_MEMBER)
             >= MAX_WAITING_PER_MEMBER
@@ -121,6 +195,7 @@ async def join_waitlist(container: AfterSaleContext, *, member_id: int, request:
                 for p in request.passengers
             ],
             status=WAITING,
+            deadline=until,
             now=now,
         )
 
@@ -156,6 +231,9 @@ async def fill_train_day(container: AfterSaleContext, train_code: str, date: dt.
     entries = await container.waitlists.entries_of_day(train_code, date, status=WAITING, limit=FILL_BATCH)
     filled = 0
     for entry in entries:
+        if entry.deadline is not None and as_utc(entry.deadline) <= utcnow():
+            await _settle(container, entry.id, EXPIRED, error_code=DEADLINE_PASSED, claimed=False)
+            continue
         request = _request_of(entry)
         try:
             if not await _fits(container, request):
@@ -246,6 +324,7 @@ async def sweep_waitlists(container: AfterSaleContext, *, today: dt.date | None 
         await tx.expire_departed(
             waiting=WAITING, expired=EXPIRED, today=today, error_code="DEPARTED", now=utcnow()
         )
+        await tx.expire_due(waiting=WAITING, expired=EXPIRED, error_code=DEADLINE_PASSED, now=utcnow())
     days = await container.waitlists.days_with(WAITING)
     filled = 0
     for train_code, date in days:
@@ -257,28 +336,34 @@ async def list_waitlist(
     container: AfterSaleContext, *, member_id: int, limit: int = 100
 ) -> list[WaitlistView]:
     """The member's waitlist entries, newest first."""
-    return [
-        WaitlistView(
-            w.id,
-            w.train_code,
-            w.service_date,
-            w.from_station,
-            w.to_station,
-            list(w.passengers),
-            WAITING if w.status == FILLING else w.status,
-            w.order_id,
-            w.error_code,
-            w.created_at,
-        )
-        for w in await container.waitlists.entries_of_member(member_id, limit)
-    ]
+    return [_view(w) for w in await container.waitlists.entries_of_member(member_id, limit)]
+
+
+async def cancel_waitlist(
+    container: AfterSaleContext, *, member_id: int, waitlist_id: int, now: dt.datetime | None = None
+) -> WaitlistView:
+    """Stop waiting: a waiting entry becomes CANCELLED (again: the same answer); one being filled, filled
+    or expired is NOT_CANCELLABLE; someone else's is not found."""
+    now = now or utcnow()
+    async with container.waitlists.transaction() as tx:
+        entry = await tx.cancel_entry(member_id, waitlist_id, waiting=WAITING, cancelled=CANCELLED, now=now)
+        if entry is None:
+            raise WaitlistNotFound("No such waitlist entry.", details={"waitlist_id": waitlist_id})
+        if entry.status != CANCELLED:
+            raise NotCancellable(
+                "Only a waiting entry can be cancelled.", details={"status": _view(entry).status}
+            )
+    log.info("waitlist_cancelled", waitlist_id=waitlist_id)
+    return _view(entry)
 
 
 __all__ = [
+    "CANCELLED",
     "EXPIRED",
     "FILLED",
     "WAITING",
     "WaitlistView",
+    "cancel_waitlist",
     "fill_train_day",
     "join_waitlist",
     "list_waitlist",

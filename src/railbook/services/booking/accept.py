@@ -63,6 +63,9 @@ class OrderRequest:
     to_station: str
     passengers: tuple[PassengerChoice, ...]
     service_date: dt.date | None = None  # set when the caller already knows the train-day (waitlist)
+    # A change (改签): the ticket it replaces, and the fare already paid for it, owed no more.
+    change_of: str | None = None
+    credit_fen: int = 0
 
     def digest(self) -> str:
         """Hash of the request body, to tell a retry from a different request under the same key."""
@@ -272,6 +275,9 @@ async def _enqueue(
         "request_hash": request_hash or None,
         "created_at": created_at.isoformat(),
     }
+    if request.change_of:
+        payload["change_of"] = request.change_of
+        payload["credit_fen"] = request.credit_fen
     # The queue message and the pending record are the same JSON, encoded once.
     encoded = json.dumps(payload, ensure_ascii=False)
     tokens = container.settings.sale_tokens_per_train_day

@@ -68,6 +68,8 @@ def parse_message(fields: Mapping[Any, Any]) -> OrderMessage:
         request_hash=body.get("request_hash"),
         created_at=dt.datetime.fromisoformat(str(body["created_at"])),
         epoch=text.get("epoch"),
+        change_of=body.get("change_of"),
+        credit_fen=int(body.get("credit_fen") or 0),
     )
 
 

@@ -47,6 +47,12 @@ def ticket_id(order_id: str, position: int) -> str:
     return str(uuid.uuid5(uuid.UUID(order_id), f"ticket:{position}"))
 
 
+def owed_fen(fares_fen: int, credit_fen: int) -> int:
+    """What an order still owes: its fares less what a changed ticket already paid (never below 0;
+    a surplus is refunded when the change is settled)."""
+    return max(0, fares_fen - credit_fen)
+
+
 @dataclass(frozen=True, slots=True)
 class TrainDay:
     """What the accept path needs of an opened train-day: stops, their names and codes, prices."""
@@ -80,6 +86,13 @@ class OrderMessage:
     request_hash: str | None
     created_at: dt.datetime
     epoch: str | None = None  # the load epoch it was allocated under (None: unknown, not checked)
+    change_of: str | None = None  # the ticket a change replaces
+    credit_fen: int = 0  # what the replaced ticket paid: the order's total is the rest of its fare
+
+    @property
+    def total_fen(self) -> int:
+        """What the order still owes once committed: its fares less the credit of a change."""
+        return owed_fen(sum(int(p.get("price_fen", 0)) for p in self.passengers), self.credit_fen)
 
     @property
     def passenger_ids(self) -> list[int]:

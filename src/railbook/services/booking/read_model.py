@@ -26,7 +26,7 @@ from railbook.domain.order_state import OrderStatus
 from railbook.kit.clock import as_utc
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.order_ids import order_id_time, verify_order_id
-from railbook.services.booking.ports import OrderView, TicketView
+from railbook.services.booking.ports import OrderView, TicketView, owed_fen
 from railbook.services.booking.view_cache import (
     decode_order,
     decode_page,
@@ -53,7 +53,10 @@ def _pending_view(record: Mapping[str, Any], position: int) -> OrderView:
         to_station=str(record["to_station"]),
         created_at=dt.datetime.fromisoformat(str(record["created_at"])),
         queue_position=position,
-        total_fen=sum(int(p.get("price_fen", 0)) for p in record.get("passengers", [])),
+        total_fen=owed_fen(
+            sum(int(p.get("price_fen", 0)) for p in record.get("passengers", [])),
+            int(record.get("credit_fen") or 0),
+        ),
     )
 
 

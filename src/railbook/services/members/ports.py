@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,16 @@ class PassengerRecord:
     name: str
     id_card: str
     type: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldJourney:
+    """A journey a passenger holds an unpaid or paid ticket for: when the train reaches its end
+    (the service date, and the arrival stop's clock time and day offset)."""
+
+    service_date: dt.date
+    arrives: str
+    day: int
 
 
 class PassengerListWrite(Protocol):
@@ -93,6 +103,10 @@ class MemberStore(Protocol):
         """Remove the member's passenger; False if there is none of that id for this member."""
         ...
 
+    async def held_journeys(self, member_id: int, passenger_id: int) -> list[HeldJourney]:
+        """The journeys of the passenger's unpaid or paid tickets booked by this member."""
+        ...
+
     def passenger_list(self) -> AbstractAsyncContextManager[PassengerListWrite]:
         """One transaction on a passenger list: commits when the block ends, rolls back on an exception."""
         ...
@@ -106,6 +120,8 @@ class PassengerNameCache(Protocol):
     async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None: ...
 
     async def forget_passengers(self, member_id: int) -> None: ...
+
+    async def pending_of_member(self, member_id: int) -> list[dict[str, Any]]: ...
 
 
 class MemberViewCache(Protocol):

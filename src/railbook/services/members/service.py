@@ -15,10 +15,12 @@ from railbook.domain.errors import (
     Conflict,
     MobileTaken,
     PassengerExists,
+    PassengerHasTickets,
     PassengerLimit,
     PassengerNotFound,
     Unauthorized,
 )
+from railbook.domain.fees import departure_at
 from railbook.domain.identity import (
     compose_id_card,
     mask_id_card,
@@ -192,17 +194,41 @@ async def list_passengers(container: MemberContext, member_id: int) -> list[Pass
     return [_passenger_view(p) for p in await container.members.passengers(member_id)]
 
 
-async def delete_passenger(container: MemberContext, member_id: int, passenger_id: int) -> None:
-    """Remove one of the member's passengers; someone else's (or none) is 404, as if it did not exist."""
+async def delete_passenger(
+    container: MemberContext, member_id: int, passenger_id: int, *, now: dt.datetime | None = None
+) -> None:
+    """Remove one of the member's passengers; someone else's (or none) is 404, as if it did not exist;
+    PASSENGER_HAS_TICKETS while they hold an unpaid or paid ticket for a journey not yet made, or are
+    in an order still in the queue."""
     # The order path's cache of the member's passengers is dropped before (a fill racing with this
     # delete is then refused) and again after the commit (a fill that read the row just before it).
     await _forget_cached_passengers(container, member_id)
+    await _refuse_if_travelling(container, member_id, passenger_id, now or dt.datetime.now(dt.UTC))
     if not await container.members.delete_passenger(member_id, passenger_id):
         raise PassengerNotFound("No such passenger.")
     try:
         await _forget_cached_passengers(container, member_id)
     except Exception as exc:
         log.warning("passenger_cache_not_cleared", member_id=member_id, error=repr(exc)[:200])
+
+
+async def _refuse_if_travelling(
+    container: MemberContext, member_id: int, passenger_id: int, now: dt.datetime
+) -> None:
+    """PASSENGER_HAS_TICKETS while the passenger holds a ticket whose train has not yet reached its
+    end, or is in an order accepted but not yet written."""
+    journeys = await container.members.held_journeys(member_id, passenger_id)
+    ahead = [j for j in journeys if departure_at(j.service_date, j.arrives, j.day) > now]
+    queued = [
+        r
+        for r in await container.guard.pending_of_member(member_id)
+        if any(int(p.get("passenger_id", 0)) == passenger_id for p in r.get("passengers", []))
+    ]
+    if ahead or queued:
+        raise PassengerHasTickets(
+            "This passenger holds tickets for journeys not yet made; refund or finish them first.",
+            details={"passenger_id": passenger_id, "journeys": len(ahead) + len(queued)},
+        )
 
 
 async def _warm_cached_passengers(container: MemberContext, member_id: int) -> None:
