@@ -90,6 +90,8 @@ async def _tab(
     finally:
         try:
             await tab.screenshot(path=str(ARTEFACTS / f"last-{request.node.name}.png"), full_page=True)
+        except Exception:
+            pass
         finally:
             await context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"

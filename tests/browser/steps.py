@@ -7,6 +7,7 @@ import datetime as dt
 import random
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -139,5 +140,5 @@ async def login_in_browser(page: Any, mobile: str, password: str, next_path: str
     await page.fill("#mobile", mobile)
     await page.fill("#password", password)
     await page.click("#login-form button[type=submit]")
-    await page.wait_for_url(f"**{next_path}")
+    await page.wait_for_url(lambda url: urlsplit(url).path == next_path)
     await ready(page)

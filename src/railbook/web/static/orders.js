@@ -4,6 +4,7 @@
 
 const REFUND_NOTE = "railbook.refund.";
 const CHANGE_NOTE = "railbook.change.";
+const CHANGE_ORDER_NOTE = "railbook.change-order.";
 
 /** What a refund returned, as the API tells it, or as this browser noted it when it asked. */
 function refundOf(ticket) {
@@ -71,11 +72,16 @@ pages.order = () => {
 
   function render(order) {
     current = order;
+    const fromChange = Boolean(order.change_of || localStorage.getItem(CHANGE_ORDER_NOTE + order.order_id));
     $("#order-train").textContent = order.train_code || "";
     $("#order-date").textContent = order.date ? `${order.date} ${weekday(order.date)}` : "";
     $("#order-from").textContent = order.from || "";
     $("#order-to").textContent = order.to || "";
-    const state = orderState(order);
+    let state = orderState(order);
+    /* A change's new order is settled with the old fare after its seats hold: until then only a
+       difference the API names (change_of and a total above zero) is paid here, never the whole fare. */
+    const owes = Boolean(order.change_of) && fen(order.total || 0) > 0;
+    if (fromChange && state === "unpaid" && !owes) state = "changing";
     const status = $("#order-status");
     status.dataset.state = state;
     status.dataset.status = order.status;
@@ -84,9 +90,9 @@ pages.order = () => {
     $("#order-queue").textContent = queued
       ? order.queue_position ? `前方还有 ${order.queue_position} 人，请稍候…` : "正在为您分配座位…" : "";
     $("#queue-box").hidden = !queued;
-    $("#order-total-label").textContent = order.change_of ? "应补差价" : "金额";
+    $("#order-total-label").textContent = fromChange ? "应补差价" : "金额";
     $("#order-total").textContent = order.total ? `¥${order.total}` : "—";
-    $("#order-origin").hidden = !order.change_of;
+    $("#order-origin").hidden = !fromChange;
     const payable = state === "unpaid" && order.status === "SUCCESS";
     $$(".deadline-row").forEach((n) => { n.hidden = !payable; });
     if (stopCountdown) { stopCountdown(); stopCountdown = null; }
@@ -108,7 +114,7 @@ pages.order = () => {
     try {
       const order = await api("GET", `/api/v1/orders/${encodeURIComponent(orderId)}`);
       render(order);
-      if (QUEUED_STATES.has(order.status)) setTimeout(poll, 1000);
+      if (QUEUED_STATES.has(order.status) || $("#order-status").dataset.state === "changing") setTimeout(poll, 1000);
     } catch (err) {
       showError(err);
       if (err.status === 0 || err.status >= 500 || err.status === 429) setTimeout(poll, 2000);

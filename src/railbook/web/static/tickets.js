@@ -109,6 +109,7 @@ pages.tickets = () => {
     try {
       const answer = await api("POST", `/api/v1/tickets/${encodeURIComponent(ticket.ticket_id)}/change`, body);
       localStorage.setItem(CHANGE_NOTE + ticket.ticket_id, answer.order_id);
+      localStorage.setItem(CHANGE_ORDER_NOTE + answer.order_id, ticket.ticket_id);
       location.href = `/orders/${encodeURIComponent(answer.order_id)}`;
     } catch (err) {
       fieldError(button, err.message);
@@ -139,7 +140,7 @@ pages.tickets = () => {
         el("span", { class: "status", dataset: { status: t.status } }, TICKET_TEXT[t.status] || "处理中")),
       el("p", { class: "ticket-route" }, `${t.from} → ${t.to}`),
       el("p", {}, el("strong", {}, t.passenger_name || ""), ` ${FARE_TYPES[t.fare_type] || ""} `,
-        `${CLASS_NAMES[t.seat_class] || ""} `, el("span", { class: "seat" }, seatLabel(t.seat, t.seat_class)),
+        `${CLASS_NAMES[t.seat_class] || ""} `, el("span", { class: "seat-name" }, seatLabel(t.seat, t.seat_class)),
         el("span", { class: "money" }, ` ¥${t.price}`)),
       refunded ? el("p", { class: "refund-line" }, `已退款 ¥${refunded.refund_amount}，手续费 ¥${refunded.fee}`) : null,
       next ? el("p", {}, el("a", { class: "new-order", href: `/orders/${encodeURIComponent(next)}` }, "已改签，查看新订单")) : null,
