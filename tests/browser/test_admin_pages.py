@@ -11,7 +11,7 @@ import pytest
 
 from tests.live_server import Site
 
-from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD
+from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, ARTEFACTS
 from .steps import Api, login_in_browser, snap, tomorrow
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a live server and a real browser
@@ -59,6 +59,7 @@ async def test_admin_opens_sales_and_reads_inventory_as_a_chart(page: Any, site:
     assert size[0] <= size[1], f"the chart is wider than its card: {size}"
     assert size[2] < 900, f"the heat map is {size[2]}px tall"
     await snap(page, "admin-inventory-desktop")
+    await page.locator("#inventory").screenshot(path=str(ARTEFACTS / "admin-inventory-chart.png"))
 
 
 async def test_admin_edits_a_train_with_errors_beside_the_fields(page: Any, site: Site) -> None:
