@@ -71,10 +71,16 @@ async def browser(chromium_path: Path) -> AsyncIterator[Any]:
             await chromium.close()
 
 
-@pytest.fixture
-async def page(browser: Any, site: Site) -> AsyncIterator[Any]:
-    """A fresh browser context (empty localStorage) per test; page errors fail the test."""
-    context = await browser.new_context(base_url=site.url, locale="zh-CN")
+ARTEFACTS = Path(os.environ.get("RAILBOOK_BROWSER_ARTEFACTS", "build/browser-artefacts"))
+PHONE = {"width": 390, "height": 844}
+
+
+async def _tab(
+    browser: Any, site: Site, request: pytest.FixtureRequest, **options: Any
+) -> AsyncIterator[Any]:
+    """A fresh browser context (empty localStorage); page errors fail the test, and the last screen
+    of every test is kept as an artefact (``last-<test>.png``) to see what it saw."""
+    context = await browser.new_context(base_url=site.url, locale="zh-CN", **options)
     context.set_default_timeout(15_000)
     tab = await context.new_page()
     errors: list[str] = []
@@ -82,5 +88,26 @@ async def page(browser: Any, site: Site) -> AsyncIterator[Any]:
     try:
         yield tab
     finally:
-        await context.close()
+        try:
+            await tab.screenshot(path=str(ARTEFACTS / f"last-{request.node.name}.png"), full_page=True)
+        except Exception:
+            pass
+        finally:
+            await context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+async def page(browser: Any, site: Site, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A desktop-sized tab."""
+    async for tab in _tab(browser, site, request, viewport={"width": 1280, "height": 900}):
+        yield tab
+
+
+@pytest.fixture
+async def phone(browser: Any, site: Site, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A phone-sized tab (390×844, touch, the device's pixel ratio)."""
+    async for tab in _tab(
+        browser, site, request, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
+    ):
+        yield tab

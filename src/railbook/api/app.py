@@ -153,7 +153,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    from railbook.api.routers import admin, health, members, orders, search, web
+    from railbook.api.routers import admin, health, members, orders, search, timetable, web
 
     app.include_router(health.router)
     # Search first among the API routers: it carries most of the traffic, and routes are matched in order.
@@ -164,6 +164,7 @@ def create_app(
     from railbook.api.routers import payments
 
     app.include_router(payments.router)
+    app.include_router(timetable.router)
     app.include_router(web.router)
     web.mount_static(app)
     app.add_middleware(GuardMiddleware)

@@ -38,9 +38,23 @@ def _asset_version() -> str:
         return "dev"
 
 
+def _sale_days(request: Request) -> int:
+    """Days on sale (today first): the search page's date strip and the admin's date limits."""
+    container = getattr(request.app.state, "container", None)
+    return int(getattr(getattr(container, "settings", None), "sale_days_ahead", 15))
+
+
 def _page(request: Request, template: str, page: str, title: str, **context: object) -> HTMLResponse:
     response = _templates().TemplateResponse(
-        request, template, {"page": page, "title": title, "version": _asset_version(), **context}
+        request,
+        template,
+        {
+            "page": page,
+            "title": title,
+            "version": _asset_version(),
+            "sale_days": _sale_days(request),
+            **context,
+        },
     )
     response.headers.update(PAGE_HEADERS)
     return response
@@ -82,6 +96,18 @@ async def orders_page(request: Request) -> HTMLResponse:
 async def order_page(request: Request, order_id: str) -> HTMLResponse:
     """One order: waits for the queue to place it, then pay or cancel."""
     return _page(request, "order.html", "order", "订单详情", order_id=order_id[:64])
+
+
+@router.get("/tickets", response_class=HTMLResponse)
+async def tickets_page(request: Request) -> HTMLResponse:
+    """The member's tickets: refund (fee shown first), change to another train, change destination."""
+    return _page(request, "tickets.html", "tickets", "我的车票")
+
+
+@router.get("/waitlist", response_class=HTMLResponse)
+async def waitlist_page(request: Request) -> HTMLResponse:
+    """The member's waitlist (候补) entries, their deadlines, and cancelling one."""
+    return _page(request, "waitlist.html", "waitlist", "候补订单")
 
 
 @router.get("/admin", response_class=HTMLResponse)
