@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     pay_deadline_seconds: int = Field(default=1800, ge=5)
     max_passengers_per_member: int = 15
     sale_tokens_per_train_day: int = Field(default=2000, ge=1)
+    # Online sale of a journey stops this many minutes before the train leaves the boarding station.
+    sale_cutoff_minutes: int = Field(default=5, ge=0)
 
     # Protection.
     rate_limits: str = "on"  # "off" disables per-client limits and captcha (load tests)

@@ -71,6 +71,7 @@ def order_json(view: OrderView) -> dict[str, Any]:
                 "passenger_name": t.passenger_name,
                 "seat": t.seat,
                 "seat_class": t.seat_class,
+                "fare_type": t.fare_type,
                 "price": yuan_text(t.price_fen),
                 "status": t.status,
             }
@@ -87,6 +88,7 @@ def _member_ticket_json(t: TicketView) -> dict[str, Any]:
         "passenger_name": t.passenger_name,
         "seat": t.seat,
         "seat_class": t.seat_class,
+        "fare_type": t.fare_type,
         "price": yuan_text(t.price_fen),
         "status": t.status,
         "order_id": t.order_id,
@@ -109,6 +111,7 @@ def _ticket_out(t: TicketView) -> TicketOut:
         passenger_name=t.passenger_name,
         seat=t.seat,
         seat_class=t.seat_class,
+        fare_type=t.fare_type,
         price=yuan_text(t.price_fen),
         status=t.status,
     )

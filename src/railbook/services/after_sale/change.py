@@ -21,6 +21,7 @@ from railbook.services.after_sale.ports import AfterSaleContext, Charge
 from railbook.services.after_sale.refund import departure_of, require_ticket, return_seats_of_tickets
 from railbook.services.booking.accept import Accepted, OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.markers import forget_order_markers
+from railbook.services.booking.trips import forget_trips
 from railbook.services.booking.view_cache import forget_order_views
 
 log = structlog.get_logger(__name__)
@@ -66,7 +67,9 @@ async def change_ticket(
         to_station=order.to_station,
         passengers=(PassengerChoice(ticket.passenger_id, seat_class),),
     )
-    accepted = await place_order(container, member_id=member_id, request=request, client_ip=client_ip)
+    accepted = await place_order(
+        container, member_id=member_id, request=request, client_ip=client_ip, replaces=ticket.order_id
+    )
     await container.ticket_changes.add_change(
         ticket_id=ticket_id, member_id=member_id, new_order_id=accepted.order_id, now=now
     )
@@ -96,6 +99,11 @@ async def apply_changes(
             new_order = await container.ticket_changes.new_order_of(change_id)
             if new_order:
                 await forget_order_markers(container, [new_order])
+                # The old ticket's trip goes: its passenger now travels on the new order's.
+                riders = [
+                    p for o, _, _, _, p in await container.orders.order_holds([new_order]) if o == new_order
+                ]
+                await forget_trips(container, [(touched[0][0], riders)])
         elif kind == "cancelled":
             await return_seats_of_orders(container, [target])
     return applied

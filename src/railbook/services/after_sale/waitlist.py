@@ -29,7 +29,7 @@ from railbook.kit.clock import utcnow
 from railbook.services.after_sale.ports import AfterSaleContext, WaitlistEntry
 from railbook.services.booking.accept import OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.ports import TrainDay
-from railbook.services.booking.train_days import journey_on, train_day
+from railbook.services.booking.train_days import journey_on, refuse_if_departed, train_day
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +80,7 @@ async def join_waitlist(container: AfterSaleContext, *, member_id: int, request:
         )
     day = await train_day(container, request.train_code, request.date)
     i, j = journey_on(day, request.from_station, request.to_station)
+    refuse_if_departed(day, i, container.settings.sale_cutoff_minutes)
     for pos, p in enumerate(request.passengers):
         if p.seat_class not in day.classes:
             raise InvalidInput(

@@ -1,0 +1,27 @@
+"""ticket: the passenger's fare type; an index on passenger_id (a passenger's trips)
+
+Revision ID: 0003o
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003o"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("ticket") as batch:
+        batch.add_column(sa.Column("fare_type", sa.String(24), nullable=False, server_default="adult"))
+    op.create_index("ix_ticket_passenger", "ticket", ["passenger_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_ticket_passenger", table_name="ticket")
+    with op.batch_alter_table("ticket") as batch:
+        batch.drop_column("fare_type")
