@@ -179,7 +179,7 @@ class Passenger(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     id_card: Mapped[str] = mapped_column(String(18))
-    type: Mapped[str] = mapped_column(String(16), default="adult")
+    type: Mapped[str] = mapped_column(String(24), default="adult")  # "disabled_military" is 17 long
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
