@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from railbook.adapters.embedded.trips import MemoryTrips
-from railbook.adapters.redis.trips import trips_key
+from railbook.adapters.redis.trips import TRIPS_RESTORED_KEY, trips_key
 from railbook.domain.fees import BEIJING
 from railbook.domain.identity import compose_id_card
 from railbook.domain.pricing import passenger_fare_fen, yuan_text
@@ -200,11 +200,11 @@ async def _wipe_trips(client: httpx.AsyncClient, redis_url: str, passenger_id: i
     container = client.app.state.container  # type: ignore[attr-defined]
     if isinstance(container.trips, MemoryTrips):
         container.trips.held.clear()
-        container.trips.trusted.clear()
+        container.trips.trusted = False
         return
     r = aioredis.Redis.from_url(redis_url)
     try:
-        assert await r.delete(trips_key(passenger_id)) == 1
+        assert await r.delete(trips_key(passenger_id), TRIPS_RESTORED_KEY) == 2
     finally:
         await r.aclose()
 

@@ -123,7 +123,11 @@ class DbOrderStore:
             ).all()
         return [(str(o), str(c), d, int(m), int(p)) for o, c, d, m, p in rows]
 
-    async def held_trips(self, passenger_ids: Sequence[int]) -> list[RecordedTrip]:
+    async def held_trips(self, passenger_ids: Sequence[int] | None, since: dt.date) -> list[RecordedTrip]:
+        held = Ticket.status.in_([TicketStatus.UNPAID.value, TicketStatus.PAID.value])
+        which = [held, Order.service_date >= since]
+        if passenger_ids is not None:
+            which.append(Ticket.passenger_id.in_(list(passenger_ids)))
         board, alight = aliased(DailyTrainStop), aliased(DailyTrainStop)
         train, from_, to_ = Ticket.daily_train_id, Ticket.from_index, Ticket.to_index
         async with self.sessionmaker() as session:
@@ -144,10 +148,7 @@ class DbOrderStore:
                     .join(Order, Order.id == Ticket.order_id)
                     .join(board, (board.daily_train_id == train) & (board.stop_index == from_))
                     .join(alight, (alight.daily_train_id == train) & (alight.stop_index == to_))
-                    .where(
-                        Ticket.passenger_id.in_(list(passenger_ids)),
-                        Ticket.status.in_([TicketStatus.UNPAID.value, TicketStatus.PAID.value]),
-                    )
+                    .where(*which)
                 )
             ).all()
         trips: list[RecordedTrip] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -13,11 +14,12 @@ from railbook.services.booking.ports import TripClash
 class MemoryTrips:
     """The ``TripGuard`` of the embedded mode. Each call checks and writes without awaiting in between,
     so a claim is atomic on the event loop as the script is in Redis. Lives and dies with the process:
-    a passenger's trips are restored from the database on their first order after a start."""
+    every passenger's trips are restored from the database before the first claim after a start."""
 
     # passenger → order → (member, trip, claimed at)
     held: dict[int, dict[str, tuple[int, Trip, int]]] = field(default_factory=dict)
-    trusted: set[int] = field(default_factory=set)
+    trusted: bool = False  # every passenger's trips restored from the database since the start
+    restoring: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def claim(
         self,
@@ -28,13 +30,11 @@ class MemoryTrips:
         *,
         now: int,
         ignore: str | None = None,
-    ) -> tuple[list[int], TripClash | None]:
-        unknown: list[int] = []
+    ) -> tuple[bool, TripClash | None]:
+        if not self.trusted:
+            return False, None
         clash: TripClash | None = None
         for pid in passenger_ids:
-            if pid not in self.trusted:
-                unknown.append(pid)
-                continue
             trips = self.held.setdefault(pid, {})
             found: TripClash | None = None
             for other, (member, held, at) in list(trips.items()):
@@ -49,15 +49,15 @@ class MemoryTrips:
                 trips[order_id] = (member_id, trip, now)
             elif clash is None:
                 clash = found
-        return unknown, clash
+        return True, clash
 
-    async def restore(self, passenger_id: int, held: Sequence[tuple[str, int, Trip]], *, now: int) -> None:
-        if passenger_id in self.trusted:
-            return
-        trips = self.held.setdefault(passenger_id, {})
-        for order_id, member_id, trip in held:
-            trips.setdefault(order_id, (member_id, trip, 0))
-        self.trusted.add(passenger_id)
+    async def restored(self) -> bool:
+        return self.trusted
+
+    async def restore(self, held: Sequence[tuple[int, str, int, Trip]], *, now: int) -> None:
+        for pid, order_id, member_id, trip in held:
+            self.held.setdefault(pid, {}).setdefault(order_id, (member_id, trip, 0))
+        self.trusted = True
 
     async def drop(self, holds: Sequence[tuple[str, Sequence[int]]]) -> None:
         for order_id, pids in holds:

@@ -6,6 +6,7 @@ use cases live here too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -246,8 +247,10 @@ RecordedTrip = tuple[int, str, int, Trip, str]
 class TripGuard(Protocol):
     """One person, one seat at a time: the trips each passenger holds (in flight, unpaid or paid),
     kept per passenger (Redis: one hash per passenger under its own hash tag; embedded: process
-    memory). A passenger's trips are trusted only once restored from the system of record since the
-    last loss of that data (``restore``); until then ``claim`` changes nothing for them."""
+    memory). The trips are trusted only once every passenger's were restored from the system of
+    record since the last loss of that data (``restore``); until then ``claim`` holds nothing."""
+
+    restoring: asyncio.Lock  # one restore at a time in a process
 
     async def claim(
         self,
@@ -258,16 +261,20 @@ class TripGuard(Protocol):
         *,
         now: int,
         ignore: str | None = None,
-    ) -> tuple[list[int], TripClash | None]:
+    ) -> tuple[bool, TripClash | None]:
         """Hold ``trip`` for each passenger, atomically per passenger: a passenger holding a trip that
-        collides with it (other than the order ``ignore``'s) is not given it. Returns the passengers
-        whose trips are not trusted (nothing held for them) and the first clash; the trips held are
-        kept either way (the caller drops them when it refuses the order)."""
+        collides with it (other than the order ``ignore``'s) is not given it. Returns whether the
+        trips are trusted (False: nothing held) and the first clash; the trips held are kept either
+        way (the caller drops them when it refuses the order)."""
         ...
 
-    async def restore(self, passenger_id: int, held: Sequence[tuple[str, int, Trip]], *, now: int) -> None:
-        """Set the passenger's trips read from the system of record (order, member, trip) and trust
-        them; nothing when they are trusted already."""
+    async def restored(self) -> bool:
+        """Whether every passenger's trips were restored since the last loss of this data."""
+        ...
+
+    async def restore(self, held: Sequence[tuple[int, str, int, Trip]], *, now: int) -> None:
+        """Set the trips read from the system of record (passenger, order, member, trip) where
+        missing, then trust the trips."""
         ...
 
     async def drop(self, holds: Sequence[tuple[str, Sequence[int]]]) -> None:
@@ -368,8 +375,9 @@ class OrderStore(Protocol):
         """(order, train code, date, member, passenger) of every ticket of these orders."""
         ...
 
-    async def held_trips(self, passenger_ids: Sequence[int]) -> list[RecordedTrip]:
-        """The trips of every unpaid or paid ticket of these passengers."""
+    async def held_trips(self, passenger_ids: Sequence[int] | None, since: dt.date) -> list[RecordedTrip]:
+        """The trips of every unpaid or paid ticket of these passengers (None: of everyone) on a train
+        that left its origin on ``since`` or later."""
         ...
 
 

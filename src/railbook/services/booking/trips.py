@@ -9,18 +9,20 @@ method in process), so of two simultaneous orders for one passenger at most one 
 Trips are given up when an order ends without tickets (refused, failed, cancelled, expired) and when
 a ticket is refunded or changed (``forget_trips``), best effort. Whatever a missed release leaves is
 healed where it matters: a clash with a trip the system of record no longer holds (and that is not
-an order in flight) drops that trip and claims again. After a loss of the guard's data a passenger's
-trips are restored from the system of record on their next order.
+an order in flight) drops that trip and claims again. After a loss of the guard's data (Redis data,
+or a restart of the embedded process) every passenger's trips are restored from the system of
+record before the next claim is trusted, once.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Sequence
 
 import structlog
 
-from railbook.domain.errors import DomainError, DuplicateOrder, TripConflict
+from railbook.domain.errors import DomainError, DuplicateOrder, TripConflict, Unavailable
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.sale import Trip
 from railbook.services.booking.context import OrderContext
@@ -32,6 +34,9 @@ log = structlog.get_logger(__name__)
 # admission and allocation follow the claim), whatever the pending records say.
 RECENT_CLAIM_SECONDS = 60
 ATTEMPTS = 3
+# A restore reads the tickets of trains that left their origin this many days ago or later (no
+# train runs longer, so every journey not yet arrived is among them).
+RESTORE_DAYS_BACK = 3
 
 
 async def hold_trips(
@@ -47,32 +52,30 @@ async def hold_trips(
     the clash is the same member's pending or unpaid order on this train-day (as the duplicate markers
     would say), TRIP_CONFLICT otherwise. ``replaces``: the order of a ticket being changed (its trip
     does not count). Cost: one round trip (one script call per passenger); more only on a clash or
-    for a passenger whose trips must be restored."""
+    once after a loss of the trips' data (everyone's are restored from the system of record)."""
     trips = container.trips
     for _ in range(ATTEMPTS):
         now = int(time.time())
-        unknown, clash = await trips.claim(order_id, member_id, trip, passenger_ids, now=now, ignore=replaces)
-        if clash is None and not unknown:
+        trusted, clash = await trips.claim(order_id, member_id, trip, passenger_ids, now=now, ignore=replaces)
+        if not trusted:
+            await restore_trips(container, now)
+            continue
+        if clash is None:
             return
-        if clash is not None:
-            refusal = await _judge(container, clash, member_id, trip, now)
-            if refusal is not None:
-                await forget_trips(container, [(order_id, passenger_ids)])
-                raise refusal
-        if unknown:
-            await restore_trips(container, unknown, now)
+        refusal = await _judge(container, clash, member_id, trip, now)
+        if refusal is not None:
+            await forget_trips(container, [(order_id, passenger_ids)])
+            raise refusal
     await forget_trips(container, [(order_id, passenger_ids)])
-    raise TripConflict(
-        "A passenger's other trips could not be checked; try again.",
-        details={"passenger_ids": list(passenger_ids)},
-    )
+    raise Unavailable("The passengers' other trips could not be checked; retry shortly.", retry_after=2)
 
 
 async def _judge(
     container: OrderContext, clash: TripClash, member_id: int, trip: Trip, now: int
 ) -> DomainError | None:
     """The refusal a clash makes, or None when the trip it names is stale (then dropped)."""
-    recorded = await container.orders.held_trips([clash.passenger_id])
+    since = dt.datetime.fromtimestamp(now, dt.UTC).date() - dt.timedelta(days=RESTORE_DAYS_BACK)
+    recorded = await container.orders.held_trips([clash.passenger_id], since)
     status = next((s for _, o, _, _, s in recorded if o == clash.order_id), None)
     if status is None:
         known = clash.order_id in await container.orders.states([clash.order_id])
@@ -100,16 +103,19 @@ async def _judge(
     )
 
 
-async def restore_trips(container: OrderContext, passenger_ids: Sequence[int], now: int) -> None:
-    """Set these passengers' trips from the system of record (their unpaid and paid tickets that have
-    not arrived yet) and trust them."""
-    held: dict[int, list[tuple[str, int, Trip]]] = {p: [] for p in passenger_ids}
-    for pid, order_id, member_id, trip, _ in await container.orders.held_trips(passenger_ids):
-        if trip.ends >= now and pid in held:
-            held[pid].append((order_id, member_id, trip))
-    for pid, trips in held.items():
-        await container.trips.restore(pid, trips, now=now)
-    log.info("trips_restored", passengers=len(held))
+async def restore_trips(container: OrderContext, now: int) -> None:
+    """Set every passenger's trips from the system of record (unpaid and paid tickets not arrived yet),
+    then trust them: once per loss of the trips' data, one restore at a time per process."""
+    trips = container.trips
+    async with trips.restoring:
+        if await trips.restored():
+            return
+        since = dt.datetime.fromtimestamp(now, dt.UTC).date() - dt.timedelta(days=RESTORE_DAYS_BACK)
+        held = [
+            (p, o, m, t) for p, o, m, t, _ in await container.orders.held_trips(None, since) if t.ends >= now
+        ]
+        await trips.restore(held, now=now)
+        log.info("trips_restored", trips=len(held))
 
 
 async def forget_trips(container: OrderContext, holds: Sequence[tuple[str, Sequence[int]]]) -> None:
