@@ -135,9 +135,16 @@ async def add_passenger(client: httpx.AsyncClient, headers: dict[str, str], name
 
 
 async def make_train_day(
-    client: httpx.AsyncClient, admin: dict[str, str], *, rows: int = 4, stops: int = 4, days_ahead: int = 3
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    *,
+    rows: int = 4,
+    stops: int = 4,
+    days_ahead: int = 3,
+    start_hour: int = 8,
 ) -> dict[str, Any]:
-    """A new G train with ``stops`` stations and one second-class carriage of ``rows`` rows, on sale."""
+    """A new G train with ``stops`` stations and one second-class carriage of ``rows`` rows, on sale;
+    it leaves its first stop at ``start_hour``:05 and reaches stop k at (``start_hour`` + k):00."""
     stations = []
     for _ in range(stops):
         name, code = f"站{unique()}", station_code()
@@ -151,8 +158,8 @@ async def make_train_day(
         "stops": [
             {
                 "station": name,
-                **({"arrives": f"{8 + k:02d}:00"} if k else {}),
-                **({"departs": f"{8 + k:02d}:05"} if k < stops - 1 else {}),
+                **({"arrives": f"{start_hour + k:02d}:00"} if k else {}),
+                **({"departs": f"{start_hour + k:02d}:05"} if k < stops - 1 else {}),
                 "km": 100 * k,
             }
             for k, (name, _) in enumerate(stations)

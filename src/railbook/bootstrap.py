@@ -43,6 +43,7 @@ from railbook.services.booking.ports import (
     OrderReads,
     OrderStore,
     OrderViewCache,
+    TripGuard,
 )
 from railbook.services.booking.train_days import TrainDayCache
 from railbook.services.members.antibot import CaptchaImages
@@ -71,6 +72,7 @@ class Container:
     redis: Any | None  # redis.asyncio.Redis in distributed mode, None when embedded
     allocator: Allocator
     guard: OrderGuard  # sale tokens, duplicate markers, idempotency, rate limits, pending records
+    trips: TripGuard  # the trips each passenger holds (one person, one seat at a time)
     intake: OrderIntake  # an order's admission and allocation (one round trip on Redis)
     accept_reads: AcceptReads  # the accept path's lean reads of the system of record
     orders: OrderStore  # the committer's and the markers' orders and tickets
@@ -177,6 +179,7 @@ async def build_container(settings: Settings) -> Container:
         from railbook.adapters.redis.intake import RedisOrderIntake
         from railbook.adapters.redis.order_views import RedisOrderViews
         from railbook.adapters.redis.protection import RedisOrderGuard
+        from railbook.adapters.redis.trips import RedisTrips
 
         redis_client = make_redis(settings.redis_url)
         autopipe = AutoPipeline(redis_client)  # one per process: the accept path's calls share batches
@@ -189,6 +192,7 @@ async def build_container(settings: Settings) -> Container:
             autopipe=autopipe,
         )
         allocator, guard = redis_allocator, redis_guard
+        trips: TripGuard = RedisTrips(redis_client, autopipe)
         intake = RedisOrderIntake(redis_guard, redis_allocator)
         order_views = RedisOrderViews(redis_client, autopipe)
         captchas = RedisCaptchaStore(redis_client, autopipe)
@@ -203,6 +207,7 @@ async def build_container(settings: Settings) -> Container:
         from railbook.adapters.embedded.intake import EmbeddedOrderIntake
         from railbook.adapters.embedded.order_views import MemoryOrderViews
         from railbook.adapters.embedded.queue import MemoryOrderGuard, OrderQueue
+        from railbook.adapters.embedded.trips import MemoryTrips
 
         queue = OrderQueue()
         local_allocator = InProcessAllocator(on_message=queue.put)
@@ -212,6 +217,7 @@ async def build_container(settings: Settings) -> Container:
             ip_requests_per_second=settings.ip_requests_per_second,
         )
         allocator, guard = local_allocator, memory_guard
+        trips = MemoryTrips()
         intake = EmbeddedOrderIntake(memory_guard, local_allocator)
         order_views = MemoryOrderViews()
         captchas = MemoryCaptchaStore()
@@ -232,6 +238,7 @@ async def build_container(settings: Settings) -> Container:
         redis=redis_client,
         allocator=allocator,
         guard=guard,
+        trips=trips,
         intake=intake,
         accept_reads=DbAcceptReads(settings.database_url, sessionmaker, sqlite=not postgres),
         orders=DbOrderStore(sessionmaker),

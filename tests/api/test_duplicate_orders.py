@@ -44,9 +44,10 @@ async def test_committed_unpaid_order_is_a_duplicate_until_paid(client: httpx.As
         assert _is_duplicate(r), r.text
     paid = await client.post(f"/api/v1/orders/{oid}/pay", json={"method": "mock"}, headers=m["headers"])
     assert paid.status_code == 200, paid.text
-    # API.md: only a pending or unpaid order makes a duplicate; a paid ticket does not.
+    # API.md: only a pending or unpaid order makes a duplicate; a paid ticket is a trip the passenger
+    # holds on this train-day (TRIP_CONFLICT: one person, one seat at a time).
     again = await client.post("/api/v1/orders", json=order_body(day, [p1], 1, 2), headers=m["headers"])
-    assert again.status_code == 202, again.text
+    assert again.status_code == 409 and again.json()["error"]["code"] == "TRIP_CONFLICT", again.text
 
 
 async def test_cancelled_order_frees_the_passenger(client: httpx.AsyncClient) -> None:

@@ -149,6 +149,7 @@ async def test_answers_are_the_response_models_bytes(client: httpx.AsyncClient) 
                     "passenger_name": t.passenger_name,
                     "seat": t.seat,
                     "seat_class": t.seat_class,
+                    "fare_type": t.fare_type,
                     "price": yuan_text(t.price_fen),
                     "status": t.status,
                     "order_id": t.order_id,

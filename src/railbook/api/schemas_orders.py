@@ -48,6 +48,9 @@ class TicketOut(BaseModel):
     passenger_name: str
     seat: str
     seat_class: str
+    fare_type: str = Field(
+        description="The passenger's type the fare was sold at: adult, child, student, disabled_military."
+    )
     price: str
     status: str
 

@@ -1,6 +1,6 @@
-"""The accept path's reads of the system of record: the member's passengers with their unpaid
-tickets on the train-day (one statement, on PostgreSQL a prepared one on a lean asyncpg pool), and
-the train-day's stops and prices."""
+"""The accept path's reads of the system of record: the member's passengers (as riders: name, fare
+type, birth date) with their unpaid tickets on the train-day (one statement, on PostgreSQL a prepared
+one on a lean asyncpg pool), and the train-day's stops, times and prices."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from railbook.adapters.db.models import (
     Ticket,
     Train,
 )
+from railbook.domain.fees import departure_at
 from railbook.domain.order_state import TicketStatus
+from railbook.domain.riders import Rider
 from railbook.domain.timetable import departure_day
 from railbook.services.booking.ports import TrainDay
 
@@ -75,6 +77,13 @@ async def _load_train_day(session: AsyncSession, train_code: str, date: dt.date)
         departure_days=tuple(
             s.day if s.departs is None else departure_day(s.departs, s.arrives, s.day) for s in stops
         ),
+        departs_at=tuple(
+            departure_at(date, s.departs, departure_day(s.departs, s.arrives, s.day or 0))
+            if s.departs
+            else None
+            for s in stops
+        ),
+        arrives_at=tuple(departure_at(date, s.arrives, s.day or 0) if s.arrives else None for s in stops),
     )
 
 
@@ -96,7 +105,13 @@ def _passenger_query(with_key: bool) -> Any:
         )
         .exists()
     )
-    columns: list[Any] = [_passenger.c.id, _passenger.c.name, unpaid.label("busy")]
+    columns: list[Any] = [
+        _passenger.c.id,
+        _passenger.c.name,
+        unpaid.label("busy"),
+        _passenger.c.type,
+        _passenger.c.id_card,
+    ]
     if with_key:
         known = (
             select(_order.c.id + literal_column("' '") + func.coalesce(_order.c.request_hash, ""))
@@ -118,7 +133,8 @@ _QUERIES: dict[bool, Any] = {}
 # compile, no transaction, no pre-ping). $1 member, $2 train-day, $3 passenger ids, $4 the key.
 _ACCEPT_SQL = (
     "SELECT p.id, p.name, EXISTS (SELECT 1 FROM ticket t WHERE t.member_id = $1 AND t.daily_train_id = $2"
-    " AND t.passenger_id = p.id AND t.status = '" + TicketStatus.UNPAID.value + "') AS busy{known}"
+    " AND t.passenger_id = p.id AND t.status = '" + TicketStatus.UNPAID.value + "') AS busy,"
+    " p.type, p.id_card{known}"
     " FROM passenger p WHERE p.member_id = $1 AND p.id = ANY($3::bigint[])"
 )
 _ACCEPT_SQL_PLAIN = _ACCEPT_SQL.format(known="")
@@ -193,8 +209,9 @@ class DbAcceptReads:
             rows = await self.pool.fetch(_ACCEPT_SQL_PLAIN, member_id, daily_train_id, list(ids))
         else:
             rows = await self.pool.fetch(_ACCEPT_SQL_KEYED, member_id, daily_train_id, list(ids), key)
-        known = next((r[3] for r in rows if r[3]), None) if key is not None else None
-        return [(int(r[0]), str(r[1]), bool(r[2])) for r in rows], known
+        known = next((r[5] for r in rows if r[5]), None) if key is not None else None
+        riders = [(int(r[0]), Rider.of(str(r[1]), str(r[3]), str(r[4])).text(), bool(r[2])) for r in rows]
+        return riders, known
 
     async def train_day(self, train_code: str, date: dt.date) -> TrainDay | None:
         async with self.sessionmaker() as session:

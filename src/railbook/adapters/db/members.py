@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.models import DailyTrainStop, Member, Order, Passenger, Ticket
 from railbook.domain.order_state import TicketStatus
+from railbook.domain.riders import Rider
 from railbook.services.members.ports import HeldJourney, MemberRecord, PassengerRecord
 
 HELD = [TicketStatus.UNPAID.value, TicketStatus.PAID.value]
@@ -133,18 +134,17 @@ class SqlMembers:
             ).all()
         return [_passenger(p) for p in rows]
 
-    async def passenger_names(self, member_id: int) -> dict[int, str]:
-        """The member's passengers' names by passenger id."""
+    async def passenger_riders(self, member_id: int) -> dict[int, str]:
+        """The member's passengers by passenger id, as rider texts (``domain.riders``)."""
         async with self._sessionmaker() as session:
-            return dict(
-                (
-                    await session.execute(
-                        select(Passenger.id, Passenger.name).where(Passenger.member_id == member_id)
+            rows = (
+                await session.execute(
+                    select(Passenger.id, Passenger.name, Passenger.type, Passenger.id_card).where(
+                        Passenger.member_id == member_id
                     )
                 )
-                .tuples()
-                .all()
-            )
+            ).all()
+        return {int(pid): Rider.of(name, kind, card).text() for pid, name, kind, card in rows}
 
     async def delete_passenger(self, member_id: int, passenger_id: int) -> bool:
         """Remove the member's passenger; False if there is none of that id for this member."""

@@ -179,7 +179,7 @@ class Passenger(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     id_card: Mapped[str] = mapped_column(String(18))
-    type: Mapped[str] = mapped_column(String(16), default="adult")
+    type: Mapped[str] = mapped_column(String(24), default="adult")  # "disabled_military" is 17 long
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -231,6 +231,8 @@ class Ticket(Base):
     __table_args__ = (
         Index("ix_ticket_daily_seat", "daily_seat_id"),
         Index("ix_ticket_daily_train_status", "daily_train_id", "status"),
+        # A passenger's trips (one person, one seat at a time), read when they are restored.
+        Index("ix_ticket_passenger", "passenger_id"),
         # Refunded or changed tickets whose seat is not yet confirmed back (retried by the expiry job).
         Index(
             "ix_ticket_unreleased",
@@ -252,6 +254,8 @@ class Ticket(Base):
     from_index: Mapped[int] = mapped_column(SmallInteger)
     to_index: Mapped[int] = mapped_column(SmallInteger)
     price_fen: Mapped[int] = mapped_column(Integer)
+    # The passenger's fare type when the ticket was sold (adult, child, student, disabled_military).
+    fare_type: Mapped[str] = mapped_column(String(24), default="adult", server_default="adult")
     status: Mapped[str] = mapped_column(String(16))  # UNPAID, PAID (active); REFUNDED, CHANGED, CANCELLED
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -111,6 +111,7 @@ def _ticket_rows(msg: OrderMessage, seat_ids: Mapping[tuple[str, int], int]) -> 
                 "from_index": msg.from_index,
                 "to_index": msg.to_index,
                 "price_fen": int(passenger.get("price_fen", 0)),
+                "fare_type": str(passenger.get("fare_type") or "adult"),
                 "status": TicketStatus.UNPAID.value,
                 "created_at": msg.created_at,
                 "updated_at": now,
@@ -135,6 +136,7 @@ def _ticket_event(msg: OrderMessage, tickets: Sequence[Mapping[str, Any]]) -> di
                 "seat": t["seat_name"],
                 "seat_class": t["seat_class"],
                 "price_fen": t["price_fen"],
+                "fare_type": t["fare_type"],
             }
             for t in tickets
         ],
@@ -169,19 +171,19 @@ _PG_ORDERS = text(
 _PG_TICKETS = text(
     """
     INSERT INTO ticket (id, order_id, member_id, passenger_id, passenger_name, daily_train_id,
-        daily_seat_id, seat_class, seat_index, seat_name, from_index, to_index, price_fen, status,
-        created_at, updated_at)
+        daily_seat_id, seat_class, seat_index, seat_name, from_index, to_index, price_fen, fare_type,
+        status, created_at, updated_at)
     SELECT t.id, t.order_id, t.member_id, t.passenger_id, t.passenger_name, t.daily_train_id,
         t.daily_seat_id, t.seat_class, t.seat_index, t.seat_name, t.from_index, t.to_index,
-        t.price_fen, :status, t.created_at, :now
+        t.price_fen, t.fare_type, :status, t.created_at, :now
     FROM unnest(CAST(:id AS varchar[]), CAST(:order_id AS varchar[]), CAST(:member_id AS bigint[]),
         CAST(:passenger_id AS bigint[]), CAST(:passenger_name AS varchar[]),
         CAST(:daily_train_id AS bigint[]), CAST(:daily_seat_id AS bigint[]),
         CAST(:seat_class AS varchar[]), CAST(:seat_index AS int[]), CAST(:seat_name AS varchar[]),
         CAST(:from_index AS smallint[]), CAST(:to_index AS smallint[]), CAST(:price_fen AS int[]),
-        CAST(:created_at AS timestamptz[]))
+        CAST(:fare_type AS varchar[]), CAST(:created_at AS timestamptz[]))
         AS t(id, order_id, member_id, passenger_id, passenger_name, daily_train_id, daily_seat_id,
-        seat_class, seat_index, seat_name, from_index, to_index, price_fen, created_at)
+        seat_class, seat_index, seat_name, from_index, to_index, price_fen, fare_type, created_at)
     ON CONFLICT (id) DO NOTHING
     """
 )
@@ -259,6 +261,7 @@ _TICKET_COLUMNS = (
     "from_index",
     "to_index",
     "price_fen",
+    "fare_type",
     "created_at",
 )
 

@@ -45,6 +45,7 @@ TICKET_COLUMNS = (
     _ticket.seat_class,
     _ticket.price_fen,
     _ticket.status,
+    _ticket.fare_type,
 )
 
 
@@ -55,7 +56,12 @@ def _rank(request: Any) -> dict[int, int]:
 
 
 def _ticket_view(t: Row[Any]) -> TicketView:
-    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7])
+    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], fare_type=t[8])
+
+
+def _member_ticket(t: Row[Any]) -> TicketView:
+    """A ticket row with its order's journey (``TICKET_COLUMNS`` then train, date, from, to)."""
+    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[9], t[10], t[11], t[12], t[8])
 
 
 def _view(o: Row[Any], tickets: Sequence[Row[Any]]) -> OrderView:
@@ -142,4 +148,4 @@ class DbOrderReads:
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [TicketView(*row) for row in rows]
+        return [_member_ticket(row) for row in rows]

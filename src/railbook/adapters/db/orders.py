@@ -10,11 +10,14 @@ from contextlib import asynccontextmanager
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
-from railbook.adapters.db.models import Order, Ticket
+from railbook.adapters.db.models import DailyTrainStop, Order, Ticket
 from railbook.adapters.db.order_batch import FAILED, SeatIds, insert_for, order_row, write_batch
+from railbook.domain.fees import departure_at
 from railbook.domain.order_state import TicketStatus
-from railbook.services.booking.ports import OrderMessage, SeatConflict
+from railbook.domain.sale import Trip, train_day_name
+from railbook.services.booking.ports import OrderMessage, RecordedTrip, SeatConflict
 
 
 class _OrderTransaction:
@@ -119,3 +122,39 @@ class DbOrderStore:
                 )
             ).all()
         return [(str(o), str(c), d, int(m), int(p)) for o, c, d, m, p in rows]
+
+    async def held_trips(self, passenger_ids: Sequence[int] | None, since: dt.date) -> list[RecordedTrip]:
+        held = Ticket.status.in_([TicketStatus.UNPAID.value, TicketStatus.PAID.value])
+        which = [held, Order.service_date >= since]
+        if passenger_ids is not None:
+            which.append(Ticket.passenger_id.in_(list(passenger_ids)))
+        board, alight = aliased(DailyTrainStop), aliased(DailyTrainStop)
+        train, from_, to_ = Ticket.daily_train_id, Ticket.from_index, Ticket.to_index
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        Ticket.passenger_id,
+                        Ticket.order_id,
+                        Ticket.member_id,
+                        Order.train_code,
+                        Order.service_date,
+                        board.departs,
+                        board.day,
+                        alight.arrives,
+                        alight.day,
+                        Ticket.status,
+                    )
+                    .join(Order, Order.id == Ticket.order_id)
+                    .join(board, (board.daily_train_id == train) & (board.stop_index == from_))
+                    .join(alight, (alight.daily_train_id == train) & (alight.stop_index == to_))
+                    .where(*which)
+                )
+            ).all()
+        trips: list[RecordedTrip] = []
+        for pid, order_id, member_id, code, date, departs, d_day, arrives, a_day, status in rows:
+            starts = int(departure_at(date, departs or "00:00", d_day or 0).timestamp())
+            ends = int(departure_at(date, arrives, a_day or 0).timestamp()) if arrives else starts
+            trip = Trip(train_day_name(code, date), starts, max(starts, ends))
+            trips.append((int(pid), str(order_id), int(member_id), trip, str(status)))
+        return trips

@@ -73,6 +73,7 @@ def order_json(view: OrderView) -> dict[str, Any]:
                 "passenger_name": t.passenger_name,
                 "seat": t.seat,
                 "seat_class": t.seat_class,
+                "fare_type": t.fare_type,
                 "price": yuan_text(t.price_fen),
                 "status": t.status,
             }
@@ -89,6 +90,7 @@ def _member_ticket_json(t: TicketView) -> dict[str, Any]:
         "passenger_name": t.passenger_name,
         "seat": t.seat,
         "seat_class": t.seat_class,
+        "fare_type": t.fare_type,
         "price": yuan_text(t.price_fen),
         "status": t.status,
         "order_id": t.order_id,
@@ -111,6 +113,7 @@ def _ticket_out(t: TicketView) -> TicketOut:
         passenger_name=t.passenger_name,
         seat=t.seat,
         seat_class=t.seat_class,
+        fare_type=t.fare_type,
         price=yuan_text(t.price_fen),
         status=t.status,
     )

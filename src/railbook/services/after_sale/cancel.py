@@ -22,6 +22,7 @@ from railbook.kit.clock import utcnow
 from railbook.services.after_sale.payment import require_order
 from railbook.services.after_sale.ports import AfterSaleContext, OrderCanceller, OrderRecord, TicketRecord
 from railbook.services.booking.markers import forget_markers
+from railbook.services.booking.trips import forget_trips
 from railbook.services.booking.view_cache import forget_order_views
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.releases import order_release_id
@@ -106,6 +107,10 @@ async def return_seats_of_orders(container: AfterSaleContext, order_ids: list[st
             )
             for o in cancelled
         ],
+    )
+    # ... and their trips: the passengers may travel at that time again.
+    await forget_trips(
+        container, [(o.id, [t.passenger_id for t in by_order.get(o.id, [])]) for o in cancelled]
     )
     for order in cancelled:
         held = by_order.get(order.id, [])

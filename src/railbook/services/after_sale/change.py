@@ -54,6 +54,7 @@ from railbook.services.booking.accept import Accepted, OrderRequest, PassengerCh
 from railbook.services.booking.markers import forget_order_markers
 from railbook.services.booking.ports import OrderMessage
 from railbook.services.booking.train_days import journey_on, train_day
+from railbook.services.booking.trips import forget_trips
 from railbook.services.booking.view_cache import forget_order_views
 
 log = structlog.get_logger(__name__)
@@ -118,7 +119,9 @@ async def change_ticket(
         change_of=ticket_id,
         credit_fen=ticket.price_fen,
     )
-    accepted = await place_order(container, member_id=member_id, request=request, client_ip=client_ip)
+    accepted = await place_order(
+        container, member_id=member_id, request=request, client_ip=client_ip, replaces=ticket.order_id
+    )
     await container.ticket_changes.add_change(
         ticket_id=ticket_id, member_id=member_id, new_order_id=accepted.order_id, now=now
     )
@@ -212,6 +215,10 @@ async def _settle_and_return(
         # The new order is paid: its markers go as a payment's do; the old seat goes back on sale.
         await forget_order_markers(container, [outcome.new_order_id])
         await return_seats_of_tickets(container, [outcome.old_ticket_id])
+        # The old ticket's trip goes: its passenger now travels on the new order's.
+        new_order = outcome.new_order_id
+        riders = [p for o, _, _, _, p in await container.orders.order_holds([new_order]) if o == new_order]
+        await forget_trips(container, [(outcome.touched[0][0], riders)])
     else:
         await return_seats_of_orders(container, [outcome.new_order_id])
     return outcome.kind

@@ -22,6 +22,7 @@ from railbook.kit.clock import utcnow
 from railbook.services.after_sale.cancel import serve_waitlists
 from railbook.services.after_sale.payment import payment_provider, require_order
 from railbook.services.after_sale.ports import AfterSaleContext, Charge, StopTime, TicketRecord, TicketSeat
+from railbook.services.booking.trips import forget_trips
 from railbook.services.booking.view_cache import forget_order_views
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.releases import ticket_release_id
@@ -102,6 +103,7 @@ async def refund_ticket(
             now=now,
         )
     await forget_order_views(container, [(order.id, member_id)])
+    await forget_trips(container, [(order.id, [ticket.passenger_id])])
     log.info("ticket_refunded", ticket_id=ticket_id, refund_fen=quote.refund_fen, fee_fen=quote.fee_fen)
     await return_seats_of_tickets(container, [ticket_id])
     return RefundResult(ticket_id, quote.refund_fen, quote.fee_fen)

@@ -38,7 +38,7 @@ from railbook.kit.clock import as_utc, utcnow
 from railbook.services.after_sale.ports import AfterSaleContext, WaitlistEntry
 from railbook.services.booking.accept import OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.ports import TrainDay
-from railbook.services.booking.train_days import boarded_train_day, journey_on
+from railbook.services.booking.train_days import boarded_train_day, journey_on, refuse_if_departed
 
 log = structlog.get_logger(__name__)
 
@@ -146,6 +146,7 @@ async def join_waitlist(
         container, request.train_code, request.date, request.from_station, service_date=request.service_date
     )
     i, j = journey_on(day, request.from_station, request.to_station)
+    refuse_if_departed(day, i, container.settings.sale_cutoff_minutes)
     for pos, p in enumerate(request.passengers):
         if p.seat_class not in day.classes:
             raise InvalidInput(

@@ -32,6 +32,8 @@ from railbook.domain.errors import (
     SoldOut,
     Unavailable,
 )
+from railbook.domain.pricing import passenger_fare_fen
+from railbook.domain.riders import Rider
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, SeatAssignment
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.markers import (
@@ -40,7 +42,8 @@ from railbook.services.booking.markers import (
 from railbook.services.booking.memos import refuse_if_sold_out
 from railbook.services.booking.order_ids import issue_order_id
 from railbook.services.booking.ports import MarkersUnknown, OrderChallenge, OrderGuard, TrainDay
-from railbook.services.booking.train_days import boarded_train_day, journey_on
+from railbook.services.booking.train_days import boarded_train_day, journey_on, refuse_if_departed, trip_on
+from railbook.services.booking.trips import forget_trips, hold_trips
 from railbook.services.ports import AdmissionRefused
 
 log = structlog.get_logger(__name__)
@@ -106,12 +109,17 @@ async def place_order(
     idempotency_key: str | None = None,
     client_ip: str = "",
     challenge: OrderChallenge | None = None,
+    replaces: str | None = None,
 ) -> Accepted:
     """Accept an order into the train-day's queue (202), or refuse it at once; nothing is written to
     the database here. Invariants: a sale token is held exactly while the order is in flight, its
     duplicate markers while it is pending or unpaid (both given back on every refusal; the token by
-    the committer, the markers by payment, cancellation, expiry or a failed commit); the seats and
-    the queue message exist together or not at all (one allocator call).
+    the committer, the markers by payment, cancellation, expiry or a failed commit); its passengers'
+    trips while it is in flight, unpaid or paid (``booking.trips``; given back on every refusal);
+    the seats and the queue message exist together or not at all (one allocator call). Sale of a
+    journey closes ``sale_cutoff_minutes`` before the train leaves the boarding station
+    (TRAIN_DEPARTED, from the cached train-day). ``replaces``: the order of a ticket being changed,
+    whose trip the new one may overlap.
 
     Cost of an accepted order: no database statement once the member's passengers are cached and the
     day's markers trusted; one lookup round trip (none when this process saw the passengers in the
@@ -140,6 +148,7 @@ async def place_order(
         container, request.train_code, request.date, request.from_station, service_date=request.service_date
     )
     i, j = journey_on(day, request.from_station, request.to_station)
+    refuse_if_departed(day, i, settings.sale_cutoff_minutes)
     for pos, p in enumerate(request.passengers):
         if p.seat_class not in day.classes:
             raise InvalidInput(
@@ -152,7 +161,9 @@ async def place_order(
             )
 
     async with container.accept_slots:
-        return await _admit_and_enqueue(container, guard, day, member_id, request, i, j, idempotency_key)
+        return await _admit_and_enqueue(
+            container, guard, day, member_id, request, i, j, idempotency_key, replaces
+        )
 
 
 async def _admit_and_enqueue(
@@ -164,6 +175,7 @@ async def _admit_and_enqueue(
     i: int,
     j: int,
     idempotency_key: str | None,
+    replaces: str | None,
 ) -> Accepted:
     """The protections, the duplicate check and the allocation of a validated order."""
     ids = [p.passenger_id for p in request.passengers]
@@ -171,11 +183,14 @@ async def _admit_and_enqueue(
     request_hash = request.digest() if idempotency_key else ""
     cache = container.member_cache
     now = time.monotonic()
-    names = cache.names(member_id, ids, now)
+    # Passengers as rider texts (name, fare type, birth date: ``domain.riders``); one in an older form
+    # counts as not cached.
+    names = _readable(cache.names(member_id, ids, now), ids)
     generation: str | None = None  # set when the shared cache was asked: a fill must match it
     trusted: bool | None = None  # the day's markers: None when not asked (admission tells)
     if names is None and not idempotency_key:
         names, generation, trusted = await guard.lookup(member_id, ids, day.train_code, day.date)
+        names = _readable(names, ids)
         if names is not None:
             cache.remember(member_id, names, now)
     # Known passengers and no key to answer for: a likely sold-out is settled before any database
@@ -205,16 +220,51 @@ async def _admit_and_enqueue(
     if not early:
         await _refuse_if_sold_out(container, day, request, i, j)
     order_id = issue_order_id(container.jwt_secret, member_id)
-    args = (container, guard, day, member_id, request, i, j, names, order_id, idempotency_key, request_hash)
+    fares = _fares(day, request, i, j, names)
+    args = (container, guard, day, member_id, request, i, j, fares, order_id, idempotency_key, request_hash)
     try:
-        return await _enqueue(*args, checked=checked)
+        return await _enqueue(*args, checked=checked, replaces=replaces)
     except MarkersUnknown:
         # The day's markers are not trusted (never restored here, or lost with Redis data): the
         # database answers for this order, and the markers are restored for the next ones.
         rows, _ = await container.accept_reads.passengers(member_id, day.daily_train_id, ids, None)
         await restore_day_markers(container, day)
         _refuse_if_busy(rows)
-        return await _enqueue(*args, checked=True)
+        return await _enqueue(*args, checked=True, replaces=replaces)
+
+
+def _readable(names: Mapping[int, str] | None, ids: Sequence[int]) -> dict[int, str] | None:
+    """The cached rider texts of these passengers, or None unless every one is in the current form."""
+    if names is None or any(Rider.parse(names.get(pid, "")) is None for pid in ids):
+        return None
+    return dict(names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Fare:
+    """A passenger's ticket as the order prices it: the name on it, the fare type and the price."""
+
+    name: str
+    fare_type: str
+    price_fen: int
+
+
+def _fares(
+    day: TrainDay, request: OrderRequest, i: int, j: int, riders: Mapping[int, str]
+) -> dict[int, _Fare]:
+    """Each passenger's fare by type on the boarding date (12306 shares of the adult fare);
+    NOT_A_CHILD for a child fare of someone 14 or older that day."""
+    departs = day.departs_at[i] if i < len(day.departs_at) else None
+    travel_date = departs.date() if departs is not None else day.date
+    fares: dict[int, _Fare] = {}
+    for p in request.passengers:
+        rider = Rider.parse(riders[p.passenger_id]) or Rider(riders[p.passenger_id])
+        fare_type = rider.fare_type_on(travel_date)
+        adult = day.prices.get((p.seat_class, i, j), 0)
+        fares[p.passenger_id] = _Fare(
+            rider.name, fare_type, passenger_fare_fen(adult, fare_type, p.seat_class)
+        )
+    return fares
 
 
 async def _refuse_if_sold_out(
@@ -241,14 +291,16 @@ async def _enqueue(
     request: OrderRequest,
     i: int,
     j: int,
-    names: Mapping[int, str],
+    fares: Mapping[int, _Fare],
     order_id: str,
     idempotency_key: str | None,
     request_hash: str,
     *,
     checked: bool,
+    replaces: str | None = None,
 ) -> Accepted:
     ids = [p.passenger_id for p in request.passengers]
+    trip = trip_on(day, i, j)  # what the passengers' other trips may not collide with
     created_at = dt.datetime.now(dt.UTC)
     payload = {
         "v": 1,
@@ -264,10 +316,11 @@ async def _enqueue(
         "passengers": [
             {
                 "passenger_id": p.passenger_id,
-                "name": names[p.passenger_id],
+                "name": fares[p.passenger_id].name,
                 "seat_class": p.seat_class,
                 "seat_pref": p.seat_pref,
-                "price_fen": day.prices.get((p.seat_class, i, j), 0),
+                "price_fen": fares[p.passenger_id].price_fen,
+                "fare_type": fares[p.passenger_id].fare_type,
             }
             for p in request.passengers
         ],
@@ -301,13 +354,30 @@ async def _enqueue(
         )
         if claim is not None:
             return _accepted_from_claim(claim, request_hash)
+        # The key is this order's now: a retry under it is answered by its claim, not by its trips.
+        try:
+            await hold_trips(
+                container,
+                order_id=order_id,
+                member_id=member_id,
+                trip=trip,
+                passenger_ids=ids,
+                replaces=replaces,
+            )
+        except BaseException:
+            await guard.refuse_order(day.train_code, day.date, member_id, ids, order_id, idempotency_key)
+            raise
     else:
         # Without a key to answer for, the admission rides in the allocation's round trip where the
         # store allows (Redis): one round trip, not two, and the seats are taken only if it admitted.
         admission = _Admission(member_id, ids, order_id, tokens, payload, encoded, checked)
+        await hold_trips(
+            container, order_id=order_id, member_id=member_id, trip=trip, passenger_ids=ids, replaces=replaces
+        )
     try:
         await _allocate(container, day, alloc_request, order_id, message, admission)
     except AdmissionRefused as refused:  # nothing of the order is left (the admission undid itself)
+        await forget_trips(container, [(order_id, ids)])
         raise refused.reason from None
     except (OutcomeUnknown, asyncio.CancelledError) as exc:
         # The allocation script may have run (and queued the order) even though no answer came back:
@@ -325,6 +395,7 @@ async def _enqueue(
         ) from exc.__cause__
     except BaseException as exc:
         await guard.refuse_order(day.train_code, day.date, member_id, ids, order_id, idempotency_key)
+        await forget_trips(container, [(order_id, ids)])
         if isinstance(exc, SoldOut) and exc.code == "SOLD_OUT":
             classes = list(dict.fromkeys(p.seat_class for p in request.passengers))
             container.sold_out_memo.remember(day.train_code, day.date, classes, i, j)

@@ -34,6 +34,7 @@ from railbook.domain.order_state import OrderStatus
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.markers import marker_keep_seconds
 from railbook.services.booking.ports import HeldOrder, OrderMessage, SeatConflict
+from railbook.services.booking.trips import forget_trips
 from railbook.services.booking.view_cache import forget_order_views
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.loading import ensure_day_loaded
@@ -288,3 +289,5 @@ async def settle(container: OrderContext, outcome: CommitOutcome) -> None:
         *[guard.settle(code, day, failed) for (code, day), (_, failed) in by_day.items()],
         guard.forget_pending([(m.order_id, m.member_id) for m in finished]),
     )
+    # Failed orders hold no tickets: their passengers' trips go too.
+    await forget_trips(container, [(m.order_id, m.passenger_ids) for m in outcome.failed])

@@ -15,6 +15,7 @@ from railbook.services.booking.ports import (
     OrderReads,
     OrderStore,
     OrderViewCache,
+    TripGuard,
 )
 from railbook.services.booking.train_days import TrainDayCache
 from railbook.services.ports import Allocator, SearchChanges
@@ -28,6 +29,7 @@ class OrderContext(Protocol):
     allocator: Allocator
     jwt_secret: str
     guard: OrderGuard
+    trips: TripGuard
     train_days: TrainDayCache
     member_cache: MemberCache
     sold_out_memo: SoldOutMemo

@@ -6,6 +6,7 @@ use cases live here too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -15,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from railbook.domain.sale import Trip
 from railbook.domain.seating import AllocationRequest
 from railbook.services.ports import Allocation
 
@@ -65,6 +67,9 @@ class TrainDay:
     prices: Mapping[tuple[str, int, int], int]  # (class, from, to) → fen
     classes: frozenset[str]
     departure_days: tuple[int, ...] = ()  # by stop index: days after ``date`` the train leaves it
+    # Per stop, when the train leaves it and reaches it (Beijing time; None at the ends of the line).
+    departs_at: tuple[dt.datetime | None, ...] = ()
+    arrives_at: tuple[dt.datetime | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,7 @@ class TicketView:
     date: dt.date | None = None
     from_station: str = ""
     to_station: str = ""
+    fare_type: str = "adult"
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +254,60 @@ class OrderGuard(Protocol):
     async def queue_position(self, record: Mapping[str, Any]) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class TripClash:
+    """A trip a passenger already holds that collides with the one asked for."""
+
+    passenger_id: int
+    order_id: str
+    member_id: int
+    train_day: str
+    claimed_at: int  # Unix seconds when it was claimed (0: restored from the system of record)
+
+
+# A trip as the system of record knows it: (passenger, order, member, trip, ticket status).
+RecordedTrip = tuple[int, str, int, Trip, str]
+
+
+class TripGuard(Protocol):
+    """One person, one seat at a time: the trips each passenger holds (in flight, unpaid or paid),
+    kept per passenger (Redis: one hash per passenger under its own hash tag; embedded: process
+    memory). The trips are trusted only once every passenger's were restored from the system of
+    record since the last loss of that data (``restore``); until then ``claim`` holds nothing."""
+
+    restoring: asyncio.Lock  # one restore at a time in a process
+
+    async def claim(
+        self,
+        order_id: str,
+        member_id: int,
+        trip: Trip,
+        passenger_ids: Sequence[int],
+        *,
+        now: int,
+        ignore: str | None = None,
+    ) -> tuple[bool, TripClash | None]:
+        """Hold ``trip`` for each passenger, atomically per passenger: a passenger holding a trip that
+        collides with it (other than the order ``ignore``'s) is not given it. Returns whether the
+        trips are trusted (False: nothing held) and the first clash; the trips held are kept either
+        way (the caller drops them when it refuses the order)."""
+        ...
+
+    async def restored(self) -> bool:
+        """Whether every passenger's trips were restored since the last loss of this data."""
+        ...
+
+    async def restore(self, held: Sequence[tuple[int, str, int, Trip]], *, now: int) -> None:
+        """Set the trips read from the system of record (passenger, order, member, trip) where
+        missing, then trust the trips."""
+        ...
+
+    async def drop(self, holds: Sequence[tuple[str, Sequence[int]]]) -> None:
+        """Forget the trips of these orders for these passengers (the order ended, a ticket was
+        refunded or changed)."""
+        ...
+
+
 class OrderIntake(Protocol):
     """An order without an idempotency key taken in: the guard's admission and the allocation."""
 
@@ -278,8 +338,9 @@ class AcceptReads(Protocol):
     async def passengers(
         self, member_id: int, daily_train_id: int, ids: Sequence[int], key: str | None
     ) -> tuple[list[tuple[int, str, bool]], str | None]:
-        """(id, name, holds an unpaid ticket on the train-day) of the member's passengers among
-        ``ids``, and with ``key`` the ``"<order id> <request hash>"`` of an order made with it."""
+        """(id, rider text (``domain.riders``), holds an unpaid ticket on the train-day) of the member's
+        passengers among ``ids``, and with ``key`` the ``"<order id> <request hash>"`` of an order made
+        with it."""
         ...
 
     async def train_day(self, train_code: str, date: dt.date) -> TrainDay | None:
@@ -341,6 +402,11 @@ class OrderStore(Protocol):
 
     async def order_holds(self, order_ids: Sequence[str]) -> list[tuple[str, str, dt.date, int, int]]:
         """(order, train code, date, member, passenger) of every ticket of these orders."""
+        ...
+
+    async def held_trips(self, passenger_ids: Sequence[int] | None, since: dt.date) -> list[RecordedTrip]:
+        """The trips of every unpaid or paid ticket of these passengers (None: of everyone) on a train
+        that left its origin on ``since`` or later."""
         ...
 
 

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from railbook.domain.errors import BadJourney, DateNotOnSale, StationNotFound, TrainNotFound
+from railbook.domain.errors import BadJourney, DateNotOnSale, StationNotFound, TrainDeparted, TrainNotFound
+from railbook.domain.sale import Trip, sale_closed, train_day_name
 from railbook.domain.timetable import BOARDING_LAG_DAYS, boarding_date, service_dates_for
 from railbook.domain.timetable import service_date as service_date_of
 from railbook.services.booking.ports import TrainDay
@@ -168,3 +169,26 @@ def journey_on(day: TrainDay, from_station: str, to_station: str) -> tuple[int, 
             details={"from": from_station, "to": to_station},
         )
     return i, j
+
+
+def refuse_if_departed(day: TrainDay, i: int, cutoff_minutes: int, now: dt.datetime | None = None) -> None:
+    """TRAIN_DEPARTED once online sale of a journey boarding at stop ``i`` has closed (the train
+    leaves within ``cutoff_minutes`` or has left); from the cached day, no store asked."""
+    departs = day.departs_at[i] if i < len(day.departs_at) else None
+    if departs is None:
+        return
+    if sale_closed(departs, now or dt.datetime.now(dt.UTC), cutoff_minutes):
+        raise TrainDeparted(
+            f"Sale of {day.train_code} from {day.station_names[i]} has closed: the train leaves at "
+            f"{departs:%Y-%m-%d %H:%M} (Beijing time) and online sale stops {cutoff_minutes} minutes before.",
+            details={"departs_at": departs.isoformat(), "cutoff_minutes": cutoff_minutes},
+        )
+
+
+def trip_on(day: TrainDay, i: int, j: int) -> Trip:
+    """The time a journey i→j on this train-day occupies its passenger: boarding to arrival."""
+    starts = day.departs_at[i] if i < len(day.departs_at) else None
+    ends = day.arrives_at[j] if j < len(day.arrives_at) else None
+    begin = int(starts.timestamp()) if starts is not None else 0
+    end = int(ends.timestamp()) if ends is not None else begin
+    return Trip(train_day_name(day.train_code, day.date), begin, max(begin, end))

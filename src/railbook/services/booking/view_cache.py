@@ -60,6 +60,7 @@ def _ticket_fields(t: TicketView) -> list[Any]:
         _date(t.date),
         t.from_station,
         t.to_station,
+        t.fare_type,
     ]
 
 
@@ -77,6 +78,7 @@ def _ticket_of(f: list[Any]) -> TicketView:
         dt.date.fromisoformat(f[9]) if f[9] else None,
         f[10],
         f[11],
+        f[12] if len(f) > 12 else "adult",
     )
 
 

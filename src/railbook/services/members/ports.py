@@ -95,8 +95,8 @@ class MemberStore(Protocol):
         """The member's passengers, oldest first."""
         ...
 
-    async def passenger_names(self, member_id: int) -> dict[int, str]:
-        """The member's passengers' names by passenger id."""
+    async def passenger_riders(self, member_id: int) -> dict[int, str]:
+        """The member's passengers by passenger id, as the order path caches them (``domain.riders``)."""
         ...
 
     async def delete_passenger(self, member_id: int, passenger_id: int) -> bool:
@@ -113,7 +113,7 @@ class MemberStore(Protocol):
 
 
 class PassengerNameCache(Protocol):
-    """The order path's shared cache of a member's passenger names (kept by the order guard)."""
+    """The order path's shared cache of a member's passengers, as rider texts (kept by the order guard)."""
 
     async def passengers_generation(self, member_id: int) -> str: ...
 

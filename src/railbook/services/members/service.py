@@ -237,7 +237,7 @@ async def _warm_cached_passengers(container: MemberContext, member_id: int) -> N
     guard = container.guard
     try:
         generation = await guard.passengers_generation(member_id)
-        found = await container.members.passenger_names(member_id)
+        found = await container.members.passenger_riders(member_id)
         if found:
             await guard.cache_passengers(member_id, generation, found)
     except Exception as exc:

@@ -1,0 +1,124 @@
+"""The trips each passenger holds, in Redis: one hash per passenger (see claim_trip.lua)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
+from railbook.domain.sale import Trip
+from railbook.services.booking.ports import TripClash
+
+# A restored hash lives at least this long past its last trip (or now, when it holds none).
+TRIPS_KEEP_SECONDS = 86400
+# Set once every passenger's trips were restored from the system of record; a loss of Redis data
+# loses it with the trips (never expires: Redis runs with noeviction).
+TRIPS_RESTORED_KEY = "trips:restored"
+RESTORE_CHUNK = 500
+
+
+def trips_key(passenger_id: int) -> str:
+    """The passenger's trips: its own hash tag, so a cluster keeps each passenger on one slot."""
+    return f"trips:{{p{passenger_id}}}"
+
+
+def _script(name: str) -> str:
+    return resources.files("railbook.adapters.redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+CLAIM_TRIP_LUA = _script("claim_trip")
+RESTORE_TRIPS_LUA = _script("restore_trips")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def trip_value(member_id: int, trip: Trip, claimed_at: int) -> str:
+    """A trip as its hash field's value (claim_trip.lua parses it)."""
+    return f"{member_id} {trip.train_day} {trip.starts} {trip.ends} {claimed_at}"
+
+
+class RedisTrips:
+    """The ``TripGuard`` of the distributed mode. A claim is one script call per passenger, all in one
+    shared round trip (each call touches only its passenger's slot), behind a read of the global
+    "restored" flag in the same round trip."""
+
+    def __init__(self, redis: Any, autopipe: AutoPipeline | None = None) -> None:
+        self.redis = redis
+        self.batch = autopipe or AutoPipeline(redis)
+        self._claim = redis.register_script(CLAIM_TRIP_LUA)
+        self._restore = redis.register_script(RESTORE_TRIPS_LUA)
+        self.restoring = asyncio.Lock()
+        # What this process last saw of the flag: the claims rely on it, and the same round trip reads
+        # it again, so a claim made on a belief the flag no longer backs is undone at once.
+        self._restored = False
+
+    async def claim(
+        self,
+        order_id: str,
+        member_id: int,
+        trip: Trip,
+        passenger_ids: Sequence[int],
+        *,
+        now: int,
+        ignore: str | None = None,
+    ) -> tuple[bool, TripClash | None]:
+        for _ in range(2):
+            believed = self._restored
+            args = (
+                order_id,
+                member_id,
+                trip.train_day,
+                trip.starts,
+                trip.ends,
+                now,
+                ignore or "",
+                int(believed),
+            )
+            commands: list[tuple[Any, ...]] = [("EXISTS", TRIPS_RESTORED_KEY)]
+            commands += [("EVALSHA", self._claim.sha, 1, trips_key(p), *args) for p in passenger_ids]
+            replies = raise_errors(await self.batch.execute_scripted(commands, [CLAIM_TRIP_LUA]))
+            self._restored = bool(replies[0])
+            codes = [int(r[0]) for r in replies[1:]]
+            if not self._restored:
+                held = [p for p, c in zip(passenger_ids, codes, strict=True) if c == 1]
+                await self.drop([(order_id, held)])
+                return False, None
+            if -3 in codes:
+                continue  # this process had not seen the flag yet: claim again on it
+            for pid, reply in zip(passenger_ids, replies[1:], strict=True):
+                if int(reply[0]) == -1:
+                    return True, TripClash(
+                        pid, _text(reply[1]), int(reply[2]), _text(reply[3]), int(_text(reply[4]))
+                    )
+            return True, None
+        return False, None
+
+    async def restored(self) -> bool:
+        self._restored = bool(await self.redis.exists(TRIPS_RESTORED_KEY))
+        return self._restored
+
+    async def restore(self, held: Sequence[tuple[int, str, int, Trip]], *, now: int) -> None:
+        by_passenger: dict[int, list[tuple[str, int, Trip]]] = {}
+        for pid, order_id, member_id, trip in held:
+            by_passenger.setdefault(pid, []).append((order_id, member_id, trip))
+        commands: list[tuple[Any, ...]] = []
+        for pid, trips in by_passenger.items():
+            last = max([now, *(t.ends for _, _, t in trips)])
+            args: list[Any] = [now, last - now + TRIPS_KEEP_SECONDS]
+            for order_id, member_id, trip in trips:
+                args += [order_id, trip_value(member_id, trip, 0)]
+            commands.append(("EVALSHA", self._restore.sha, 1, trips_key(pid), *args))
+        for start in range(0, len(commands), RESTORE_CHUNK):
+            chunk = commands[start : start + RESTORE_CHUNK]
+            raise_errors(await self.batch.execute_scripted(chunk, [RESTORE_TRIPS_LUA]))
+        await self.redis.set(TRIPS_RESTORED_KEY, str(now))
+        self._restored = True
+
+    async def drop(self, holds: Sequence[tuple[str, Sequence[int]]]) -> None:
+        commands = [("HDEL", trips_key(p), order_id) for order_id, pids in holds for p in pids]
+        if commands:
+            raise_errors(await self.batch.execute(commands))

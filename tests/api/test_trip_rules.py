@@ -1,0 +1,276 @@
+"""The 12306 rules of the accept path: sale closes before departure (TRAIN_DEPARTED), one person one
+seat at a time (TRIP_CONFLICT, also under concurrency and after a loss of the trips' data), and
+fares by passenger type on tickets (NOT_A_CHILD) — in both modes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import random
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from railbook.adapters.embedded.trips import MemoryTrips
+from railbook.adapters.redis.trips import TRIPS_RESTORED_KEY, trips_key
+from railbook.domain.fees import BEIJING
+from railbook.domain.identity import compose_id_card
+from railbook.domain.pricing import passenger_fare_fen, yuan_text
+from tests.naming import station_code, train_code
+from tests.support import add_passenger, admin, make_train_day, order_body, register, unique, wait_final
+
+_cards = itertools.count(random.randrange(1, 900))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
+    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
+
+
+def _code(r: httpx.Response) -> str:
+    return str(r.json()["error"]["code"]) if r.status_code >= 400 else ""
+
+
+async def _passenger(client: httpx.AsyncClient, headers: dict[str, str], kind: str, born: dt.date) -> int:
+    seq = next(_cards) % 999 + 1
+    card = compose_id_card("110101", born, seq)
+    r = await client.post(
+        "/api/v1/passengers",
+        json={"name": "乘客" + "甲乙丙丁戊己庚辛壬癸"[seq % 10], "id_card": card, "type": kind},
+        headers=headers,
+    )
+    assert r.status_code == 201, r.text
+    return int(r.json()["passenger_id"])
+
+
+async def _order(client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+    return await client.post("/api/v1/orders", json=body, headers=headers)
+
+
+async def _held(client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    """An order placed and committed (SUCCESS, unpaid)."""
+    r = await _order(client, headers, body)
+    assert r.status_code == 202, r.text
+    final = await wait_final(client, headers, r.json()["order_id"])
+    assert final["status"] == "SUCCESS", final
+    return final
+
+
+# -- TRAIN_DEPARTED ---------------------------------------------------------------------------
+
+
+async def _train_leaving_in(client: httpx.AsyncClient, minutes: int) -> dict[str, Any]:
+    """A two-stop train leaving its first stop ``minutes`` from now (Beijing time), on sale."""
+    adm = await admin(client)
+    departs = (dt.datetime.now(BEIJING) + dt.timedelta(minutes=minutes)).replace(second=0, microsecond=0)
+    arrives = departs + dt.timedelta(hours=1)
+    stations = []
+    for _ in range(2):
+        name, code = f"站{unique()}", station_code()
+        r = await client.post("/api/v1/admin/stations", json={"name": name, "code": code}, headers=adm)
+        assert r.status_code == 201, r.text
+        stations.append((name, code))
+    late = (arrives.date() - departs.date()).days
+    spec = {
+        "code": train_code("G"),
+        "kind": "G",
+        "stops": [
+            {"station": stations[0][0], "departs": f"{departs:%H:%M}", "km": 0},
+            {
+                "station": stations[1][0],
+                "arrives": f"{arrives:%H:%M}",
+                "km": 200,
+                **({"day": late} if late else {}),
+            },
+        ],
+        "carriages": [{"carriage": 1, "seat_class": "second", "rows": 4}],
+    }
+    r = await client.post("/api/v1/admin/trains", json=spec, headers=adm)
+    assert r.status_code == 201, r.text
+    date = departs.date().isoformat()
+    r = await client.post("/api/v1/admin/sales/open", json={"date": date}, headers=adm)
+    assert r.status_code == 200, r.text
+    return {"train_code": spec["code"], "date": date, "stations": stations}
+
+
+async def test_sale_closes_within_the_cutoff(client: httpx.AsyncClient) -> None:
+    soon = await _train_leaving_in(client, 3)
+    later = await _train_leaving_in(client, 30)
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    r = await _order(client, m["headers"], order_body(soon, [p]))
+    assert r.status_code == 409 and _code(r) == "TRAIN_DEPARTED", r.text
+    w = await client.post("/api/v1/waitlist", json=order_body(soon, [p]), headers=m["headers"])
+    assert w.status_code == 409 and _code(w) == "TRAIN_DEPARTED", w.text
+    r = await _order(client, m["headers"], order_body(later, [p]))
+    assert r.status_code == 202, r.text
+
+
+# -- TRIP_CONFLICT ----------------------------------------------------------------------------
+
+
+async def test_same_train_day_twice(client: httpx.AsyncClient) -> None:
+    day = await make_train_day(client, await admin(client))
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    first = await _held(client, m["headers"], order_body(day, [p], 0, 1))
+    # Unpaid: the same member's duplicate wins, as before.
+    r = await _order(client, m["headers"], order_body(day, [p], 2, 3))
+    assert r.status_code == 409 and _code(r) == "DUPLICATE_ORDER", r.text
+    paid = await client.post(
+        f"/api/v1/orders/{first['order_id']}/pay", json={"method": "mock"}, headers=m["headers"]
+    )
+    assert paid.status_code == 200, paid.text
+    # Paid: a seat held on this train-day, even for a later, disjoint journey.
+    r = await _order(client, m["headers"], order_body(day, [p], 2, 3))
+    assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
+
+
+async def test_overlapping_trains_conflict_and_disjoint_ones_do_not(client: httpx.AsyncClient) -> None:
+    adm = await admin(client)
+    morning = await make_train_day(client, adm, start_hour=8)  # 08:05 → 11:00
+    overlapping = await make_train_day(client, adm, start_hour=10)  # 10:05 → 13:00
+    afternoon = await make_train_day(client, adm, start_hour=14)  # 14:05 → 17:00
+    m = await register(client)
+    p, q = await add_passenger(client, m["headers"]), await add_passenger(client, m["headers"], "王五")
+    await _held(client, m["headers"], order_body(morning, [p]))
+    r = await _order(client, m["headers"], order_body(overlapping, [q, p]))
+    assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
+    assert r.json()["error"]["details"]["passenger_id"] == p
+    # q was not left holding the refused order's trip.
+    r = await _order(client, m["headers"], order_body(overlapping, [q]))
+    assert r.status_code == 202, r.text
+    r = await _order(client, m["headers"], order_body(afternoon, [p]))
+    assert r.status_code == 202, r.text
+
+
+async def test_cancelled_order_frees_the_time(client: httpx.AsyncClient) -> None:
+    adm = await admin(client)
+    first = await make_train_day(client, adm, start_hour=8)
+    second = await make_train_day(client, adm, start_hour=9)
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    held = await _held(client, m["headers"], order_body(first, [p]))
+    r = await _order(client, m["headers"], order_body(second, [p]))
+    assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
+    c = await client.post(f"/api/v1/orders/{held['order_id']}/cancel", headers=m["headers"])
+    assert c.status_code == 200, c.text
+    r = await _order(client, m["headers"], order_body(second, [p]))
+    assert r.status_code == 202, r.text
+
+
+async def test_sold_out_order_frees_the_time(client: httpx.AsyncClient) -> None:
+    adm = await admin(client)
+    full = await make_train_day(client, adm, rows=1, start_hour=8)
+    other = await make_train_day(client, adm, start_hour=9)
+    crowd = await register(client)
+    riders = [await add_passenger(client, crowd["headers"]) for _ in range(5)]
+    await _held(client, crowd["headers"], order_body(full, riders))
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    r = await _order(client, m["headers"], order_body(full, [p]))
+    assert r.status_code == 409 and _code(r) == "SOLD_OUT", r.text
+    r = await _order(client, m["headers"], order_body(other, [p]))
+    assert r.status_code == 202, r.text
+
+
+async def test_simultaneous_orders_for_one_passenger(client: httpx.AsyncClient) -> None:
+    adm = await admin(client)
+    day = await make_train_day(client, adm, rows=6)
+    trains = [await make_train_day(client, adm) for _ in range(4)]  # same times: all overlap
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    same_day = await asyncio.gather(*[_order(client, m["headers"], order_body(day, [p])) for _ in range(10)])
+    assert sorted(r.status_code for r in same_day) == [202] + [409] * 9, [r.text for r in same_day]
+    assert {_code(r) for r in same_day if r.status_code == 409} <= {"DUPLICATE_ORDER", "TRIP_CONFLICT"}
+    q = await add_passenger(client, m["headers"], "赵六")
+    bodies = [order_body(t, [q]) for t in trains for _ in range(3)]
+    across = await asyncio.gather(*[_order(client, m["headers"], b) for b in bodies])
+    assert sorted(r.status_code for r in across) == [202] + [409] * (len(bodies) - 1), [
+        r.text for r in across
+    ]
+    assert {_code(r) for r in across if r.status_code == 409} <= {"DUPLICATE_ORDER", "TRIP_CONFLICT"}
+    assert any(_code(r) == "TRIP_CONFLICT" for r in across)
+
+
+async def _wipe_trips(client: httpx.AsyncClient, redis_url: str, passenger_id: int) -> None:
+    container = client.app.state.container  # type: ignore[attr-defined]
+    if isinstance(container.trips, MemoryTrips):
+        container.trips.held.clear()
+        container.trips.trusted = False
+        return
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await r.delete(trips_key(passenger_id), TRIPS_RESTORED_KEY) == 2
+    finally:
+        await r.aclose()
+
+
+async def test_trips_are_restored_after_a_loss_of_their_data(
+    client: httpx.AsyncClient, redis_url: str
+) -> None:
+    adm = await admin(client)
+    first = await make_train_day(client, adm, start_hour=8)
+    second = await make_train_day(client, adm, start_hour=9)
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    await _held(client, m["headers"], order_body(first, [p]))
+    await _wipe_trips(client, redis_url, p)
+    r = await _order(client, m["headers"], order_body(second, [p]))
+    assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
+
+
+# -- Fares by passenger type --------------------------------------------------------------------
+
+
+async def test_each_ticket_carries_its_fare_type_and_price(client: httpx.AsyncClient) -> None:
+    day = await make_train_day(client, await admin(client))
+    m = await register(client)
+    today = dt.date.today()
+    kinds = {
+        "adult": dt.date(1985, 3, 4),
+        "child": today.replace(year=today.year - 8),
+        "student": dt.date(2005, 6, 7),
+        "disabled_military": dt.date(1970, 1, 2),
+    }
+    ids = {kind: await _passenger(client, m["headers"], kind, born) for kind, born in kinds.items()}
+    search = await client.get(
+        "/api/v1/trains/search",
+        params={"from": day["stations"][0][0], "to": day["stations"][-1][0], "date": day["date"]},
+    )
+    assert search.status_code == 200, search.text
+    adult_yuan = next(t for t in search.json() if t["train_code"] == day["train_code"])["seats"]["second"][
+        "price"
+    ]
+    adult_fen = round(float(adult_yuan) * 100)
+    final = await _held(client, m["headers"], order_body(day, list(ids.values())))
+    want = {ids[k]: (k, passenger_fare_fen(adult_fen, k, "second")) for k in kinds}
+    got = {t["passenger_id"]: (t["fare_type"], round(float(t["price"]) * 100)) for t in final["tickets"]}
+    assert got == want
+    assert final["total"] == yuan_text(sum(fen for _, fen in want.values()))
+    assert got[ids["child"]][1] < adult_fen and got[ids["student"]][1] < adult_fen
+    listed = await client.get("/api/v1/orders", headers=m["headers"])
+    mine = next(o for o in listed.json()["items"] if o["order_id"] == final["order_id"])
+    assert {t["passenger_id"]: t["fare_type"] for t in mine["tickets"]} == {ids[k]: k for k in kinds}
+    tickets = await client.get("/api/v1/tickets", headers=m["headers"])
+    assert {t["passenger_id"]: t["fare_type"] for t in tickets.json()} == {ids[k]: k for k in kinds}
+    paid = await client.post(
+        f"/api/v1/orders/{final['order_id']}/pay", json={"method": "mock"}, headers=m["headers"]
+    )
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["payment_status"] == "PAID" and paid.json()["total"] == final["total"]
+
+
+async def test_a_child_fare_needs_a_child(client: httpx.AsyncClient) -> None:
+    day = await make_train_day(client, await admin(client))
+    m = await register(client)
+    grown = await _passenger(client, m["headers"], "child", dt.date(1990, 5, 6))
+    r = await _order(client, m["headers"], order_body(day, [grown]))
+    assert r.status_code == 422 and _code(r) == "NOT_A_CHILD", r.text
+    # Nothing is left held: the passenger's time is free.
+    adult = await add_passenger(client, m["headers"])
+    r = await _order(client, m["headers"], order_body(day, [adult]))
+    assert r.status_code == 202, r.text
