@@ -174,7 +174,9 @@ class Member(Base):
 
 class Passenger(Base):
     __tablename__ = "passenger"
-    __table_args__ = (UniqueConstraint("member_id", "id_card"),)
+    # SQLite would otherwise reuse the id of the last passenger deleted: tickets, trips and caches
+    # keyed by it would then belong to someone else.
+    __table_args__ = (UniqueConstraint("member_id", "id_card"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
