@@ -19,6 +19,7 @@ import structlog
 
 from railbook.adapters.outage import is_store_outage
 from railbook.bootstrap import Container
+from railbook.metrics import count_commits
 from railbook.services.booking.commit import CommitOutcome, OrderMessage, commit_batch, parse_message, settle
 
 log = structlog.get_logger(__name__)
@@ -113,6 +114,7 @@ async def run_stream_committer(
                 # is then retried with the redelivered messages instead of leaving tokens and markers.
                 await settle(container, outcome)
                 await consumer.ack(entries)
+                count_commits(outcome)
                 log.debug(
                     "order_batch_committed",
                     n=len(outcome.committed),
@@ -162,6 +164,7 @@ async def run_queue_committer(container: Container, *, stop: asyncio.Event | Non
                 await asyncio.sleep(1.0)
         await settle(container, outcome)
         queue.done([m.order_id for m in messages])
+        count_commits(outcome)
 
 
 async def run_worker(

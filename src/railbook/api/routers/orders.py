@@ -18,8 +18,9 @@ from railbook.api.schemas_orders import (
     TicketOut,
 )
 from railbook.bootstrap import Container
-from railbook.domain.errors import InvalidInput
+from railbook.domain.errors import InvalidInput, SoldOut
 from railbook.domain.pricing import yuan_text
+from railbook.metrics import count_order
 from railbook.services.booking.accept import Accepted, OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.read_model import OrderView, TicketView, get_order, list_orders, list_tickets
 
@@ -130,13 +131,19 @@ async def accept_order(
         to_station=body.to_station,
         passengers=tuple(PassengerChoice(p.passenger_id, p.seat_class, p.seat_pref) for p in body.passengers),
     )
-    return await place_order(
-        container,
-        member_id=principal.member_id,
-        request=order_request,
-        idempotency_key=idempotency_key,
-        client_ip=client_ip,
-    )
+    try:
+        accepted = await place_order(
+            container,
+            member_id=principal.member_id,
+            request=order_request,
+            idempotency_key=idempotency_key,
+            client_ip=client_ip,
+        )
+    except Exception as exc:
+        count_order("sold_out" if isinstance(exc, SoldOut) and exc.code == SoldOut.code else "refused")
+        raise
+    count_order("accepted")
+    return accepted
 
 
 async def create_order(
