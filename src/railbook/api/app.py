@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from railbook.api.errors import HTTP_CODES, install_error_handlers
 from railbook.api.middleware import MAX_BODY_BYTES, GuardMiddleware
+from railbook.api.openapi import install_openapi
 from railbook.bootstrap import Container, build_container, freeze_startup_heap
 from railbook.config import Settings
 from railbook.logs import configure_logging
@@ -83,6 +84,7 @@ def create_app(
     app.include_router(payments.router)
     app.include_router(web.router)
     web.mount_static(app)
+    install_openapi(app)
     app.add_middleware(GuardMiddleware)
     return app
 

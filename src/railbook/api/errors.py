@@ -110,7 +110,12 @@ STATUS_OF_KIND: dict[type[DomainError], int] = {
 
 def status_of(exc: DomainError) -> int:
     """The HTTP status of a domain error: that of the first kind in its class's ancestry (400 if none)."""
-    for cls in type(exc).__mro__:
+    return status_of_kind(type(exc))
+
+
+def status_of_kind(kind: type[DomainError]) -> int:
+    """The HTTP status of a class of domain error (see ``status_of``)."""
+    for cls in kind.__mro__:
         status = STATUS_OF_KIND.get(cls)
         if status is not None:
             return status
