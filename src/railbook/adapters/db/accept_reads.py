@@ -134,7 +134,8 @@ def _connection_lost(conn: Any, exc: Exception) -> Exception | None:
     if not isinstance(exc, asyncpg.InternalClientError):
         return None
     if conn.is_closed():
-        return asyncpg.ConnectionDoesNotExistError(f"the server closed the connection: {exc}")
+        lost: Exception = asyncpg.ConnectionDoesNotExistError(f"the server closed the connection: {exc}")
+        return lost
     conn.terminate()
     return None
 
