@@ -18,6 +18,7 @@ carries ``\\u`` escapes of NUL or of a surrogate, one regular-expression pass ov
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -33,6 +34,7 @@ from railbook.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 MAX_BODY_BYTES = 256 * 1024
 REQUEST_ID_HEADER = b"x-request-id"
+_BODILESS = frozenset({"GET", "HEAD"})
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 
 # A JSON escape: a valid surrogate pair (group 1), NUL or half a pair (group 2), or any other one.
@@ -42,11 +44,17 @@ _JSON_ESCAPE = re.compile(
 )
 
 
+# New ids: this process's random prefix and a counter (32 hex digits, unique across processes and
+# restarts without a system call per request).
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def request_id_of(sent: bytes | None) -> str:
     """The client's request id when it is sane, else a new one (32 hex digits)."""
     if sent is not None and _SANE_REQUEST_ID.fullmatch(sent):
         return sent.decode("ascii")
-    return os.urandom(16).hex()
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 def bad_json_text(body: bytes) -> bool:
@@ -85,8 +93,10 @@ class GuardMiddleware:
             if refusal is not None:
                 await exchange.answer(refusal)
                 return
-            checked = exchange.checked_receive(receive, headers)
-            if scope["method"] == "POST" and scope["path"] == ORDERS_PATH:
+            method = scope["method"]
+            # No route reads the body of a GET: the search and order polls go by as they are.
+            checked = receive if method in _BODILESS else exchange.checked_receive(receive, headers)
+            if method == "POST" and scope["path"] == ORDERS_PATH:
                 route_label = ORDERS_PATH
                 rest = await direct_order(scope, checked, exchange.send)
                 if rest is not None and not exchange.muted:
