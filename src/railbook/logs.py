@@ -14,12 +14,15 @@ import sys
 import structlog
 
 _configured = False
+# The ASGI server's loggers, which it gives handlers and formats of their own.
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def configure_logging(level: str = "info", *, json: bool = False) -> None:
     """Console lines for people, JSON lines (``json=True``) for collectors; idempotent."""
     global _configured
     if _configured:
+        _through_root(SERVER_LOGGERS)  # a server configured after us (uvicorn) set its own handlers
         return
     _configured = True
     numeric = logging.getLevelName(level.upper())
@@ -50,9 +53,18 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
     root.setLevel(numeric)
     for noisy in ("alembic", "sqlalchemy", "httpx", "asyncio"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    _through_root(SERVER_LOGGERS)
     structlog.configure(
         processors=[*shared, *tail, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _through_root(names: tuple[str, ...]) -> None:
+    """These loggers' lines go through the root handler: the same format and context as ours."""
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True

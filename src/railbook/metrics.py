@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -97,8 +96,9 @@ def share_between_processes(directory: Path | None) -> Path:
 
         directory = Path(tempfile.mkdtemp(prefix="railbook-metrics-"))
     else:
-        shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):  # a previous run's samples (only those files)
+            stale.unlink(missing_ok=True)
     os.environ[MULTIPROC_ENV] = str(directory)
     return directory
 

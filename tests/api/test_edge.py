@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -219,3 +221,49 @@ async def test_escaped_backslashes_and_surrogate_pairs_are_fine(client: httpx.As
     assert r.status_code == 201, r.text
     r = await _post_json(client, "/api/v1/auth/login", {"mobile": mobile, "password": password})
     assert r.status_code == 200, r.text
+
+
+LOG_A_REQUEST = """
+import asyncio, logging
+import httpx, structlog
+from railbook.api.middleware import GuardMiddleware
+from railbook.config import Settings
+from railbook.logs import configure_logging
+
+settings = Settings(redis_url="redis://127.0.0.1:1/0", log_level="info")
+configure_logging(settings.log_level, json=settings.json_logs)
+
+async def app(scope, receive, send):
+    structlog.get_logger("railbook.test").info("from_structlog")
+    logging.getLogger("sqlalchemy.pool").warning("from_the_standard_library")
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+async def main():
+    transport = httpx.ASGITransport(app=GuardMiddleware(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        await http.get("/", headers={"X-Request-ID": "logged-1"})
+    structlog.get_logger("railbook.test").info("after_the_request")
+
+asyncio.run(main())
+"""
+
+
+def test_log_lines_are_json_in_distributed_mode_and_name_their_request() -> None:
+    """Distributed settings log JSON by default; structlog's and the standard library's lines of a
+    request both carry its id, and a line after it none."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOG_A_REQUEST],
+        env={"PYTHONPATH": ":".join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    by_event = {line["event"]: line for line in lines}
+    assert by_event["from_structlog"]["request_id"] == "logged-1"
+    assert by_event["from_the_standard_library"]["request_id"] == "logged-1"
+    assert by_event["from_the_standard_library"]["level"] == "warning"
+    assert "request_id" not in by_event["after_the_request"]
+    assert all("timestamp" in line for line in lines)

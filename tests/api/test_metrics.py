@@ -4,6 +4,7 @@ Grafana dashboard in docs/ queries only what /metrics exports."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from railbook.metrics import metric_names
+from railbook.metrics import MULTIPROC_ENV, metric_names, share_between_processes
 from tests.api.test_errors import assert_error_shape
 from tests.support import add_passenger, admin, make_train_day, order_body, register, wait_final, wait_until
 
@@ -144,3 +145,21 @@ def test_processes_sharing_a_directory_are_summed(tmp_path: Path) -> None:
     text = run(READ_IN_A_PROCESS)
     assert 'railbook_orders_total{outcome="committed"} 5.0' in text, text
     assert 'railbook_orders_total{outcome="accepted"} 1.0' in text, text
+
+
+def test_serve_gives_its_processes_one_directory_of_samples(tmp_path: Path) -> None:
+    """A previous run's sample files are removed (nothing else there), and an operator's
+    PROMETHEUS_MULTIPROC_DIR is kept as it is."""
+    (tmp_path / "counter_4242.db").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("kept")
+    saved = os.environ.pop(MULTIPROC_ENV, None)
+    try:
+        assert share_between_processes(tmp_path) == tmp_path
+        assert os.environ[MULTIPROC_ENV] == str(tmp_path)
+        assert not (tmp_path / "counter_4242.db").exists() and (tmp_path / "notes.txt").exists()
+        os.environ[MULTIPROC_ENV] = str(tmp_path / "operator")
+        assert share_between_processes(tmp_path) == tmp_path / "operator"
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        if saved is not None:
+            os.environ[MULTIPROC_ENV] = saved

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from railbook.api.deps import current_principal
@@ -107,6 +108,9 @@ async def test_content_types_are_those_answered(client: httpx.AsyncClient) -> No
         for method, operation in operations.items():
             ok = [s for s in operation["responses"] if s.startswith("2")]
             assert ok, (method, path)
+    for method, path, route in _routes(client):  # pages, when described: HTML
+        if isinstance(route.response_class, type) and issubclass(route.response_class, HTMLResponse):
+            assert "text/html" in spec["paths"][path][method.lower()]["responses"]["200"]["content"], path
     components = spec["components"]["schemas"]
     assert "ErrorEnvelope" in components and "HTTPValidationError" not in components
 
