@@ -3,9 +3,10 @@ several processes serve.
 
 Counted where they happen, at the cost of one in-memory increment:
 - ``railbook_http_requests_total{method,route,status}``, ``railbook_http_request_seconds`` (the guard);
-- ``railbook_orders_total{outcome}``: ``accepted``, ``sold_out`` and ``refused`` where ``POST /orders``
-  is answered (any API process); ``committed`` and ``failed`` where the committer writes a batch (the
-  worker); ``railbook_tickets_sold_total`` (tickets of committed orders) and
+- ``railbook_orders_total{outcome}``: ``accepted``, ``sold_out`` and ``refused`` (any other answer of
+  the accept use case to a well-formed order of a logged-in member: a duplicate, a conflict, a limit,
+  an outage) where ``POST /orders`` is answered (any API process); ``committed`` and ``failed`` where
+  the committer writes a batch (the worker); ``railbook_tickets_sold_total`` (tickets of committed orders) and
   ``railbook_order_accept_to_commit_seconds`` (from the order's acceptance to its commit) there too.
   An order redelivered after a committer crash may be counted twice; nothing is ever counted less.
 
@@ -33,7 +34,7 @@ import asyncio
 import datetime as dt
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -177,13 +178,6 @@ async def exposition(container: Container | None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Figures(await read_figures(container)))
     return text + generate_latest(registry)
-
-
-def metric_names(text: str) -> Iterable[str]:
-    """The sample names in an exposition (for checks of what a dashboard queries)."""
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            yield line.split("{", 1)[0].split(" ", 1)[0]
 
 
 __all__ = [
