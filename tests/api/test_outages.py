@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import httpx
+import structlog
 from sqlalchemy import make_url, text
 
 from railbook.adapters.db.engine import make_engine
@@ -107,10 +108,15 @@ async def test_an_order_while_the_database_refuses_connections_is_503(pg_url: st
         reads.pool, reads.dsn = None, refused
         try:
             body = order_body(day, [m["passengers"][0]])
-            r = await client.post("/api/v1/orders", json=body, headers=_keyed(m))
+            with structlog.testing.capture_logs(
+                processors=[structlog.contextvars.merge_contextvars]
+            ) as lines:
+                r = await client.post("/api/v1/orders", json=body, headers=_keyed(m))
             assert_error_shape(r, 503, "UNAVAILABLE")
             assert int(r.headers["retry-after"]) >= 1
-            assert r.headers["x-request-id"]
+            # The fast path's outage line names the request it answered.
+            logged = [line for line in lines if line["event"] == "store_unavailable"]
+            assert logged and logged[0]["request_id"] == r.headers["x-request-id"], lines
         finally:
             reads.pool, reads.dsn = None, good_dsn
         r = await client.post("/api/v1/orders", json=body, headers=_keyed(m))
