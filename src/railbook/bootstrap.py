@@ -150,6 +150,9 @@ def make_redis(url: str) -> Any:
         health_check_interval=5,
         max_connections=200,
         decode_responses=False,
+        # No CLIENT SETINFO in the connect handshake: a Redis before 7.2 refuses it, and a reply of
+        # that refusal read out of step after a reconnect would reach a command as its answer.
+        driver_info=None,
     )
 
 

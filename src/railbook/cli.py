@@ -141,8 +141,10 @@ def _serve_processes(settings: Settings, host: str, port: int, api_processes: in
     roles run in a process of their own. Returns the exit status (see ``supervise``)."""
     import uvicorn
 
+    from railbook.metrics import share_between_processes
     from railbook.workers.runtime import Child, supervise
 
+    share_between_processes(settings.metrics_dir)  # before the children start: they inherit it
     grace = settings.shutdown_grace_seconds
     config = uvicorn.Config(
         # API only: the committer and the scheduler are the other process's (``api_app``, not ``serve_app``).
@@ -178,7 +180,7 @@ def _serve_background(settings: Settings | None = None) -> None:
     from railbook.workers.runtime import run_background_until_stopped
 
     settings = settings or Settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.json_logs)
 
     async def work(container: Any) -> None:
         from railbook.bootstrap import freeze_startup_heap
@@ -353,7 +355,7 @@ def inventory_check(
 
 def main() -> None:
     settings = Settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.json_logs)
     app()
 
 

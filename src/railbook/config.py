@@ -70,8 +70,14 @@ class Settings(BaseSettings):
     # On SIGTERM a server process finishes its requests in flight (the committer its batch) for at most
     # this long before they are cut off.
     shutdown_grace_seconds: int = Field(default=30, ge=1)
+    # Logs: one line per event on stderr, every line of a request carrying its ``request_id``. JSON
+    # lines (for collectors) by default in distributed mode, readable console lines when embedded;
+    # ``LOG_JSON=true|false`` chooses either way.
     log_level: str = "info"
-    log_json: bool = False
+    log_json: bool | None = None
+    # Distributed ``serve``: where its processes keep their metric samples for /metrics to sum
+    # (unset: a fresh temporary directory; ``PROMETHEUS_MULTIPROC_DIR``, when set, wins).
+    metrics_dir: Path | None = None
     load_sample_data: bool = True
 
     @cached_property
@@ -81,6 +87,11 @@ class Settings(BaseSettings):
     @cached_property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def json_logs(self) -> bool:
+        """JSON log lines: as set, else outside the embedded mode."""
+        return self.log_json if self.log_json is not None else not self.embedded
 
     @property
     def rate_limits_on(self) -> bool:

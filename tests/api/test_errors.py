@@ -12,7 +12,6 @@ import pytest
 import sqlalchemy.exc as sa_exc
 from asgi_lifespan import LifespanManager
 from redis import exceptions as redis_exc
-from redis._parsers.base import BaseParser
 from sqlalchemy import create_engine, make_url, text
 from starlette.types import Receive, Scope, Send
 
@@ -146,86 +145,7 @@ async def test_missing_or_tampered_token_is_401(client: httpx.AsyncClient, path:
 # --------------------------------------------------------------------------------------------
 # Store outages are told by the error's type (or SQLSTATE, SQLite result code, Redis reply type):
 # an outage answers 503 and workers wait and retry; anything else is a defect and must surface.
-
-
-def _redis_reply(reply: str) -> Exception:
-    """The exception redis-py raises for this error reply (its own parser picks the class)."""
-    return BaseParser.parse_error(reply)
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        redis_exc.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused."),
-        redis_exc.TimeoutError("Timeout reading from socket"),
-        redis_exc.BusyLoadingError("Redis is loading the dataset in memory"),
-        _redis_reply("LOADING Redis is loading the dataset in memory"),
-        _redis_reply("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
-        _redis_reply("TRYAGAIN Multiple keys request during rehashing of slot"),
-        redis_exc.ResponseError("LOADING Redis is loading the dataset in memory"),
-        _redis_reply("ERR unknown subcommand 'SETINFO'. Try CLIENT HELP."),
-        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
-        asyncpg.CannotConnectNowError("the database system is starting up"),
-        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
-        asyncpg.CrashShutdownError("terminating connection because of crash of another server process"),
-        asyncpg.TooManyConnectionsError("sorry, too many clients already"),
-        asyncpg.InterfaceError("connection is closed"),
-        asyncpg.PostgresConnectionError("connection failure"),
-        asyncpg.exceptions.ConnectionFailureError("could not send data"),
-        sa_exc.TimeoutError("QueuePool limit of size 10 overflow 10 reached"),
-        ConnectionRefusedError(111, "Connection refused"),
-        ConnectionResetError(104, "Connection reset by peer"),
-        TimeoutError(),
-        OSError(113, "No route to host"),
-    ],
-    ids=lambda exc: type(exc).__name__,
-)
-def test_store_outages_are_told_by_their_type(exc: Exception) -> None:
-    assert is_store_outage(exc)
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        _redis_reply("NOSCRIPT No matching script. Please use EVAL."),
-        _redis_reply("WRONGTYPE Operation against a key holding the wrong kind of value"),
-        _redis_reply("ERR wrong number of arguments for 'get' command"),
-        _redis_reply("READONLY You can't write against a read only replica."),
-        redis_exc.DataError("Invalid input of type: 'NoneType'"),
-        asyncpg.UndefinedTableError('relation "no_such_table" does not exist'),
-        asyncpg.UndefinedColumnError('column "nope" does not exist'),
-        asyncpg.UniqueViolationError("duplicate key value violates unique constraint"),
-        asyncpg.PostgresSyntaxError('syntax error at or near "SELEC"'),
-        asyncpg.DataError("invalid input for query argument $1"),
-        asyncpg.ClientConfigurationError("invalid connection option"),
-        ValueError("not a store"),
-        KeyError("id"),
-    ],
-    ids=lambda exc: type(exc).__name__,
-)
-def test_defects_are_not_store_outages(exc: Exception) -> None:
-    assert not is_store_outage(exc)
-
-
-def test_an_outage_is_found_among_the_causes() -> None:
-    try:
-        try:
-            raise asyncpg.CannotConnectNowError("the database system is starting up")
-        except asyncpg.PostgresError as inner:
-            raise RuntimeError("while loading the day") from inner
-    except RuntimeError as outer:
-        assert is_store_outage(outer)
-
-
-def test_a_class_08_sqlstate_alone_is_an_outage() -> None:
-    """SQLAlchemy's adaptation of an asyncpg error keeps the SQLSTATE as an attribute."""
-    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
-
-    orig = AsyncAdapt_asyncpg_dbapi.Error("server closed the connection unexpectedly")
-    orig.sqlstate = "08006"  # type: ignore[attr-defined]
-    assert is_store_outage(sa_exc.DBAPIError("SELECT 1", {}, orig))
-    orig.sqlstate = "42P01"  # type: ignore[attr-defined]
-    assert not is_store_outage(sa_exc.DBAPIError("SELECT 1", {}, orig))
+# The classification of each kind of error is in tests/unit/test_outage.py; here, real stores.
 
 
 async def test_a_missing_relation_is_not_an_outage_on_postgresql(pg_url: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from railbook.adapters.db.migrate import upgrade
-from railbook.api import app as app_module
+from railbook.api import middleware as app_module
 from railbook.api.fast_reads import ORDER_ROUTE
 from tests.support import (
     add_passenger,
@@ -57,6 +57,7 @@ async def compared(client: httpx.AsyncClient) -> AsyncIterator[Compare]:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as routed:
 
         async def same(path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+            headers = {**(headers or {}), "X-Request-ID": "compared"}  # else each answer names its own
             fast = await client.get(path, headers=headers)
             slow = await routed.get(MOUNT + path, headers=headers)
             assert (fast.status_code, fast.headers.raw, fast.content) == (

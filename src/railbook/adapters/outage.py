@@ -11,19 +11,21 @@ import asyncpg
 import sqlalchemy.exc as sa_exc
 from redis import exceptions as redis_exc
 
-# Redis: connection failures, a server still loading its data set, and the replies a cluster or a
-# replica gives while it fails over. Each reply's first word is its error type in the protocol.
+# Redis: connection failures (a restart, a refused or reset socket, a pool with no free connection),
+# a server still loading its data set (BusyLoadingError, a ConnectionError), and the replies a cluster
+# or a replica gives while it fails over: TRYAGAIN, CLUSTERDOWN and MASTERDOWN, READONLY from a master
+# demoted under a client still connected to it; a slot no known node serves, redirections that never
+# settle (ClusterError). redis-py's parser gives each reply type its own class.
 REDIS_OUTAGES = (
-    redis_exc.ConnectionError,  # includes BusyLoadingError (LOADING) and MaxConnectionsError
+    redis_exc.ConnectionError,
     redis_exc.TimeoutError,
     redis_exc.TryAgainError,
-    redis_exc.MasterDownError,
+    redis_exc.ClusterError,  # ClusterDownError, MasterDownError
+    redis_exc.ReadOnlyError,
+    redis_exc.SlotNotCoveredError,
 )
-REDIS_TRANSIENT_REPLIES = frozenset({"LOADING", "MASTERDOWN", "TRYAGAIN"})
-# The reply of a Redis older than 7.2 to redis-py's connect handshake (CLIENT SETINFO), which redis-py
-# reads and drops; met by a command, it means the connection broke mid-handshake and was read out of
-# step: the reconnect to a restarted Redis, not a defect of the command.
-REDIS_HANDSHAKE_REPLY = "unknown subcommand 'SETINFO'"
+# Redis ConnectionErrors that speak of the caller's credentials, not of the server's state.
+REDIS_CALLER_ERRORS = (redis_exc.AuthenticationError, redis_exc.AuthorizationError)
 
 # asyncpg: the connection is gone or refused, or the server is shutting down, crashed, starting up, or
 # out of connection slots.
@@ -34,6 +36,7 @@ ASYNCPG_OUTAGES = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,  # the connection or the pool is closed, or in use elsewhere
+    asyncpg.QueryCanceledError,  # 57014: cancelled by a shutting-down server, or a statement timeout
 )
 # asyncpg's InterfaceErrors that speak of the caller, not of the connection: a setting or a feature.
 ASYNCPG_CALLER_ERRORS = (
@@ -42,37 +45,44 @@ ASYNCPG_CALLER_ERRORS = (
     asyncpg.UnsupportedServerFeatureError,
 )
 # The same by SQLSTATE, for errors that carry only the code (SQLAlchemy's DBAPI adaptation).
-POSTGRES_OUTAGE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+POSTGRES_OUTAGE_STATES = frozenset({"57014", "57P01", "57P02", "57P03", "53300"})
 
 # SQLite: another connection holds the lock past the busy timeout (SQLITE_BUSY, "database is locked")
 # or a table lock (SQLITE_LOCKED). The primary code is the low byte of an extended one.
 SQLITE_OUTAGE_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
+# OSErrors of local files: a missing or unreadable file is a defect or a setting, not a store outage.
+LOCAL_FILE_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
 
 def _is_outage(exc: BaseException) -> bool:
     """This one exception, without its causes."""
-    if isinstance(exc, ASYNCPG_CALLER_ERRORS):
+    if isinstance(exc, (*ASYNCPG_CALLER_ERRORS, *REDIS_CALLER_ERRORS)):
         return False
     if isinstance(exc, (*REDIS_OUTAGES, *ASYNCPG_OUTAGES)):
         return True
     if isinstance(exc, redis_exc.ResponseError):
-        reply = str(exc)
-        return exc.status_code in REDIS_TRANSIENT_REPLIES or reply.startswith(
-            (*REDIS_TRANSIENT_REPLIES, REDIS_HANDSHAKE_REPLY)
-        )
+        return False  # any other error reply: the command's own (WRONGTYPE, NOSCRIPT, ERR ...)
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         return code is not None and code & 0xFF in SQLITE_OUTAGE_CODES
-    # A pool that hands out no connection in time; a statement whose connection SQLAlchemy found dead.
-    if isinstance(exc, sa_exc.TimeoutError):
+    # A pool that hands out no connection in time; a connection found closed by the server at checkout;
+    # a statement whose connection SQLAlchemy found dead.
+    if isinstance(exc, (sa_exc.TimeoutError, sa_exc.DisconnectionError)):
         return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     sqlstate = getattr(exc, "sqlstate", None)
     if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in POSTGRES_OUTAGE_STATES):
         return True
-    # The network below the drivers: refused, reset, unreachable, timed out.
-    return isinstance(exc, OSError | ConnectionError | TimeoutError)
+    # The network below the drivers: refused, reset, unreachable, timed out (not the file system's).
+    return isinstance(exc, OSError) and not isinstance(exc, LOCAL_FILE_ERRORS)
 
 
 def is_store_outage(exc: BaseException) -> bool:
@@ -86,6 +96,8 @@ def is_store_outage(exc: BaseException) -> bool:
             continue
         if _is_outage(current):
             return True
+        if isinstance(current, BaseExceptionGroup) and all(map(is_store_outage, current.exceptions)):
+            return True  # concurrent calls that all met the outage (a group is never empty)
         seen.add(id(current))
         behind = (
             current.__cause__ or current.__context__,

@@ -2,101 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from railbook.api.errors import HTTP_CODES, error_response, install_error_handlers, unexpected_error_response
-from railbook.api.fast_orders import ORDERS_PATH, direct_order
-from railbook.api.fast_reads import ORDER_ROUTE, polled_order_id, read_order
+from railbook.api.errors import HTTP_CODES, install_error_handlers
+from railbook.api.middleware import MAX_BODY_BYTES, GuardMiddleware
+from railbook.api.openapi import install_openapi
 from railbook.bootstrap import Container, build_container, freeze_startup_heap
 from railbook.config import Settings
 from railbook.logs import configure_logging
 
-MAX_BODY_BYTES = 256 * 1024
-
-REQUESTS = Counter("railbook_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram(
-    "railbook_http_request_seconds",
-    "HTTP request latency",
-    ["method", "route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-
 StartupHook = Callable[[Container], Awaitable[Any]]
-
-
-class GuardMiddleware:
-    """Pure ASGI guard: refuses oversized bodies (413) before they are read whole, turns any
-    escaped exception into the error shape (503 for store outages, never a bare 500 page) and
-    records request metrics."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status_holder = {"status": 500, "sent": False}
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            refusal = error_response(
-                413, "PAYLOAD_TOO_LARGE", f"Bodies are limited to {MAX_BODY_BYTES} bytes."
-            )
-            await refusal(scope, receive, send)
-            return
-        received = 0
-        route_label = ""
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > MAX_BODY_BYTES:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                status_holder["sent"] = True
-            await send(message)
-
-        try:
-            if scope["method"] == "POST" and scope["path"] == ORDERS_PATH:
-                route_label = ORDERS_PATH
-                rest = await direct_order(scope, limited_receive, tracking_send)
-                if rest is not None:
-                    await self.app(scope, rest, tracking_send)
-            elif (order_id := polled_order_id(scope)) is not None:
-                route_label = ORDER_ROUTE
-                await read_order(scope, order_id, limited_receive, tracking_send)
-            else:
-                await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not status_holder["sent"]:
-                await error_response(413, "PAYLOAD_TOO_LARGE", "Body too large.")(scope, receive, send)
-        except Exception as exc:
-            if status_holder["sent"]:
-                raise
-            await unexpected_error_response(exc, scope.get("path", ""))(scope, receive, send)
-        finally:
-            path = route_label or getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(scope.get("method", ""), path, str(status_holder["status"])).inc()
-            LATENCY.labels(scope.get("method", ""), path).observe(time.perf_counter() - started)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def startup_hooks() -> list[StartupHook]:
@@ -119,7 +38,7 @@ def create_app(
     ``run_background`` starts the in-process workers (``railbook serve``); ``freeze_heap`` takes the
     start-up heap out of the garbage collector's reach once ready (server processes)."""
     settings = settings or (container.settings if container else Settings())
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.json_logs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -167,8 +86,9 @@ def create_app(
     app.include_router(timetable.router)
     app.include_router(web.router)
     web.mount_static(app)
+    install_openapi(app)
     app.add_middleware(GuardMiddleware)
     return app
 
 
-__all__ = ["HTTP_CODES", "create_app"]
+__all__ = ["HTTP_CODES", "MAX_BODY_BYTES", "GuardMiddleware", "create_app"]

@@ -1,8 +1,14 @@
 """The one place where failures become HTTP answers, all in the contract's error shape:
-``{"error": {"code", "message", "details"}}``. Never a bare 500 for a store outage: 503 + Retry-After."""
+``{"error": {"code", "message", "details"}}``. Never a bare 500 for a store outage: 503 + Retry-After.
+
+The ``message`` follows the request's ``Accept-Language`` (``zh…``: the Chinese sentence of the code,
+``api.messages_zh``; otherwise the English one); the ``code`` never changes. The guard notes the
+language in a context variable, so every way an envelope is built (handlers, fast paths, the guard
+itself) answers in it without passing the request along."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar, Token
 from typing import Any
 
 import structlog
@@ -10,9 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from railbook.adapters.outage import is_store_outage
+from railbook.api.messages_zh import MESSAGES_ZH
 from railbook.domain.errors import (
     Conflict,
     DomainError,
@@ -39,8 +47,34 @@ HTTP_CODES = {
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
     429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
     503: "UNAVAILABLE",
 }
+
+# True while the request being answered asked for Chinese (set by the guard, per request).
+_CHINESE: ContextVar[bool] = ContextVar("railbook_chinese", default=False)
+
+
+def prefer_chinese(accept_language: bytes | None) -> Token[bool] | None:
+    """Note that this request's error messages are Chinese when its ``Accept-Language`` starts with
+    ``zh``; the token to reset afterwards, or None when nothing was set (English, the default)."""
+    if accept_language is None or accept_language.lstrip()[:2].lower() != b"zh":
+        return None
+    return _CHINESE.set(True)
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(
+        description="Stable UPPER_SNAKE code, the same in every language.", examples=["SOLD_OUT"]
+    )
+    message: str = Field(description="Human-readable, in the language of `Accept-Language` (zh or en).")
+    details: dict[str, Any] = Field(description="What the error concerns (fields, ids); may be empty.")
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorBody
 
 
 # A store that cannot answer: how long a client should wait before it tries again.
@@ -54,7 +88,10 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """The error envelope and its headers, rendered once; also an ASGI app the guard sends as it is."""
+    """The error envelope and its headers, rendered once; also an ASGI app the guard sends as it is.
+    ``message`` is the English text; a request that asked for Chinese gets its code's Chinese one."""
+    if _CHINESE.get():
+        message = MESSAGES_ZH.get(code, message)
     body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details or {})}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -73,7 +110,12 @@ STATUS_OF_KIND: dict[type[DomainError], int] = {
 
 def status_of(exc: DomainError) -> int:
     """The HTTP status of a domain error: that of the first kind in its class's ancestry (400 if none)."""
-    for cls in type(exc).__mro__:
+    return status_of_kind(type(exc))
+
+
+def status_of_kind(kind: type[DomainError]) -> int:
+    """The HTTP status of a class of domain error (see ``status_of``)."""
+    for cls in kind.__mro__:
         status = STATUS_OF_KIND.get(cls)
         if status is not None:
             return status

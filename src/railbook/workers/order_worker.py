@@ -20,6 +20,7 @@ import structlog
 from railbook.adapters.outage import is_store_outage
 from railbook.bootstrap import Container
 from railbook.services.after_sale.change import settle_committed_changes
+from railbook.metrics import count_commits
 from railbook.services.booking.commit import CommitOutcome, OrderMessage, commit_batch, parse_message, settle
 
 log = structlog.get_logger(__name__)
@@ -128,6 +129,7 @@ async def run_stream_committer(
                 # is then retried with the redelivered messages instead of leaving tokens and markers.
                 await settle(container, outcome)
                 await consumer.ack(entries)
+                count_commits(outcome)
                 log.debug(
                     "order_batch_committed",
                     n=len(outcome.committed),
@@ -178,6 +180,7 @@ async def run_queue_committer(container: Container, *, stop: asyncio.Event | Non
         await _settle_changes(container, outcome)
         await settle(container, outcome)
         queue.done([m.order_id for m in messages])
+        count_commits(outcome)
 
 
 async def run_worker(

@@ -149,6 +149,24 @@ async def _keep(_conn: Any) -> None:
     single read statements outside any transaction, so they carry no session state to clear."""
 
 
+def _connection_lost(conn: Any, exc: Exception) -> Exception | None:
+    """What to raise instead of ``exc``, met on ``conn`` (None: ``exc`` itself). A connection the
+    server closed under a statement (a restart, a terminated backend) can leave asyncpg's protocol out
+    of step, and the statement then fails with an ``InternalClientError`` ("cannot switch to state
+    ..."), which says nothing of the lost connection: told by the closed connection, it is raised as
+    the ``ConnectionDoesNotExistError`` it is (a store outage: 503 with Retry-After, not a 500). An
+    open connection out of step is closed, so the pool never hands it out again."""
+    import asyncpg
+
+    if not isinstance(exc, asyncpg.InternalClientError):
+        return None
+    if conn.is_closed():
+        lost: Exception = asyncpg.ConnectionDoesNotExistError(f"the server closed the connection: {exc}")
+        return lost
+    conn.terminate()
+    return None
+
+
 class _AcceptPool:
     """A small asyncpg pool for the accept path's single read on PostgreSQL. A connection found dead raises a
     disconnect error (answered 503 with Retry-After); the pool drops it and the next request
@@ -173,7 +191,13 @@ class _AcceptPool:
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         pool = await self._pool()
         async with pool.acquire(timeout=5) as conn:
-            return list(await conn.fetch(sql, *args))
+            try:
+                return list(await conn.fetch(sql, *args))
+            except Exception as exc:
+                lost = _connection_lost(conn, exc)
+                if lost is None:
+                    raise
+                raise lost from exc
 
     async def aclose(self) -> None:
         if self.pool is not None:

@@ -65,6 +65,10 @@ class OrderQueue:
     def empty(self) -> bool:
         return self._queue.empty()
 
+    def waiting(self) -> tuple[int, str | None]:
+        """Accepted orders not yet committed, and the id of the oldest (None when there is none)."""
+        return len(self.sequence), next(iter(self.sequence), None)
+
 
 @dataclass
 class _Expiring:

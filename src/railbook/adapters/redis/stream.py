@@ -49,6 +49,7 @@ def make_blocking_redis(url: str) -> Any:
         socket_connect_timeout=2.0,
         decode_responses=False,
         max_connections=8,
+        driver_info=None,  # no CLIENT SETINFO handshake (see ``bootstrap.make_redis``)
     )
 
 

@@ -18,8 +18,9 @@ from railbook.api.schemas_orders import (
     TicketOut,
 )
 from railbook.bootstrap import Container
-from railbook.domain.errors import InvalidInput
+from railbook.domain.errors import InvalidInput, SoldOut
 from railbook.domain.pricing import yuan_text
+from railbook.metrics import count_order
 from railbook.services.booking.accept import Accepted, OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.read_model import OrderView, TicketView, get_order, list_orders, list_tickets
 from railbook.services.members.antibot import CaptchaAnswer, challenge_order
@@ -143,14 +144,20 @@ async def accept_order(
     async def challenge(orders_this_minute: int) -> None:
         await challenge_order(container, orders_this_minute, captcha)
 
-    return await place_order(
-        container,
-        member_id=principal.member_id,
-        request=order_request,
-        idempotency_key=idempotency_key,
-        client_ip=client_ip,
-        challenge=challenge,
-    )
+    try:
+        accepted = await place_order(
+            container,
+            member_id=principal.member_id,
+            request=order_request,
+            idempotency_key=idempotency_key,
+            client_ip=client_ip,
+            challenge=challenge,
+        )
+    except Exception as exc:
+        count_order("sold_out" if isinstance(exc, SoldOut) and exc.code == SoldOut.code else "refused")
+        raise
+    count_order("accepted")
+    return accepted
 
 
 async def create_order(
