@@ -19,8 +19,8 @@ import structlog
 
 from railbook.adapters.outage import is_store_outage
 from railbook.bootstrap import Container
-from railbook.services.after_sale.change import settle_committed_changes
 from railbook.metrics import count_commits
+from railbook.services.after_sale.change import settle_committed_changes
 from railbook.services.booking.commit import CommitOutcome, OrderMessage, commit_batch, parse_message, settle
 
 log = structlog.get_logger(__name__)
