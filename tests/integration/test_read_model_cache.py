@@ -93,8 +93,10 @@ async def test_entries_expire_in_memory() -> None:
     assert await views.member_entry(1, "account") == (None, 0)
 
 
-async def test_redis_entries_carry_their_expiry(redis_url: str) -> None:
-    client: Any = make_redis(redis_url)
+async def test_redis_entries_carry_their_expiry(module_redis_url: str) -> None:
+    # A database of this module's own: the session's apps invalidate their members' entries (member
+    # 11's generation among them) in the session's database, and a moved generation refuses a fill.
+    client: Any = make_redis(module_redis_url)
     try:
         views = RedisOrderViews(client, AutoPipeline(client), ttl_seconds=30)
         await views.keep_order("o-5", 0, "v")
