@@ -62,6 +62,8 @@ class Tally:
     hello: list[float] = field(default_factory=list)  # healthz latencies, seconds
     hello_window: tuple[float, float] = (0.0, 0.0)
     sheds: dict[str, int] = field(default_factory=dict)  # 429/503 answers retried, by path kind and code
+    route_ms: dict[str, list[float]] = field(default_factory=dict)  # each answer's time on the wire
+    pool_wait_ms: list[float] = field(default_factory=list)  # waits for a free connection
     cpu_s: float = 0.0
     login_s: float = 0.0  # the waiting room: every rider of the process logged in before the start
     first_at: float = 0.0
@@ -80,6 +82,9 @@ class Tally:
         self.login_s = max(self.login_s, other.login_s)
         for k, v in other.sheds.items():
             self.sheds[k] = self.sheds.get(k, 0) + v
+        for route, times in other.route_ms.items():
+            self.route_ms.setdefault(route, []).extend(times)
+        self.pool_wait_ms += other.pool_wait_ms
         self.last_answer_at = max(self.last_answer_at, other.last_answer_at)
 
 
@@ -130,10 +135,12 @@ class Passenger:
                 self.bump("errors")
                 await asyncio.sleep(0.5)
                 continue
+            route = _route(method, path)
+            self.tally.route_ms.setdefault(route, []).append(took * 1000)
             if answer.status not in (429, 503):
                 return answer, took, sent
             self.bump("retried")
-            kind = f"{_route(method, path)} {answer.status} {answer.error_code()}"
+            kind = f"{route} {answer.status} {answer.error_code()}"
             self.tally.sheds[kind] = self.tally.sheds.get(kind, 0) + 1
             await asyncio.sleep(answer.retry_after or 0.5)
         raise RuntimeError(f"{method} {path}: still shed after 200 tries")
@@ -303,6 +310,7 @@ async def _play(task: str, plan: Plan, gate: Any, options: dict[str, Any], count
     start = await asyncio.to_thread(gate.wait_start)
     await asyncio.sleep(max(0.0, start - time.time()))
     cpu0 = time.process_time()
+    waits_before = len(pool.waits)
     try:
         if task == "hello":
             await _hello(plan, pool, start, options["seconds"], tally)
@@ -311,6 +319,7 @@ async def _play(task: str, plan: Plan, gate: Any, options: dict[str, Any], count
             await asyncio.gather(*(p.play(start + rng.uniform(0, ramp)) for p in riders))
     finally:
         tally.cpu_s = time.process_time() - cpu0
+        tally.pool_wait_ms = [w * 1000 for w in pool.waits[waits_before:]]
         await pool.close()
     tally.first_at = start
     return tally

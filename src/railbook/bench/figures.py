@@ -104,6 +104,15 @@ def compute(
         "cpu_share_of_one_core": {k: v / (t_end - start) for k, v in cpu.items()} if t_end > start else {},
         "load_cpu_seconds": load_cpu,
         "shed_answers_retried": crowd.sheds,
+        "route_ms": {
+            route: {"n": len(v), "p50": pct(v, 0.5), "mean": mean(v), "p99": pct(v, 0.99)}
+            for route, v in sorted(crowd.route_ms.items())
+        },
+        "load_pool_wait_ms": {
+            "p50": pct(crowd.pool_wait_ms, 0.5),
+            "mean": mean(crowd.pool_wait_ms),
+            "p99": pct(crowd.pool_wait_ms, 0.99),
+        },
         "series": {
             "accepted": accepted_series,
             "committed_tickets": committed_series,
@@ -188,6 +197,11 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("CPU s over the crowd (% of one core)", lambda f: _cpu(f)),
     ("429/503 answers retried after Retry-After", lambda f: _dict(f.get("shed_answers_retried", {}))),
     ("load generator CPU s (all load processes)", lambda f: f"{f['load_cpu_seconds']:.1f}"),
+    (
+        "load generator: wait for a free connection ms (p50 / mean / p99)",
+        lambda f: _trio(f["load_pool_wait_ms"]) if "load_pool_wait_ms" in f else "-",
+    ),
+    ("ms per answer by route (n: p50 / mean / p99)", lambda f: _routes(f.get("route_ms", {}))),
 )
 
 
@@ -199,6 +213,10 @@ def _verdict(check: dict[str, Any] | None) -> str:
 
 def _trio(d: dict[str, float]) -> str:
     return f"{d['p50']:,.1f} / {d['mean']:,.1f} / {d['p99']:,.1f}"
+
+
+def _routes(routes: dict[str, dict[str, float]]) -> str:
+    return "\n".join(f"{route} ({int(v['n']):,}): {_trio(v)}" for route, v in routes.items()) or "-"
 
 
 def _dict(d: dict[str, int]) -> str:

@@ -129,6 +129,9 @@ class ClientPool:
         self._all = [KeepAliveClient(host, port) for _ in range(size)]
         for c in self._all:
             self._idle.put_nowait(c)
+        # Seconds requests waited for a free connection: the load generator's own queue, which must
+        # stay near zero for the figures to be the server's.
+        self.waits: list[float] = []
 
     async def open(self) -> None:
         """Connect every connection before the timed part (requests are measured, not handshakes)."""
@@ -139,8 +142,10 @@ class ClientPool:
     ) -> tuple[Answer, float]:
         """One request on a free connection: the answer and the seconds it took on the wire (the
         wait for a free connection excluded). A broken connection is retried once on a new one."""
-        client = await self._idle.get()
         loop = asyncio.get_running_loop()
+        asked = loop.time()
+        client = await self._idle.get()
+        self.waits.append(loop.time() - asked)
         try:
             for attempt in range(2):
                 t0 = loop.time()
