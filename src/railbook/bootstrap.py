@@ -138,22 +138,27 @@ async def _jwt_secret(settings: Settings, sessionmaker: async_sessionmaker[Async
         return value
 
 
-def make_redis(url: str) -> Any:
-    """An async Redis client with bounded timeouts, so an outage fails fast instead of hanging."""
-    import redis.asyncio as aioredis
-
-    return aioredis.Redis.from_url(
-        url,
-        protocol=2,
-        socket_timeout=2.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=5,
-        max_connections=200,
-        decode_responses=False,
+def make_redis(url: str, *, cluster: bool = False) -> Any:
+    """An async Redis client with bounded timeouts, so an outage fails fast instead of hanging; on a
+    Redis Cluster (``cluster``) a ``RedisCluster`` that discovers the other nodes from ``url``."""
+    options: dict[str, Any] = {
+        "protocol": 2,
+        "socket_timeout": 2.0,
+        "socket_connect_timeout": 1.0,
+        "health_check_interval": 5,
+        "max_connections": 200,  # per node on a cluster
+        "decode_responses": False,
         # No CLIENT SETINFO in the connect handshake: a Redis before 7.2 refuses it, and a reply of
         # that refusal read out of step after a reconnect would reach a command as its answer.
-        driver_info=None,
-    )
+        "driver_info": None,
+    }
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **options)
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url, **options)
 
 
 async def build_container(settings: Settings) -> Container:
@@ -176,16 +181,17 @@ async def build_container(settings: Settings) -> Container:
     if settings.redis_url:
         from railbook.adapters.redis.allocator import RedisAllocator
         from railbook.adapters.redis.antibot import RedisCaptchaStore, RedisLoginThrottle
-        from railbook.adapters.redis.autopipe import AutoPipeline
         from railbook.adapters.redis.cache import RedisSearchCache
+        from railbook.adapters.redis.cluster import make_autopipe
         from railbook.adapters.redis.events import RedisEventStream
         from railbook.adapters.redis.intake import RedisOrderIntake
         from railbook.adapters.redis.order_views import RedisOrderViews
         from railbook.adapters.redis.protection import RedisOrderGuard
         from railbook.adapters.redis.trips import RedisTrips
 
-        redis_client = make_redis(settings.redis_url)
-        autopipe = AutoPipeline(redis_client)  # one per process: the accept path's calls share batches
+        redis_client = make_redis(settings.redis_url, cluster=settings.redis_cluster)
+        # One per process: the accept path's calls share batches (on a cluster, batches per node).
+        autopipe = make_autopipe(redis_client, cluster=settings.redis_cluster)
         redis_allocator = RedisAllocator(redis_client, autopipe=autopipe)
         event_stream = RedisEventStream(redis_client, autopipe)
         redis_guard = RedisOrderGuard(

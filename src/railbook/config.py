@@ -15,6 +15,8 @@ class Settings(BaseSettings):
     # Stores. No REDIS_URL means the in-process allocator, queue and caches (embedded mode).
     database_url: str = "sqlite+aiosqlite:///railbook.db"
     redis_url: str | None = None
+    # True: ``redis_url`` names one node of a Redis Cluster; the client discovers the rest.
+    redis_cluster: bool = False
     data_dir: Path = Path(".")
 
     # Accounts.

@@ -76,7 +76,7 @@ async def _stream_entries(url: str, day: dict[str, Any]) -> list[tuple[bytes, di
         await r.aclose()
 
 
-async def _pending(r: aioredis.Redis, stream: str) -> int:
+async def _pending(r: Any, stream: str) -> int:
     """Messages of ``stream`` delivered to a committer and not acknowledged (0 before the group exists)."""
     try:
         info = await r.xpending(stream, GROUP)
@@ -106,7 +106,9 @@ async def test_redelivered_batch_changes_nothing(
     assert (n_orders, n_tickets) == (3, 3)
 
 
-def _worker(pg_url: str, redis_url: str, name: str, claim_idle_ms: int) -> subprocess.Popen[bytes]:
+def _worker(
+    pg_url: str, redis_url: str, name: str, claim_idle_ms: int, *, cluster: bool = False
+) -> subprocess.Popen[bytes]:
     code = (
         "import asyncio\n"
         "from railbook.config import Settings\n"
@@ -123,6 +125,7 @@ def _worker(pg_url: str, redis_url: str, name: str, claim_idle_ms: int) -> subpr
         "RAILBOOK_REDIS_URL": redis_url,
         "RAILBOOK_JWT_SECRET": JWT_SECRET,
         "RAILBOOK_WORKER_BLOCK_MS": "100",
+        "RAILBOOK_REDIS_CLUSTER": str(cluster).lower(),
     }
     return subprocess.Popen(
         [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -140,10 +143,19 @@ _ORDER_INSERT_WAITING = """
 async def test_worker_killed_mid_batch_loses_and_doubles_nothing(
     quiet_client: httpx.AsyncClient, quiet_redis_url: str, pg_url: str
 ) -> None:
+    await killed_worker_is_rescued(
+        quiet_client, quiet_redis_url, pg_url, aioredis.Redis.from_url(quiet_redis_url)
+    )
+
+
+async def killed_worker_is_rescued(
+    quiet_client: httpx.AsyncClient, quiet_redis_url: str, pg_url: str, r: Any, *, cluster: bool = False
+) -> None:
+    """A worker killed inside its commit leaves its batch pending; a second worker claims it back and
+    commits it, nothing lost, nothing doubled (``r``: a client of that Redis, closed at the end)."""
     container = quiet_client.app.state.container  # type: ignore[attr-defined]
     day, ids = await _queued_orders(quiet_client, 4)
     stream = _stream_of(day)
-    r = aioredis.Redis.from_url(quiet_redis_url)
     dsn = pg_url.replace("postgresql+asyncpg://", "postgresql://")
 
     async def committed() -> int:
@@ -159,7 +171,7 @@ async def test_worker_killed_mid_batch_loses_and_doubles_nothing(
     # loop, and one may hold the table until the loop lets it finish.
     lock = psycopg.connect(dsn)
     await asyncio.to_thread(lock.execute, 'LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')
-    first = _worker(pg_url, quiet_redis_url, "doomed", 60_000)
+    first = _worker(pg_url, quiet_redis_url, "doomed", 60_000, cluster=cluster)
     try:
 
         async def read_by_first() -> bool:
@@ -187,7 +199,7 @@ async def test_worker_killed_mid_batch_loses_and_doubles_nothing(
     assert await committed() == 0
     assert await _pending(r, stream) == len(ids)
 
-    second = _worker(pg_url, quiet_redis_url, "rescuer", 200)
+    second = _worker(pg_url, quiet_redis_url, "rescuer", 200, cluster=cluster)
     try:
 
         async def all_done() -> bool:

@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from railbook.adapters.embedded.order_views import MemoryOrderViews
 from railbook.adapters.redis.autopipe import AutoPipeline
-from railbook.adapters.redis.order_views import RedisOrderViews
+from railbook.adapters.redis.order_views import RedisOrderViews, member_keys, order_keys
 from railbook.bootstrap import make_redis
 from railbook.services.booking.ports import OrderViewCache
 
@@ -101,9 +101,9 @@ async def test_redis_entries_carry_their_expiry(module_redis_url: str) -> None:
         views = RedisOrderViews(client, AutoPipeline(client), ttl_seconds=30)
         await views.keep_order("o-5", 0, "v")
         await views.keep_member_entry(11, "account", 0, "me")
-        assert 0 < await client.ttl("ov:o-5") <= 30
-        assert 0 < await client.ttl("mv:11") <= 30
-        await client.hset("mv:11", "account", "1:stale")  # a field whose time is long past
+        assert 0 < await client.ttl(order_keys("o-5")[0]) <= 30
+        assert 0 < await client.ttl(member_keys(11)[0]) <= 30
+        await client.hset(member_keys(11)[0], "account", "1:stale")  # a field whose time is long past
         assert await views.member_entry(11, "account") == (None, 0)
     finally:
         await client.aclose()

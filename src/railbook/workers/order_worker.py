@@ -78,7 +78,7 @@ async def run_stream_committer(
 
     settings = container.settings
     assert settings.redis_url
-    client = make_blocking_redis(settings.redis_url)
+    client = make_blocking_redis(settings.redis_url, cluster=settings.redis_cluster)
     consumer = OrderStreamConsumer(client, name or default_consumer_name())
     batch = settings.worker_batch_size
     last_claim = 0.0

@@ -36,6 +36,7 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
 from railbook.adapters.redis.autopipe import AutoPipeline
+from railbook.adapters.redis.cluster import autopipe_for
 from railbook.adapters.redis.stream import GROUP as STREAM_GROUP
 from railbook.domain.errors import DayNotLoaded, error_for_code
 from railbook.domain.inventory import (
@@ -173,7 +174,7 @@ class RedisAllocator:
     ):
         self._redis = redis
         # allocate and remaining (the accept path's calls) share batches with concurrent requests
-        self._batch = autopipe or AutoPipeline(redis)
+        self._batch = autopipe or autopipe_for(redis)
         self._release_ttl_s = release_ttl_s
         # redis-py's Script runs EVALSHA and reloads on NoScriptError (restart, failover).
         self._allocate = redis.register_script(_lua("allocate"))

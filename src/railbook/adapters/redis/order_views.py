@@ -3,7 +3,9 @@ pipeline: a read is one round trip, and the reads of concurrent requests share i
 
 Keys: ``ov:{order}`` the view (a string with a TTL) and ``ovg:{order}`` its generation; ``mv:{member}``
 the member's entries (a hash: each field's value starts with its expiry time, Redis 7.0 having no
-field TTL) and ``mvg:{member}`` the member's generation. Invalidation moves the generation on
+field TTL) and ``mvg:{member}`` the member's generation. The braces are hash tags: an entry and its
+generation share a slot, so on a Redis Cluster the fill script may touch both and an invalidation's
+commands reach them in order, on one node. Invalidation moves the generation on
 (INCR) before it deletes the entries, in one group of commands; a fill is one script that writes
 only while the generation is the one the reader saw. See ``booking.view_cache`` for the invariant.
 """
@@ -33,6 +35,16 @@ return 1
 """
 
 
+def order_keys(order_id: str) -> tuple[str, str]:
+    """An order's view and its generation."""
+    return f"ov:{{{order_id}}}", f"ovg:{{{order_id}}}"
+
+
+def member_keys(member_id: int) -> tuple[str, str]:
+    """A member's entries and their generation."""
+    return f"mv:{{{member_id}}}", f"mvg:{{{member_id}}}"
+
+
 def _generation(raw: Any) -> int:
     return int(raw) if raw is not None else 0
 
@@ -57,14 +69,16 @@ class RedisOrderViews:
         return raw, _generation(generation)
 
     async def order(self, order_id: str) -> tuple[str | None, int | None]:
-        raw, generation = await self._read(("GET", f"ov:{order_id}"), f"ovg:{order_id}")
+        view, generation_key = order_keys(order_id)
+        raw, generation = await self._read(("GET", view), generation_key)
         return (raw.decode() if raw is not None else None), generation
 
     async def keep_order(self, order_id: str, generation: int, view: str) -> None:
-        await self._keep([f"ov:{order_id}", f"ovg:{order_id}"], [generation, self.ttl, view])
+        await self._keep(list(order_keys(order_id)), [generation, self.ttl, view])
 
     async def member_entry(self, member_id: int, name: str) -> tuple[str | None, int | None]:
-        raw, generation = await self._read(("HGET", f"mv:{member_id}", name), f"mvg:{member_id}")
+        entries, generation_key = member_keys(member_id)
+        raw, generation = await self._read(("HGET", entries, name), generation_key)
         if raw is None:
             return None, generation
         expires, _, value = raw.decode().partition(":")
@@ -72,7 +86,7 @@ class RedisOrderViews:
 
     async def keep_member_entry(self, member_id: int, name: str, generation: int, value: str) -> None:
         stamped = f"{int(time.time()) + self.ttl}:{value}"
-        await self._keep([f"mv:{member_id}", f"mvg:{member_id}"], [generation, self.ttl, stamped, name])
+        await self._keep(list(member_keys(member_id)), [generation, self.ttl, stamped, name])
 
     async def _keep(self, keys: list[str], args: list[Any]) -> None:
         """Best effort: a fill that fails only costs the next reader a database read."""
@@ -84,9 +98,7 @@ class RedisOrderViews:
 
     async def forget(self, order_ids: Sequence[str], member_ids: Sequence[int]) -> None:
         commands: list[tuple[Any, ...]] = []
-        for entry, generation in [(f"ov:{o}", f"ovg:{o}") for o in order_ids] + [
-            (f"mv:{m}", f"mvg:{m}") for m in member_ids
-        ]:
+        for entry, generation in [order_keys(o) for o in order_ids] + [member_keys(m) for m in member_ids]:
             commands += [
                 ("INCR", generation),
                 ("EXPIRE", generation, VIEW_GENERATION_TTL_SECONDS),

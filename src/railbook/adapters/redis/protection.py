@@ -12,6 +12,7 @@ from typing import Any
 
 from railbook.adapters.redis.allocator import day_tag, order_stream_key
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
+from railbook.adapters.redis.cluster import autopipe_for, mget
 from railbook.domain.errors import Conflict, DuplicateOrder, SaleBusy, TooManyRequests, Unavailable
 from railbook.services.booking.ports import (
     IDEMPOTENCY_TTL_SECONDS,
@@ -117,11 +118,13 @@ def markers_valid_key(train_code: str, date: dt.date | str) -> str:
 
 
 def passengers_key(member_id: int) -> str:
-    return f"member:{member_id}:passengers"
+    """The member's cached passengers; the hash tag keeps it in its generation's slot (one script
+    writes both, and a Redis Cluster runs a script only on keys of one slot)."""
+    return f"member:{{{member_id}}}:passengers"
 
 
 def passengers_generation_key(member_id: int) -> str:
-    return f"member:{member_id}:passengers:gen"
+    return f"member:{{{member_id}}}:passengers:gen"
 
 
 @lru_cache(maxsize=4096)
@@ -144,7 +147,7 @@ class RedisOrderGuard:
     ) -> None:
         self.redis = redis
         # The accept path's round trips share batches with concurrent requests (and the allocator's).
-        self.batch = autopipe or AutoPipeline(redis)
+        self.batch = autopipe or autopipe_for(redis)
         self.member_limit = member_orders_per_minute
         self.ip_limit = ip_requests_per_second
         self.group = group
@@ -435,7 +438,7 @@ class RedisOrderGuard:
         ids = await self.redis.zrevrange(member_key, 0, 199)
         if not ids:
             return []
-        raws = await self.redis.mget([f"order:{i.decode()}" for i in ids])
+        raws = await mget(self.redis, [f"order:{i.decode()}" for i in ids])
         return [json.loads(r) for r in raws if r]
 
     async def forget_pending(self, orders: Sequence[tuple[str, int]]) -> None:

@@ -7,12 +7,16 @@ so a message delivered twice is harmless.
 
 Streams are found through the ``order:streams`` set (booking adds each train-day's stream) and, as
 a fallback, a periodic ``SCAN`` for ``*:orders`` stream keys. The group is created at id 0, so
-entries appended before it existed are delivered too. One ``XREADGROUP`` reads all known streams
-(on Redis Cluster this needs one call per slot; not done here).
+entries appended before it existed are delivered too. One blocking ``XREADGROUP`` reads all known
+streams on a single Redis. On a Redis Cluster each stream lives in its train-day's slot and a command
+may not span slots, so there is one non-blocking ``XREADGROUP`` per stream, all of them in one
+pipeline (one round trip per node), repeated every ``CLUSTER_POLL_S`` while nothing comes, up to the
+block time; the streams are found the same way (the set, and ``SCAN`` on every primary).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +29,8 @@ log = structlog.get_logger(__name__)
 
 STREAMS_SET = "order:streams"
 GROUP = "committers"
+# On a cluster, how often the streams are read again while nothing comes (a read cannot block there).
+CLUSTER_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +44,24 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def make_blocking_redis(url: str) -> Any:
-    """A client for blocking reads: no socket timeout shorter than the block (LIBRARIES.md pitfall 1)."""
+def make_blocking_redis(url: str, *, cluster: bool = False) -> Any:
+    """A client for blocking reads: no socket timeout shorter than the block (LIBRARIES.md pitfall 1).
+    ``cluster``: a ``RedisCluster`` client (``url`` names one node; eight connections per node)."""
+    options: dict[str, Any] = {
+        "protocol": 2,
+        "socket_timeout": None,
+        "socket_connect_timeout": 2.0,
+        "decode_responses": False,
+        "max_connections": 8,
+        "driver_info": None,  # no CLIENT SETINFO handshake (see ``bootstrap.make_redis``)
+    }
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **options)
     import redis.asyncio as aioredis
 
-    return aioredis.Redis.from_url(
-        url,
-        protocol=2,
-        socket_timeout=None,
-        socket_connect_timeout=2.0,
-        decode_responses=False,
-        max_connections=8,
-        driver_info=None,  # no CLIENT SETINFO handshake (see ``bootstrap.make_redis``)
-    )
+    return aioredis.Redis.from_url(url, **options)
 
 
 class OrderStreamConsumer:
@@ -74,6 +85,7 @@ class OrderStreamConsumer:
         self._scanned = 0.0
         self.scan_every_s = scan_every_s
         self.refresh_every_s = refresh_every_s
+        self.cluster = hasattr(redis, "nodes_manager")  # a RedisCluster: one read per stream
 
     async def refresh(self, *, force: bool = False) -> None:
         """Pick up newly registered streams and create the group on each (idempotent)."""
@@ -102,6 +114,8 @@ class OrderStreamConsumer:
         (None: not at all)."""
         if not self.streams:
             return []
+        if self.cluster:
+            return await self._poll_each(count, block_ms)
         try:
             reply = await self.redis.xreadgroup(
                 self.group, self.consumer, {s: ">" for s in self.streams}, count=count, block=block_ms
@@ -120,6 +134,8 @@ class OrderStreamConsumer:
         """Messages already delivered to this consumer name and not acknowledged (after a restart)."""
         if not self.streams:
             return []
+        if self.cluster:
+            return await self._read_each("0", count)
         try:
             reply = await self.redis.xreadgroup(
                 self.group, self.consumer, {s: "0" for s in self.streams}, count=count
@@ -130,6 +146,36 @@ class OrderStreamConsumer:
             await self.refresh(force=True)  # Redis lost the group (data wiped): nothing is ours
             return []
         return _entries(reply)
+
+    async def _poll_each(self, count: int, block_ms: int | None) -> list[StreamEntry]:
+        """``read`` on a cluster: the streams read one by one (non-blocking, pipelined), again every
+        CLUSTER_POLL_S until something comes or ``block_ms`` has passed."""
+        deadline = time.monotonic() + (block_ms or 0) / 1000
+        while True:
+            entries = await self._read_each(">", count)
+            left = deadline - time.monotonic()
+            if entries or left <= 0 or not self.streams:
+                return entries
+            await asyncio.sleep(min(CLUSTER_POLL_S, left))
+
+    async def _read_each(self, start: str, count: int) -> list[StreamEntry]:
+        """One ``XREADGROUP`` per stream from ``start``, in one cluster pipeline (a round trip per node)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xreadgroup(self.group, self.consumer, {stream: start}, count=count)
+        replies = await pipe.execute(raise_on_error=False)
+        out: list[StreamEntry] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                if "NOGROUP" not in str(reply):
+                    raise reply
+                # A stream (or its group) was deleted, or Redis lost them: recreate the groups.
+                self._known.clear()
+                self.streams.clear()
+                await self.refresh(force=True)
+                return []
+            out += _entries(reply)
+        return out
 
     async def claim(self, min_idle_ms: int, count: int) -> list[StreamEntry]:
         """Messages of dead (or stuck) consumers, idle longer than ``min_idle_ms``, now ours."""

@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
+from railbook.adapters.redis.cluster import autopipe_for
 from railbook.domain.sale import Trip
 from railbook.services.booking.ports import TripClash
 
@@ -48,7 +49,7 @@ class RedisTrips:
 
     def __init__(self, redis: Any, autopipe: AutoPipeline | None = None) -> None:
         self.redis = redis
-        self.batch = autopipe or AutoPipeline(redis)
+        self.batch = autopipe or autopipe_for(redis)
         self._claim = redis.register_script(CLAIM_TRIP_LUA)
         self._restore = redis.register_script(RESTORE_TRIPS_LUA)
         self.restoring = asyncio.Lock()

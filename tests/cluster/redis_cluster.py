@@ -1,0 +1,110 @@
+"""A real Redis Cluster of three primaries on loopback, started from the ``redis-server`` binary
+(what ``scripts/services`` installs), for the tests of the cluster mode."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PORT_RANGE = (30000, 55535)  # a node's cluster bus listens on its port + 10000: at most 65535
+READY_TIMEOUT_S = 30.0
+
+
+def _free(port: int) -> bool:
+    """Whether the port and its cluster bus port (+10000) can both be bound on loopback."""
+    for p in (port, port + 10000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` ports in PORT_RANGE, free with their bus ports, picked from an ephemeral port's
+    number so concurrent runs rarely try the same ones."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        start = PORT_RANGE[0] + s.getsockname()[1] % (PORT_RANGE[1] - PORT_RANGE[0] - 1000)
+    ports: list[int] = []
+    port = start
+    while len(ports) < count:
+        if port > PORT_RANGE[1]:
+            port = PORT_RANGE[0]
+        if _free(port):
+            ports.append(port)
+        port += 1
+    return ports
+
+
+def _cli(port: int, *args: str) -> str:
+    out = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return out.stdout
+
+
+def _wait(predicate: object, what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Redis Cluster: timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def redis_cluster(directory: Path, primaries: int = 3) -> Iterator[list[int]]:
+    """Start ``primaries`` cluster-enabled nodes, join them into one cluster with no replicas, wait
+    until every node reports ``cluster_state:ok``; yield their ports; kill the nodes afterwards."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        raise RuntimeError("redis-server and redis-cli must be on PATH (scripts/services installs Redis)")
+    for _ in range(3):  # a port taken between the check and the node's bind: pick others
+        ports = free_ports(primaries)
+        nodes: list[subprocess.Popen[bytes]] = []
+        try:
+            for port in ports:
+                args = [server, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no"]
+                args += [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(directory / f"nodes-{port}.conf"),
+                ]
+                args += ["--save", "", "--appendonly", "no", "--dir", str(directory)]
+                args += ["--logfile", str(directory / f"node-{port}.log")]
+                nodes.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for port, node in zip(ports, nodes, strict=True):
+                _wait(
+                    lambda p=port, n=node: n.poll() is not None or "PONG" in _cli(p, "ping"), f"node {port}"
+                )
+            if any(n.poll() is not None for n in nodes):
+                continue
+            create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+            create += ["--cluster-replicas", "0", "--cluster-yes"]
+            created = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
+            if created.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+            for port in ports:
+                _wait(
+                    lambda p=port: "cluster_state:ok" in _cli(p, "cluster", "info"),
+                    f"cluster_state:ok on {port}",
+                )
+            yield ports
+            return
+        finally:
+            for node in nodes:
+                node.kill()
+            for node in nodes:
+                node.wait(timeout=10)
+    raise RuntimeError("could not start the Redis Cluster nodes (ports taken)")

@@ -1,0 +1,82 @@
+"""An order on a real Redis Cluster: placed over HTTP on the app built with ``redis_cluster=True``
+(idempotency key, the member's pending list, duplicate refusal) and committed by its committer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from railbook.adapters.redis.allocator import order_stream_key
+from railbook.config import Settings
+from tests.support import (
+    add_passenger,
+    admin,
+    app_client,
+    make_train_day,
+    order_body,
+    register,
+    wait_final,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="module")
+async def client(cluster_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on PostgreSQL and the cluster, its committer and scheduler running."""
+    async with app_client(cluster_settings) as c:
+        yield c
+
+
+async def test_an_order_over_http_is_committed(client: httpx.AsyncClient) -> None:
+    day = await make_train_day(client, await admin(client), rows=4)
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    headers = {**m["headers"], "Idempotency-Key": "cluster-order-1"}
+    first = await client.post("/api/v1/orders", json=order_body(day, [p]), headers=headers)
+    assert first.status_code == 202, first.text
+    order_id = first.json()["order_id"]
+    again = await client.post("/api/v1/orders", json=order_body(day, [p]), headers=headers)
+    assert again.status_code == 202 and again.json()["order_id"] == order_id
+    mine = await client.get("/api/v1/orders", headers=m["headers"])
+    assert [o["order_id"] for o in mine.json()["items"]] == [order_id]
+    order = await wait_final(client, m["headers"], order_id)
+    assert order["status"] == "SUCCESS", order
+    assert order["tickets"][0]["seat"]
+    twice = await client.post("/api/v1/orders", json=order_body(day, [p]), headers=m["headers"])
+    assert twice.status_code == 409, twice.text  # the passenger's trip and the markers hold
+
+
+async def test_a_primary_that_stops_answering_is_an_outage_then_recovers(
+    client: httpx.AsyncClient, cluster_ports: list[int]
+) -> None:
+    """The primary serving a train-day's slot stops answering (paused): an order for that day is
+    answered 503 UNAVAILABLE with Retry-After, never a 500 or a hang; once it answers again the
+    same order goes through, with no restart of the app."""
+    day = await make_train_day(client, await admin(client), rows=4)
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    container = client.app.state.container  # type: ignore[attr-defined]
+    stream = order_stream_key(day["train_code"], dt.date.fromisoformat(day["date"]))
+    node = container.redis.nodes_manager.get_node_from_slot(container.redis.keyslot(stream))
+    pid = int((await container.redis.info("server", target_nodes=node))["process_id"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        r = await client.post("/api/v1/orders", json=order_body(day, [p]), headers=m["headers"])
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "UNAVAILABLE" and r.headers["Retry-After"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    async def accepted() -> httpx.Response | None:
+        r = await client.post("/api/v1/orders", json=order_body(day, [p]), headers=m["headers"])
+        assert r.status_code in (202, 503), r.text
+        return r if r.status_code == 202 else None
+
+    answer = await wait_until(accepted, timeout=30, what="the order to be accepted again")
+    order = await wait_final(client, m["headers"], answer.json()["order_id"])
+    assert order["status"] == "SUCCESS", order
