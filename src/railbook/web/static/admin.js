@@ -201,32 +201,24 @@ pages.admin = async (me) => {
 
   async function loadStations(q) {
     const query = q ? `?${new URLSearchParams({ q })}` : "";
-    const answer = await api("GET", `/api/v1/admin/stations${query}`);
-    const list = Array.isArray(answer) ? answer : answer.items || [];
+    const list = await api("GET", `/api/v1/admin/stations${query}`);
     $("#stations-table tbody").replaceChildren(...list.map((s) => el("tr", {},
       el("td", {}, s.name), el("td", {}, el("code", {}, s.code)), el("td", {}, s.pinyin || ""), el("td", {}, s.city || ""))));
   }
   onSubmit($("#stations-form"), () => loadStations($("#stations-q").value.trim()));
 
   async function loadTrains() {
-    const answer = await api("GET", "/api/v1/admin/trains");
-    const list = Array.isArray(answer) ? answer : answer.items || [];
-    $("#trains-table tbody").replaceChildren(...list.map((t) => {
-      const stops = Array.isArray(t.stops) ? t.stops : null;
-      const count = stops ? stops.length : Number(t.stops ?? t.n_stops ?? 0);
-      return el("tr", { dataset: { train: t.code } },
-        el("td", { class: "train-code" }, t.code), el("td", {}, t.kind || ""),
-        el("td", {}, stops ? stops[0].station : t.from || ""),
-        el("td", {}, stops ? stops[stops.length - 1].station : t.to || ""),
-        el("td", { class: "stop-count" }, count ? `${count} 站` : ""),
-        el("td", {}, el("button", {
-          type: "button", class: "link show-inventory",
-          onclick: () => { $("#inv-train").value = t.code; clearMessages(); showInventory(t.code, $("#inv-date").value).catch(showError); },
-        }, "余票"), " ", el("button", {
-          type: "button", class: "link edit-train",
-          onclick: () => { $("#edit-code").value = t.code; clearMessages(); loadTrain(t.code).then(() => $("#editor-card").scrollIntoView()).catch(showError); },
-        }, "编辑")));
-    }));
+    const list = await api("GET", "/api/v1/admin/trains");
+    $("#trains-table tbody").replaceChildren(...list.map((t) => el("tr", { dataset: { train: t.code } },
+      el("td", { class: "train-code" }, t.code), el("td", {}, t.kind), el("td", {}, t.from), el("td", {}, t.to),
+      el("td", { class: "stop-count" }, `${t.stops} 站`),
+      el("td", {}, el("button", {
+        type: "button", class: "link show-inventory",
+        onclick: () => { $("#inv-train").value = t.code; clearMessages(); showInventory(t.code, $("#inv-date").value).catch(showError); },
+      }, "余票"), " ", el("button", {
+        type: "button", class: "link edit-train",
+        onclick: () => { $("#edit-code").value = t.code; clearMessages(); loadTrain(t.code).then(() => $("#editor-card").scrollIntoView()).catch(showError); },
+      }, "编辑")))));
   }
 
   await Promise.all([loadStations("").catch(showError), loadTrains().catch(showError)]);

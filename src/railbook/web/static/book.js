@@ -73,7 +73,7 @@ pages.book = async () => {
 
   function fare(p) {
     const seat = state.offer && state.offer.seats[state.seatClass];
-    return seat ? fareFor(seat, p.type, state.seatClass) : null;
+    return seat ? fareFor(seat, p.type) : null;
   }
 
   function renderPassengers() {

@@ -264,13 +264,8 @@ function localTime(iso) {
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleString("zh-CN", { hour12: false });
 }
 
-/** Days between boarding and arrival: from the API's dates, else from the clock and the duration. */
-function arrivalDayOffset(offer) {
-  const from = offer.from || {};
-  const to = offer.to || {};
-  if (to.date && (from.date || offer.date)) return dayDiff(from.date || offer.date, to.date);
-  return Math.floor((clockMinutes(from.departs) + Number(offer.duration_minutes || 0)) / 1440);
-}
+/** Days between boarding and arrival, from the offer's boarding and arrival dates. */
+const arrivalDayOffset = (offer) => dayDiff(offer.from.date, offer.to.date);
 
 const dayMark = (offset) => (offset === 1 ? "次日" : offset > 1 ? `第${offset + 1}日` : "");
 
@@ -278,16 +273,8 @@ const fen = (yuan) => Math.round(Number(yuan) * 100);
 const yuan = (f) => (f / 100).toFixed(2);
 const roundHalfYuan = (f) => Math.round(f / 50) * 50;
 
-/** A passenger type's fare in one class of an offer (`{price, prices?}`): the API's `prices`, else
-    the 12306 rules applied to the adult fare. */
-function fareFor(seatOffer, type, seatClass) {
-  if (seatOffer.prices && seatOffer.prices[type]) return seatOffer.prices[type];
-  const adult = fen(seatOffer.price);
-  let share = 1;
-  if (type === "child" || type === "disabled_military") share = 0.5;
-  else if (type === "student") share = seatClass === "second" ? 0.75 : seatClass === "hard_seat" ? 0.5 : 1;
-  return yuan(roundHalfYuan(adult * share));
-}
+/** A passenger type's fare in one class of an offer: the API's `prices` by passenger type. */
+const fareFor = (seatOffer, type) => seatOffer.prices[type];
 
 /** `05-12F` → 05车12F号; a sleeper berth `05-031` → 05车13号下铺 (numbered through the carriage). */
 function seatLabel(seat, seatClass) {
