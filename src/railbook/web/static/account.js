@@ -2,10 +2,18 @@
 "use strict";
 
 pages.login = () => {
-  onSubmit($("#login-form"), async (data) => {
-    const answer = await api("POST", "/api/v1/auth/login", {
-      mobile: data.get("mobile").trim(), password: data.get("password"),
-    });
+  const form = $("#login-form");
+  const captcha = captchaField($("button[type=submit]", form));
+  onSubmit(form, async (data) => {
+    let answer;
+    try {
+      answer = await api("POST", "/api/v1/auth/login", {
+        mobile: data.get("mobile").trim(), password: data.get("password"), ...captcha.body(),
+      });
+    } catch (err) {
+      await captcha.after(err);
+      throw err;
+    }
     token.set(answer.access_token);
     const next = safeNext(new URLSearchParams(location.search).get("next"));
     location.href = next || "/";

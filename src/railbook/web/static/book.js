@@ -15,6 +15,7 @@ pages.book = async () => {
   };
   const waitlist = params.get("waitlist") === "1";
   const form = $("#book-form");
+  const captcha = captchaField($("#book-submit"));
   const state = { offer: null, seatClass: "", passengers: [], picked: new Set(), seats: new Map(), active: null,
     carriage: null, map: null };
 
@@ -232,9 +233,11 @@ pages.book = async () => {
       return;
     }
     try {
-      const answer = await api("POST", "/api/v1/orders", { ...trip, passengers }, { "Idempotency-Key": newKey() });
+      const answer = await api("POST", "/api/v1/orders", { ...trip, passengers, ...captcha.body() },
+        { "Idempotency-Key": newKey() });
       location.href = `/orders/${encodeURIComponent(answer.order_id)}`;
     } catch (err) {
+      await captcha.after(err);
       if (["SEAT_TAKEN", "BAD_SEAT_PREF", "BAD_SEAT"].includes(err.code)) {
         state.seats.clear();
         await loadSeatMap().catch(() => {});

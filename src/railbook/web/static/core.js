@@ -148,7 +148,8 @@ const newKey = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-$
 function fieldProblems(err) {
   const details = (err && err.details) || {};
   const list = [];
-  for (const f of Array.isArray(details.fields) ? details.fields : []) {
+  const fields = Array.isArray(details.fields) ? details.fields.filter((f) => f && typeof f === "object") : [];
+  for (const f of fields) {
     const path = String(f.field || "").split(".").filter((p) => !["body", "query", "path"].includes(p));
     const name = path.filter((p) => !/^\d+$/.test(p)).pop() || "";
     const text = hasChinese(f.message) ? f.message : VALIDATION_TEXT[f.type] || "格式不正确";
@@ -227,6 +228,56 @@ function onSubmit(form, action) {
       buttons.forEach((b) => { b.disabled = false; });
     }
   });
+}
+
+/* ---------- captcha: asked for by a 403 CAPTCHA_REQUIRED, answered in the same form ---------- */
+
+const CAPTCHA_REASONS = {
+  failed_logins: "登录失败次数过多，请输入图中的验证码后再登录。",
+  orders_too_fast: "下单过于频繁，请输入图中的验证码后再提交。",
+  wrong_answer: "验证码不正确或已失效，请输入新的验证码。",
+};
+
+/** A captcha field placed before `anchor`, hidden until the API asks for one. Each captcha is good
+    for one attempt, right or wrong: every retry after a refusal gets a new picture. */
+function captchaField(anchor) {
+  const image = el("img", { class: "captcha-image", alt: "验证码图片", width: 160, height: 60 });
+  const input = el("input", {
+    name: "captcha_answer", id: "captcha-answer", maxlength: 8, autocomplete: "off", autocapitalize: "characters",
+    spellcheck: "false", placeholder: "图中字符",
+  });
+  const refresh = el("button", { type: "button", class: "link captcha-refresh" }, "换一张");
+  const box = el("div", { class: "captcha", id: "captcha-box", hidden: true },
+    el("label", { for: "captcha-answer" }, "验证码", el("span", { class: "captcha-line" }, input, image, refresh)));
+  anchor.before(box);
+  let captchaId = null;
+
+  async function load() {
+    captchaId = null;
+    input.value = "";
+    const challenge = await api("GET", "/api/v1/captcha");
+    captchaId = challenge.captcha_id;
+    image.src = challenge.image;
+    box.dataset.captchaId = captchaId;
+  }
+  refresh.addEventListener("click", () => {
+    clearFieldErrors(box);
+    load().then(() => input.focus()).catch((err) => fieldError(input, err.message));
+  });
+
+  return {
+    /** What to add to the request body: the captcha's id and answer once one is shown. */
+    body: () => (box.hidden || !captchaId ? {} : { captcha_id: captchaId, captcha_answer: input.value.trim() }),
+    /** After a refusal: show a new captcha; for CAPTCHA_REQUIRED also say why beside it. */
+    async after(err) {
+      const asked = err && err.code === "CAPTCHA_REQUIRED";
+      if (!asked && box.hidden) return;
+      box.hidden = false;
+      await load().catch((e) => fieldError(input, e.message));
+      if (asked) fieldError(input, CAPTCHA_REASONS[(err.details || {}).reason] || err.message);
+      input.focus();
+    },
+  };
 }
 
 /* ---------- dates, times, money, seats ---------- */
