@@ -45,12 +45,14 @@ const ERROR_TEXT = {
   BAD_CURSOR: "翻页参数不正确。", IDEMPOTENCY_KEY_REUSED: "重复提交，请刷新页面。",
   BAD_CREDENTIALS: "手机号或密码不正确。", SALE_BUSY: "购票人数过多，请稍后再试。",
   LOGIN_BUSY: "登录人数过多，请稍后再试。", BLOCKED: "账号或网络已被限制。", CAPTCHA_REQUIRED: "请先完成验证码。",
+  BLOCK_NOT_FOUND: "没有这条黑名单记录。",
   NETWORK: "无法连接服务器，请稍后再试。", LOST_IN_FAILOVER: "系统切换时订单未能保留，请重新下单。",
 };
 const FIELD_NAMES = {
   mobile: "手机号", password: "密码", name: "姓名", id_card: "身份证号", type: "类型", from: "出发站",
   to: "到达站", date: "日期", code: "代码", kind: "类型", station: "车站", arrives: "到达", departs: "出发",
   km: "里程", day: "天数", carriage: "车厢号", seat_class: "席别", rows: "排数", seat_pref: "选座",
+  ip: "IP 地址", reason: "原因", until: "截止时间",
 };
 const VALIDATION_TEXT = {
   missing: "必填", string_too_short: "太短", string_too_long: "太长", string_pattern_mismatch: "格式不正确",
@@ -415,7 +417,7 @@ function safeNext(value) {
 }
 
 async function initHeader(page) {
-  const link = document.querySelector(`[data-nav="${page}"]`);
+  const link = document.querySelector(`header [data-nav="${document.body.dataset.nav || page}"]`);
   if (link) link.classList.add("active");
   $("#nav-logout").addEventListener("click", () => {
     token.clear();
