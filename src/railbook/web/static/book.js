@@ -212,6 +212,16 @@ pages.book = async () => {
       })))));
   }
 
+  /** The passenger rows a refusal concerns: the one it names (TRIP_CONFLICT), else, for NOT_A_CHILD,
+      the child fares of the order (their birth dates are not shown to the page). */
+  function rowsConcerned(err, chosen) {
+    const named = err.details && err.details.passenger_id;
+    const ids = named ? [named] : chosen.map((c) => c.passenger_id).filter((id) =>
+      err.code !== "NOT_A_CHILD" || state.passengers.find((p) => p.passenger_id === id).type === "child");
+    const rows = ids.map((id) => $(`#book-passengers tbody tr[data-passenger-id="${id}"]`)).filter(Boolean);
+    return rows.length ? rows : [$("#book-passengers")];
+  }
+
   /* ---- submit: an order (seat names as preferences), or a waitlist entry ---- */
 
   onSubmit(form, async (data) => {
@@ -244,7 +254,7 @@ pages.book = async () => {
         renderPassengers();
         fieldError($("#seat-map"), err.message);
       } else if (err.code === "NOT_A_CHILD" || err.code === "TRIP_CONFLICT") {
-        fieldError($("#book-passengers"), err.message);
+        for (const row of rowsConcerned(err, passengers)) fieldError($(".p-name", row), err.message);
       } else if (err.code === "SOLD_OUT") {
         fieldError($("#book-submit"), `${err.message} 可返回查询页提交候补。`);
       }
