@@ -127,7 +127,10 @@ async def test_search_seat_map_book_pay_refund(page: Any, site: Site) -> None:
     fee = await ticket.locator(".quote-fee").text_content()
     refund = await ticket.locator(".quote-refund").text_content()
     assert fee and refund
-    await ticket.locator("button.confirm-refund").click()
+    async with page.expect_response(lambda r: r.url.endswith("/refund")) as refund_answer:
+        await ticket.locator("button.confirm-refund").click()
+    answer = await (await refund_answer.value).json()
+    assert (f"¥{answer['fee']}", f"¥{answer['refund_amount']}") == (fee, refund)
     await page.wait_for_selector("#notice:not([hidden])")
     assert f"退款 {refund}" in (await page.text_content("#notice") or "")
     assert f"手续费 {fee}" in (await page.text_content("#notice") or "")
@@ -140,7 +143,11 @@ async def test_search_seat_map_book_pay_refund(page: Any, site: Site) -> None:
     await ready(page)
     await page.wait_for_selector("#order-status[data-state='partly_refunded']")
     assert await page.text_content("#order-status") == "部分退票"
-    assert f"（手续费 {fee}）" in (await page.text_content("#order-refund") or "")
+    # The amount and the fee are the refund's answer.
+    summary = f"已退款 ¥{answer['refund_amount']}（手续费 ¥{answer['fee']}）"
+    assert await page.text_content("#order-refund") == summary
+    line = page.locator("#tickets-table tr", has_text="周小杰").locator(".refund-line")
+    assert await line.text_content() == f"退款 ¥{answer['refund_amount']}，手续费 ¥{answer['fee']}"
     await assert_all_chinese_states(page)
 
     await page.goto("/orders")
