@@ -141,3 +141,14 @@ async def phone(browser: Any, site: Site, request: pytest.FixtureRequest) -> Asy
         browser, site, request, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
     ):
         yield tab
+
+
+@pytest.fixture
+async def guarded_phone(
+    browser: Any, guarded_site: InProcessSite, request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
+    """A phone-sized tab on the site with rate limits on."""
+    async for tab in _tab(
+        browser, guarded_site, request, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
+    ):
+        yield tab
