@@ -12,6 +12,8 @@ import pytest
 
 from tests.live_server import Site, serve
 
+from .in_process import InProcessSite, serve_in_process
+
 CHROMIUM = Path(os.environ.get("RAILBOOK_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -41,6 +43,25 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "RAILBOOK_SALE_DAYS_AHEAD": "2",  # today and tomorrow: a quick start, and all the tests need
             "RAILBOOK_LOAD_SAMPLE_DATA": "true",
         },
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def guarded_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessSite]:
+    """A second site with rate limits ON (so the captcha challenges are on), served from this process
+    so that a test can read a captcha's answer from the server's store. One order a minute per member
+    passes without a captcha."""
+    with serve_in_process(
+        tmp_path_factory.mktemp("guarded"),
+        admin_mobile=ADMIN_MOBILE,
+        admin_password=ADMIN_PASSWORD,
+        argon2_time_cost=1,
+        argon2_memory_cost=1024,
+        rate_limits="on",
+        captcha_orders_per_minute=1,
+        sale_days_ahead=2,
+        load_sample_data=True,
     ) as running:
         yield running
 
@@ -105,9 +126,29 @@ async def page(browser: Any, site: Site, request: pytest.FixtureRequest) -> Asyn
 
 
 @pytest.fixture
+async def guarded_page(
+    browser: Any, guarded_site: InProcessSite, request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
+    """A desktop-sized tab on the site with rate limits on."""
+    async for tab in _tab(browser, guarded_site, request, viewport={"width": 1280, "height": 900}):
+        yield tab
+
+
+@pytest.fixture
 async def phone(browser: Any, site: Site, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """A phone-sized tab (390×844, touch, the device's pixel ratio)."""
     async for tab in _tab(
         browser, site, request, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
+    ):
+        yield tab
+
+
+@pytest.fixture
+async def guarded_phone(
+    browser: Any, guarded_site: InProcessSite, request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
+    """A phone-sized tab on the site with rate limits on."""
+    async for tab in _tab(
+        browser, guarded_site, request, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
     ):
         yield tab

@@ -12,7 +12,7 @@ import pytest
 from tests.live_server import Site
 
 from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, ARTEFACTS
-from .steps import Api, login_in_browser, snap, tomorrow
+from .steps import Api, login_in_browser, ready, snap, tomorrow
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a live server and a real browser
 
@@ -108,3 +108,59 @@ async def test_admin_page_refuses_a_plain_member(page: Any, site: Site) -> None:
     assert await page.is_visible("#admin-denied")
     assert await page.is_hidden("#admin")
     assert await page.is_hidden("nav a[data-nav='admin']")
+
+
+async def test_admin_blocks_and_lifts_a_mobile_and_an_address(page: Any, site: Site) -> None:
+    member = Api.new_member(site, "被限制的人")
+    await admin_page(page)
+    await page.click(".subnav a[data-subnav='blocklist']")
+    await page.wait_for_url("**/admin/blocklist")
+    await ready(page)
+    assert await page.get_attribute("nav a[data-nav='admin']", "class") == "admin-only active"
+
+    # Refusals land beside their fields, in Chinese: one the page knows, one only the API does.
+    await page.fill("#block-target", "1234")
+    await page.click("#block-add")
+    reason_error = page.locator("label:has(#block-reason) .field-error")
+    await reason_error.wait_for()
+    assert await reason_error.text_content() == "请填写原因"
+    await page.fill("#block-reason", "批量刷票")
+    async with page.expect_response("**/api/v1/admin/blocklist") as refused:
+        await page.click("#block-add")
+    assert (await refused.value).status == 422
+    beside = page.locator("label:has(#block-target) .field-error")
+    await beside.wait_for()
+    assert "11 位手机号" in (await beside.text_content() or "")
+    assert await page.get_attribute("#error", "data-code") == "VALIDATION_ERROR"
+
+    # A mobile blocked for good: listed, and that member's login is refused.
+    await page.fill("#block-target", member.mobile)
+    await page.click("#block-add")
+    row = page.locator("#blocks-table tbody tr", has_text=member.mobile)
+    await row.wait_for()
+    assert "永久" in (await row.text_content() or "")
+    assert "生效中" in (await row.text_content() or "")
+    credentials = {"mobile": member.mobile, "password": member.password}
+    r = member.http.post("/api/v1/auth/login", json=credentials)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "BLOCKED", r.text
+
+    # An address network until a given time.
+    await page.select_option("#block-kind", "ip")
+    assert await page.text_content("#block-target-name") == "IP 地址"
+    await page.fill("#block-target", "198.51.100.0/24")
+    await page.fill("#block-reason", "异常流量")
+    until = (dt.datetime.now() + dt.timedelta(days=3)).replace(second=0, microsecond=0)
+    await page.fill("#block-until", until.strftime("%Y-%m-%dT%H:%M"))
+    await page.click("#block-add")
+    network = page.locator("#blocks-table tbody tr", has_text="198.51.100.0/24")
+    await network.wait_for()
+    assert "至 " in (await network.locator(".block-until").text_content() or "")
+    await snap(page, "admin-blocklist-desktop")
+
+    # Lift both: the member logs in again.
+    for entry in (row, network):
+        page.once("dialog", lambda dialog: dialog.accept())
+        await entry.locator("button.remove-block").click()
+        await entry.wait_for(state="detached")
+    r = member.http.post("/api/v1/auth/login", json=credentials)
+    assert r.status_code == 200, r.text

@@ -10,7 +10,9 @@ import pytest
 from tests.live_server import Site
 
 from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD
+from .in_process import InProcessSite
 from .steps import Api, assert_no_sideways_scroll, login_in_browser, ready, snap, tomorrow
+from .test_transfer_pages import a_network_with_one_change
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a live server and a real browser
 
@@ -45,7 +47,17 @@ async def test_passenger_pages_fit_a_phone(phone: Any, site: Site) -> None:
     assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
     await snap(phone, "book-seat-map-phone")
 
+    # Journeys with one change, as cards too.
+    a_network_with_one_change(site, day)
+    await phone.goto(f"/?from=换甲&to=换丙&date={day}")
+    await ready(phone)
+    await phone.wait_for_selector("#transfers-list article.transfer tr.offer")
+    await assert_no_sideways_scroll(phone)
+    await snap(phone, "search-transfers-phone")
+
     for path, name in [
+        ("/login", "login-phone"),
+        ("/register", "register-phone"),
         (f"/orders/{order['order_id']}", "order-phone"),
         ("/orders", "orders-phone"),
         ("/tickets", "tickets-phone"),
@@ -73,3 +85,36 @@ async def test_admin_chart_fits_a_phone(phone: Any, site: Site) -> None:
     await phone.wait_for_selector("#trains-table tr[data-train='G1']")
     await assert_no_sideways_scroll(phone)
     await snap(phone, "admin-phone")
+
+    admin = Api.admin(site)
+    admin.call(
+        "POST",
+        "/api/v1/admin/blocklist",
+        {"ip": "2001:db8:ffff::/48", "reason": "手机宽度检查：很长的原因" * 4},
+        201,
+    )
+    await phone.click(".subnav a[data-subnav='blocklist']")
+    await phone.wait_for_url("**/admin/blocklist")
+    await ready(phone)
+    await phone.wait_for_selector("#blocks-table tbody tr:has-text('2001:db8:ffff::/48')")
+    await phone.fill("#block-target", "1")
+    await phone.click("#block-add")
+    await phone.wait_for_selector("label:has(#block-reason) .field-error")
+    await assert_no_sideways_scroll(phone)
+    await snap(phone, "admin-blocklist-phone")
+
+
+async def test_login_captcha_fits_a_phone(guarded_phone: Any, guarded_site: InProcessSite) -> None:
+    member = Api.new_member(guarded_site, "手机验证码")
+    await guarded_phone.goto("/login")
+    await ready(guarded_phone)
+    await guarded_phone.fill("#mobile", member.mobile)
+    for n in range(6):
+        await guarded_phone.fill("#password", f"wrong-password-{n}")
+        async with guarded_phone.expect_response(lambda r: r.url.endswith("/api/v1/auth/login")):
+            await guarded_phone.click("#login-form button[type=submit]")
+    await guarded_phone.wait_for_selector(
+        "#captcha-box:not([hidden]) img.captcha-image[src^='data:image/png']"
+    )
+    await assert_no_sideways_scroll(guarded_phone)
+    await snap(guarded_phone, "login-captcha-phone")

@@ -44,12 +44,16 @@ def _sale_days(request: Request) -> int:
     return int(getattr(getattr(container, "settings", None), "sale_days_ahead", 15))
 
 
-def _page(request: Request, template: str, page: str, title: str, **context: object) -> HTMLResponse:
+def _page(
+    request: Request, template: str, page: str, title: str, nav: str | None = None, **context: object
+) -> HTMLResponse:
+    """A page shell; ``nav`` names the header link to mark (the page itself unless a section's)."""
     response = _templates().TemplateResponse(
         request,
         template,
         {
             "page": page,
+            "nav": nav or page,
             "title": title,
             "version": _asset_version(),
             "sale_days": _sale_days(request),
@@ -114,6 +118,12 @@ async def waitlist_page(request: Request) -> HTMLResponse:
 async def admin_page(request: Request) -> HTMLResponse:
     """Stations, trains, opening sale days and a train-day's inventory (admins only; the API checks)."""
     return _page(request, "admin.html", "admin", "管理")
+
+
+@router.get("/admin/blocklist", response_class=HTMLResponse)
+async def blocklist_page(request: Request) -> HTMLResponse:
+    """Blocked mobiles and client addresses: list, add (with a reason and an optional end), lift."""
+    return _page(request, "blocklist.html", "blocklist", "黑名单", nav="admin")
 
 
 def mount_static(app: FastAPI) -> None:

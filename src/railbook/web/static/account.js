@@ -2,10 +2,18 @@
 "use strict";
 
 pages.login = () => {
-  onSubmit($("#login-form"), async (data) => {
-    const answer = await api("POST", "/api/v1/auth/login", {
-      mobile: data.get("mobile").trim(), password: data.get("password"),
-    });
+  const form = $("#login-form");
+  const captcha = captchaField($("button[type=submit]", form));
+  onSubmit(form, async (data) => {
+    let answer;
+    try {
+      answer = await api("POST", "/api/v1/auth/login", {
+        mobile: data.get("mobile").trim(), password: data.get("password"), ...captcha.body(),
+      });
+    } catch (err) {
+      await captcha.after(err);
+      throw err;
+    }
     token.set(answer.access_token);
     const next = safeNext(new URLSearchParams(location.search).get("next"));
     location.href = next || "/";
@@ -34,13 +42,18 @@ pages.passengers = () => {
       el("td", {}, PASSENGER_TYPES[p.type] || p.type),
       el("td", {}, el("button", {
         type: "button", class: "link danger",
-        onclick: async () => {
+        onclick: async (e) => {
+          const button = e.currentTarget;
           if (!confirm(`删除乘车人 ${p.name}？`)) return;
           clearMessages();
           try {
             await api("DELETE", `/api/v1/passengers/${p.passenger_id}`);
             await load();
-          } catch (err) { showError(err); }
+          } catch (err) {
+            const journeys = err.code === "PASSENGER_HAS_TICKETS" && err.details.journeys;
+            fieldError(button, journeys ? `${err.message}（${journeys} 段行程未完成）` : err.message);
+            showError(err);
+          }
         },
       }, "删除")))));
     $("#passengers-empty").hidden = list.length > 0;

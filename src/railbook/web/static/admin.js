@@ -201,33 +201,109 @@ pages.admin = async (me) => {
 
   async function loadStations(q) {
     const query = q ? `?${new URLSearchParams({ q })}` : "";
-    const answer = await api("GET", `/api/v1/admin/stations${query}`);
-    const list = Array.isArray(answer) ? answer : answer.items || [];
+    const list = await api("GET", `/api/v1/admin/stations${query}`);
     $("#stations-table tbody").replaceChildren(...list.map((s) => el("tr", {},
       el("td", {}, s.name), el("td", {}, el("code", {}, s.code)), el("td", {}, s.pinyin || ""), el("td", {}, s.city || ""))));
   }
   onSubmit($("#stations-form"), () => loadStations($("#stations-q").value.trim()));
 
   async function loadTrains() {
-    const answer = await api("GET", "/api/v1/admin/trains");
-    const list = Array.isArray(answer) ? answer : answer.items || [];
-    $("#trains-table tbody").replaceChildren(...list.map((t) => {
-      const stops = Array.isArray(t.stops) ? t.stops : null;
-      const count = stops ? stops.length : Number(t.stops ?? t.n_stops ?? 0);
-      return el("tr", { dataset: { train: t.code } },
-        el("td", { class: "train-code" }, t.code), el("td", {}, t.kind || ""),
-        el("td", {}, stops ? stops[0].station : t.from || ""),
-        el("td", {}, stops ? stops[stops.length - 1].station : t.to || ""),
-        el("td", { class: "stop-count" }, count ? `${count} 站` : ""),
-        el("td", {}, el("button", {
-          type: "button", class: "link show-inventory",
-          onclick: () => { $("#inv-train").value = t.code; clearMessages(); showInventory(t.code, $("#inv-date").value).catch(showError); },
-        }, "余票"), " ", el("button", {
-          type: "button", class: "link edit-train",
-          onclick: () => { $("#edit-code").value = t.code; clearMessages(); loadTrain(t.code).then(() => $("#editor-card").scrollIntoView()).catch(showError); },
-        }, "编辑")));
-    }));
+    const list = await api("GET", "/api/v1/admin/trains");
+    $("#trains-table tbody").replaceChildren(...list.map((t) => el("tr", { dataset: { train: t.code } },
+      el("td", { class: "train-code" }, t.code), el("td", {}, t.kind), el("td", {}, t.from), el("td", {}, t.to),
+      el("td", { class: "stop-count" }, `${t.stops} 站`),
+      el("td", {}, el("button", {
+        type: "button", class: "link show-inventory",
+        onclick: () => { $("#inv-train").value = t.code; clearMessages(); showInventory(t.code, $("#inv-date").value).catch(showError); },
+      }, "余票"), " ", el("button", {
+        type: "button", class: "link edit-train",
+        onclick: () => { $("#edit-code").value = t.code; clearMessages(); loadTrain(t.code).then(() => $("#editor-card").scrollIntoView()).catch(showError); },
+      }, "编辑")))));
   }
 
   await Promise.all([loadStations("").catch(showError), loadTrains().catch(showError)]);
+};
+
+/* ---------- the blocklist ---------- */
+
+/** Chinese for the API's refusals of a blocklist entry, by field and kind of problem. */
+const BLOCK_FIELD_TEXT = {
+  mobile: "须为 13–19 开头的 11 位手机号",
+  ip: "不是有效的 IPv4/IPv6 地址或网段",
+  reason: "请填写原因（不超过 200 字）",
+  until: "时间格式不正确",
+};
+
+pages.blocklist = async (me) => {
+  if (!requireLogin()) return;
+  if (!me || me.role !== "admin") {
+    $("#admin-denied").hidden = false;
+    return;
+  }
+  $("#admin").hidden = false;
+  const form = $("#block-form");
+  const kind = $("#block-kind");
+  const target = $("#block-target");
+
+  function chooseKind() {
+    const ip = kind.value === "ip";
+    target.name = kind.value;
+    $("#block-target-name").textContent = ip ? "IP 地址" : "手机号";
+    target.placeholder = ip ? "如 203.0.113.7 或 198.51.100.0/24" : "11 位手机号";
+    target.inputMode = ip ? "text" : "numeric";
+    clearFieldErrors(form);
+  }
+  kind.addEventListener("change", chooseKind);
+  chooseKind();
+
+  async function load() {
+    const list = await api("GET", "/api/v1/admin/blocklist");
+    $("#blocks-table tbody").replaceChildren(...list.map((b) => el("tr", { dataset: { blockId: b.block_id } },
+      el("td", { class: "block-target" }, b.mobile ? `手机号 ${b.mobile}` : `IP ${b.ip}`),
+      el("td", { class: "block-reason" }, b.reason),
+      el("td", { class: "block-until" }, b.until ? `至 ${localTime(b.until)}` : "永久"),
+      el("td", { class: "muted" }, localTime(b.created_at)),
+      el("td", {}, el("span", { class: "status", dataset: { state: b.active ? "blocked" : "lapsed" } },
+        b.active ? "生效中" : "已过期")),
+      el("td", {}, el("button", {
+        type: "button", class: "link danger remove-block", onclick: async (e) => {
+          if (!confirm(`解除对 ${b.mobile || b.ip} 的限制？`)) return;
+          clearMessages();
+          e.currentTarget.disabled = true;
+          try {
+            await api("DELETE", `/api/v1/admin/blocklist/${b.block_id}`);
+            notice(`已解除对 ${b.mobile || b.ip} 的限制。`);
+            await load();
+          } catch (err) {
+            showError(err);
+          }
+        },
+      }, "解除")))));
+    $("#blocks-empty").hidden = list.length > 0;
+  }
+
+  onSubmit(form, async (data) => {
+    const body = { [kind.value]: String(data.get(kind.value) || "").trim(), reason: String(data.get("reason")).trim() };
+    const until = data.get("until");
+    if (!body[kind.value]) fieldError(target, `请填写${kind.value === "ip" ? " IP 地址" : "手机号"}`);
+    if (!body.reason) fieldError($("#block-reason"), "请填写原因");
+    if (until && new Date(until) <= new Date()) fieldError($("#block-until"), "截止时间须晚于现在");
+    if ($$("[aria-invalid]", form).length) throw new ApiError(422, "VALIDATION_ERROR", ERROR_TEXT.VALIDATION_ERROR);
+    if (until) body.until = new Date(until).toISOString();
+    let added;
+    try {
+      added = await api("POST", "/api/v1/admin/blocklist", body);
+    } catch (err) {
+      /* The API names the field; say what is wrong with it in Chinese. */
+      for (const f of (err.details && Array.isArray(err.details.fields) ? err.details.fields : [])) {
+        if (f && BLOCK_FIELD_TEXT[f.field] && !hasChinese(f.message)) f.message = BLOCK_FIELD_TEXT[f.field];
+      }
+      throw err;
+    }
+    form.reset();
+    chooseKind();
+    notice(`已添加：${added.mobile ? `手机号 ${added.mobile}` : `IP ${added.ip}`}。`);
+    await load();
+  });
+  await load();
 };

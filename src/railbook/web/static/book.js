@@ -15,6 +15,7 @@ pages.book = async () => {
   };
   const waitlist = params.get("waitlist") === "1";
   const form = $("#book-form");
+  const captcha = captchaField($("#book-submit"));
   const state = { offer: null, seatClass: "", passengers: [], picked: new Set(), seats: new Map(), active: null,
     carriage: null, map: null };
 
@@ -73,7 +74,7 @@ pages.book = async () => {
 
   function fare(p) {
     const seat = state.offer && state.offer.seats[state.seatClass];
-    return seat ? fareFor(seat, p.type, state.seatClass) : null;
+    return seat ? fareFor(seat, p.type) : null;
   }
 
   function renderPassengers() {
@@ -211,6 +212,16 @@ pages.book = async () => {
       })))));
   }
 
+  /** The passenger rows a refusal concerns: the one it names (TRIP_CONFLICT), else, for NOT_A_CHILD,
+      the child fares of the order (their birth dates are not shown to the page). */
+  function rowsConcerned(err, chosen) {
+    const named = err.details && err.details.passenger_id;
+    const ids = named ? [named] : chosen.map((c) => c.passenger_id).filter((id) =>
+      err.code !== "NOT_A_CHILD" || state.passengers.find((p) => p.passenger_id === id).type === "child");
+    const rows = ids.map((id) => $(`#book-passengers tbody tr[data-passenger-id="${id}"]`)).filter(Boolean);
+    return rows.length ? rows : [$("#book-passengers")];
+  }
+
   /* ---- submit: an order (seat names as preferences), or a waitlist entry ---- */
 
   onSubmit(form, async (data) => {
@@ -232,16 +243,18 @@ pages.book = async () => {
       return;
     }
     try {
-      const answer = await api("POST", "/api/v1/orders", { ...trip, passengers }, { "Idempotency-Key": newKey() });
+      const answer = await api("POST", "/api/v1/orders", { ...trip, passengers, ...captcha.body() },
+        { "Idempotency-Key": newKey() });
       location.href = `/orders/${encodeURIComponent(answer.order_id)}`;
     } catch (err) {
+      await captcha.after(err);
       if (["SEAT_TAKEN", "BAD_SEAT_PREF", "BAD_SEAT"].includes(err.code)) {
         state.seats.clear();
         await loadSeatMap().catch(() => {});
         renderPassengers();
         fieldError($("#seat-map"), err.message);
       } else if (err.code === "NOT_A_CHILD" || err.code === "TRIP_CONFLICT") {
-        fieldError($("#book-passengers"), err.message);
+        for (const row of rowsConcerned(err, passengers)) fieldError($(".p-name", row), err.message);
       } else if (err.code === "SOLD_OUT") {
         fieldError($("#book-submit"), `${err.message} 可返回查询页提交候补。`);
       }

@@ -45,12 +45,14 @@ const ERROR_TEXT = {
   BAD_CURSOR: "翻页参数不正确。", IDEMPOTENCY_KEY_REUSED: "重复提交，请刷新页面。",
   BAD_CREDENTIALS: "手机号或密码不正确。", SALE_BUSY: "购票人数过多，请稍后再试。",
   LOGIN_BUSY: "登录人数过多，请稍后再试。", BLOCKED: "账号或网络已被限制。", CAPTCHA_REQUIRED: "请先完成验证码。",
+  BLOCK_NOT_FOUND: "没有这条黑名单记录。",
   NETWORK: "无法连接服务器，请稍后再试。", LOST_IN_FAILOVER: "系统切换时订单未能保留，请重新下单。",
 };
 const FIELD_NAMES = {
   mobile: "手机号", password: "密码", name: "姓名", id_card: "身份证号", type: "类型", from: "出发站",
   to: "到达站", date: "日期", code: "代码", kind: "类型", station: "车站", arrives: "到达", departs: "出发",
   km: "里程", day: "天数", carriage: "车厢号", seat_class: "席别", rows: "排数", seat_pref: "选座",
+  ip: "IP 地址", reason: "原因", until: "截止时间",
 };
 const VALIDATION_TEXT = {
   missing: "必填", string_too_short: "太短", string_too_long: "太长", string_pattern_mismatch: "格式不正确",
@@ -148,7 +150,8 @@ const newKey = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-$
 function fieldProblems(err) {
   const details = (err && err.details) || {};
   const list = [];
-  for (const f of Array.isArray(details.fields) ? details.fields : []) {
+  const fields = Array.isArray(details.fields) ? details.fields.filter((f) => f && typeof f === "object") : [];
+  for (const f of fields) {
     const path = String(f.field || "").split(".").filter((p) => !["body", "query", "path"].includes(p));
     const name = path.filter((p) => !/^\d+$/.test(p)).pop() || "";
     const text = hasChinese(f.message) ? f.message : VALIDATION_TEXT[f.type] || "格式不正确";
@@ -229,6 +232,56 @@ function onSubmit(form, action) {
   });
 }
 
+/* ---------- captcha: asked for by a 403 CAPTCHA_REQUIRED, answered in the same form ---------- */
+
+const CAPTCHA_REASONS = {
+  failed_logins: "登录失败次数过多，请输入图中的验证码后再登录。",
+  orders_too_fast: "下单过于频繁，请输入图中的验证码后再提交。",
+  wrong_answer: "验证码不正确或已失效，请输入新的验证码。",
+};
+
+/** A captcha field placed before `anchor`, hidden until the API asks for one. Each captcha is good
+    for one attempt, right or wrong: every retry after a refusal gets a new picture. */
+function captchaField(anchor) {
+  const image = el("img", { class: "captcha-image", alt: "验证码图片", width: 160, height: 60 });
+  const input = el("input", {
+    name: "captcha_answer", id: "captcha-answer", maxlength: 8, autocomplete: "off", autocapitalize: "characters",
+    spellcheck: "false", placeholder: "图中字符",
+  });
+  const refresh = el("button", { type: "button", class: "link captcha-refresh" }, "换一张");
+  const box = el("div", { class: "captcha", id: "captcha-box", hidden: true },
+    el("label", { for: "captcha-answer" }, "验证码", el("span", { class: "captcha-line" }, input, image, refresh)));
+  anchor.before(box);
+  let captchaId = null;
+
+  async function load() {
+    captchaId = null;
+    input.value = "";
+    const challenge = await api("GET", "/api/v1/captcha");
+    captchaId = challenge.captcha_id;
+    image.src = challenge.image;
+    box.dataset.captchaId = captchaId;
+  }
+  refresh.addEventListener("click", () => {
+    clearFieldErrors(box);
+    load().then(() => input.focus()).catch((err) => fieldError(input, err.message));
+  });
+
+  return {
+    /** What to add to the request body: the captcha's id and answer once one is shown. */
+    body: () => (box.hidden || !captchaId ? {} : { captcha_id: captchaId, captcha_answer: input.value.trim() }),
+    /** After a refusal: show a new captcha; for CAPTCHA_REQUIRED also say why beside it. */
+    async after(err) {
+      const asked = err && err.code === "CAPTCHA_REQUIRED";
+      if (!asked && box.hidden) return;
+      box.hidden = false;
+      await load().catch((e) => fieldError(input, e.message));
+      if (asked) fieldError(input, CAPTCHA_REASONS[(err.details || {}).reason] || err.message);
+      input.focus();
+    },
+  };
+}
+
 /* ---------- dates, times, money, seats ---------- */
 
 const pad2 = (n) => String(n).padStart(2, "0");
@@ -264,13 +317,8 @@ function localTime(iso) {
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleString("zh-CN", { hour12: false });
 }
 
-/** Days between boarding and arrival: from the API's dates, else from the clock and the duration. */
-function arrivalDayOffset(offer) {
-  const from = offer.from || {};
-  const to = offer.to || {};
-  if (to.date && (from.date || offer.date)) return dayDiff(from.date || offer.date, to.date);
-  return Math.floor((clockMinutes(from.departs) + Number(offer.duration_minutes || 0)) / 1440);
-}
+/** Days between boarding and arrival, from the offer's boarding and arrival dates. */
+const arrivalDayOffset = (offer) => dayDiff(offer.from.date, offer.to.date);
 
 const dayMark = (offset) => (offset === 1 ? "次日" : offset > 1 ? `第${offset + 1}日` : "");
 
@@ -278,16 +326,8 @@ const fen = (yuan) => Math.round(Number(yuan) * 100);
 const yuan = (f) => (f / 100).toFixed(2);
 const roundHalfYuan = (f) => Math.round(f / 50) * 50;
 
-/** A passenger type's fare in one class of an offer (`{price, prices?}`): the API's `prices`, else
-    the 12306 rules applied to the adult fare. */
-function fareFor(seatOffer, type, seatClass) {
-  if (seatOffer.prices && seatOffer.prices[type]) return seatOffer.prices[type];
-  const adult = fen(seatOffer.price);
-  let share = 1;
-  if (type === "child" || type === "disabled_military") share = 0.5;
-  else if (type === "student") share = seatClass === "second" ? 0.75 : seatClass === "hard_seat" ? 0.5 : 1;
-  return yuan(roundHalfYuan(adult * share));
-}
+/** A passenger type's fare in one class of an offer: the API's `prices` by passenger type. */
+const fareFor = (seatOffer, type) => seatOffer.prices[type];
 
 /** `05-12F` → 05车12F号; a sleeper berth `05-031` → 05车13号下铺 (numbered through the carriage). */
 function seatLabel(seat, seatClass) {
@@ -377,7 +417,7 @@ function safeNext(value) {
 }
 
 async function initHeader(page) {
-  const link = document.querySelector(`[data-nav="${page}"]`);
+  const link = document.querySelector(`header [data-nav="${document.body.dataset.nav || page}"]`);
   if (link) link.classList.add("active");
   $("#nav-logout").addEventListener("click", () => {
     token.clear();

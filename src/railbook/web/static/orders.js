@@ -2,15 +2,13 @@
    the member's order list. Every state is shown in one Chinese word (core.js orderState). */
 "use strict";
 
+/* What the API answers once and never repeats, kept in this browser: a refund's amount and fee (the
+   refund's answer), and the order a change created (the change's answer, by its `change_of`). */
 const REFUND_NOTE = "railbook.refund.";
 const CHANGE_NOTE = "railbook.change.";
-const CHANGE_ORDER_NOTE = "railbook.change-order.";
 
-/** What a refund returned, as the API tells it, or as this browser noted it when it asked. */
+/** The refund answer `{refund_amount, fee}` of a refunded ticket, when this browser asked for it. */
 function refundOf(ticket) {
-  const amount = ticket.refund_amount ?? ticket.refunded;
-  const fee = ticket.refund_fee ?? ticket.fee;
-  if (amount !== undefined && amount !== null) return { refund_amount: amount, fee: fee ?? "0.00" };
   try {
     return JSON.parse(localStorage.getItem(REFUND_NOTE + ticket.ticket_id) || "null");
   } catch (err) {
@@ -18,29 +16,19 @@ function refundOf(ticket) {
   }
 }
 
-/** The order a changed ticket moved to: from the API when it says, else from this browser's note. */
-function changedTo(ticket) {
-  return ticket.changed_to_order_id || ticket.new_order_id || ticket.changed_to
-    || localStorage.getItem(CHANGE_NOTE + ticket.ticket_id) || null;
-}
+/** The order a changed ticket moved to, when the change was asked from this browser. */
+const changedTo = (ticket) => localStorage.getItem(CHANGE_NOTE + ticket.ticket_id);
 
-/** Orders that came from a change, by the ticket they replaced (one look at the newest orders). */
-async function changeOrders() {
-  const found = new Map();
-  try {
-    const page = await api("GET", "/api/v1/orders?limit=50");
-    for (const o of page.items || []) if (o.change_of) found.set(o.change_of, o.order_id);
-  } catch (err) {
-    /* the links are a convenience; the tickets are shown without them */
-  }
-  return found;
+/** A change's new order: its total is what is still owed, not the sum of its tickets' fares. */
+function isChangeOrder(order) {
+  const tickets = order.tickets || [];
+  if (order.change_of) return true;
+  return tickets.length > 0 && tickets.reduce((sum, t) => sum + fen(t.price), 0) !== fen(order.total);
 }
 
 pages.order = () => {
   if (!requireLogin()) return;
   const orderId = document.body.dataset.orderId;
-  const names = new Map();
-  let changes = null;
   let stopCountdown = null;
   let current = null;
 
@@ -52,10 +40,10 @@ pages.order = () => {
     $("#tickets-table tbody").replaceChildren(...tickets.map((t) => {
       const refund = t.status === "REFUNDED" ? refundOf(t) : null;
       if (refund) { refunded += fen(refund.refund_amount); fees += fen(refund.fee); }
-      const next = t.status === "CHANGED" ? changedTo(t) || (changes && changes.get(t.ticket_id)) : null;
+      const next = t.status === "CHANGED" ? changedTo(t) : null;
       return el("tr", { dataset: { ticketId: t.ticket_id } },
-        el("td", {}, t.passenger_name || names.get(t.passenger_id) || "乘车人"),
-        el("td", {}, `${CLASS_NAMES[t.seat_class] || t.seat_class}${t.fare_type ? ` · ${FARE_TYPES[t.fare_type] || ""}` : ""}`),
+        el("td", { class: "p-name" }, t.passenger_name),
+        el("td", { class: "fare-type" }, `${CLASS_NAMES[t.seat_class]} · ${FARE_TYPES[t.fare_type]}`),
         el("td", { class: "seat", dataset: { seat: t.seat } }, seatLabel(t.seat, t.seat_class)),
         el("td", {}, `¥${t.price}`),
         el("td", { class: "ticket-state", dataset: { status: t.status } }, ticketText(t, order),
@@ -65,23 +53,20 @@ pages.order = () => {
     const box = $("#order-refund");
     box.hidden = refunded + fees === 0;
     box.textContent = `已退款 ¥${yuan(refunded)}（手续费 ¥${yuan(fees)}）`;
-    if (tickets.some((t) => t.status === "CHANGED" && !changedTo(t)) && changes === null) {
-      changeOrders().then((found) => { changes = found; renderTickets(order); });
-    }
   }
 
   function render(order) {
     current = order;
-    const fromChange = Boolean(order.change_of || localStorage.getItem(CHANGE_ORDER_NOTE + order.order_id));
+    const fromChange = isChangeOrder(order);
     $("#order-train").textContent = order.train_code || "";
     $("#order-date").textContent = order.date ? `${order.date} ${weekday(order.date)}` : "";
     $("#order-from").textContent = order.from || "";
     $("#order-to").textContent = order.to || "";
     let state = orderState(order);
-    /* A change's new order is settled with the old fare after its seats hold: until then only a
-       difference the API names (change_of and a total above zero) is paid here, never the whole fare. */
-    const owes = Boolean(order.change_of) && fen(order.total || 0) > 0;
-    if (fromChange && state === "unpaid" && !owes) state = "changing";
+    /* Only a total above zero is ever paid here. A change's new order that owes nothing is paid with
+       the old fare right after its seats hold; until then it reads "changing", never "unpaid". */
+    const owes = fen(order.total) > 0;
+    if (state === "unpaid" && !owes) state = "changing";
     const status = $("#order-status");
     status.dataset.state = state;
     status.dataset.status = order.status;
@@ -91,9 +76,9 @@ pages.order = () => {
       ? order.queue_position ? `前方还有 ${order.queue_position} 人，请稍候…` : "正在为您分配座位…" : "";
     $("#queue-box").hidden = !queued;
     $("#order-total-label").textContent = fromChange ? "应补差价" : "金额";
-    $("#order-total").textContent = order.total ? `¥${order.total}` : "—";
+    $("#order-total").textContent = `¥${order.total}`;
     $("#order-origin").hidden = !fromChange;
-    const payable = state === "unpaid" && order.status === "SUCCESS";
+    const payable = state === "unpaid" && order.status === "SUCCESS" && owes;
     $$(".deadline-row").forEach((n) => { n.hidden = !payable; });
     if (stopCountdown) { stopCountdown(); stopCountdown = null; }
     if (payable && order.pay_deadline) {
@@ -145,10 +130,7 @@ pages.order = () => {
   });
   window.addEventListener("pageshow", () => { if (current && !QUEUED_STATES.has(current.status)) poll(); });
 
-  return api("GET", "/api/v1/passengers")
-    .then((list) => list.forEach((p) => names.set(p.passenger_id, p.name)))
-    .catch(() => {})
-    .finally(poll);
+  return poll();
 };
 
 pages.orders = () => {
@@ -158,7 +140,7 @@ pages.orders = () => {
 
   function card(o) {
     const state = orderState(o);
-    const passengers = (o.tickets || []).map((t) => t.passenger_name).filter(Boolean).join("、");
+    const passengers = o.tickets.map((t) => t.passenger_name).join("、");
     return el("article", { class: "order-card card", dataset: { orderId: o.order_id } },
       el("div", { class: "order-head" },
         el("span", { class: "train-code" }, o.train_code || ""),
@@ -168,7 +150,7 @@ pages.orders = () => {
         passengers ? el("span", { class: "muted" }, ` · ${passengers}`) : null),
       el("p", { class: "order-foot" },
         el("span", { class: "muted" }, `下单 ${localTime(o.created_at)}`),
-        el("strong", { class: "money" }, o.total ? `¥${o.total}` : ""),
+        el("strong", { class: "money" }, `¥${o.total}`),
         el("a", { href: `/orders/${encodeURIComponent(o.order_id)}` }, state === "unpaid" ? "去支付" : "详情")));
   }
 
@@ -176,7 +158,7 @@ pages.orders = () => {
     const query = new URLSearchParams({ limit: "20" });
     if (cursor) query.set("cursor", cursor);
     const page = await api("GET", `/api/v1/orders?${query}`);
-    list.append(...(page.items || []).map(card));
+    list.append(...page.items.map(card));
     cursor = page.next_cursor || null;
     $("#orders-more").hidden = !cursor;
     $("#orders-empty").hidden = list.children.length > 0;

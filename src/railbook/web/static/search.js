@@ -9,22 +9,14 @@ const TIME_RANGES = [["", "全天"], ["0-6", "00:00–06:00"], ["6-12", "06:00�
 
 /* ---------- station autocomplete ---------- */
 
-const stationLookup = { available: true, cache: new Map() };
+const stationCache = new Map();
 
-/** Stations whose name, pinyin, initials or code start with `q`; [] when the directory is not served. */
+/** Stations whose name, pinyin, initials or telegraph code start with `q` (at most 20). */
 async function findStations(q) {
   const key = q.toLowerCase();
-  if (!stationLookup.available || !key) return [];
-  if (stationLookup.cache.has(key)) return stationLookup.cache.get(key);
-  try {
-    const list = await api("GET", `/api/v1/stations?${new URLSearchParams({ q })}`);
-    const items = Array.isArray(list) ? list : list.items || [];
-    stationLookup.cache.set(key, items);
-    return items;
-  } catch (err) {
-    if (err.status === 404 || err.status === 405) stationLookup.available = false;
-    return [];
-  }
+  if (!key) return [];
+  if (!stationCache.has(key)) stationCache.set(key, await api("GET", `/api/v1/stations?${new URLSearchParams({ q })}`));
+  return stationCache.get(key);
 }
 
 /** Suggestions under a station input: typed name, pinyin (beijingnan), initials (bjn) or code (VNP). */
@@ -55,7 +47,7 @@ function autocomplete(input, onPick) {
     list.replaceChildren(...items.map((s, i) => el("li", {
       role: "option", dataset: { name: s.name },
       onmousedown: (e) => { e.preventDefault(); pick(i); },
-    }, el("strong", {}, s.name), el("span", { class: "muted" }, ` ${s.code || ""} ${s.pinyin || ""}`))));
+    }, el("strong", {}, s.name), el("span", { class: "muted" }, ` ${s.code} ${s.pinyin}`))));
     list.hidden = items.length === 0;
     input.setAttribute("aria-expanded", String(!list.hidden));
     highlight(items.length ? 0 : -1);
@@ -67,7 +59,12 @@ function autocomplete(input, onPick) {
     if (!q) { items = []; close(); return; }
     timer = setTimeout(async () => {
       const mine = ++seq;
-      const found = await findStations(q);
+      let found = [];
+      try {
+        found = await findStations(q);
+      } catch (err) {
+        found = []; /* suggestions are a help: the typed name still searches */
+      }
       if (mine !== seq || input.value.trim() !== q) return;
       items = found.slice(0, 20);
       render();
@@ -87,7 +84,7 @@ function autocomplete(input, onPick) {
 
 function bookParams(offer, seatClass, extra = {}) {
   return new URLSearchParams({
-    train_code: offer.train_code, date: offer.from.date || offer.date, from: offer.from.station,
+    train_code: offer.train_code, date: offer.from.date, from: offer.from.station,
     to: offer.to.station, seat_class: seatClass, ...extra,
   });
 }
@@ -96,7 +93,7 @@ function arrivalCell(offer) {
   const offset = arrivalDayOffset(offer);
   return el("td", { class: "c-arr" },
     el("span", { class: "time" }, offer.to.arrives),
-    offset ? el("sup", { class: "day-mark", title: offer.to.date || "" }, dayMark(offset)) : null,
+    offset ? el("sup", { class: "day-mark", title: offer.to.date }, dayMark(offset)) : null,
     el("span", { class: "station" }, offer.to.station));
 }
 
@@ -140,7 +137,7 @@ async function toggleStops(button, offer, columns) {
   row.after(el("tr", { class: "stops-row", dataset: { train: offer.train_code } }, cell));
   try {
     const train = await api("GET", `/api/v1/trains/${encodeURIComponent(offer.train_code)}/stops`);
-    const stops = train.stops || [];
+    const { stops } = train;
     cell.replaceChildren(el("ol", { class: "stops" }, stops.map((s, i) => el("li", {
       class: i >= offer.from.index && i <= offer.to.index ? "on-journey" : "",
     },
@@ -245,21 +242,15 @@ pages.search = () => {
     const box = $("#transfers");
     const want = offers.length === 0 || $("#f-transfers").checked;
     if (!want) { box.hidden = true; return; }
-    let journeys;
-    try {
-      journeys = await api("GET", `/api/v1/trains/transfers?${new URLSearchParams(query)}`);
-    } catch (err) {
-      if (err.status === 404 || err.status === 405) { box.hidden = true; return; }
-      throw err;
-    }
+    const journeys = await api("GET", `/api/v1/trains/transfers?${new URLSearchParams(query)}`);
     const list = $("#transfers-list");
-    list.replaceChildren(...(journeys || []).map((j, n) => el("article", { class: "transfer card", dataset: { n } },
+    list.replaceChildren(...journeys.map((j, n) => el("article", { class: "transfer card", dataset: { n } },
       el("p", { class: "transfer-head" },
         el("strong", {}, `${j.transfer_station} 换乘`),
         el("span", { class: "muted" }, ` · 等候 ${minutesText(j.wait_minutes)} · 全程 ${minutesText(j.duration_minutes)}`)),
       el("div", { class: "table-wrap" }, el("table", { class: "results transfer-legs" },
         el("tbody", {}, j.legs.map((leg) => offerRow(leg, (b) => toggleStops(b, leg, 10)))))))));
-    $("#transfers-empty").hidden = (journeys || []).length > 0;
+    $("#transfers-empty").hidden = journeys.length > 0;
     box.hidden = false;
   }
 

@@ -15,19 +15,17 @@ function refundQuote(priceFen, departsAt, now = new Date()) {
   return { fee, refund: priceFen - fee, rate };
 }
 
-/** When the ticket's train leaves its boarding station (Beijing time), from the day's search. */
+/** When the ticket's train leaves its boarding station: the ticket's date is the boarding date, the
+    train's stop list gives the time there (Beijing time). */
 async function departureOf(ticket) {
-  const query = new URLSearchParams({ from: ticket.from, to: ticket.to, date: ticket.date });
-  const offers = await api("GET", `/api/v1/trains/search?${query}`);
-  const offer = offers.find((o) => o.train_code === ticket.train_code);
-  if (!offer) return null;
-  return new Date(`${offer.from.date || ticket.date}T${offer.from.departs}:00+08:00`);
+  const train = await api("GET", `/api/v1/trains/${encodeURIComponent(ticket.train_code)}/stops`);
+  const stop = train.stops.find((s) => s.station === ticket.from);
+  return stop && stop.departs ? new Date(`${ticket.date}T${stop.departs}:00+08:00`) : null;
 }
 
 pages.tickets = () => {
   if (!requireLogin()) return;
   const list = $("#tickets-list");
-  let changes = new Map();
 
   /* ---- refund ---- */
 
@@ -88,7 +86,7 @@ pages.tickets = () => {
       const date = newDestination ? ticket.date : dateInput.value;
       let offers = await api("GET", `/api/v1/trains/search?${new URLSearchParams({ from: ticket.from, to, date })}`);
       if (newDestination) offers = offers.filter((o) => o.train_code === ticket.train_code);
-      else offers = offers.filter((o) => !(o.train_code === ticket.train_code && (o.from.date || o.date) === ticket.date));
+      else offers = offers.filter((o) => !(o.train_code === ticket.train_code && o.from.date === ticket.date));
       offersBox.replaceChildren(offers.length ? el("ul", { class: "change-list" }, offers.map((o) => el("li", {
         dataset: { train: o.train_code },
       }, el("span", { class: "train-code" }, o.train_code),
@@ -96,7 +94,7 @@ pages.tickets = () => {
         dayMark(arrivalDayOffset(o))) : ""),
       el("span", { class: "class-picks" }, SEAT_CLASSES.filter((c) => o.seats[c]).map((c) => el("button", {
         type: "button", class: "change-to", dataset: { seatClass: c }, disabled: o.seats[c].remaining <= 0,
-        onclick: (e) => change(ticket, { date: o.from.date || date, train_code: o.train_code, seat_class: c,
+        onclick: (e) => change(ticket, { date: o.from.date, train_code: o.train_code, seat_class: c,
           ...(newDestination ? { to: o.to.station } : {}) }, e.currentTarget),
       }, `${CLASS_NAMES[c]} ¥${o.seats[c].price} ${o.seats[c].remaining > 0 ? `余${o.seats[c].remaining}` : "无票"}`))))))
         : el("p", { class: "muted" }, newDestination ? "该车次不到达这个车站，或已无票。" : "这一天没有可改签的车次。"));
@@ -108,8 +106,7 @@ pages.tickets = () => {
     button.disabled = true;
     try {
       const answer = await api("POST", `/api/v1/tickets/${encodeURIComponent(ticket.ticket_id)}/change`, body);
-      localStorage.setItem(CHANGE_NOTE + ticket.ticket_id, answer.order_id);
-      localStorage.setItem(CHANGE_ORDER_NOTE + answer.order_id, ticket.ticket_id);
+      localStorage.setItem(CHANGE_NOTE + answer.change_of, answer.order_id);
       location.href = `/orders/${encodeURIComponent(answer.order_id)}`;
     } catch (err) {
       fieldError(button, err.message);
@@ -123,7 +120,7 @@ pages.tickets = () => {
   function card(t) {
     const panel = el("div", { class: "ticket-panel" });
     const refunded = t.status === "REFUNDED" ? refundOf(t) : null;
-    const next = t.status === "CHANGED" ? changedTo(t) || changes.get(t.ticket_id) : null;
+    const next = t.status === "CHANGED" ? changedTo(t) : null;
     const actions = [];
     if (t.status === "PAID") {
       actions.push(
@@ -139,8 +136,8 @@ pages.tickets = () => {
         el("span", {}, t.date ? `${t.date} ${weekday(t.date)}` : ""),
         el("span", { class: "status", dataset: { status: t.status } }, TICKET_TEXT[t.status] || "处理中")),
       el("p", { class: "ticket-route" }, `${t.from} → ${t.to}`),
-      el("p", {}, el("strong", {}, t.passenger_name || ""), ` ${FARE_TYPES[t.fare_type] || ""} `,
-        `${CLASS_NAMES[t.seat_class] || ""} `, el("span", { class: "seat-name" }, seatLabel(t.seat, t.seat_class)),
+      el("p", {}, el("strong", {}, t.passenger_name), el("span", { class: "fare-type" }, ` ${FARE_TYPES[t.fare_type]} `),
+        `${CLASS_NAMES[t.seat_class]} `, el("span", { class: "seat-name" }, seatLabel(t.seat, t.seat_class)),
         el("span", { class: "money" }, ` ¥${t.price}`)),
       refunded ? el("p", { class: "refund-line" }, `已退款 ¥${refunded.refund_amount}，手续费 ¥${refunded.fee}`) : null,
       next ? el("p", {}, el("a", { class: "new-order", href: `/orders/${encodeURIComponent(next)}` }, "已改签，查看新订单")) : null,
@@ -150,9 +147,7 @@ pages.tickets = () => {
   }
 
   async function load() {
-    const tickets = await api("GET", "/api/v1/tickets");
-    const items = Array.isArray(tickets) ? tickets : tickets.items || [];
-    if (items.some((t) => t.status === "CHANGED" && !changedTo(t))) changes = await changeOrders();
+    const items = await api("GET", "/api/v1/tickets");
     list.replaceChildren(...items.map(card));
     $("#tickets-empty").hidden = items.length > 0;
   }
@@ -164,16 +159,16 @@ pages.waitlist = () => {
   const list = $("#waitlist-list");
 
   function card(w) {
-    const status = w.status || "WAITING";
-    const classes = [...new Set((w.passengers || []).map((p) => CLASS_NAMES[p.seat_class]).filter(Boolean))].join("、");
+    const { status } = w;
+    const classes = [...new Set(w.passengers.map((p) => CLASS_NAMES[p.seat_class]))].join("、");
     return el("article", { class: "waitlist-entry card", dataset: { waitlistId: w.waitlist_id, status } },
       el("div", { class: "ticket-head" },
         el("span", { class: "train-code" }, w.train_code),
         el("span", {}, w.date ? `${w.date} ${weekday(w.date)}` : ""),
-        el("span", { class: "status", dataset: { status } }, WAITLIST_TEXT[status] || "处理中")),
-      el("p", {}, `${w.from} → ${w.to}`, el("span", { class: "muted" }, ` · ${(w.passengers || []).length} 人 ${classes}`)),
-      el("p", { class: "muted" }, w.deadline ? `截止 ${localTime(w.deadline)}` : "截止：开车前",
-        w.created_at ? ` · 提交于 ${localTime(w.created_at)}` : ""),
+        el("span", { class: "status", dataset: { status } }, WAITLIST_TEXT[status])),
+      el("p", {}, `${w.from} → ${w.to}`, el("span", { class: "muted" }, ` · ${w.passengers.length} 人 ${classes}`)),
+      el("p", { class: "muted waitlist-deadline" }, w.deadline ? `截止 ${localTime(w.deadline)}` : "截止：开车前",
+        ` · 提交于 ${localTime(w.created_at)}`),
       el("div", { class: "actions" },
         w.order_id ? el("a", { href: `/orders/${encodeURIComponent(w.order_id)}` }, "查看订单") : null,
         status === "WAITING" ? el("button", {
@@ -194,8 +189,7 @@ pages.waitlist = () => {
   }
 
   async function load() {
-    const answer = await api("GET", "/api/v1/waitlist");
-    const items = Array.isArray(answer) ? answer : answer.items || [];
+    const items = await api("GET", "/api/v1/waitlist");
     list.replaceChildren(...items.map(card));
     $("#waitlist-empty").hidden = items.length > 0;
   }
