@@ -69,11 +69,19 @@ async def test_the_committer_reads_streams_on_every_node(
     quiet: Any = make_redis(str(cluster_settings.redis_url), cluster=True)
     try:
         headers = await admin(app)
-        days = [await make_train_day(app, headers, rows=2) for _ in range(6)]
-        streams = [order_stream_key(d["train_code"], dt.date.fromisoformat(d["date"])) for d in days]
         await quiet.initialize()
-        nodes = {quiet.nodes_manager.get_node_from_slot(quiet.keyslot(s)).name for s in streams}
-        assert len(nodes) > 1, "the train-days should spread over the nodes"
+        days: list[dict[str, Any]] = []
+        streams: list[str] = []
+        nodes: set[str] = set()
+        # Six train-days or more, until their streams live on at least two nodes (their slots follow
+        # from random train codes).
+        while len(days) < 6 or len(nodes) < 2:
+            assert len(days) < 40, "the train-days should spread over the nodes"
+            day = await make_train_day(app, headers, rows=2)
+            days.append(day)
+            stream = order_stream_key(day["train_code"], dt.date.fromisoformat(day["date"]))
+            streams.append(stream)
+            nodes.add(quiet.nodes_manager.get_node_from_slot(quiet.keyslot(stream)).name)
         ids = []
         for day in days:
             m = await register(app)
