@@ -2,6 +2,11 @@
 
 Core statements on the engine's connections, rows straight into the views: no session and no ORM
 object per row (a page of twenty orders used to build a hundred mapped objects to throw away).
+
+Orders and tickets are shown under the passenger's boarding date (API.md: a train that leaves its
+origin on D−1 and reaches ``from`` after midnight is shown under D), not the stored service date:
+the boarding stop's row of ``daily_train_stop`` (unique on train-day and stop index) is joined in
+the same statement, and its departure day added to the service date.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from railbook.adapters.db.models import Order, Ticket
+from railbook.adapters.db.models import DailyTrainStop, Order, Ticket
+from railbook.domain.timetable import boarding_date, departure_day
 from railbook.kit.clock import as_utc
 from railbook.services.booking.ports import OrderView, TicketView
 
 _order = Order.__table__.c
 _ticket = Ticket.__table__.c
+_stop = DailyTrainStop.__table__.c
+# The boarding stop's times, beside an order's or a ticket's columns (NULL when the stop is gone).
+BOARDING_COLUMNS = (_stop.departs, _stop.arrives, _stop.day)
 
 ORDER_COLUMNS = (
     _order.id,
@@ -35,6 +44,11 @@ ORDER_COLUMNS = (
     _order.pay_deadline,
     _order.total_fen,
     _order.request,
+    *BOARDING_COLUMNS,
+)
+_ORDERS_BOARDING = Order.__table__.outerjoin(
+    DailyTrainStop.__table__,
+    and_(_stop.daily_train_id == _order.daily_train_id, _stop.stop_index == _order.from_index),
 )
 TICKET_COLUMNS = (
     _ticket.id,
@@ -49,6 +63,14 @@ TICKET_COLUMNS = (
 )
 
 
+def _boarding(service_date: dt.date, departs: str | None, arrives: str | None, day: int | None) -> dt.date:
+    """The day the passenger boards: the service date plus the days until the train leaves the
+    boarding stop (the service date itself when the stop's times are unknown)."""
+    if departs is None:
+        return service_date
+    return boarding_date(service_date, departure_day(departs, arrives, day or 0))
+
+
 def _rank(request: Any) -> dict[int, int]:
     """Position of each passenger as asked: tickets are listed in that order."""
     asked: Any = request.get("passengers", []) if isinstance(request, dict) else []
@@ -60,8 +82,10 @@ def _ticket_view(t: Row[Any]) -> TicketView:
 
 
 def _member_ticket(t: Row[Any]) -> TicketView:
-    """A ticket row with its order's journey (``TICKET_COLUMNS`` then train, date, from, to)."""
-    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[9], t[10], t[11], t[12], t[8])
+    """A ticket row with its order's journey (``TICKET_COLUMNS``, then train, service date, from, to,
+    then the boarding stop's times)."""
+    date = _boarding(t[10], t[13], t[14], t[15])
+    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[9], date, t[11], t[12], t[8])
 
 
 def _view(o: Row[Any], tickets: Sequence[Row[Any]]) -> OrderView:
@@ -72,7 +96,7 @@ def _view(o: Row[Any], tickets: Sequence[Row[Any]]) -> OrderView:
         order_id=o.id,
         status=o.status,
         train_code=o.train_code,
-        date=o.service_date,
+        date=_boarding(o.service_date, o.departs, o.arrives, o.day),
         from_station=o.from_station,
         to_station=o.to_station,
         created_at=as_utc(o.created_at),
@@ -107,7 +131,11 @@ class DbOrderReads:
     async def committed(self, member_id: int, order_ids: Sequence[str]) -> dict[str, OrderView]:
         if not order_ids:
             return {}
-        stmt = select(*ORDER_COLUMNS).where(_order.id.in_(list(order_ids)), _order.member_id == member_id)
+        stmt = (
+            select(*ORDER_COLUMNS)
+            .select_from(_ORDERS_BOARDING)
+            .where(_order.id.in_(list(order_ids)), _order.member_id == member_id)
+        )
         async with self.engine.connect() as conn:
             orders = (await conn.execute(stmt)).all()
             return {v.order_id: v for v in await _views(conn, orders)}
@@ -115,7 +143,7 @@ class DbOrderReads:
     async def page(
         self, member_id: int, limit: int, before: tuple[dt.datetime, str] | None
     ) -> tuple[list[OrderView], bool]:
-        stmt = select(*ORDER_COLUMNS).where(_order.member_id == member_id)
+        stmt = select(*ORDER_COLUMNS).select_from(_ORDERS_BOARDING).where(_order.member_id == member_id)
         if before is not None:
             created, last_id = before
             stmt = stmt.where(
@@ -140,8 +168,13 @@ class DbOrderReads:
                 _order.service_date,
                 _order.from_station,
                 _order.to_station,
+                *BOARDING_COLUMNS,
             )
             .join_from(Ticket.__table__, Order.__table__, _order.id == _ticket.order_id)
+            .outerjoin(
+                DailyTrainStop.__table__,
+                and_(_stop.daily_train_id == _ticket.daily_train_id, _stop.stop_index == _ticket.from_index),
+            )
             .where(_ticket.member_id == member_id)
             .order_by(_ticket.created_at.desc(), _ticket.id)
             .limit(limit)

@@ -134,6 +134,9 @@ class WaitlistEntry:
     error_code: str | None
     created_at: dt.datetime
     deadline: dt.datetime | None = None
+    # The day the passengers board (the service date plus the days until the train leaves
+    # ``from_station``), where the read knew it.
+    boarding_date: dt.date | None = None
 
 
 class EventWriter(Protocol):

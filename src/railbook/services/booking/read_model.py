@@ -48,7 +48,7 @@ def _pending_view(record: Mapping[str, Any], position: int) -> OrderView:
         order_id=str(record["order_id"]),
         status=OrderStatus.PENDING.value,
         train_code=str(record["train_code"]),
-        date=dt.date.fromisoformat(str(record["date"])),
+        date=dt.date.fromisoformat(str(record.get("boarding") or record["date"])),
         from_station=str(record["from_station"]),
         to_station=str(record["to_station"]),
         created_at=dt.datetime.fromisoformat(str(record["created_at"])),
