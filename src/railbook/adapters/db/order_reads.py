@@ -15,18 +15,21 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from railbook.adapters.db.models import DailyTrainStop, Order, Ticket
+from railbook.adapters.db.models import DailyTrainStop, Order, Payment, Ticket, TicketChange
 from railbook.domain.timetable import boarding_date, departure_day
 from railbook.kit.clock import as_utc
+from railbook.services.after_sale.ports import CHANGE_REFUND_REF_PREFIX, REFUND_REF_PREFIX
 from railbook.services.booking.ports import OrderView, TicketView
 
 _order = Order.__table__.c
 _ticket = Ticket.__table__.c
 _stop = DailyTrainStop.__table__.c
+_payment = Payment.__table__.c
+_change = TicketChange.__table__.c
 # The boarding stop's times, beside an order's or a ticket's columns (NULL when the stop is gone).
 BOARDING_COLUMNS = (_stop.departs, _stop.arrives, _stop.day)
 
@@ -45,10 +48,22 @@ ORDER_COLUMNS = (
     _order.total_fen,
     _order.request,
     *BOARDING_COLUMNS,
+    _change.ticket_id.label("change_of"),
 )
+# An order with its boarding stop and, when it came from a change, the change (unique by new order).
 _ORDERS_BOARDING = Order.__table__.outerjoin(
     DailyTrainStop.__table__,
     and_(_stop.daily_train_id == _order.daily_train_id, _stop.stop_index == _order.from_index),
+).outerjoin(TicketChange.__table__, _change.new_order_id == _order.id)
+# A ticket's refund: the refund row of its order under the ticket's own reference (a plain refund's,
+# or that of a change's refunded difference; at most one of them, a changed ticket is not refundable).
+_TICKET_REFUND = and_(
+    _payment.order_id == _ticket.order_id,
+    _payment.kind == "refund",
+    or_(
+        _payment.provider_ref == literal(REFUND_REF_PREFIX) + _ticket.id,
+        _payment.provider_ref == literal(CHANGE_REFUND_REF_PREFIX) + _ticket.id,
+    ),
 )
 TICKET_COLUMNS = (
     _ticket.id,
@@ -60,7 +75,11 @@ TICKET_COLUMNS = (
     _ticket.price_fen,
     _ticket.status,
     _ticket.fare_type,
+    _payment.amount_fen.label("refund_fen"),
+    _payment.fee_fen,
+    _payment.provider_ref,
 )
+_TICKETS_REFUNDS = Ticket.__table__.outerjoin(Payment.__table__, _TICKET_REFUND)
 
 
 def _boarding(service_date: dt.date, departs: str | None, arrives: str | None, day: int | None) -> dt.date:
@@ -77,15 +96,53 @@ def _rank(request: Any) -> dict[int, int]:
     return {int(p["passenger_id"]): i for i, p in enumerate(asked) if isinstance(p, dict)}
 
 
+def _fee(t: Row[Any]) -> int | None:
+    """The fee kept from a ticket's refund; for a plain refund recorded without it, what the fare
+    lacks of the amount paid back."""
+    if t.refund_fen is None or t.fee_fen is not None:
+        return t.fee_fen  # type: ignore[no-any-return]
+    if str(t.provider_ref).startswith(REFUND_REF_PREFIX):
+        return int(t.price_fen) - int(t.refund_fen)
+    return None
+
+
 def _ticket_view(t: Row[Any]) -> TicketView:
-    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], fare_type=t[8])
+    return TicketView(
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        t[6],
+        t[7],
+        fare_type=t[8],
+        refund_fen=t.refund_fen,
+        fee_fen=_fee(t),
+    )
 
 
 def _member_ticket(t: Row[Any]) -> TicketView:
     """A ticket row with its order's journey (``TICKET_COLUMNS``, then train, service date, from, to,
     then the boarding stop's times)."""
-    date = _boarding(t[10], t[13], t[14], t[15])
-    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[9], date, t[11], t[12], t[8])
+    date = _boarding(t.service_date, t.departs, t.arrives, t.day)
+    return TicketView(
+        t.id,
+        t.order_id,
+        t.passenger_id,
+        t.passenger_name,
+        t.seat_name,
+        t.seat_class,
+        t.price_fen,
+        t.status,
+        t.train_code,
+        date,
+        t.from_station,
+        t.to_station,
+        t.fare_type,
+        t.refund_fen,
+        _fee(t),
+    )
 
 
 def _view(o: Row[Any], tickets: Sequence[Row[Any]]) -> OrderView:
@@ -106,6 +163,7 @@ def _view(o: Row[Any], tickets: Sequence[Row[Any]]) -> OrderView:
         pay_deadline=as_utc(o.pay_deadline) if o.pay_deadline else None,
         total_fen=o.total_fen,
         tickets=tuple(_ticket_view(t) for t in ordered),
+        change_of=o.change_of,
     )
 
 
@@ -114,7 +172,11 @@ async def _views(conn: AsyncConnection, orders: Sequence[Row[Any]]) -> list[Orde
     if not orders:
         return []
     rows = (
-        await conn.execute(select(*TICKET_COLUMNS).where(_ticket.order_id.in_([o.id for o in orders])))
+        await conn.execute(
+            select(*TICKET_COLUMNS)
+            .select_from(_TICKETS_REFUNDS)
+            .where(_ticket.order_id.in_([o.id for o in orders]))
+        )
     ).all()
     by_order: dict[str, list[Row[Any]]] = {}
     for t in rows:
@@ -170,7 +232,8 @@ class DbOrderReads:
                 _order.to_station,
                 *BOARDING_COLUMNS,
             )
-            .join_from(Ticket.__table__, Order.__table__, _order.id == _ticket.order_id)
+            .select_from(_TICKETS_REFUNDS)
+            .join(Order.__table__, _order.id == _ticket.order_id)
             .outerjoin(
                 DailyTrainStop.__table__,
                 and_(_stop.daily_train_id == _ticket.daily_train_id, _stop.stop_index == _ticket.from_index),

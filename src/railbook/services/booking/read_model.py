@@ -57,6 +57,7 @@ def _pending_view(record: Mapping[str, Any], position: int) -> OrderView:
             sum(int(p.get("price_fen", 0)) for p in record.get("passengers", [])),
             int(record.get("credit_fen") or 0),
         ),
+        change_of=str(record["change_of"]) if record.get("change_of") else None,
     )
 
 
