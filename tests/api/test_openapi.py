@@ -99,6 +99,14 @@ async def test_every_operation_named_in_the_error_table_exists(client: httpx.Asy
             assert method.lower() in spec["paths"][path]
 
 
+async def test_every_api_operation_is_in_the_error_table(client: httpx.AsyncClient) -> None:
+    """A new route under /api/ has its codes looked at: the table lists it (empty when it refuses
+    nothing of its own). What it answers is checked against the document by every API test
+    (``tests/api/conftest.py``)."""
+    missing = [(m, p) for m, p, _ in _routes(client) if p.startswith("/api/") and (m, p) not in ROUTE_ERRORS]
+    assert not missing, missing
+
+
 async def test_content_types_are_those_answered(client: httpx.AsyncClient) -> None:
     spec = await _spec(client)
     metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
