@@ -187,6 +187,7 @@ async def build_container(settings: Settings) -> Container:
         from railbook.adapters.redis.intake import RedisOrderIntake
         from railbook.adapters.redis.order_views import RedisOrderViews
         from railbook.adapters.redis.protection import RedisOrderGuard
+        from railbook.adapters.redis.search_feed import RedisSearchFeed
         from railbook.adapters.redis.trips import RedisTrips
 
         redis_client = make_redis(settings.redis_url, cluster=settings.redis_cluster)
@@ -207,7 +208,13 @@ async def build_container(settings: Settings) -> Container:
         captchas = RedisCaptchaStore(redis_client, autopipe)
         login_throttle = RedisLoginThrottle(autopipe)
         search = SearchService(
-            settings, day_records, allocator, RedisSearchCache(redis_client), search_routes, search_seats
+            settings,
+            day_records,
+            allocator,
+            RedisSearchCache(redis_client),
+            search_routes,
+            search_seats,
+            feed=RedisSearchFeed(redis_client),
         )
     else:
         from railbook.adapters.embedded.allocator import InProcessAllocator

@@ -176,7 +176,9 @@ async def test_a_cheaper_seat_is_paid_at_once_and_the_difference_refunded_less_i
 ) -> None:
     train = await make_train(client, days=(4, 5), first_rows=1)
     member = await member_with(client, 1)
-    _, ticket = await _paid(client, member, _in_class(journey(train, 4, member["passengers"]), "first"))
+    old_order, ticket = await _paid(
+        client, member, _in_class(journey(train, 4, member["passengers"]), "first")
+    )
     old_fare = _fen(ticket["price"])
     r = await _change(
         client,
@@ -194,6 +196,20 @@ async def test_a_cheaper_seat_is_paid_at_once_and_the_difference_refunded_less_i
     paid, refunded, fares = await _money(client, member["member_id"])
     assert (paid, refunded, fares) == (old_fare, quote.refund_fen, 9200)
     assert paid - refunded == fares + quote.fee_fen
+
+    # The refund of the difference shows where a refund shows: on the old ticket and its order.
+    assert new["change_of"] == ticket["ticket_id"]
+    assert [(t["refund_amount"], t["fee"]) for t in new["tickets"]] == [(None, None)]
+    old = await _order(client, member, old_order["order_id"])
+    assert old["payment_status"] == "PARTLY_REFUNDED" and old["change_of"] is None
+    refund = (yuan_text(quote.refund_fen), yuan_text(quote.fee_fen))
+    assert [(t["status"], t["refund_amount"], t["fee"]) for t in old["tickets"]] == [("CHANGED", *refund)]
+    tickets = (await client.get("/api/v1/tickets", headers=member["headers"])).json()
+    by_id = {t["ticket_id"]: (t["status"], t["refund_amount"], t["fee"]) for t in tickets}
+    assert by_id == {
+        ticket["ticket_id"]: ("CHANGED", *refund),
+        new["tickets"][0]["ticket_id"]: ("PAID", None, None),
+    }
 
 
 async def test_an_unpaid_dearer_change_expires_and_the_old_ticket_keeps_its_seat(

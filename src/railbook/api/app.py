@@ -23,8 +23,13 @@ def startup_hooks() -> list[StartupHook]:
     from railbook.services.members.blocklist import load_blocklist_hook
     from railbook.services.members.service import ensure_admin_hook
 
-    hooks: list[StartupHook] = [ensure_admin_hook, load_blocklist_hook]
+    hooks: list[StartupHook] = [ensure_admin_hook, load_blocklist_hook, _follow_search_changes]
     return hooks
+
+
+async def _follow_search_changes(container: Container) -> None:
+    """Search in this process follows the sales other processes commit (the change feed)."""
+    container.search.listen_for_changes()
 
 
 def create_app(

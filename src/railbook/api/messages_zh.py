@@ -30,6 +30,8 @@ MESSAGES_ZH: dict[str, str] = {
     "PASSENGER_NOT_FOUND": "乘车人不存在。",
     "ORDER_NOT_FOUND": "订单不存在。",
     "TICKET_NOT_FOUND": "车票不存在。",
+    "WAITLIST_NOT_FOUND": "候补订单不存在。",
+    "BLOCK_NOT_FOUND": "该限制记录不存在。",
     # Conflicts.
     "SOLD_OUT": "余票不足，已售完。",
     "SEAT_TAKEN": "所选座位已被占用。",
@@ -56,6 +58,7 @@ MESSAGES_ZH: dict[str, str] = {
     "ALREADY_CHANGED": "车票只能改签一次，该车票已改签过。",
     "PASSENGER_HAS_TICKETS": "该乘车人持有未出行的车票，不能删除。",
     "ILLEGAL_TRANSITION": "订单当前状态不允许此操作。",
+    "REFUND_AFTER_DEPARTURE": "列车已开车，不能在网上退票。",
     # Invalid input.
     "BAD_JOURNEY": "出发站须在到达站之前。",
     "SAME_STATION": "出发站与到达站不能相同。",
@@ -69,6 +72,7 @@ MESSAGES_ZH: dict[str, str] = {
     "BAD_PAYMENT_METHOD": "不支持该支付方式。",
     "BAD_CALLBACK": "支付回调不正确。",
     "AMOUNT_MISMATCH": "支付金额与订单金额不符。",
+    "BAD_SIGNATURE": "支付回调签名不正确。",
     "NOT_A_CHILD": "儿童票乘车人须在乘车日未满 14 周岁。",
     "BAD_CURSOR": "分页游标不正确。",
     "IDEMPOTENCY_KEY_REUSED": "该 Idempotency-Key 已用于另一个不同的请求。",

@@ -6,8 +6,9 @@ envelope's schema (``api.errors.ErrorEnvelope``) and the codes it carries:
 
 - 401 where a bearer token is needed (the ``current_principal`` dependency);
 - 404 where the path names a resource, and on admin routes (others are told nothing is there);
-- 413 and 422 where a body is read (the guard's size limit; validation, NUL and lone surrogates),
-  422 wherever there is any input (query, path, header, body);
+- 400, 413 and 422 where a body is read (a JSON body that is not UTF-8, which FastAPI refuses before
+  validation; the guard's size limit; validation, NUL and lone surrogates), 422 wherever there is
+  any input (query, path, header, body);
 - 503 + ``Retry-After`` wherever a store is asked (the guard answers a store outage so), 429 +
   ``Retry-After`` where per-client limits apply;
 - the conflicts (409), refusals (403) and domain codes of each operation, from ``ROUTE_ERRORS``.
@@ -29,6 +30,8 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from railbook.api.deps import current_principal, require_admin
 from railbook.api.errors import HTTP_CODES, ErrorEnvelope, status_of_kind
 from railbook.domain import errors as e
+from railbook.domain.fees import RefundAfterDeparture
+from railbook.services.after_sale.payment import BadSignature
 
 ENVELOPE_REF = "#/components/schemas/ErrorEnvelope"
 RETRY_AFTER = {
@@ -55,23 +58,33 @@ _ORDER_INPUT = (
 _SALE = (e.SoldOut, e.SeatTaken, e.DuplicateOrder, e.TripConflict, e.TrainDeparted, e.SaleBusy)
 _ANTI_BOT = (e.Blocked, e.CaptchaRequired, e.TooManyRequests)
 
-# What each operation can refuse beyond the structural answers above (its use case's codes).
+# What each operation can refuse beyond the structural answers above (its use case's codes). Every
+# operation under /api/ is listed, an empty entry for one that refuses nothing of its own, so a new
+# route is looked at here (a test checks it; the API tests check every answer against the document).
 ROUTE_ERRORS: dict[Operation, tuple[type[e.DomainError], ...]] = {
     ("GET", "/api/v1/trains/search"): (e.StationNotFound, e.SameStation, e.DateNotOnSale),
     ("GET", "/api/v1/trains/transfers"): (e.StationNotFound, e.SameStation, e.DateNotOnSale),
+    ("GET", "/api/v1/trains/{code}/stops"): (e.TrainNotFound,),
+    ("GET", "/api/v1/stations"): (),  # a prefix that is not printable text: VALIDATION_ERROR only
     ("GET", "/api/v1/trains/{code}/seat-map"): (
         e.TrainNotFound,
         e.StationNotFound,
         e.DateNotOnSale,
         e.SeatClassNotOnTrain,
         e.StationNotOnTrain,
+        e.BadJourney,
     ),
     ("POST", "/api/v1/auth/register"): (e.MobileTaken, *_ANTI_BOT),
     ("POST", "/api/v1/auth/login"): (e.BadCredentials, e.LoginBusy, *_ANTI_BOT),
+    ("GET", "/api/v1/captcha"): (e.LoginBusy,),  # too many images being drawn at once
+    ("GET", "/api/v1/me"): (),
+    ("GET", "/api/v1/passengers"): (),
     ("POST", "/api/v1/passengers"): (e.PassengerExists, e.PassengerLimit),
     ("DELETE", "/api/v1/passengers/{passenger_id}"): (e.PassengerNotFound, e.PassengerHasTickets),
     ("POST", "/api/v1/orders"): (*_SALE, *_ORDER_INPUT, *_ANTI_BOT, e.IdempotencyKeyReused),
     ("GET", "/api/v1/orders"): (e.BadCursor,),
+    ("GET", "/api/v1/tickets"): (),
+    ("GET", "/api/v1/waitlist"): (),
     ("GET", "/api/v1/orders/{order_id}"): (e.OrderNotFound,),
     ("POST", "/api/v1/orders/{order_id}/pay"): (
         e.OrderNotFound,
@@ -81,7 +94,13 @@ ROUTE_ERRORS: dict[Operation, tuple[type[e.DomainError], ...]] = {
         e.IdempotencyKeyReused,
     ),
     ("POST", "/api/v1/orders/{order_id}/cancel"): (e.OrderNotFound, e.NotCancellable),
-    ("POST", "/api/v1/tickets/{ticket_id}/refund"): (e.TicketNotFound, e.NotRefundable),
+    ("POST", "/api/v1/tickets/{ticket_id}/refund"): (
+        e.TicketNotFound,
+        e.StopNotFound,
+        e.NotRefundable,
+        RefundAfterDeparture,
+    ),
+    # The change places an order (``place_order``): its sale refusals, input checks and rate limits.
     ("POST", "/api/v1/tickets/{ticket_id}/change"): (
         e.TicketNotFound,
         e.NotChangeable,
@@ -90,24 +109,40 @@ ROUTE_ERRORS: dict[Operation, tuple[type[e.DomainError], ...]] = {
         e.ChangeAfterDeparture,
         *_SALE,
         *_ORDER_INPUT,
+        e.TooManyRequests,
     ),
+    # Joining checks the journey as an order does, but neither fares nor trips: a trip conflict
+    # found when the entry is filled is the entry's ``error_code``, never this answer.
     ("POST", "/api/v1/waitlist"): (
+        e.StationNotFound,
+        e.TrainNotFound,
+        e.PassengerNotFound,
+        e.DateNotOnSale,
+        e.BadJourney,
+        e.TrainDeparted,
         e.NotSoldOut,
         e.DuplicateOrder,
-        e.TripConflict,
-        e.TrainDeparted,
         e.WaitlistLimit,
-        *_ORDER_INPUT,
     ),
-    ("DELETE", "/api/v1/waitlist/{waitlist_id}"): (e.NotCancellable,),
-    ("POST", "/api/v1/payments/mock/callback"): (e.BadCallback, e.AmountMismatch, e.OrderNotFound),
+    ("DELETE", "/api/v1/waitlist/{waitlist_id}"): (e.WaitlistNotFound, e.NotCancellable),
+    ("POST", "/api/v1/payments/mock/callback"): (
+        BadSignature,
+        e.BadCallback,
+        e.AmountMismatch,
+        e.OrderNotFound,
+    ),
     ("POST", "/api/v1/admin/stations"): (e.StationExists,),
+    ("GET", "/api/v1/admin/stations"): (),
+    ("GET", "/api/v1/admin/trains"): (),
     ("POST", "/api/v1/admin/trains"): (e.TrainExists, e.StationNotFound),
     ("GET", "/api/v1/admin/trains/{code}"): (e.TrainNotFound,),
     ("PUT", "/api/v1/admin/trains/{code}"): (e.TrainNotFound, e.StationNotFound),
     ("DELETE", "/api/v1/admin/trains/{code}"): (e.TrainNotFound, e.TrainOnSale),
     ("POST", "/api/v1/admin/sales/open"): (e.DateNotOnSale,),
     ("GET", "/api/v1/admin/trains/{code}/inventory"): (e.TrainNotFound, e.TrainDayNotFound, e.DateNotOnSale),
+    ("POST", "/api/v1/admin/blocklist"): (),  # a bad mobile, address or reason: VALIDATION_ERROR only
+    ("GET", "/api/v1/admin/blocklist"): (),
+    ("DELETE", "/api/v1/admin/blocklist/{block_id}"): (e.BlockNotFound,),
 }
 
 
@@ -185,6 +220,7 @@ def error_statuses(method: str, path: str, route: Any) -> dict[int, list[str]]:
     if has_body or dependant.query_params or dependant.path_params or dependant.header_params or extra:
         add(422, "VALIDATION_ERROR")
     if has_body:
+        add(400, "BAD_REQUEST")
         add(413, "PAYLOAD_TOO_LARGE")
     if current_principal in calls:
         add(401, "UNAUTHORIZED")

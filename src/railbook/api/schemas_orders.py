@@ -53,6 +53,12 @@ class TicketOut(BaseModel):
     )
     price: str
     status: str
+    refund_amount: str | None = Field(
+        default=None,
+        description="Paid back on this ticket: its refund, or for a CHANGED ticket the refunded "
+        "difference of a cheaper change; null when nothing was refunded.",
+    )
+    fee: str | None = Field(default=None, description="The fee kept from that refund; null with it.")
 
 
 class MemberTicketOut(TicketOut):
@@ -81,6 +87,9 @@ class OrderOut(BaseModel):
     pay_deadline: dt.datetime | None
     total: str
     tickets: list[TicketOut]
+    change_of: str | None = Field(
+        default=None, description="The ticket this order changes (改签); null for an ordinary order."
+    )
 
 
 class OrderPage(BaseModel):

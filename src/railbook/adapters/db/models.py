@@ -274,6 +274,9 @@ class Payment(Base):
     provider_ref: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(8), default="pay")  # pay | refund
     amount_fen: Mapped[int] = mapped_column(Integer)
+    # A refund's fee kept back (a plain refund's, or that of a change's refunded difference); NULL on
+    # charges and on refunds written before fees were recorded.
+    fee_fen: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

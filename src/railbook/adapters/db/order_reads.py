@@ -2,6 +2,11 @@
 
 Core statements on the engine's connections, rows straight into the views: no session and no ORM
 object per row (a page of twenty orders used to build a hundred mapped objects to throw away).
+
+Orders and tickets are shown under the passenger's boarding date (API.md: a train that leaves its
+origin on D−1 and reaches ``from`` after midnight is shown under D), not the stored service date:
+the boarding stop's row of ``daily_train_stop`` (unique on train-day and stop index) is joined in
+the same statement, and its departure day added to the service date.
 """
 
 from __future__ import annotations
@@ -10,16 +15,23 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from railbook.adapters.db.models import Order, Ticket
+from railbook.adapters.db.models import DailyTrainStop, Order, Payment, Ticket, TicketChange
+from railbook.domain.timetable import boarding_date, departure_day
 from railbook.kit.clock import as_utc
+from railbook.services.after_sale.ports import CHANGE_REFUND_REF_PREFIX, REFUND_REF_PREFIX
 from railbook.services.booking.ports import OrderView, TicketView
 
 _order = Order.__table__.c
 _ticket = Ticket.__table__.c
+_stop = DailyTrainStop.__table__.c
+_payment = Payment.__table__.c
+_change = TicketChange.__table__.c
+# The boarding stop's times, beside an order's or a ticket's columns (NULL when the stop is gone).
+BOARDING_COLUMNS = (_stop.departs, _stop.arrives, _stop.day)
 
 ORDER_COLUMNS = (
     _order.id,
@@ -35,6 +47,23 @@ ORDER_COLUMNS = (
     _order.pay_deadline,
     _order.total_fen,
     _order.request,
+    *BOARDING_COLUMNS,
+    _change.ticket_id.label("change_of"),
+)
+# An order with its boarding stop and, when it came from a change, the change (unique by new order).
+_ORDERS_BOARDING = Order.__table__.outerjoin(
+    DailyTrainStop.__table__,
+    and_(_stop.daily_train_id == _order.daily_train_id, _stop.stop_index == _order.from_index),
+).outerjoin(TicketChange.__table__, _change.new_order_id == _order.id)
+# A ticket's refund: the refund row of its order under the ticket's own reference (a plain refund's,
+# or that of a change's refunded difference; at most one of them, a changed ticket is not refundable).
+_TICKET_REFUND = and_(
+    _payment.order_id == _ticket.order_id,
+    _payment.kind == "refund",
+    or_(
+        _payment.provider_ref == literal(REFUND_REF_PREFIX) + _ticket.id,
+        _payment.provider_ref == literal(CHANGE_REFUND_REF_PREFIX) + _ticket.id,
+    ),
 )
 TICKET_COLUMNS = (
     _ticket.id,
@@ -46,7 +75,19 @@ TICKET_COLUMNS = (
     _ticket.price_fen,
     _ticket.status,
     _ticket.fare_type,
+    _payment.amount_fen.label("refund_fen"),
+    _payment.fee_fen,
+    _payment.provider_ref,
 )
+_TICKETS_REFUNDS = Ticket.__table__.outerjoin(Payment.__table__, _TICKET_REFUND)
+
+
+def _boarding(service_date: dt.date, departs: str | None, arrives: str | None, day: int | None) -> dt.date:
+    """The day the passenger boards: the service date plus the days until the train leaves the
+    boarding stop (the service date itself when the stop's times are unknown)."""
+    if departs is None:
+        return service_date
+    return boarding_date(service_date, departure_day(departs, arrives, day or 0))
 
 
 def _rank(request: Any) -> dict[int, int]:
@@ -55,13 +96,53 @@ def _rank(request: Any) -> dict[int, int]:
     return {int(p["passenger_id"]): i for i, p in enumerate(asked) if isinstance(p, dict)}
 
 
+def _fee(t: Row[Any]) -> int | None:
+    """The fee kept from a ticket's refund; for a plain refund recorded without it, what the fare
+    lacks of the amount paid back."""
+    if t.refund_fen is None or t.fee_fen is not None:
+        return t.fee_fen  # type: ignore[no-any-return]
+    if str(t.provider_ref).startswith(REFUND_REF_PREFIX):
+        return int(t.price_fen) - int(t.refund_fen)
+    return None
+
+
 def _ticket_view(t: Row[Any]) -> TicketView:
-    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], fare_type=t[8])
+    return TicketView(
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        t[6],
+        t[7],
+        fare_type=t[8],
+        refund_fen=t.refund_fen,
+        fee_fen=_fee(t),
+    )
 
 
 def _member_ticket(t: Row[Any]) -> TicketView:
-    """A ticket row with its order's journey (``TICKET_COLUMNS`` then train, date, from, to)."""
-    return TicketView(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[9], t[10], t[11], t[12], t[8])
+    """A ticket row with its order's journey (``TICKET_COLUMNS``, then train, service date, from, to,
+    then the boarding stop's times)."""
+    date = _boarding(t.service_date, t.departs, t.arrives, t.day)
+    return TicketView(
+        t.id,
+        t.order_id,
+        t.passenger_id,
+        t.passenger_name,
+        t.seat_name,
+        t.seat_class,
+        t.price_fen,
+        t.status,
+        t.train_code,
+        date,
+        t.from_station,
+        t.to_station,
+        t.fare_type,
+        t.refund_fen,
+        _fee(t),
+    )
 
 
 def _view(o: Row[Any], tickets: Sequence[Row[Any]]) -> OrderView:
@@ -72,7 +153,7 @@ def _view(o: Row[Any], tickets: Sequence[Row[Any]]) -> OrderView:
         order_id=o.id,
         status=o.status,
         train_code=o.train_code,
-        date=o.service_date,
+        date=_boarding(o.service_date, o.departs, o.arrives, o.day),
         from_station=o.from_station,
         to_station=o.to_station,
         created_at=as_utc(o.created_at),
@@ -82,6 +163,7 @@ def _view(o: Row[Any], tickets: Sequence[Row[Any]]) -> OrderView:
         pay_deadline=as_utc(o.pay_deadline) if o.pay_deadline else None,
         total_fen=o.total_fen,
         tickets=tuple(_ticket_view(t) for t in ordered),
+        change_of=o.change_of,
     )
 
 
@@ -90,7 +172,11 @@ async def _views(conn: AsyncConnection, orders: Sequence[Row[Any]]) -> list[Orde
     if not orders:
         return []
     rows = (
-        await conn.execute(select(*TICKET_COLUMNS).where(_ticket.order_id.in_([o.id for o in orders])))
+        await conn.execute(
+            select(*TICKET_COLUMNS)
+            .select_from(_TICKETS_REFUNDS)
+            .where(_ticket.order_id.in_([o.id for o in orders]))
+        )
     ).all()
     by_order: dict[str, list[Row[Any]]] = {}
     for t in rows:
@@ -107,7 +193,11 @@ class DbOrderReads:
     async def committed(self, member_id: int, order_ids: Sequence[str]) -> dict[str, OrderView]:
         if not order_ids:
             return {}
-        stmt = select(*ORDER_COLUMNS).where(_order.id.in_(list(order_ids)), _order.member_id == member_id)
+        stmt = (
+            select(*ORDER_COLUMNS)
+            .select_from(_ORDERS_BOARDING)
+            .where(_order.id.in_(list(order_ids)), _order.member_id == member_id)
+        )
         async with self.engine.connect() as conn:
             orders = (await conn.execute(stmt)).all()
             return {v.order_id: v for v in await _views(conn, orders)}
@@ -115,7 +205,7 @@ class DbOrderReads:
     async def page(
         self, member_id: int, limit: int, before: tuple[dt.datetime, str] | None
     ) -> tuple[list[OrderView], bool]:
-        stmt = select(*ORDER_COLUMNS).where(_order.member_id == member_id)
+        stmt = select(*ORDER_COLUMNS).select_from(_ORDERS_BOARDING).where(_order.member_id == member_id)
         if before is not None:
             created, last_id = before
             stmt = stmt.where(
@@ -140,8 +230,14 @@ class DbOrderReads:
                 _order.service_date,
                 _order.from_station,
                 _order.to_station,
+                *BOARDING_COLUMNS,
             )
-            .join_from(Ticket.__table__, Order.__table__, _order.id == _ticket.order_id)
+            .select_from(_TICKETS_REFUNDS)
+            .join(Order.__table__, _order.id == _ticket.order_id)
+            .outerjoin(
+                DailyTrainStop.__table__,
+                and_(_stop.daily_train_id == _ticket.daily_train_id, _stop.stop_index == _ticket.from_index),
+            )
             .where(_ticket.member_id == member_id)
             .order_by(_ticket.created_at.desc(), _ticket.id)
             .limit(limit)

@@ -82,6 +82,12 @@ class SessionTx(OutboxTx):
         self.orders: dict[str, Order] = {}
         self.tickets: dict[str, Ticket] = {}
 
+    async def set_payment_status(self, order_id: str, payment_status: str, *, now: dt.datetime) -> None:
+        """A locked order's payment status."""
+        order = self.orders[order_id]
+        order.payment_status = payment_status
+        order.updated_at = now
+
     async def lock_order_row(self, order_id: str, member_id: int | None = None) -> Order | None:
         """The order row, locked for this transaction; someone else's order is None."""
         stmt = (
@@ -140,8 +146,10 @@ class SessionTx(OutboxTx):
         kind: str,
         now: dt.datetime,
         idempotency_key: str | None = None,
+        fee_fen: int | None = None,
     ) -> None:
-        """A succeeded payment row (a charge or a refund) written with the transaction."""
+        """A succeeded payment row (a charge, or a refund with the fee kept) written with the
+        transaction."""
         self.session.add(
             Payment(
                 order_id=order_id,
@@ -149,6 +157,7 @@ class SessionTx(OutboxTx):
                 provider_ref=charge.provider_ref,
                 kind=kind,
                 amount_fen=charge.amount_fen,
+                fee_fen=fee_fen,
                 status=SUCCEEDED,
                 idempotency_key=idempotency_key,
                 created_at=now,

@@ -69,13 +69,13 @@ class RefundTx(SessionTx):
         """When the train-day leaves this stop."""
         return await stop_time(self.session, daily_train_id, stop_index)
 
-    async def mark_refunded(self, ticket_id: str, refund: Charge, *, now: dt.datetime) -> None:
+    async def mark_refunded(self, ticket_id: str, refund: Charge, *, fee_fen: int, now: dt.datetime) -> None:
         """A locked ticket refunded (its seat not yet back) and the refund's payment row."""
         ticket = self.tickets[ticket_id]
         ticket.status = TicketStatus.REFUNDED.value
         ticket.updated_at = now
         ticket.released_at = None
-        self.add_payment(ticket.order_id, refund, kind="refund", now=now)
+        self.add_payment(ticket.order_id, refund, kind="refund", now=now, fee_fen=fee_fen)
         await self.session.flush()
 
     async def paid_ticket_count(self, order_id: str) -> int:
@@ -87,12 +87,6 @@ class RefundTx(SessionTx):
                 .where(Ticket.order_id == order_id, Ticket.status == TicketStatus.PAID.value)
             )
         ).scalar_one()
-
-    async def set_payment_status(self, order_id: str, payment_status: str, *, now: dt.datetime) -> None:
-        """A locked order's payment status."""
-        order = self.orders[order_id]
-        order.payment_status = payment_status
-        order.updated_at = now
 
 
 class SqlRefundStore:

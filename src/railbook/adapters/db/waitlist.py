@@ -5,14 +5,49 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from railbook.adapters.db.models import Member, Passenger, Waitlist
+from railbook.adapters.db.models import DailyTrain, DailyTrainStop, Member, Passenger, Waitlist
 from railbook.adapters.db.payments import OutboxTx
 from railbook.adapters.db.refunds import stop_time
+from railbook.domain.timetable import boarding_date, departure_day
 from railbook.services.after_sale.ports import StopTime, WaitlistEntry
+
+
+def _with_boarding() -> Select[Any]:
+    """Entries with their boarding stop's times (the train-day's stop named ``from_station``), in the
+    same statement: an entry is shown under the passenger's boarding date (API.md)."""
+    return (
+        select(Waitlist, DailyTrainStop.departs, DailyTrainStop.arrives, DailyTrainStop.day)
+        .outerjoin(
+            DailyTrain,
+            and_(
+                DailyTrain.train_code == Waitlist.train_code,
+                DailyTrain.service_date == Waitlist.service_date,
+            ),
+        )
+        .outerjoin(
+            DailyTrainStop,
+            and_(
+                DailyTrainStop.daily_train_id == DailyTrain.id,
+                DailyTrainStop.station_name == Waitlist.from_station,
+            ),
+        )
+    )
+
+
+def _boarded_entry(row: Any) -> WaitlistEntry:
+    """An entry read by ``_with_boarding``."""
+    w, departs, arrives, day = row
+    entry = _entry(w)
+    if departs is None:
+        return entry
+    boarding = boarding_date(w.service_date, departure_day(departs, arrives, day or 0))
+    return replace(entry, boarding_date=boarding)
 
 
 def _entry(w: Waitlist) -> WaitlistEntry:
@@ -153,14 +188,14 @@ class WaitlistTx(OutboxTx):
             .where(Waitlist.id == entry_id, Waitlist.member_id == member_id, Waitlist.status == waiting)
             .values(status=cancelled, updated_at=now)
         )
-        entry = (
+        row = (
             await self.session.execute(
-                select(Waitlist)
+                _with_boarding()
                 .where(Waitlist.id == entry_id, Waitlist.member_id == member_id)
                 .execution_options(populate_existing=True)
             )
-        ).scalar_one_or_none()
-        return None if entry is None else _entry(entry)
+        ).one_or_none()
+        return None if row is None else _boarded_entry(row)
 
 
 class SqlWaitlistStore:
@@ -243,15 +278,11 @@ class SqlWaitlistStore:
         """The member's entries, newest first."""
         async with self._sessionmaker() as session:
             rows = (
-                (
-                    await session.execute(
-                        select(Waitlist)
-                        .where(Waitlist.member_id == member_id)
-                        .order_by(Waitlist.id.desc())
-                        .limit(limit)
-                    )
+                await session.execute(
+                    _with_boarding()
+                    .where(Waitlist.member_id == member_id)
+                    .order_by(Waitlist.id.desc())
+                    .limit(limit)
                 )
-                .scalars()
-                .all()
-            )
-        return [_entry(w) for w in rows]
+            ).all()
+        return [_boarded_entry(row) for row in rows]

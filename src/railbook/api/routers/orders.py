@@ -46,6 +46,7 @@ def order_out(view: OrderView) -> OrderOut:
             "pay_deadline": view.pay_deadline,
             "total": yuan_text(view.total_fen),
             "tickets": [_ticket_out(t) for t in view.tickets],
+            "change_of": view.change_of,
         }
     )
 
@@ -77,9 +78,21 @@ def order_json(view: OrderView) -> dict[str, Any]:
                 "fare_type": t.fare_type,
                 "price": yuan_text(t.price_fen),
                 "status": t.status,
+                **_refund_json(t),
             }
             for t in view.tickets
         ],
+        "change_of": view.change_of,
+    }
+
+
+def _refund_json(t: TicketView) -> dict[str, str | None]:
+    """A ticket's ``refund_amount`` and ``fee`` (null when nothing was refunded on it)."""
+    if t.refund_fen is None:
+        return {"refund_amount": None, "fee": None}
+    return {
+        "refund_amount": yuan_text(t.refund_fen),
+        "fee": None if t.fee_fen is None else yuan_text(t.fee_fen),
     }
 
 
@@ -94,6 +107,7 @@ def _member_ticket_json(t: TicketView) -> dict[str, Any]:
         "fare_type": t.fare_type,
         "price": yuan_text(t.price_fen),
         "status": t.status,
+        **_refund_json(t),
         "order_id": t.order_id,
         "train_code": t.train_code,
         "date": t.date,
@@ -117,6 +131,7 @@ def _ticket_out(t: TicketView) -> TicketOut:
         fare_type=t.fare_type,
         price=yuan_text(t.price_fen),
         status=t.status,
+        **_refund_json(t),
     )
 
 

@@ -43,6 +43,7 @@ from railbook.kit.clock import as_utc, utcnow
 from railbook.services.after_sale.cancel import cancel_rows, return_seats_of_orders
 from railbook.services.after_sale.payment import check_payable, payment_provider, require_order
 from railbook.services.after_sale.ports import (
+    CHANGE_REFUND_REF_PREFIX,
     AfterSaleContext,
     ChangeTx,
     Charge,
@@ -308,6 +309,11 @@ async def _settle(
     return _Outcome("changed", old.id, new.id, touched)
 
 
+def change_refund_ref(ticket_id: str) -> str:
+    """Our reference on the refund of a change's difference (the payment row of the old order)."""
+    return CHANGE_REFUND_REF_PREFIX + ticket_id
+
+
 async def _refund_of_difference(
     container: AfterSaleContext,
     tx: ChangeTx,
@@ -332,10 +338,13 @@ async def _refund_of_difference(
         await provider.refund(order_id=old.order_id, amount_fen=quote.refund_fen, reference=f"chg-{old.id}")
         tx.add_payment(
             old.order_id,
-            Charge(provider.name, f"change-refund-{old.id}", quote.refund_fen),
+            Charge(provider.name, change_refund_ref(old.id), quote.refund_fen),
             kind="refund",
             now=now,
+            fee_fen=quote.fee_fen,
         )
+        # Money went back on the old order, as a refund of one of its tickets shows it.
+        await tx.set_payment_status(old.order_id, PaymentStatus.PARTLY_REFUNDED.value, now=now)
     return quote
 
 

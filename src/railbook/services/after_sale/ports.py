@@ -21,6 +21,12 @@ MOCK = "mock"
 SUCCEEDED = "SUCCEEDED"
 
 
+# Our references on refund payment rows, by ticket: a plain refund's, and that of the difference a
+# cheaper change paid back. The order read model finds a ticket's refund by them.
+REFUND_REF_PREFIX = "refund-"
+CHANGE_REFUND_REF_PREFIX = "change-refund-"
+
+
 @dataclass(frozen=True, slots=True)
 class Charge:
     """The provider's answer to a charge or a refund."""
@@ -134,6 +140,9 @@ class WaitlistEntry:
     error_code: str | None
     created_at: dt.datetime
     deadline: dt.datetime | None = None
+    # The day the passengers board (the service date plus the days until the train leaves
+    # ``from_station``), where the read knew it.
+    boarding_date: dt.date | None = None
 
 
 class EventWriter(Protocol):
@@ -216,7 +225,9 @@ class RefundTx(EventWriter, Protocol):
 
     async def stop_time(self, daily_train_id: int, stop_index: int) -> StopTime | None: ...
 
-    async def mark_refunded(self, ticket_id: str, refund: Charge, *, now: dt.datetime) -> None: ...
+    async def mark_refunded(
+        self, ticket_id: str, refund: Charge, *, fee_fen: int, now: dt.datetime
+    ) -> None: ...
 
     async def paid_ticket_count(self, order_id: str) -> int: ...
 
@@ -282,7 +293,10 @@ class ChangeTx(OrderCanceller, Protocol):
         kind: str,
         now: dt.datetime,
         idempotency_key: str | None = None,
+        fee_fen: int | None = None,
     ) -> None: ...
+
+    async def set_payment_status(self, order_id: str, payment_status: str, *, now: dt.datetime) -> None: ...
 
     async def mark_paid(self, order_id: str, *, now: dt.datetime) -> None: ...
 

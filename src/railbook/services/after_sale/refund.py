@@ -21,7 +21,14 @@ from railbook.domain.order_state import PaymentStatus, TicketStatus
 from railbook.kit.clock import utcnow
 from railbook.services.after_sale.cancel import serve_waitlists
 from railbook.services.after_sale.payment import payment_provider, require_order
-from railbook.services.after_sale.ports import AfterSaleContext, Charge, StopTime, TicketRecord, TicketSeat
+from railbook.services.after_sale.ports import (
+    REFUND_REF_PREFIX,
+    AfterSaleContext,
+    Charge,
+    StopTime,
+    TicketRecord,
+    TicketSeat,
+)
 from railbook.services.booking.trips import forget_trips
 from railbook.services.booking.view_cache import forget_order_views
 from railbook.services.ports import HeldSeat
@@ -55,7 +62,7 @@ def require_ticket(ticket: TicketRecord | None, ticket_id: str) -> TicketRecord:
 
 
 def _refund_ref(ticket_id: str) -> str:
-    return f"refund-{ticket_id}"
+    return REFUND_REF_PREFIX + ticket_id
 
 
 async def refund_ticket(
@@ -85,7 +92,10 @@ async def refund_ticket(
         await provider.refund(order_id=order.id, amount_fen=quote.refund_fen, reference=ticket.id)
         # The payment row carries our own reference, so a repeat finds it (above).
         await tx.mark_refunded(
-            ticket.id, Charge(provider.name, _refund_ref(ticket.id), quote.refund_fen), now=now
+            ticket.id,
+            Charge(provider.name, _refund_ref(ticket.id), quote.refund_fen),
+            fee_fen=quote.fee_fen,
+            now=now,
         )
         still_paid = await tx.paid_ticket_count(order.id)
         status = PaymentStatus.PARTLY_REFUNDED if still_paid else PaymentStatus.REFUNDED

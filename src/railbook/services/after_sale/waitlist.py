@@ -72,7 +72,7 @@ def _view(w: WaitlistEntry) -> WaitlistView:
     return WaitlistView(
         w.id,
         w.train_code,
-        w.service_date,
+        w.boarding_date or w.service_date,
         w.from_station,
         w.to_station,
         list(w.passengers),

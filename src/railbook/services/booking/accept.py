@@ -35,6 +35,7 @@ from railbook.domain.errors import (
 from railbook.domain.pricing import passenger_fare_fen
 from railbook.domain.riders import Rider
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, SeatAssignment
+from railbook.domain.timetable import boarding_date
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.markers import (
     restore_day_markers,
@@ -309,6 +310,10 @@ async def _enqueue(
         "daily_train_id": day.daily_train_id,
         "train_code": day.train_code,
         "date": day.date.isoformat(),
+        # The day shown while the order is queued (the passenger's boarding date, API.md).
+        "boarding": boarding_date(
+            day.date, day.departure_days[i] if i < len(day.departure_days) else 0
+        ).isoformat(),
         "from_index": i,
         "to_index": j,
         "from_station": day.station_names[i],

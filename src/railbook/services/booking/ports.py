@@ -119,6 +119,10 @@ class TicketView:
     from_station: str = ""
     to_station: str = ""
     fare_type: str = "adult"
+    # What was paid back on this ticket and the fee kept: a refund's, or (a CHANGED ticket) that of
+    # the change's difference; None when nothing was refunded.
+    refund_fen: int | None = None
+    fee_fen: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,7 @@ class OrderView:
     pay_deadline: dt.datetime | None = None
     total_fen: int = 0
     tickets: tuple[TicketView, ...] = field(default_factory=tuple)
+    change_of: str | None = None  # the ticket this order changes (改签), if it came from a change
 
 
 # An order as the markers know it: (order id, member, passenger ids).

@@ -48,7 +48,7 @@ def _pending_view(record: Mapping[str, Any], position: int) -> OrderView:
         order_id=str(record["order_id"]),
         status=OrderStatus.PENDING.value,
         train_code=str(record["train_code"]),
-        date=dt.date.fromisoformat(str(record["date"])),
+        date=dt.date.fromisoformat(str(record.get("boarding") or record["date"])),
         from_station=str(record["from_station"]),
         to_station=str(record["to_station"]),
         created_at=dt.datetime.fromisoformat(str(record["created_at"])),
@@ -57,6 +57,7 @@ def _pending_view(record: Mapping[str, Any], position: int) -> OrderView:
             sum(int(p.get("price_fen", 0)) for p in record.get("passengers", [])),
             int(record.get("credit_fen") or 0),
         ),
+        change_of=str(record["change_of"]) if record.get("change_of") else None,
     )
 
 

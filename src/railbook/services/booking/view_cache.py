@@ -61,6 +61,8 @@ def _ticket_fields(t: TicketView) -> list[Any]:
         t.from_station,
         t.to_station,
         t.fare_type,
+        t.refund_fen,
+        t.fee_fen,
     ]
 
 
@@ -79,6 +81,8 @@ def _ticket_of(f: list[Any]) -> TicketView:
         f[10],
         f[11],
         f[12] if len(f) > 12 else "adult",
+        f[13] if len(f) > 13 else None,
+        f[14] if len(f) > 14 else None,
     )
 
 
@@ -97,6 +101,7 @@ def _view_fields(v: OrderView) -> list[Any]:
         v.pay_deadline.isoformat() if v.pay_deadline is not None else None,
         v.total_fen,
         [_ticket_fields(t) for t in v.tickets],
+        v.change_of,
     ]
 
 
@@ -115,6 +120,7 @@ def _view_of(f: list[Any]) -> OrderView:
         pay_deadline=dt.datetime.fromisoformat(f[10]) if f[10] else None,
         total_fen=f[11],
         tickets=tuple(_ticket_of(t) for t in f[12]),
+        change_of=f[13] if len(f) > 13 else None,
     )
 
 

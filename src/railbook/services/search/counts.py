@@ -94,6 +94,10 @@ class RemainingCounts:
         if len(self._changes) > 4 * self.max_entries:
             self._changes.clear()  # a stamp then reads as changed once: one rebuild, never a stale hit
 
+    def known_days(self) -> list[DayKey]:
+        """Every train-day with a snapshot kept or a read under way."""
+        return list(dict.fromkeys([*self._tables, *self._reads]))
+
     def stamp(self, legs: Sequence[Leg]) -> tuple[tuple[DayKey, int], ...]:
         """The change count of each train-day of ``legs``, to take before reading their counts."""
         keys = dict.fromkeys(leg_day(leg) for leg in legs)

@@ -4,7 +4,7 @@ read-only views of the database it searches (stations, train-days, route legs, s
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -29,6 +29,26 @@ class SearchCache(Protocol):
     def is_outage(self, exc: BaseException) -> bool:
         """Whether ``exc`` means the store behind the cache (the allocator's too) is unreachable or
         not answering, as opposed to an answer such as "day not loaded"."""
+        ...
+
+
+class SearchChangeFeed(Protocol):
+    """Tells every search process which train-days changed (a commit, cancellation, refund or change
+    made in any process), so that no count snapshot outlives the change anywhere: Redis pub/sub in
+    distributed mode; none when embedded (one process: its own ``train_days_changed`` is enough)."""
+
+    async def publish(self, days: Sequence[tuple[str, dt.date]]) -> None:
+        """Announce that these train-days changed, to every listening process but this one."""
+        ...
+
+    async def listen(
+        self,
+        changed: Callable[[list[tuple[str, dt.date]]], None],
+        lost: Callable[[], None],
+    ) -> None:
+        """Call ``changed`` with the train-days each announcement of another process names, until
+        cancelled; ``lost`` whenever announcements may have been missed (subscribed anew after the
+        connection dropped), so the caller forgets everything it cached."""
         ...
 
 

@@ -10,6 +10,11 @@ Read path, cheapest first:
    answer built from them expires with its oldest snapshot, so counts lag the allocator by at most
    ``hot_seconds`` (1 s) plus the orders in flight.
 
+A commit, cancellation, refund or change made in any process reaches every process's snapshots at
+once: ``train_days_changed`` drops this process's and announces the days on the change feed
+(``ports.SearchChangeFeed``; Redis pub/sub in distributed mode, see ``adapters/redis/search_feed.py``
+for why pub/sub and not a counter read per search), which every API process listens to.
+
 A hot hit costs no database query and no Redis round trip; the API keeps the encoded body beside
 the answer (``search_encoded``), so a hit is not re-serialised either. An answer rebuilt once its
 bound has passed that finds the same route legs and the same counts (nothing sold on those legs
@@ -52,7 +57,7 @@ from railbook.services.search.answers import HotAnswer, SearchAnswer, SeatMapAns
 from railbook.services.search.counts import DayKey, RemainingCounts
 from railbook.services.search.directory import Directory, StationDirectory
 from railbook.services.search.outage import SharedStoreGuard
-from railbook.services.search.ports import RouteStore, SearchCache, SeatStore
+from railbook.services.search.ports import RouteStore, SearchCache, SearchChangeFeed, SeatStore
 from railbook.services.search.query import SearchQuery
 from railbook.services.search.routes import Leg, RouteIndex
 from railbook.services.search.seat_map import SeatMaps
@@ -89,8 +94,11 @@ class SearchService:
     bloom_shape: BloomShape = field(default_factory=BloomShape)
     rng: random.Random = field(default_factory=random.Random)
     day_loads: dict[tuple[str, dt.date], asyncio.Task[bool]] = field(default_factory=dict)
+    # Changes made by other processes (None: this process is the only one that changes anything).
+    feed: SearchChangeFeed | None = None
 
     def __post_init__(self) -> None:
+        self._listener: asyncio.Task[None] | None = None
         self.breaker = CircuitBreaker(name="search", clock=self.clock)
         self.hot = HotCache(ttl=self.hot_seconds, max_entries=self.hot_entries, clock=self.clock)
         self.flights = SingleFlight()
@@ -166,8 +174,24 @@ class SearchService:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Stop the directory's background work."""
+        """Stop the directory's background work and the change feed's listener."""
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
         await self.stations.aclose()
+
+    def listen_for_changes(self) -> None:
+        """Start following the changes other processes announce (an API process, once at start-up)."""
+        if self.feed is not None and self._listener is None:
+            self._listener = asyncio.create_task(
+                self.feed.listen(self.counts.forget, self._forget_all), name="search-change-feed"
+            )
+
+    def _forget_all(self) -> None:
+        """Announcements may have been missed: no snapshot or hot answer taken before is trusted."""
+        self.counts.forget(list(self.counts.known_days()))
+        self.hot.clear()
 
     async def invalidate(self) -> Directory:
         """Reload the directory and rebuild the Bloom filter now (stations or days changed)."""
@@ -181,8 +205,19 @@ class SearchService:
 
     async def train_days_changed(self, days: Iterable[DayKey]) -> None:
         """What these train-days have left changed (a commit, a cancellation, a refund, a change):
-        their count snapshots go, and an answer built from one is not served again."""
+        their count snapshots go, and an answer built from one is not served again, in this process
+        and (through the change feed) in every other."""
+        days = list(days)
         self.counts.forget(days)
+        if self.feed is None or not days:
+            return
+        try:
+            await self.feed.publish(days)
+        except Exception as exc:
+            if not self.cache.is_outage(exc):
+                raise
+            # Redis is down: other processes' snapshots still expire within ``hot_seconds``.
+            self.stats["feed_publish_failed"] += 1
 
     async def station_names(self, prefix: str) -> list[StationName]:
         """Stations whose name, pinyin, initials or telegraph code starts with ``prefix``, best first,
