@@ -46,8 +46,6 @@ MESSAGES_ZH: dict[str, str] = {
     "NOT_PAYABLE": "该订单当前不能支付。",
     "PAY_DEADLINE_PASSED": "已超过支付期限。",
     "NOT_CANCELLABLE": "该订单当前不能取消。",
-    "BLOCK_NOT_FOUND": "没有这条黑名单记录。",
-    "WAITLIST_NOT_FOUND": "没有这条候补订单。",
     "NOT_REFUNDABLE": "该车票当前不能退票。",
     "NOT_CHANGEABLE": "该车票当前不能改签。",
     "CHANGE_IN_PROGRESS": "该车票正在改签中。",
