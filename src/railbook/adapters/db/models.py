@@ -267,7 +267,16 @@ class Ticket(Base):
 
 class Payment(Base):
     __tablename__ = "payment"
-    __table_args__ = (UniqueConstraint("provider", "provider_ref"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_ref"),
+        # A pay retried under its Idempotency-Key is found by the key, not by a scan of every payment.
+        Index(
+            "ix_payment_idempotency_key",
+            "idempotency_key",
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     order_id: Mapped[str] = mapped_column(ForeignKey("order.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(16))
