@@ -40,7 +40,18 @@ async def test_unknown_path_is_404_in_the_error_shape(client: httpx.AsyncClient)
 
 
 async def test_wrong_method_is_405_in_the_error_shape(client: httpx.AsyncClient) -> None:
-    assert_error_shape(await client.delete("/healthz"), 405, "METHOD_NOT_ALLOWED")
+    r = await client.delete("/healthz")
+    assert_error_shape(r, 405, "METHOD_NOT_ALLOWED")
+    assert r.headers["allow"] == "GET"
+
+
+async def test_405_allows_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    """A path served by several routes (one per method) names all of them in ``Allow``."""
+    r = await client.request("OPTIONS", "/api/v1/admin/blocklist")
+    assert_error_shape(r, 405, "METHOD_NOT_ALLOWED")
+    assert r.headers["allow"] == "GET, POST"
+    r = await client.put("/api/v1/passengers")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
 
 
 async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:

@@ -1,5 +1,6 @@
 """Property-based fuzzing of every operation in /openapi.json against a live server on the real stores
-(PostgreSQL + Redis): whatever the input, never a 5xx other than 503-with-Retry-After, never a hang."""
+(PostgreSQL + Redis): whatever the input, never a 5xx other than 503-with-Retry-After, never a hang,
+never a status code, content type, header or body the OpenAPI document does not declare."""
 
 from __future__ import annotations
 
@@ -47,8 +48,12 @@ def test_no_server_errors_for_any_generated_request(live_site: Site, tmp_path: P
             str(st),
             "run",
             f"{live_site.url}/openapi.json",
+            # Every check but positive data acceptance: a schema-valid request may still be refused
+            # with 422 by the rules (a station that must exist, an ID number's check digit).
             "--checks",
-            "not_a_server_error",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
             "--max-examples",
             "15",
             "--request-timeout",
@@ -64,4 +69,4 @@ def test_no_server_errors_for_any_generated_request(live_site: Site, tmp_path: P
     )
     output = result.stdout[-6000:] + result.stderr[-2000:]
     assert result.returncode == 0, output
-    assert "not_a_server_error" in output or "passed" in output.lower(), output
+    assert "passed" in output.lower(), output
