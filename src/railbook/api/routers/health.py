@@ -17,7 +17,9 @@ from railbook.metrics import exposition
 
 router = APIRouter(tags=["operations"])
 
-READY_PROBE_TIMEOUT_S = 2.0
+# A store that is down refuses at once; one that is up but busy (the embedded SQLite file while a
+# commit holds it) can take seconds to answer a probe, and is still ready.
+READY_PROBE_TIMEOUT_S = 5.0
 EMBEDDED = "embedded"
 
 
