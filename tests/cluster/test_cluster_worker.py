@@ -4,10 +4,8 @@ app runs in this module: only the workers under test consume the streams."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -17,8 +15,9 @@ from sqlalchemy import func, select
 from railbook.adapters.db.models import Order
 from railbook.adapters.redis.allocator import order_stream_key
 from railbook.adapters.redis.stream import GROUP
-from railbook.bootstrap import Container, make_redis
+from railbook.bootstrap import make_redis
 from railbook.config import Settings
+from tests.integration.sale_days import committer_running
 from tests.integration.test_order_worker import killed_worker_is_rescued
 from tests.support import (
     add_passenger,
@@ -45,19 +44,6 @@ async def test_worker_killed_mid_batch_on_a_cluster_loses_and_doubles_nothing(
 ) -> None:
     url = str(cluster_settings.redis_url)
     await killed_worker_is_rescued(quiet_client, url, pg_url, make_redis(url, cluster=True), cluster=True)
-
-
-@asynccontextmanager
-async def _committer(container: Container, name: str) -> AsyncIterator[None]:
-    from railbook.workers.order_worker import run_stream_committer
-
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_stream_committer(container, name, stop=stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_the_committer_reads_streams_on_every_node(
@@ -100,7 +86,7 @@ async def test_the_committer_reads_streams_on_every_node(
             pending = [int((await quiet.xpending(s, GROUP))["pending"]) for s in streams]
             return not any(pending)
 
-        async with container_for(cluster_settings) as worker, _committer(worker, "cluster-committer"):
+        async with container_for(cluster_settings) as worker, committer_running(worker, "cluster-committer"):
             await wait_until(committed, timeout=30, what="every order to be committed")
             await wait_until(acknowledged, timeout=15, what="every stream to be acknowledged")
     finally:

@@ -3,9 +3,12 @@ reconciliation tests: a fresh train, its day opened far ahead, and tickets the a
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy import insert, select
 
@@ -161,3 +164,17 @@ async def open_far_day(c: Container) -> tuple[str, DailyTrain]:
     spec = await new_train(c)
     await opening.open_sale_days(c, [FAR])
     return spec.code, await daily_train(c, spec.code, FAR)
+
+
+@asynccontextmanager
+async def committer_running(container: Container, name: str) -> AsyncIterator[None]:
+    """A stream committer on this event loop for the block, stopped and awaited when it ends."""
+    from railbook.workers.order_worker import run_stream_committer
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_stream_committer(container, name, stop=stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -24,6 +23,7 @@ from railbook.adapters.redis.allocator import order_stream_key
 from railbook.adapters.redis.stream import GROUP
 from railbook.bootstrap import Container
 from railbook.services.booking.commit import commit_batch, parse_message
+from tests.integration.sale_days import committer_running
 from tests.support import (
     JWT_SECRET,
     add_passenger,
@@ -219,20 +219,6 @@ async def killed_worker_is_rescued(
     assert sorted(tickets) == sorted(ids)  # one ticket each, none doubled
 
 
-@asynccontextmanager
-async def _committer(container: Container, name: str) -> AsyncIterator[None]:
-    """A stream committer on this event loop for the block, stopped and awaited when it ends."""
-    from railbook.workers.order_worker import run_stream_committer
-
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_stream_committer(container, name, stop=stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
-
-
 async def _count_committed(container: Container, ids: list[str]) -> int:
     async with container.sessionmaker() as session:
         n = await session.execute(select(func.count()).select_from(Order).where(Order.id.in_(ids)))
@@ -248,7 +234,7 @@ async def test_a_partial_read_waits_for_more_and_commits_them_together(
         update={"worker_linger_ms": 800, "worker_block_ms": 100}
     )
     r = aioredis.Redis.from_url(quiet_redis_url)
-    async with container_for(settings) as worker, _committer(worker, "lingerer"):
+    async with container_for(settings) as worker, committer_running(worker, "lingerer"):
         day = await make_train_day(quiet_client, await admin(quiet_client), rows=4)
         stream = _stream_of(day)
         riders = []
@@ -351,7 +337,7 @@ async def test_sale_tokens_bound_the_orders_waiting_for_commit(
         assert int(busy.headers["Retry-After"]) >= 1
         assert len(await _stream_entries(quiet_redis_url, day)) == 2  # nothing queued for the refusal
 
-        async with container_for(settings) as worker, _committer(worker, "token-giver"):
+        async with container_for(settings) as worker, committer_running(worker, "token-giver"):
 
             async def both_committed() -> bool:
                 return await _count_committed(worker, ids) == 2

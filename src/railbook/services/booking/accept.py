@@ -23,19 +23,18 @@ from dataclasses import dataclass
 import structlog
 
 from railbook.domain.errors import (
-    DomainError,
     DuplicateOrder,
     IdempotencyKeyReused,
     InvalidInput,
-    NotFound,
     PassengerNotFound,
     SoldOut,
     Unavailable,
 )
 from railbook.domain.pricing import passenger_fare_fen
 from railbook.domain.riders import Rider
-from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, SeatAssignment
+from railbook.domain.seating import AllocationRequest, PassengerSeatRequest
 from railbook.domain.timetable import boarding_date
+from railbook.services.booking.allocation import Admission, OutcomeUnknown, allocate
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.markers import (
     restore_day_markers,
@@ -343,7 +342,7 @@ async def _enqueue(
         i, j, tuple(PassengerSeatRequest(p.seat_class, p.seat_pref or None) for p in request.passengers)
     )
     message = {"order": encoded}
-    admission: _Admission | None = None
+    admission: Admission | None = None
     if idempotency_key:
         claim = await guard.admit_order(
             day.train_code,
@@ -375,12 +374,12 @@ async def _enqueue(
     else:
         # Without a key to answer for, the admission rides in the allocation's round trip where the
         # store allows (Redis): one round trip, not two, and the seats are taken only if it admitted.
-        admission = _Admission(member_id, ids, order_id, tokens, payload, encoded, checked)
+        admission = Admission(member_id, ids, order_id, tokens, payload, encoded, checked)
         await hold_trips(
             container, order_id=order_id, member_id=member_id, trip=trip, passenger_ids=ids, replaces=replaces
         )
     try:
-        await _allocate(container, day, alloc_request, order_id, message, admission)
+        await allocate(container, day, alloc_request, order_id, message, admission)
     except AdmissionRefused as refused:  # nothing of the order is left (the admission undid itself)
         await forget_trips(container, [(order_id, ids)])
         raise refused.reason from None
@@ -415,10 +414,6 @@ AMBIGUOUS_MARKER_SECONDS = 120
 _cleanups: set[asyncio.Task[None]] = set()
 
 
-class OutcomeUnknown(Exception):
-    """The allocator call failed without an answer: the script may or may not have run."""
-
-
 def _background(coro: Awaitable[None]) -> None:
     task = asyncio.ensure_future(coro)
     _cleanups.add(task)
@@ -435,75 +430,3 @@ async def _keep_for_the_committer(
         await guard.forget_pending([(order_id, member_id)])
     except Exception:  # the store is still away: the markers' own expiry bounds the harm
         log.warning("ambiguous_order_not_shortened", order_id=order_id)
-
-
-@dataclass(frozen=True, slots=True)
-class _Admission:
-    """What the intake admits an order without a key with (see ``OrderIntake.admit_and_allocate``)."""
-
-    member_id: int
-    passenger_ids: Sequence[int]
-    order_id: str
-    tokens: int
-    record: Mapping[str, object]
-    record_json: str
-    checked: bool
-
-
-async def _allocate(
-    container: OrderContext,
-    day: TrainDay,
-    request: AllocationRequest,
-    order_id: str,
-    message: Mapping[str, str],
-    admission: _Admission | None = None,
-) -> list[SeatAssignment]:
-    """One allocator call (with the admission, through the intake); a day the allocator lacks (restart,
-    cache loss) is loaded once, then retried (an admission that came with the first call admitted the
-    order by then: it is not sent again)."""
-    try:
-        return await _allocate_once(container, day, request, order_id, message, admission)
-    except SoldOut:
-        raise
-    except NotFound as exc:
-        if exc.code not in ("NOT_FOUND", "DAY_NOT_LOADED", "TRAIN_DAY_NOT_LOADED"):
-            raise
-        from railbook.services.sales.loading import ensure_day_loaded
-
-        await ensure_day_loaded(container, day.train_code, day.date)
-        return await _allocate_once(container, day, request, order_id, message)
-
-
-async def _allocate_once(
-    container: OrderContext,
-    day: TrainDay,
-    request: AllocationRequest,
-    order_id: str,
-    message: Mapping[str, str],
-    admission: _Admission | None = None,
-) -> list[SeatAssignment]:
-    """The allocator's answer, or OutcomeUnknown when the call failed without one (timeout, lost
-    connection): a domain error or a refused admission is an answer, anything else may hide a
-    script that ran."""
-    try:
-        if admission is None:
-            return await container.allocator.allocate(
-                day.train_code, day.date, request, order_id=order_id, message=message
-            )
-        return await container.intake.admit_and_allocate(
-            day.train_code,
-            day.date,
-            request,
-            member_id=admission.member_id,
-            passenger_ids=admission.passenger_ids,
-            order_id=order_id,
-            tokens=admission.tokens,
-            record=admission.record,
-            record_json=admission.record_json,
-            checked=admission.checked,
-            message=message,
-        )
-    except (DomainError, AdmissionRefused):
-        raise
-    except Exception as exc:
-        raise OutcomeUnknown(str(exc)) from exc
