@@ -196,6 +196,35 @@ async def test_simultaneous_orders_for_one_passenger(client: httpx.AsyncClient) 
     assert any(_code(r) == "TRIP_CONFLICT" for r in across)
 
 
+async def test_a_commit_landing_while_a_clash_is_judged_keeps_the_trip(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clash is judged by two reads of the system of record (the order, its tickets). Whichever is
+    first sees the record as it was just before the clashing order committed, the other after: the
+    trip is live either way and the second order is refused, never accepted as if the first were stale."""
+    adm = await admin(client)
+    first, second = await make_train_day(client, adm), await make_train_day(client, adm)
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    await _held(client, m["headers"], order_body(first, [p]))
+    orders = client.app.state.container.orders  # type: ignore[attr-defined]
+    real = {"states": orders.states, "held_trips": orders.held_trips}
+    empty: dict[str, Any] = {"states": {}, "held_trips": []}
+
+    def before_the_commit(name: str) -> Any:
+        async def read(*args: Any) -> Any:
+            for other, method in real.items():  # only the first read is early
+                monkeypatch.setattr(orders, other, method)
+            return empty[name]
+
+        return read
+
+    for name in real:
+        monkeypatch.setattr(orders, name, before_the_commit(name))
+    r = await _order(client, m["headers"], order_body(second, [p]))
+    assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
+
+
 async def _wipe_trips(client: httpx.AsyncClient, redis_url: str, passenger_id: int) -> None:
     container = client.app.state.container  # type: ignore[attr-defined]
     if isinstance(container.trips, MemoryTrips):

@@ -73,21 +73,27 @@ async def hold_trips(
 async def _judge(
     container: OrderContext, clash: TripClash, member_id: int, trip: Trip, now: int
 ) -> DomainError | None:
-    """The refusal a clash makes, or None when the trip it names is stale (then dropped)."""
-    since = dt.datetime.fromtimestamp(now, dt.UTC).date() - dt.timedelta(days=RESTORE_DAYS_BACK)
-    recorded = await container.orders.held_trips([clash.passenger_id], since)
-    status = next((s for _, o, _, _, s in recorded if o == clash.order_id), None)
-    if status is None:
-        known = clash.order_id in await container.orders.states([clash.order_id])
-        in_flight = not known and (
+    """The refusal a clash makes, or None when the trip it names is stale (then dropped).
+
+    The order's state is read before its tickets: an order and its tickets are committed together, so
+    an order the first read does not know is still in flight when the second read would already see it
+    (read the other way round, a commit landing between the reads made a live trip look stale)."""
+    known = clash.order_id in await container.orders.states([clash.order_id])
+    if known:
+        since = dt.datetime.fromtimestamp(now, dt.UTC).date() - dt.timedelta(days=RESTORE_DAYS_BACK)
+        recorded = await container.orders.held_trips([clash.passenger_id], since)
+        status = next((s for _, o, _, _, s in recorded if o == clash.order_id), None)
+        stale = status is None  # the order ended or its ticket was refunded or changed
+    else:
+        status = "PENDING"
+        stale = not (
             now - clash.claimed_at < RECENT_CLAIM_SECONDS
             or await container.guard.pending(clash.order_id) is not None
         )
-        if not in_flight:
-            log.info("stale_trip_dropped", order_id=clash.order_id, passenger_id=clash.passenger_id)
-            await container.trips.drop([(clash.order_id, [clash.passenger_id])])
-            return None
-        status = "PENDING"
+    if stale:
+        log.info("stale_trip_dropped", order_id=clash.order_id, passenger_id=clash.passenger_id)
+        await container.trips.drop([(clash.order_id, [clash.passenger_id])])
+        return None
     if (
         clash.member_id == member_id
         and clash.train_day == trip.train_day
