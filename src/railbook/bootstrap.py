@@ -268,7 +268,7 @@ async def build_container(settings: Settings) -> Container:
         password_hasher=PasswordHasher(settings),
         payment_provider=MockProvider(secret),
         outbox=OutboxStore(sessionmaker, postgres=postgres),
-        payments=SqlPaymentStore(sessionmaker),
+        payments=SqlPaymentStore(engine),
         cancellations=SqlCancellationStore(sessionmaker),
         refunds=SqlRefundStore(sessionmaker),
         ticket_changes=SqlChangeStore(sessionmaker),

@@ -65,6 +65,31 @@ async def test_every_change_is_seen_by_every_read_at_once(client: httpx.AsyncCli
     assert {t["ticket_id"]: t["status"] for t in tickets}[refunded] == "REFUNDED"
 
 
+async def test_a_payment_answers_the_order_as_it_reads_back(client: httpx.AsyncClient) -> None:
+    """The payer's answer is the order as any read shows it afterwards: built from the cached view
+    when there is one, read back when there is none, and for a repeat of the payment."""
+    train = await make_train(client, days=(4, 5), rows=2)
+    member = await member_with(client, 2)
+    container = container_of(client)
+    for offset, cached in ((4, True), (5, False)):
+        order = await held_order(client, member, journey(train, offset, member["passengers"]))
+        oid = order["order_id"]
+        if cached:  # polled until SUCCESS: the poll filled the cache
+            assert (await container.order_views.order(oid))[0] is not None
+        else:
+            await container.order_views.forget([oid], [member["member_id"]])
+        paid = await client.post(
+            f"/api/v1/orders/{oid}/pay", json={"method": "mock"}, headers=member["headers"]
+        )
+        assert paid.status_code == 200, paid.text
+        again = await client.post(
+            f"/api/v1/orders/{oid}/pay", json={"method": "mock"}, headers=member["headers"]
+        )
+        one = await _get(client, member, f"/api/v1/orders/{oid}")
+        assert paid.json() == again.json() == one, (cached, paid.json(), one)
+        assert one["payment_status"] == "PAID" and {t["status"] for t in one["tickets"]} == {"PAID"}
+
+
 async def test_cancel_and_expiry_are_seen_at_once(client: httpx.AsyncClient) -> None:
     train = await make_train(client, days=(4,))
     member = await member_with(client, 2)

@@ -37,6 +37,14 @@ class TicketStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class ChangeStatus(StrEnum):
+    """A ticket change: its new order placed (``PENDING``), settled (``DONE``) or given up."""
+
+    PENDING = "PENDING"
+    DONE = "DONE"
+    ABANDONED = "ABANDONED"
+
+
 # Tickets in these states hold their seat segments (the exclusion constraint covers exactly these).
 ACTIVE_TICKET_STATUSES: frozenset[TicketStatus] = frozenset({TicketStatus.UNPAID, TicketStatus.PAID})
 

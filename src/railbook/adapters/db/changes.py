@@ -13,11 +13,11 @@ from railbook.adapters.db.models import Order, Ticket, TicketChange
 from railbook.adapters.db.order_batch import insert_for
 from railbook.adapters.db.payments import SessionTx, order_record
 from railbook.adapters.db.refunds import member_ticket, stop_time
-from railbook.domain.order_state import TicketStatus
+from railbook.domain.order_state import ChangeStatus, TicketStatus
 from railbook.services.after_sale.ports import ChangeRecord, OrderRecord, StopTime, TicketRecord
 
-PENDING = "PENDING"
-DONE = "DONE"
+PENDING = ChangeStatus.PENDING.value
+DONE = ChangeStatus.DONE.value
 HELD = [TicketStatus.UNPAID.value, TicketStatus.PAID.value]
 
 

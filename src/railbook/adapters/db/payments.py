@@ -8,19 +8,22 @@ engine's ``BEGIN IMMEDIATE`` already serialises writers.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, Select, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from railbook.adapters.db.models import Order, Outbox, Payment, Ticket
-from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
+from railbook.adapters.db.models import Order, Outbox, Payment, Ticket, TicketChange
+from railbook.domain.order_state import ChangeStatus, OrderStatus, PaymentStatus, TicketStatus
 from railbook.services.after_sale.ports import (
     SUCCEEDED,
     Charge,
     OrderRecord,
+    PayableOrder,
     PaymentAlreadyRecorded,
     TicketRecord,
 )
@@ -165,74 +168,191 @@ class SessionTx(OutboxTx):
         )
 
 
-class PaymentTx(SessionTx):
-    """The statements of one payment transaction."""
+_order = Order.__table__.c
+_ticket = Ticket.__table__.c
+_payment = Payment.__table__.c
+_change = TicketChange.__table__.c
+_ORDER_FIELDS = (
+    _order.id,
+    _order.member_id,
+    _order.train_code,
+    _order.service_date,
+    _order.from_index,
+    _order.to_index,
+    _order.from_station,
+    _order.to_station,
+    _order.status,
+    _order.payment_status,
+    _order.total_fen,
+    _order.pay_deadline,
+    _order.released_at,
+)
+# The pending change that placed an order (a change's new order owes only the difference).
+_PENDING_CHANGE = (
+    select(_change.id)
+    .where(_change.new_order_id == _order.id, _change.status == ChangeStatus.PENDING.value)
+    .scalar_subquery()
+    .label("change_id")
+)
+
+
+def _paid_with_key(member_id: int, idempotency_key: str) -> Select[tuple[str]]:
+    return (
+        select(_payment.order_id)
+        .join(Order.__table__, _order.id == _payment.order_id)
+        .where(
+            _order.member_id == member_id,
+            _payment.idempotency_key == idempotency_key,
+            _payment.kind == "pay",
+        )
+        .limit(1)
+    )
+
+
+class PaymentTx:
+    """The statements of one payment transaction: Core statements on one connection, no ORM object
+    (a payment is one of the commonest writes of a sale). The order row read by ``lock_order`` or
+    ``lock_to_pay`` stays locked until the commit."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._locked: dict[str, OrderRecord] = {}
 
     async def order_paid_with_key(self, member_id: int, idempotency_key: str) -> str | None:
         """The order this member paid under this Idempotency-Key, if any."""
-        return (
-            (
-                await self.session.execute(
-                    select(Payment.order_id)
-                    .join(Order, Order.id == Payment.order_id)
-                    .where(
-                        Order.member_id == member_id,
-                        Payment.idempotency_key == idempotency_key,
-                        Payment.kind == "pay",
-                    )
-                )
-            )
-            .scalars()
-            .first()
-        )
+        found: str | None = await self.conn.scalar(_paid_with_key(member_id, idempotency_key))
+        return found
 
     async def order_of_provider_ref(self, provider: str, provider_ref: str) -> str | None:
         """The order a provider reference was applied to, if it was."""
-        return (
-            await self.session.execute(
-                select(Payment.order_id).where(
-                    Payment.provider == provider, Payment.provider_ref == provider_ref
-                )
+        found: str | None = await self.conn.scalar(
+            select(_payment.order_id).where(
+                _payment.provider == provider, _payment.provider_ref == provider_ref
             )
-        ).scalar_one_or_none()
+        )
+        return found
+
+    async def _lock(self, order_id: str, member_id: int | None, *extra: Any) -> Row[Any] | None:
+        stmt = select(*_ORDER_FIELDS, *extra).where(_order.id == order_id).with_for_update(of=Order.__table__)
+        if member_id is not None:
+            stmt = stmt.where(_order.member_id == member_id)
+        row = (await self.conn.execute(stmt)).first()
+        if row is not None:
+            self._locked[order_id] = OrderRecord(*row[: len(_ORDER_FIELDS)])
+        return row
 
     async def lock_order(self, order_id: str, member_id: int | None = None) -> OrderRecord | None:
         """The order, locked until the commit; None when it is not this member's."""
-        order = await self.lock_order_row(order_id, member_id)
-        return None if order is None else order_record(order)
+        return None if await self._lock(order_id, member_id) is None else self._locked[order_id]
+
+    async def lock_to_pay(
+        self, order_id: str, member_id: int, idempotency_key: str | None
+    ) -> PayableOrder | None:
+        """The member's order locked, with the pending change that placed it and the order already
+        paid under ``idempotency_key``, in one statement; None when it is not this member's."""
+        extra = [_PENDING_CHANGE]
+        if idempotency_key:
+            extra.append(_paid_with_key(member_id, idempotency_key).scalar_subquery().label("key_order"))
+        row = await self._lock(order_id, member_id, *extra)
+        if row is None:
+            return None
+        return PayableOrder(
+            self._locked[order_id],
+            change_id=row.change_id,
+            paid_with_key=row.key_order if idempotency_key else None,
+        )
 
     async def mark_paid(
         self, order_id: str, charge: Charge, *, idempotency_key: str | None, now: dt.datetime
-    ) -> None:
-        """Record the payment of a locked order: payment row, order and tickets paid, ``order.paid``."""
-        order = self.orders[order_id]
-        self.add_payment(order.id, charge, kind="pay", now=now, idempotency_key=idempotency_key)
-        await self.mark_tickets_paid(order, now)
-        self.add_event(
-            "order.paid",
-            order.id,
-            {
-                "order_id": order.id,
-                "member_id": order.member_id,
-                "amount_fen": charge.amount_fen,
-                "provider_ref": charge.provider_ref,
-            },
-            now=now,
+    ) -> list[int]:
+        """Record the payment of a locked order: payment row, order and tickets paid, ``order.paid``;
+        returns the passengers of the tickets paid."""
+        order = self._locked[order_id]
+        event = {
+            "order_id": order_id,
+            "member_id": order.member_id,
+            "amount_fen": charge.amount_fen,
+            "provider_ref": charge.provider_ref,
+        }
+        payment = {
+            "order_id": order_id,
+            "provider": charge.provider,
+            "provider_ref": charge.provider_ref,
+            "kind": "pay",
+            "amount_fen": charge.amount_fen,
+            "status": SUCCEEDED,
+            "idempotency_key": idempotency_key,
+            "created_at": now,
+        }
+        conn = self.conn
+        if conn.dialect.name == "postgresql":
+            paid = await conn.execute(
+                _PG_MARK_PAID,
+                {
+                    **payment,
+                    "paid": PaymentStatus.PAID.value,
+                    "ticket_paid": TicketStatus.PAID.value,
+                    "unpaid": TicketStatus.UNPAID.value,
+                    "payload": json.dumps(event),
+                },
+            )
+            return [int(p) for p in paid.scalars()]
+        await conn.execute(
+            update(Order)
+            .where(_order.id == order_id)
+            .values(payment_status=PaymentStatus.PAID.value, updated_at=now)
         )
+        paid = await conn.execute(
+            update(Ticket)
+            .where(_ticket.order_id == order_id, _ticket.status == TicketStatus.UNPAID.value)
+            .values(status=TicketStatus.PAID.value, updated_at=now)
+            .returning(_ticket.passenger_id)
+        )
+        passengers = [int(p) for p in paid.scalars()]
+        await conn.execute(insert(Payment).values(**payment))
+        await conn.execute(
+            insert(Outbox).values(topic=PAID_TOPIC, key=order_id, payload=event, created_at=now)
+        )
+        return passengers
+
+
+PAID_TOPIC = "order.paid"
+# PostgreSQL: the four writes of a payment in one statement (one round trip, one plan prepared per
+# connection); the data-modifying CTEs all run, whether or not the outer query reads them.
+_PG_MARK_PAID = text(
+    f"""
+    WITH paid_order AS (
+        UPDATE "order" SET payment_status = :paid, updated_at = :created_at WHERE id = :order_id
+    ), paid_tickets AS (
+        UPDATE ticket SET status = :ticket_paid, updated_at = :created_at
+        WHERE order_id = :order_id AND status = :unpaid
+        RETURNING passenger_id
+    ), payment_row AS (
+        INSERT INTO payment (order_id, provider, provider_ref, kind, amount_fen, status,
+            idempotency_key, created_at)
+        VALUES (:order_id, :provider, :provider_ref, :kind, :amount_fen, :status, :idempotency_key,
+            :created_at)
+    ), event_row AS (
+        INSERT INTO outbox (topic, key, payload, created_at)
+        VALUES ('{PAID_TOPIC}', :order_id, CAST(:payload AS json), :created_at)
+    )
+    SELECT passenger_id FROM paid_tickets
+    """
+)
 
 
 class SqlPaymentStore:
     """Payments in the system of record."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PaymentTx]:
         """One payment transaction; losing the unique (provider, provider_ref) raises
         ``PaymentAlreadyRecorded``."""
         try:
-            async with self._sessionmaker() as session, session.begin():
-                yield PaymentTx(session)
+            async with self._engine.begin() as conn:
+                yield PaymentTx(conn)
         except IntegrityError as exc:
             raise PaymentAlreadyRecorded(str(exc)[:200]) from exc

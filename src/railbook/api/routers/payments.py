@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request, status
+from fastapi import APIRouter, Header, Path, Request, Response, status
 
 from railbook.api.deps import ContainerDep, MemberDep
-from railbook.api.routers.orders import order_out
+from railbook.api.routers.orders import json_response, order_json, order_out
 from railbook.api.schemas_orders import OrderOut
 from railbook.api.schemas_payments import (
     ChangeAcceptedOut,
@@ -43,17 +43,22 @@ async def pay(
     principal: MemberDep,
     container: ContainerDep,
     idempotency_key: IdempotencyKey = None,
-) -> OrderOut:
+) -> Response:
     """Pay before the deadline: 409 PAY_DEADLINE_PASSED / NOT_PAYABLE; paying again answers as paid."""
     order_id = order_id.strip().lower()
-    await payment.pay_order(
+    member_id = principal.member_id
+    before = await order_query.cached_order(container, member_id=member_id, order_id=order_id)
+    paid_now = await payment.pay_order(
         container,
-        member_id=principal.member_id,
+        member_id=member_id,
         order_id=order_id,
         method=body.method,
         idempotency_key=idempotency_key,
     )
-    return order_out(await order_query.get_order(container, member_id=principal.member_id, order_id=order_id))
+    view = await order_query.order_after_payment(
+        container, member_id=member_id, order_id=order_id, before=before, paid_now=paid_now
+    )
+    return json_response(order_json(view))
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut, response_model_by_alias=True)

@@ -38,7 +38,7 @@ from railbook.domain.errors import (
     OrderNotFound,
 )
 from railbook.domain.fees import RefundAfterDeparture, RefundQuote, refund_quote
-from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
+from railbook.domain.order_state import ChangeStatus, OrderStatus, PaymentStatus, TicketStatus
 from railbook.kit.clock import as_utc, utcnow
 from railbook.services.after_sale.cancel import cancel_rows, return_seats_of_orders
 from railbook.services.after_sale.payment import check_payable, payment_provider, require_order
@@ -63,8 +63,8 @@ log = structlog.get_logger(__name__)
 # A change whose new order never reached the database (the accept was lost) is given up after this.
 CHANGE_ORPHAN_AFTER = dt.timedelta(minutes=30)
 CHANGE_PROVIDER = "change"
-ABANDONED = "ABANDONED"
-DONE = "DONE"
+ABANDONED = ChangeStatus.ABANDONED.value
+DONE = ChangeStatus.DONE.value
 
 
 async def change_ticket(

@@ -9,6 +9,7 @@ is applied at most once per ``provider_ref`` (the table's unique key is the last
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from railbook.services.after_sale.ports import (
     PaymentAlreadyRecorded,
     PaymentProvider,
 )
-from railbook.services.booking.markers import forget_order_markers
+from railbook.services.booking.markers import forget_markers, forget_order_markers
 from railbook.services.booking.view_cache import forget_order_views
 
 log = structlog.get_logger(__name__)
@@ -94,14 +95,39 @@ async def pay_order(
     method: str = MOCK,
     idempotency_key: str | None = None,
     now: dt.datetime | None = None,
-) -> str:
-    """Pay an order before its deadline; returns the order id. The order row stays locked from the
-    check to the commit, so expiry (which skips locked rows) and a concurrent payment cannot interleave."""
+) -> bool:
+    """Pay an order before its deadline; True when this call moved it from unpaid to paid (False: it
+    was paid before, or it came from a change and this call settled the change). The order row stays
+    locked from the check to the commit, so expiry (which skips locked rows) and a concurrent payment
+    cannot interleave.
+
+    Cost: one transaction of two statements on PostgreSQL (the lock reads the order, the pending
+    change that placed it and the order paid under the key at once; the four writes are one), then
+    one round trip to the cache store."""
     provider = payment_provider(container, method)
     now = now or utcnow()
-    change_id = await container.ticket_changes.pending_change_of_order(order_id, member_id)
+    async with container.payments.transaction() as tx:
+        found = await tx.lock_to_pay(order_id, member_id, idempotency_key)
+        if found is None and idempotency_key:
+            # Not this member's order: a key of theirs that paid another order says so first.
+            if await tx.order_paid_with_key(member_id, idempotency_key) is not None:
+                raise IdempotencyKeyReused("This Idempotency-Key was used to pay another order.")
+        if found is not None and found.paid_with_key is not None:
+            if found.paid_with_key != order_id:
+                raise IdempotencyKeyReused("This Idempotency-Key was used to pay another order.")
+            return False
+        order = require_order(found.order if found is not None else None, order_id)
+        change_id = found.change_id if found is not None else None
+        if change_id is None:
+            if check_payable(order, now):
+                return False
+            charge = await provider.charge(
+                order_id=order.id, amount_fen=order.total_fen, idempotency_key=idempotency_key
+            )
+            passengers = await tx.mark_paid(order.id, charge, idempotency_key=idempotency_key, now=now)
     if change_id is not None:
-        # A change's new order: it owes the difference, and paying it settles the change.
+        # A change's new order: it owes the difference, and paying it settles the change (in a
+        # transaction of its own, which locks the change before the order).
         from railbook.services.after_sale.change import pay_change
 
         await pay_change(
@@ -113,26 +139,15 @@ async def pay_order(
             now=now,
         )
         log.info("change_paid", order_id=order_id)
-        return order_id
-    async with container.payments.transaction() as tx:
-        if idempotency_key:
-            seen = await tx.order_paid_with_key(member_id, idempotency_key)
-            if seen is not None:
-                if seen != order_id:
-                    raise IdempotencyKeyReused("This Idempotency-Key was used to pay another order.")
-                return order_id
-        order = require_order(await tx.lock_order(order_id, member_id), order_id)
-        if check_payable(order, now):
-            return order_id
-        charge = await provider.charge(
-            order_id=order.id, amount_fen=order.total_fen, idempotency_key=idempotency_key
-        )
-        await tx.mark_paid(order.id, charge, idempotency_key=idempotency_key, now=now)
-    await forget_order_views(container, [(order_id, member_id)])
+        return False
     log.info("order_paid", order_id=order_id, amount_fen=charge.amount_fen)
     # Paid: no longer "pending or unpaid", so the passenger may be booked on this train-day again.
-    await forget_order_markers(container, [order_id])
-    return order_id
+    # Both in one round trip (the cache store's client pipelines concurrent calls).
+    held = [(order.train_code, order.service_date, order.id, order.member_id, passengers)]
+    await asyncio.gather(
+        forget_order_views(container, [(order_id, member_id)]), forget_markers(container, held)
+    )
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,7 +161,17 @@ class OrderCanceller(EventWriter, Protocol):
 # Payments.
 
 
-class PaymentTx(EventWriter, Protocol):
+@dataclass(frozen=True, slots=True)
+class PayableOrder:
+    """An order locked to be paid, with what decides how: the pending change that placed it (it
+    owes the difference) and the order already paid under the request's Idempotency-Key."""
+
+    order: OrderRecord
+    change_id: int | None
+    paid_with_key: str | None
+
+
+class PaymentTx(Protocol):
     """The statements of one payment transaction."""
 
     async def order_paid_with_key(self, member_id: int, idempotency_key: str) -> str | None: ...
@@ -170,9 +180,13 @@ class PaymentTx(EventWriter, Protocol):
 
     async def lock_order(self, order_id: str, member_id: int | None = None) -> OrderRecord | None: ...
 
+    async def lock_to_pay(
+        self, order_id: str, member_id: int, idempotency_key: str | None
+    ) -> PayableOrder | None: ...
+
     async def mark_paid(
         self, order_id: str, charge: Charge, *, idempotency_key: str | None, now: dt.datetime
-    ) -> None: ...
+    ) -> list[int]: ...
 
 
 class PaymentStore(Protocol):

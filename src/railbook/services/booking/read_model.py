@@ -19,10 +19,11 @@ import base64
 import datetime as dt
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from railbook.domain.errors import BadCursor, OrderNotFound
-from railbook.domain.order_state import OrderStatus
+from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
 from railbook.kit.clock import as_utc
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.order_ids import order_id_time, verify_order_id
@@ -36,7 +37,15 @@ from railbook.services.booking.view_cache import (
     encode_tickets,
 )
 
-__all__ = ["OrderView", "TicketView", "get_order", "list_orders", "list_tickets"]
+__all__ = [
+    "OrderView",
+    "TicketView",
+    "cached_order",
+    "get_order",
+    "list_orders",
+    "list_tickets",
+    "order_after_payment",
+]
 
 LOST_AFTER_SECONDS = 10.0
 PENDING_TRUSTED_SECONDS = 30.0
@@ -123,6 +132,38 @@ async def get_order(container: OrderContext, *, member_id: int, order_id: str) -
             "no seat is held and nothing was charged. Please order again.",
         },
     )
+
+
+async def cached_order(container: OrderContext, *, member_id: int, order_id: str) -> OrderView | None:
+    """The member's order as the view cache holds it, or None: one cache read, never the database."""
+    cached, _ = await container.order_views.order(order_id.strip().lower())
+    if cached is None:
+        return None
+    owner, view = decode_order(cached)
+    return view if owner == member_id else None
+
+
+async def order_after_payment(
+    container: OrderContext, *, member_id: int, order_id: str, before: OrderView | None, paid_now: bool
+) -> OrderView:
+    """The order as a payment left it, to answer the payer. When this very payment moved the order
+    from held and unpaid to paid, and ``before`` (the cached view read before the payment) showed it
+    held and unpaid, the answer is ``before`` with the payment applied: while the order is held and
+    unpaid nothing but a payment, a cancel or an expiry changes it, and the payment found it so under
+    its row lock. Otherwise (a repeat, a change's difference, nothing cached) the order is read back."""
+    if (
+        paid_now
+        and before is not None
+        and before.status == OrderStatus.SUCCESS.value
+        and before.payment_status == PaymentStatus.UNPAID.value
+    ):
+        unpaid, paid = TicketStatus.UNPAID.value, TicketStatus.PAID.value
+        return replace(
+            before,
+            payment_status=PaymentStatus.PAID.value,
+            tickets=tuple(replace(t, status=paid) if t.status == unpaid else t for t in before.tickets),
+        )
+    return await get_order(container, member_id=member_id, order_id=order_id)
 
 
 def _encode_cursor(created_at: dt.datetime, order_id: str) -> str:
