@@ -18,6 +18,7 @@ from railbook.domain.errors import Conflict, InvalidInput
 from railbook.domain.pricing import fare_fen
 from railbook.domain.seating import CarriageSpec, journey_mask
 from railbook.domain.timetable import StopSpec, TrainSpec
+from railbook.kit.clock import beijing_today
 from railbook.services.catalog import trains
 from railbook.services.sales import inventory, loading, opening, window
 from railbook.workers.scheduler import LeaderLock, scheduler_tick
@@ -138,7 +139,7 @@ async def test_delete_and_replace_respect_open_days(container: Container) -> Non
     spec = await new_train(container)
     await opening.open_sale_days(container, [FAR])
     with pytest.raises(Conflict) as info:
-        await trains.delete_train(container, spec.code, today=dt.date.today())
+        await trains.delete_train(container, spec.code, today=beijing_today())
     assert info.value.code == "TRAIN_ON_SALE"
     # Replacing is allowed; the open day keeps its frozen copy.
     shorter = TrainSpec(
