@@ -183,6 +183,11 @@ async def test_scheduler_tick_opens_the_window_and_leader_lock(container: Contai
     for day in window.sale_window(container.settings):
         assert await container.allocator.is_loaded(spec.code, day)
     assert (await scheduler_tick(container))["opened"] == 0
+    # The round of the next Beijing day opens (and loads) the window's new last day.
+    tomorrow = beijing_today() + dt.timedelta(days=1)
+    assert (await scheduler_tick(container, today=tomorrow))["opened"] >= 1
+    new_last = window.sale_window(container.settings, tomorrow)[-1]
+    assert await container.allocator.is_loaded(spec.code, new_last)
     if container.redis is not None:
         key = f"railbook:test-leader:{uuid.uuid4().hex}"
         one, two = LeaderLock(container.redis, key=key), LeaderLock(container.redis, key=key)

@@ -12,6 +12,7 @@ from railbook.domain.errors import DateNotOnSale
 from railbook.domain.fees import BEIJING
 from railbook.kit.clock import beijing_date, beijing_today, next_beijing_midnight
 from railbook.services.sales.window import check_on_sale, sale_window
+from railbook.workers.scheduler import pause_before_next_round
 
 UTC_DAY = dt.date(2030, 5, 1)
 BEFORE = dt.datetime(2030, 5, 1, 15, 59, 59, tzinfo=dt.UTC)  # 23:59:59 in Beijing, 1 May
@@ -67,3 +68,9 @@ def test_after_16_utc_the_utc_date_is_no_longer_on_sale_and_a_new_last_day_is() 
     check_on_sale(SETTINGS, [UTC_DAY], today=before)
     with pytest.raises(DateNotOnSale):
         check_on_sale(SETTINGS, [today + dt.timedelta(days=SETTINGS.sale_days_ahead - 1)], today=before)
+
+
+def test_the_scheduler_wakes_as_the_beijing_day_changes() -> None:
+    assert pause_before_next_round(10.0, BEFORE) == pytest.approx(1.0)
+    assert pause_before_next_round(10.0, AFTER) == 10.0
+    assert pause_before_next_round(30.0, AFTER - dt.timedelta(seconds=12.5)) == pytest.approx(12.5)
