@@ -22,6 +22,7 @@ from railbook.api.app import create_app
 from railbook.bootstrap import Container, build_container
 from railbook.config import Settings
 from railbook.domain.identity import compose_id_card
+from railbook.kit.clock import beijing_today
 from tests.naming import station_code, train_code
 
 ADMIN_MOBILE = "13800000000"
@@ -168,7 +169,7 @@ async def make_train_day(
     }
     r = await client.post("/api/v1/admin/trains", json=spec, headers=admin)
     assert r.status_code == 201, r.text
-    date = (dt.date.today() + dt.timedelta(days=days_ahead)).isoformat()
+    date = (beijing_today() + dt.timedelta(days=days_ahead)).isoformat()
     r = await client.post("/api/v1/admin/sales/open", json={"date": date}, headers=admin)
     assert r.status_code == 200, r.text
     return {"train_code": code, "date": date, "stations": stations}

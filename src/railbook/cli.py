@@ -282,13 +282,14 @@ def timetable_generate(
 @sales_app.command("open")
 def sales_open(
     date: str = typer.Option(None, help="One day, YYYY-MM-DD."),
-    days: int = typer.Option(None, help="The next N days from today."),
+    days: int = typer.Option(None, help="The next N days from today (in Beijing)."),
 ) -> None:
     """Open sale days inside the sale window (the API's rule): copy the timetable into the per-day
     tables and load the allocator."""
     from railbook.domain.errors import DomainError
+    from railbook.kit.clock import beijing_today
     from railbook.services.sales.opening import open_sale_days
-    from railbook.services.sales.window import check_on_sale, today
+    from railbook.services.sales.window import check_on_sale
 
     if (date is None) == (days is None):
         raise typer.BadParameter("give exactly one of --date or --days")
@@ -298,7 +299,7 @@ def sales_open(
         except ValueError:
             _refuse(f"--date {date!r} is not a date (YYYY-MM-DD)")
     else:
-        first = today()
+        first = beijing_today()
         dates = [first + dt.timedelta(days=i) for i in range(days)]
     settings = Settings()
     try:

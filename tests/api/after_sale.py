@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from railbook.domain.identity import compose_id_card
+from railbook.kit.clock import beijing_today
 from tests.naming import station_code, train_code
 from tests.support import admin, register, unique, wait_final
 
@@ -17,7 +18,7 @@ _ids = itertools.count(1)
 
 
 def sale_day(offset: int) -> str:
-    return (dt.date.today() + dt.timedelta(days=offset)).isoformat()
+    return (beijing_today() + dt.timedelta(days=offset)).isoformat()
 
 
 async def make_train(

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from railbook.kit.clock import beijing_today
 from tests.naming import station_code, train_code
 from tests.support import register, unique
 
@@ -207,7 +208,7 @@ async def test_malformed_and_huge_bodies(client: httpx.AsyncClient, admin_header
 async def test_sales_open_and_inventory(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
     body = await _train_body(client, admin_headers)
     assert (await client.post("/api/v1/admin/trains", headers=admin_headers, json=body)).status_code == 201
-    day = (dt.date.today() + dt.timedelta(days=3)).isoformat()
+    day = (beijing_today() + dt.timedelta(days=3)).isoformat()
     first = await client.post("/api/v1/admin/sales/open", headers=admin_headers, json={"date": day})
     assert first.status_code == 200, first.text
     mine = {"date": day, "train_code": body["code"]}
@@ -245,9 +246,9 @@ async def test_sales_open_and_inventory(client: httpx.AsyncClient, admin_headers
 async def test_sales_open_outside_the_window(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
-    far = (dt.date.today() + dt.timedelta(days=100)).isoformat()
-    past = (dt.date.today() - dt.timedelta(days=1)).isoformat()
-    today = dt.date.today().isoformat()
+    far = (beijing_today() + dt.timedelta(days=100)).isoformat()
+    past = (beijing_today() - dt.timedelta(days=1)).isoformat()
+    today = beijing_today().isoformat()
     for payload in ({"date": far}, {"date": past}, {"from": today, "to": far}):
         r = await client.post("/api/v1/admin/sales/open", headers=admin_headers, json=payload)
         assert r.status_code == 422, payload

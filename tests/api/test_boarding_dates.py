@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from railbook.kit.clock import beijing_today
 from tests.api.test_search_rules import _open, _stations, _stop, _train
 from tests.support import add_passenger, admin, register, wait_final, wait_until
 
@@ -33,7 +34,7 @@ async def _overnight(client: httpx.AsyncClient, rows: int = 2) -> dict[str, Any]
         ],
         rows=rows,
     )
-    service = dt.date.today() + dt.timedelta(days=2)
+    service = beijing_today() + dt.timedelta(days=2)
     await _open(client, headers, service)
     boarding = service + dt.timedelta(days=1)
     return {"code": code, "stations": (a, b, c), "service": service, "boarding": boarding}

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from railbook.kit.clock import beijing_today
 from tests.support import add_passenger, admin, make_train_day, order_body, register, wait_final
 
 
@@ -168,10 +169,10 @@ async def test_bad_inputs(client: httpx.AsyncClient) -> None:
     r = await post(order_body(day, [mine], seat_pref="Z"))
     assert r.status_code == 422, r.text
     r = await post(
-        {**order_body(day, [mine]), "date": (dt.date.today() + dt.timedelta(days=400)).isoformat()}
+        {**order_body(day, [mine]), "date": (beijing_today() + dt.timedelta(days=400)).isoformat()}
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "DATE_NOT_ON_SALE"
-    r = await post({**order_body(day, [mine]), "date": (dt.date.today() - dt.timedelta(days=1)).isoformat()})
+    r = await post({**order_body(day, [mine]), "date": (beijing_today() - dt.timedelta(days=1)).isoformat()})
     assert r.status_code == 422 and r.json()["error"]["code"] == "DATE_NOT_ON_SALE"
     r = await post({**order_body(day, [mine]), "train_code": "G999999"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "TRAIN_NOT_FOUND"

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from railbook.adapters.db.models import Order
+from railbook.kit.clock import beijing_today
 from tests.api.after_sale import assert_error, container_of, held_order, journey, make_train, member_with
 
 
@@ -54,7 +55,7 @@ async def test_a_journey_already_made_does_not_keep_the_passenger(client: httpx.
         await session.execute(
             update(Order)
             .where(Order.id == order["order_id"])
-            .values(service_date=dt.date.today() - dt.timedelta(days=3))
+            .values(service_date=beijing_today() - dt.timedelta(days=3))
         )
     r = await client.delete(f"/api/v1/passengers/{member['passengers'][0]}", headers=member["headers"])
     assert r.status_code == 204, r.text

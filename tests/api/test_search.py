@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from railbook.kit.clock import beijing_today
 from tests.naming import station_code, train_code
 
-DAY = dt.date.today() + dt.timedelta(days=3)
+DAY = beijing_today() + dt.timedelta(days=3)
 SEARCH = "/api/v1/trains/search"
 
 
@@ -182,7 +183,7 @@ async def test_filters_by_kind_and_departure(client: httpx.AsyncClient, line: Li
 async def test_bad_searches_answer_in_the_error_shape(
     client: httpx.AsyncClient, line: Line, params: dict[str, str], status: int, code: str
 ) -> None:
-    dates = {"past": DAY - dt.timedelta(days=30), "far": dt.date.today() + dt.timedelta(days=400)}
+    dates = {"past": DAY - dt.timedelta(days=30), "far": beijing_today() + dt.timedelta(days=400)}
     query = {"date": DAY.isoformat()}
     for key, value in params.items():
         value = value.replace("{from}", line.names[0]).replace("{to}", line.names[3])

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from railbook.domain.fees import BEIJING
+from railbook.kit.clock import beijing_today
 from railbook.services.search.station_names import spell
 from tests.naming import station_code, train_code
 from tests.support import add_passenger, admin, register, wait_final
@@ -126,7 +127,7 @@ async def test_an_overnight_train_is_found_booked_and_counted_under_the_boarding
             _stop(c, 400, arrives="03:00", day=1),
         ],
     )
-    service = dt.date.today() + dt.timedelta(days=2)
+    service = beijing_today() + dt.timedelta(days=2)
     boarding = service + dt.timedelta(days=1)
     await _open(client, headers, service)
 
@@ -182,7 +183,7 @@ async def test_a_committed_sale_shows_in_search_at_once(client: httpx.AsyncClien
     headers = await admin(client)
     a, b = await _stations(client, headers, 2)
     code = await _train(client, headers, [_stop(a, 0, departs="10:00"), _stop(b, 300, arrives="11:30")])
-    date = dt.date.today() + dt.timedelta(days=4)
+    date = beijing_today() + dt.timedelta(days=4)
     await _open(client, headers, date)
     member = await register(client)
     pids = [await add_passenger(client, member["headers"]) for _ in range(2)]
@@ -246,7 +247,7 @@ async def test_transfers_are_found_and_ordered_by_arrival(client: httpx.AsyncCli
     await _train(client, headers, [_stop(q, 0, departs="16:00"), _stop(r_, 200, arrives="17:00")])  # 7 h
     night = await _train(client, headers, [_stop(q, 0, departs="00:40"), _stop(r_, 200, arrives="02:00")])
     await _train(client, headers, [_stop(p, 0, departs="07:00"), _stop(late, 50, arrives="07:30")])
-    date = dt.date.today() + dt.timedelta(days=5)
+    date = beijing_today() + dt.timedelta(days=5)
     await _open(client, headers, date, date + dt.timedelta(days=1))
 
     resp = await client.get(TRANSFERS, params={"from": p, "to": r_, "date": date.isoformat()})

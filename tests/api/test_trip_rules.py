@@ -19,6 +19,7 @@ from railbook.adapters.redis.trips import TRIPS_RESTORED_KEY, trips_key
 from railbook.domain.fees import BEIJING
 from railbook.domain.identity import compose_id_card
 from railbook.domain.pricing import passenger_fare_fen, yuan_text
+from railbook.kit.clock import beijing_today
 from tests.naming import station_code, train_code
 from tests.support import add_passenger, admin, make_train_day, order_body, register, unique, wait_final
 
@@ -258,7 +259,7 @@ async def test_trips_are_restored_after_a_loss_of_their_data(
 async def test_each_ticket_carries_its_fare_type_and_price(client: httpx.AsyncClient) -> None:
     day = await make_train_day(client, await admin(client))
     m = await register(client)
-    today = dt.date.today()
+    today = beijing_today()
     kinds = {
         "adult": dt.date(1985, 3, 4),
         "child": today.replace(year=today.year - 8),

@@ -126,6 +126,16 @@ async def page(browser: Any, site: Site, request: pytest.FixtureRequest) -> Asyn
 
 
 @pytest.fixture
+async def abroad(browser: Any, site: Site, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A desktop-sized tab of a browser in Honolulu (UTC−10), whose calendar date is Beijing's (UTC+8)
+    only from 06:00 to 14:00 local time."""
+    async for tab in _tab(
+        browser, site, request, viewport={"width": 1280, "height": 900}, timezone_id="Pacific/Honolulu"
+    ):
+        yield tab
+
+
+@pytest.fixture
 async def guarded_page(
     browser: Any, guarded_site: InProcessSite, request: pytest.FixtureRequest
 ) -> AsyncIterator[Any]:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from railbook.domain.identity import compose_id_card
+from railbook.kit.clock import beijing_today
 from tests.live_server import Site
 from tests.support import wait_until
 
@@ -30,11 +31,11 @@ def fresh_id_card(born: dt.date | None = None) -> str:
 
 
 def child_id_card() -> str:
-    return fresh_id_card(dt.date.today() - dt.timedelta(days=365 * 8 + _rng.randrange(300)))
+    return fresh_id_card(beijing_today() - dt.timedelta(days=365 * 8 + _rng.randrange(300)))
 
 
 def tomorrow() -> str:
-    return (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    return (beijing_today() + dt.timedelta(days=1)).isoformat()
 
 
 async def ready(page: Any) -> None:

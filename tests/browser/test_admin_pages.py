@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from railbook.kit.clock import beijing_today
 from tests.live_server import Site
 
 from .conftest import ADMIN_MOBILE, ADMIN_PASSWORD, ARTEFACTS
@@ -29,7 +30,7 @@ async def test_admin_opens_sales_and_reads_inventory_as_a_chart(page: Any, site:
     assert await page.text_content("#trains-table tr[data-train='G1'] .stop-count") == "4 站"
 
     # A day past the sale window is refused beside the field, in Chinese, before anything is sent.
-    beyond = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+    beyond = (beijing_today() + dt.timedelta(days=30)).isoformat()
     await page.fill("#open-from", tomorrow())
     await page.fill("#open-to", beyond)
     await page.click("#open-sales")

@@ -17,12 +17,13 @@ from railbook.bootstrap import Container
 from railbook.domain.errors import Conflict
 from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest
 from railbook.domain.timetable import StopSpec, TrainSpec
+from railbook.kit.clock import beijing_today
 from railbook.services.catalog import stations, trains
 from railbook.services.sales import opening
 from tests.naming import station_code, train_code
 
 # Beyond the sale window (and the scheduler running beside these tests), so only this test opens it.
-FAR = dt.date.today() + dt.timedelta(days=60)
+FAR = beijing_today() + dt.timedelta(days=60)
 rng = random.Random()
 
 

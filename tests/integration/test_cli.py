@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from railbook.adapters.db.migrate import upgrade
+from railbook.kit.clock import beijing_today
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def _refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
 
 @pytest.mark.parametrize("days", [-1, 15, 400])
 def test_sales_open_refuses_a_date_outside_the_sale_window(env: dict[str, str], days: int) -> None:
-    date = (dt.date.today() + dt.timedelta(days=days)).isoformat()
+    date = (beijing_today() + dt.timedelta(days=days)).isoformat()
     _refused(_railbook(env, "sales", "open", "--date", date), date, "not on sale")
 
 

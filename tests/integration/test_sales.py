@@ -18,6 +18,7 @@ from railbook.domain.errors import Conflict, InvalidInput
 from railbook.domain.pricing import fare_fen
 from railbook.domain.seating import CarriageSpec, journey_mask
 from railbook.domain.timetable import StopSpec, TrainSpec
+from railbook.kit.clock import beijing_today
 from railbook.services.catalog import trains
 from railbook.services.sales import inventory, loading, opening, window
 from railbook.workers.scheduler import LeaderLock, scheduler_tick
@@ -138,7 +139,7 @@ async def test_delete_and_replace_respect_open_days(container: Container) -> Non
     spec = await new_train(container)
     await opening.open_sale_days(container, [FAR])
     with pytest.raises(Conflict) as info:
-        await trains.delete_train(container, spec.code, today=dt.date.today())
+        await trains.delete_train(container, spec.code, today=beijing_today())
     assert info.value.code == "TRAIN_ON_SALE"
     # Replacing is allowed; the open day keeps its frozen copy.
     shorter = TrainSpec(
@@ -182,6 +183,11 @@ async def test_scheduler_tick_opens_the_window_and_leader_lock(container: Contai
     for day in window.sale_window(container.settings):
         assert await container.allocator.is_loaded(spec.code, day)
     assert (await scheduler_tick(container))["opened"] == 0
+    # The round of the next Beijing day opens (and loads) the window's new last day.
+    tomorrow = beijing_today() + dt.timedelta(days=1)
+    assert (await scheduler_tick(container, today=tomorrow))["opened"] >= 1
+    new_last = window.sale_window(container.settings, tomorrow)[-1]
+    assert await container.allocator.is_loaded(spec.code, new_last)
     if container.redis is not None:
         key = f"railbook:test-leader:{uuid.uuid4().hex}"
         one, two = LeaderLock(container.redis, key=key), LeaderLock(container.redis, key=key)

@@ -28,6 +28,7 @@ from railbook.config import Settings
 from railbook.domain.bloom import station_term_key
 from railbook.domain.errors import NotFound
 from railbook.domain.seating import AllocationRequest, PassengerSeatRequest, journey_mask
+from railbook.kit.clock import beijing_today
 from railbook.services.catalog.imports import import_timetable
 from railbook.services.sales.loading import ensure_day_loaded
 from railbook.services.sales.opening import open_sale_days
@@ -36,7 +37,7 @@ from tests.conftest import fresh_pg_database
 from tests.naming import station_code, train_code
 from tests.support import container_for
 
-DAY = dt.date.today() + dt.timedelta(days=2)
+DAY = beijing_today() + dt.timedelta(days=2)
 
 
 class FakeClock:

@@ -17,6 +17,7 @@ from railbook.domain.identity import (
     validate_password,
     validate_person_name,
 )
+from railbook.kit.clock import beijing_today
 
 
 class _Body(BaseModel):
@@ -100,7 +101,7 @@ class PassengerIn(_Body):
     @field_validator("id_card")
     @classmethod
     def _id_card(cls, v: str) -> str:
-        return _checked(validate_id_card, v)
+        return _checked(lambda card: validate_id_card(card, today=beijing_today()), v)
 
 
 class PassengerOut(BaseModel):

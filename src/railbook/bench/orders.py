@@ -46,6 +46,7 @@ from railbook.bench.figures import pct
 from railbook.bench.scenario import post_json, register_members
 from railbook.bench.site import ADMIN_MOBILE, ADMIN_PASSWORD, railbook_site
 from railbook.bench.wire import KeepAliveClient, cpu_at, cpu_seconds, cpu_trace
+from railbook.kit.clock import beijing_today
 
 console = Console()
 
@@ -116,7 +117,7 @@ async def _prepare(url: str, *, members: int, stops: int, seats: int) -> Plan:
             name = f"测{code}{k}"
             await post_json(client, "/api/v1/admin/stations", {"name": name, "code": code}, admin)
             stations.append(name)
-        date = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+        date = (beijing_today() + dt.timedelta(days=2)).isoformat()
         stop_specs = [
             {
                 "station": s,

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from railbook.bench.site import ADMIN_MOBILE, ADMIN_PASSWORD
+from railbook.kit.clock import beijing_today
 
 MEMBER_PASSWORD = "bench-pass-1"
 SECOND_ROWS = 20  # a second-class carriage: 20 rows of A B C D F
@@ -187,7 +188,7 @@ async def prepare(url: str, scenario: Scenario, say: Any = print) -> Plan:
         for t, code in enumerate(codes):
             spec = _train(code, stations, 6 + t, layout)
             await post_json(client, "/api/v1/admin/trains", spec, admin)
-        date = (dt.date.today() + dt.timedelta(days=scenario.days_ahead)).isoformat()
+        date = (beijing_today() + dt.timedelta(days=scenario.days_ahead)).isoformat()
         await post_json(client, "/api/v1/admin/sales/open", {"date": date}, admin)
         say(f"  {len(codes)} trains of {len(stations)} stops and {capacity:,} seats on sale on {date}")
 

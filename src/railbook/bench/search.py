@@ -41,6 +41,8 @@ from urllib.parse import quote, urlsplit
 from rich.console import Console
 from rich.table import Table
 
+from railbook.kit.clock import beijing_today
+
 console = Console(width=160)  # the table is wide; keep it whole in logs and pipes too
 PG_ADMIN_DSN = os.environ.get("RAILBOOK_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -368,7 +370,7 @@ def _bench(site: Site, seconds: float, concurrency: int) -> dict[str, Any]:
     parts = urlsplit(site.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     asyncio.run(_wait_ready(host, port))
-    uniform, flash, weights = asyncio.run(_sample_queries(dt.date.today() + dt.timedelta(days=1)))
+    uniform, flash, weights = asyncio.run(_sample_queries(beijing_today() + dt.timedelta(days=1)))
     per_process = max(1, concurrency // LOAD_PROCESSES)
     rounds = max(1, round(seconds / 2))
     slice_s = seconds / rounds

@@ -1,6 +1,10 @@
 """The scheduler role: keeps the sale window open, the allocator holding every open day, and the
 allocator reconciled with the system of record.
 
+The window is counted in Beijing days (``kit.clock``): a round runs as the Beijing day changes
+(midnight in Beijing, 16:00 UTC), so the new last day of the window opens then, not up to a round
+later, and the day gone by stops being loaded.
+
 Every step is idempotent (opening a day twice changes nothing; loading a loaded day is a no-op;
 reconciling only marks held what the database holds), so several instances are safe; the leader lock
 only keeps them from doing the same work twice.
@@ -18,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from railbook.kit.clock import beijing_today, next_beijing_midnight, utcnow
 from railbook.services.sales.loading import load_open_days, open_days
 from railbook.services.sales.opening import open_window
 from railbook.services.sales.reconcile import reconcile_day
@@ -86,11 +91,18 @@ class LeaderLock:
                 log.warning("leader_release_failed", key=self.key)
 
 
-async def scheduler_tick(container: Any) -> dict[str, int]:
-    """One round: open every day of the sale window, then make sure the allocator holds them all."""
-    opened = await open_window(container)
-    loaded = await load_open_days(container)
+async def scheduler_tick(container: Any, *, today: dt.date | None = None) -> dict[str, int]:
+    """One round: open every day of the sale window that begins ``today`` (default: today in Beijing),
+    then make sure the allocator holds every open day from then on."""
+    today = today or beijing_today()
+    opened = await open_window(container, today=today)
+    loaded = await load_open_days(container, today=today)
     return {"opened": len(opened["opened"]), "loaded": loaded}
+
+
+def pause_before_next_round(interval: float, now: dt.datetime) -> float:
+    """Seconds to wait at ``now``: ``interval``, or less so as to wake as the next Beijing day begins."""
+    return min(interval, (next_beijing_midnight(now) - now).total_seconds())
 
 
 class Reconciler:
@@ -138,9 +150,11 @@ class Reconciler:
 
 
 async def run_scheduler(container: Any) -> None:
-    """Loop forever: a round at once, then every TICK_EVERY_S while this instance leads."""
+    """Loop forever: a round at once, then every TICK_EVERY_S and as each Beijing day begins, while this
+    instance leads."""
     lock = LeaderLock(container.redis) if container.redis is not None else None
     last_tick: float | None = None
+    ticked_day: dt.date | None = None
     last_reconcile: float | None = None
     reconciler = Reconciler()
     leading = False
@@ -152,9 +166,12 @@ async def run_scheduler(container: Any) -> None:
                     log.info("scheduler_leadership", leading=now_leading)
                     leading = now_leading
                     last_tick = None if leading else last_tick
-                if leading and (last_tick is None or time.monotonic() - last_tick >= TICK_EVERY_S):
-                    result = await scheduler_tick(container)
-                    last_tick = time.monotonic()
+                today = beijing_today()
+                if leading and (
+                    last_tick is None or today != ticked_day or time.monotonic() - last_tick >= TICK_EVERY_S
+                ):
+                    result = await scheduler_tick(container, today=today)
+                    last_tick, ticked_day = time.monotonic(), today
                     if result["opened"] or result["loaded"]:
                         log.info("scheduler_round", **result)
                 if leading and (
@@ -169,7 +186,8 @@ async def run_scheduler(container: Any) -> None:
             except Exception:
                 # A store restarting must not end the role: log and try again next round.
                 log.exception("scheduler_round_failed")
-            await asyncio.sleep(RENEW_EVERY_S if lock is not None else RECONCILE_EVERY_S)
+            interval = RENEW_EVERY_S if lock is not None else RECONCILE_EVERY_S
+            await asyncio.sleep(pause_before_next_round(interval, utcnow()))
     finally:
         if lock is not None:
             await asyncio.shield(lock.release())

@@ -21,11 +21,12 @@ from railbook.api.schemas_admin import (
     TrainSummaryOut,
     train_out,
 )
+from railbook.kit.clock import beijing_today
 from railbook.services.catalog import stations, trains
 from railbook.services.members import blocklist
 from railbook.services.sales.inventory import day_inventory
 from railbook.services.sales.opening import open_sale_days
-from railbook.services.sales.window import check_on_sale, today
+from railbook.services.sales.window import check_on_sale
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -78,7 +79,7 @@ async def replace_train(code: TrainCode, body: TrainIn, container: ContainerDep)
 @router.delete("/trains/{code}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_train(code: TrainCode, container: ContainerDep) -> Response:
     """Remove a train; 409 TRAIN_ON_SALE while any of its days from today on is open."""
-    await trains.delete_train(container, code, today=today())
+    await trains.delete_train(container, code, today=beijing_today())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -39,7 +39,7 @@ from railbook.domain.errors import (
 )
 from railbook.domain.fees import RefundAfterDeparture, RefundQuote, refund_quote
 from railbook.domain.order_state import ChangeStatus, OrderStatus, PaymentStatus, TicketStatus
-from railbook.kit.clock import as_utc, utcnow
+from railbook.kit.clock import as_utc, beijing_today, utcnow
 from railbook.services.after_sale.cancel import cancel_rows, return_seats_of_orders
 from railbook.services.after_sale.payment import check_payable, payment_provider, require_order
 from railbook.services.after_sale.ports import (
@@ -101,7 +101,7 @@ async def change_ticket(
             raise ChangeInProgress("A change of this ticket is already in progress.")
     destination = order.to_station
     if to_station is not None:
-        day = await train_day(container, train_code, date)
+        day = await train_day(container, train_code, date, today=beijing_today(now))
         _, j = journey_on(day, order.from_station, to_station)
         destination = day.station_names[j]
         if destination != order.to_station and (

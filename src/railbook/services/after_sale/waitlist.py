@@ -34,7 +34,7 @@ from railbook.domain.errors import (
     WaitlistNotFound,
 )
 from railbook.domain.fees import departure_at
-from railbook.kit.clock import as_utc, utcnow
+from railbook.kit.clock import as_utc, beijing_today, utcnow
 from railbook.services.after_sale.ports import AfterSaleContext, WaitlistEntry
 from railbook.services.booking.accept import OrderRequest, PassengerChoice, place_order
 from railbook.services.booking.ports import TrainDay
@@ -143,10 +143,15 @@ async def join_waitlist(
             details={"fields": [{"field": "passengers", "message": "duplicate passenger"}]},
         )
     day = await boarded_train_day(
-        container, request.train_code, request.date, request.from_station, service_date=request.service_date
+        container,
+        request.train_code,
+        request.date,
+        request.from_station,
+        service_date=request.service_date,
+        today=beijing_today(now),
     )
     i, j = journey_on(day, request.from_station, request.to_station)
-    refuse_if_departed(day, i, container.settings.sale_cutoff_minutes)
+    refuse_if_departed(day, i, container.settings.sale_cutoff_minutes, now)
     for pos, p in enumerate(request.passengers):
         if p.seat_class not in day.classes:
             raise InvalidInput(
@@ -316,8 +321,9 @@ async def _fits(container: AfterSaleContext, request: OrderRequest) -> bool:
 
 
 async def sweep_waitlists(container: AfterSaleContext, *, today: dt.date | None = None) -> int:
-    """Expire entries for days gone by and try to fill every train-day that has waiting entries."""
-    today = today or dt.date.today()
+    """Expire entries for days gone by (before ``today``, default: today in Beijing) and try to fill
+    every train-day that has waiting entries."""
+    today = today or beijing_today()
     async with container.waitlists.transaction() as tx:
         await tx.reopen_stale_claims(
             claimed=FILLING, waiting=WAITING, before=utcnow() - CLAIM_TIMEOUT, now=utcnow()

@@ -14,6 +14,7 @@ from railbook.domain.errors import BadJourney, DateNotOnSale, StationNotFound, T
 from railbook.domain.sale import Trip, sale_closed, train_day_name
 from railbook.domain.timetable import BOARDING_LAG_DAYS, boarding_date, service_dates_for
 from railbook.domain.timetable import service_date as service_date_of
+from railbook.kit.clock import beijing_today, utcnow
 from railbook.services.booking.ports import TrainDay
 
 if TYPE_CHECKING:
@@ -63,10 +64,13 @@ class TrainDayCache:
         return value
 
 
-async def train_day(container: OrderContext, train_code: str, date: dt.date) -> TrainDay:
-    """The opened train-day, or DATE_NOT_ON_SALE / TRAIN_NOT_FOUND."""
+async def train_day(
+    container: OrderContext, train_code: str, date: dt.date, *, today: dt.date | None = None
+) -> TrainDay:
+    """The opened train-day, or DATE_NOT_ON_SALE / TRAIN_NOT_FOUND; ``today`` (default: today in
+    Beijing) is the first day of the sale window."""
     settings = container.settings
-    today = dt.date.today()
+    today = today or beijing_today()
     if date < today or date > today + dt.timedelta(days=settings.sale_days_ahead):
         raise DateNotOnSale(f"{date} is not on sale.", details={"date": str(date)})
     reads = container.accept_reads
@@ -92,6 +96,7 @@ async def boarded_train_day(
     from_station: str,
     *,
     service_date: dt.date | None = None,
+    today: dt.date | None = None,
 ) -> TrainDay:
     """The opened train-day a passenger boarding at ``from_station`` on ``boarding`` travels on.
 
@@ -100,11 +105,12 @@ async def boarded_train_day(
     booked is the one whose service date plus the departure day of ``from`` is ``boarding``. The sale
     window applies to that service day: it must be open (opened days end ``SALE_DAYS_AHEAD`` ahead),
     and ``boarding`` not gone by. ``service_date`` (a waitlist entry, which keeps the day it was for)
-    names the train-day directly. Cost on the common path (``from`` left on the service date): the
-    one cached lookup of ``train_day``; an overnight boarding costs a second one."""
+    names the train-day directly. ``today`` (default: today in Beijing) is the first day of the sale
+    window. Cost on the common path (``from`` left on the service date): the one cached lookup of
+    ``train_day``; an overnight boarding costs a second one."""
     if service_date is not None:
-        return await train_day(container, train_code, service_date)
-    today = dt.date.today()
+        return await train_day(container, train_code, service_date, today=today)
+    today = today or beijing_today()
     last = today + dt.timedelta(days=container.settings.sale_days_ahead)
     if boarding < today or boarding > last + dt.timedelta(days=BOARDING_LAG_DAYS):
         raise DateNotOnSale(f"{boarding} is not on sale.", details={"date": str(boarding)})
@@ -177,7 +183,7 @@ def refuse_if_departed(day: TrainDay, i: int, cutoff_minutes: int, now: dt.datet
     departs = day.departs_at[i] if i < len(day.departs_at) else None
     if departs is None:
         return
-    if sale_closed(departs, now or dt.datetime.now(dt.UTC), cutoff_minutes):
+    if sale_closed(departs, now or utcnow(), cutoff_minutes):
         raise TrainDeparted(
             f"Sale of {day.train_code} from {day.station_names[i]} has closed: the train leaves at "
             f"{departs:%Y-%m-%d %H:%M} (Beijing time) and online sale stops {cutoff_minutes} minutes before.",

@@ -30,6 +30,7 @@ from railbook.domain.identity import (
     validate_password,
     validate_person_name,
 )
+from railbook.kit.clock import beijing_today
 from railbook.services.members.antibot import (
     AntiBotContext,
     CaptchaAnswer,
@@ -166,7 +167,7 @@ async def add_passenger(
 ) -> PassengerView:
     """Add a traveller to the member's list; 409 PASSENGER_LIMIT / PASSENGER_EXISTS."""
     name = validate_person_name(name)
-    id_card = validate_id_card(id_card)
+    id_card = validate_id_card(id_card, today=beijing_today())
     passenger_type = validate_passenger_type(passenger_type)
     limit = container.settings.max_passengers_per_member
     async with container.members.passenger_list() as tx:

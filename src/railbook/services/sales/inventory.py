@@ -8,15 +8,16 @@ from typing import Any
 from railbook.domain.errors import TrainDayNotFound
 from railbook.domain.inventory import diff_masks
 from railbook.domain.segments import pair_remaining, sold_per_segment
+from railbook.kit.clock import beijing_today
 from railbook.services.sales.ports import SalesContext
-from railbook.services.sales.window import today
 
 
 async def check_inventory(
     container: SalesContext, date: dt.date | None = None, train_code: str | None = None
 ) -> list[str]:
     """Differences between the allocator and the system of record (empty when they agree)."""
-    layouts = await container.day_records.layouts(date, train_code, from_date=None if date else today())
+    since = None if date else beijing_today()
+    layouts = await container.day_records.layouts(date, train_code, from_date=since)
     drift: list[str] = []
     for layout in layouts:
         label = f"{layout.train_code} {layout.date.isoformat()}"

@@ -9,12 +9,11 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from railbook.kit.clock import utcnow
+from railbook.kit.clock import beijing_today, utcnow
 from railbook.services.ports import DayLayout
 from railbook.services.sales.ports import SalesContext
 from railbook.services.sales.reconcile import reconcile_day
 from railbook.services.sales.releases import order_release_id, ticket_release_id
-from railbook.services.sales.window import today
 
 log = structlog.get_logger(__name__)
 
@@ -116,16 +115,17 @@ async def _load_day(container: SalesContext, train_code: str, date: dt.date) -> 
     return True
 
 
-async def open_days(container: SalesContext) -> list[tuple[str, dt.date]]:
-    """Every open train-day from today on, as ``(train_code, date)``."""
-    days = await container.day_records.open_days(None, None, from_date=today())
+async def open_days(container: SalesContext, *, today: dt.date | None = None) -> list[tuple[str, dt.date]]:
+    """Every open train-day from today (in Beijing) on, as ``(train_code, date)``."""
+    days = await container.day_records.open_days(None, None, from_date=today or beijing_today())
     return [(d.train_code, d.date) for d in days]
 
 
-async def load_open_days(container: SalesContext) -> int:
-    """Make sure every open train-day from today on is in the allocator; returns how many were loaded."""
+async def load_open_days(container: SalesContext, *, today: dt.date | None = None) -> int:
+    """Make sure every open train-day from today (in Beijing) on is in the allocator; returns how many
+    were loaded."""
     loaded = 0
-    for code, date in await open_days(container):
+    for code, date in await open_days(container, today=today):
         if await container.allocator.is_loaded(code, date):
             continue
         try:

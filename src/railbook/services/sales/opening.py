@@ -136,6 +136,6 @@ async def open_sale_days(container: OpeningContext, dates: list[dt.date]) -> dic
     return {"opened": opened, "already_open": already}
 
 
-async def open_window(container: OpeningContext) -> dict[str, Any]:
-    """Open every day of the sale window (today .. today + SALE_DAYS_AHEAD - 1)."""
-    return await open_sale_days(container, sale_window(container.settings))
+async def open_window(container: OpeningContext, *, today: dt.date | None = None) -> dict[str, Any]:
+    """Open every day of the sale window (today .. today + SALE_DAYS_AHEAD - 1, Beijing days)."""
+    return await open_sale_days(container, sale_window(container.settings, today))

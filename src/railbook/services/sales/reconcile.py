@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import structlog
 
 from railbook.domain.seating import journey_mask
+from railbook.kit.clock import beijing_today
 from railbook.services.ports import SeatHold
 from railbook.services.sales.ports import DrainAwareAllocator, SalesContext
 from railbook.services.sales.releases import order_release_id, ticket_release_id
-from railbook.services.sales.window import today
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +121,8 @@ async def reconcile_day(container: SalesContext, train_code: str, date: dt.date)
 async def reconcile_inventory(
     container: SalesContext, date: dt.date | None = None, train_code: str | None = None
 ) -> list[Reconciliation]:
-    """``reconcile_day`` over the days ``check_inventory`` compares (a day, a train, or all from today)."""
-    days = await container.day_records.open_days(date, train_code, from_date=None if date else today())
+    """``reconcile_day`` over the days ``check_inventory`` compares (a day, a train, or all from today,
+    in Beijing)."""
+    since = None if date else beijing_today()
+    days = await container.day_records.open_days(date, train_code, from_date=since)
     return [await reconcile_day(container, d.train_code, d.date) for d in days]

@@ -23,6 +23,7 @@ from railbook.domain.bloom import BloomShape, build_bitmap, station_term_key, tr
 from railbook.domain.errors import NotFound, StationNotFound
 from railbook.domain.timetable import BOARDING_LAG_DAYS
 from railbook.kit.caching import HotCache, SingleFlight, jittered_ms
+from railbook.kit.clock import beijing_today
 from railbook.services.search.outage import SharedStoreGuard, Skipped
 from railbook.services.search.ports import RouteStore, SearchCache, StationRef
 from railbook.services.search.station_names import EMPTY_INDEX, StationName, StationNameIndex, station_names
@@ -155,7 +156,7 @@ class StationDirectory:
         return await asyncio.shield(self._start_probe())
 
     async def _load(self, *, force_bloom: bool) -> Directory:
-        today = dt.date.today()
+        today = beijing_today()
         self._last_probe = self.clock()
         # Train-days of the last few service dates too: their trains may still leave a stop today or
         # later (a boarding date after midnight belongs to the day before's train-day).

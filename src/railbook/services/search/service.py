@@ -41,18 +41,17 @@ from dataclasses import dataclass, field
 from railbook.config import Settings
 from railbook.domain.bloom import BloomShape
 from railbook.domain.errors import SameStation
-from railbook.domain.fees import BEIJING, departure_at
+from railbook.domain.fees import departure_at
 from railbook.domain.pricing import fares_by_type
 from railbook.domain.sale import sale_closed
 from railbook.domain.seating import SEAT_CLASSES
 from railbook.domain.timetable import MINUTES_PER_DAY, boarding_date, clock_minutes
 from railbook.kit.caching import CircuitBreaker, HotCache, SingleFlight
-from railbook.kit.clock import utcnow
+from railbook.kit.clock import beijing_today, next_beijing_midnight, utcnow
 from railbook.services.ports import Allocator
 from railbook.services.sales.loading import ensure_day_loaded
 from railbook.services.sales.ports import DayRecords
 from railbook.services.sales.window import check_on_sale, sale_window
-from railbook.services.sales.window import today as sales_today
 from railbook.services.search.answers import HotAnswer, SearchAnswer, SeatMapAnswer, SeatOffer, TrainOffer
 from railbook.services.search.counts import DayKey, RemainingCounts
 from railbook.services.search.directory import Directory, StationDirectory
@@ -266,7 +265,7 @@ class SearchService:
     def check_date(self, date: dt.date) -> None:
         """422 DATE_NOT_ON_SALE for a boarding date outside the sale window."""
         if date not in self._on_sale():
-            check_on_sale(self.settings, [date])
+            check_on_sale(self.settings, [date], today=self._window[0])
 
     def offer(self, leg: Leg, remaining: dict[str, int], boarding: dt.date) -> TrainOffer:
         """A leg of the route index as a search result."""
@@ -288,15 +287,15 @@ class SearchService:
         return await self.flights.run(("answer", query), lambda: self._answer(query))
 
     def _on_sale(self) -> frozenset[dt.date]:
-        """The sale window, recomputed when the day changes rather than on every request (reading the
-        wall clock is cheaper than asking for the date)."""
+        """The sale window, recomputed when the Beijing day changes rather than on every request (reading
+        the wall clock is cheaper than asking for the date)."""
         if time.time() >= self._window_until:
-            today = sales_today()
+            now = self.now()
+            today = beijing_today(now)
             if self._window[0] != today:
                 self._window = (today, frozenset(sale_window(self.settings, today)))
-            # Until the next change of day: midnight, or sooner (a minute) if the clock is odd.
-            midnight = dt.datetime.combine(today + dt.timedelta(days=1), dt.time()).timestamp()
-            self._window_until = min(midnight, time.time() + 60.0)
+            # Until the next change of day: midnight in Beijing, or sooner (a minute) if the clock is odd.
+            self._window_until = min(next_beijing_midnight(now).timestamp(), time.time() + 60.0)
         return self._window[1]
 
     async def _answer(self, query: SearchQuery) -> HotAnswer:
@@ -342,7 +341,7 @@ class SearchService:
         """Whether sale has closed for a leg boarded on ``boarding`` (departed, or inside
         ``SALE_CUTOFF_MINUTES``, Beijing time); the clock is read once per answer."""
         now = self.now()
-        if boarding > now.astimezone(BEIJING).date() + dt.timedelta(days=1):
+        if boarding > beijing_today(now) + dt.timedelta(days=1):
             return _never  # every train of that date leaves more than a day from now
         cutoff = self.settings.sale_cutoff_minutes
         return lambda leg: sale_closed(departure_at(boarding, leg["dep"]), now, cutoff)

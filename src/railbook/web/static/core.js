@@ -284,25 +284,30 @@ function captchaField(anchor) {
 
 /* ---------- dates, times, money, seats ---------- */
 
+/* Calendar days are Beijing days, as the server counts them (the sale window opens a day at midnight
+   in Beijing): "today" is the Beijing date of this instant, whatever zone the browser is in, and a
+   day is held as midnight UTC of that date, so no zone of the browser moves it. */
 const pad2 = (n) => String(n).padStart(2, "0");
-const isoDate = (d) => `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+const BEIJING_OFFSET_MS = 8 * 3600000;
+const isoDate = (d) => `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())}`;
 
 function parseDate(text) {
   const [y, m, d] = String(text).split("-").map(Number);
-  return new Date(y, m - 1, d);
+  return new Date(Date.UTC(y, m - 1, d));
 }
 
 function addDays(text, n) {
   const d = parseDate(text);
-  d.setDate(d.getDate() + n);
+  d.setUTCDate(d.getUTCDate() + n);
   return isoDate(d);
 }
 
-const daysFromToday = (n) => addDays(isoDate(new Date()), n);
+const beijingToday = () => isoDate(new Date(Date.now() + BEIJING_OFFSET_MS));
+const daysFromToday = (n) => addDays(beijingToday(), n);
 const dayDiff = (a, b) => Math.round((parseDate(b) - parseDate(a)) / 86400000);
 const WEEKDAYS = "日一二三四五六";
-const shortDate = (text) => { const d = parseDate(text); return `${d.getMonth() + 1}月${d.getDate()}日`; };
-const weekday = (text) => `周${WEEKDAYS[parseDate(text).getDay()]}`;
+const shortDate = (text) => { const d = parseDate(text); return `${d.getUTCMonth() + 1}月${d.getUTCDate()}日`; };
+const weekday = (text) => `周${WEEKDAYS[parseDate(text).getUTCDay()]}`;
 const clockMinutes = (hhmm) => { const [h, m] = String(hhmm || "0:0").split(":").map(Number); return h * 60 + m; };
 
 function minutesText(total) {
