@@ -65,12 +65,16 @@ async def test_every_change_is_seen_by_every_read_at_once(client: httpx.AsyncCli
     assert {t["ticket_id"]: t["status"] for t in tickets}[refunded] == "REFUNDED"
 
 
-async def test_a_payment_answers_the_order_as_it_reads_back(client: httpx.AsyncClient) -> None:
-    """The payer's answer is the order as any read shows it afterwards: built from the cached view
-    when there is one, read back when there is none, and for a repeat of the payment."""
+@pytest.mark.parametrize("action", ["pay", "cancel"])
+async def test_a_payment_or_cancel_answers_the_order_as_it_reads_back(
+    client: httpx.AsyncClient, action: str
+) -> None:
+    """The member's answer is the order as any read shows it afterwards: built from the cached view
+    when there is one, read back when there is none, and for a repeat of the request."""
     train = await make_train(client, days=(4, 5), rows=2)
     member = await member_with(client, 2)
     container = container_of(client)
+    body = {"method": "mock"} if action == "pay" else None
     for offset, cached in ((4, True), (5, False)):
         order = await held_order(client, member, journey(train, offset, member["passengers"]))
         oid = order["order_id"]
@@ -78,16 +82,15 @@ async def test_a_payment_answers_the_order_as_it_reads_back(client: httpx.AsyncC
             assert (await container.order_views.order(oid))[0] is not None
         else:
             await container.order_views.forget([oid], [member["member_id"]])
-        paid = await client.post(
-            f"/api/v1/orders/{oid}/pay", json={"method": "mock"}, headers=member["headers"]
-        )
-        assert paid.status_code == 200, paid.text
-        again = await client.post(
-            f"/api/v1/orders/{oid}/pay", json={"method": "mock"}, headers=member["headers"]
-        )
+        path = f"/api/v1/orders/{oid}/{action}"
+        first = await client.post(path, json=body, headers=member["headers"])
+        assert first.status_code == 200, first.text
+        again = await client.post(path, json=body, headers=member["headers"])
         one = await _get(client, member, f"/api/v1/orders/{oid}")
-        assert paid.json() == again.json() == one, (cached, paid.json(), one)
-        assert one["payment_status"] == "PAID" and {t["status"] for t in one["tickets"]} == {"PAID"}
+        assert first.json() == again.json() == one, (cached, first.json(), one)
+        want = ("PAID", "PAID") if action == "pay" else ("CANCEL", "CANCELLED")
+        assert (one["payment_status"] if action == "pay" else one["status"]) == want[0]
+        assert {t["status"] for t in one["tickets"]} == {want[1]}
 
 
 async def test_cancel_and_expiry_are_seen_at_once(client: httpx.AsyncClient) -> None:

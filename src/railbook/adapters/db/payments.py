@@ -119,17 +119,20 @@ class SessionTx(OutboxTx):
         self.tickets[ticket.id] = ticket
         return ticket_record(ticket)
 
-    async def cancel_order(self, order_id: str, *, now: dt.datetime) -> None:
-        """Move a locked order to CANCEL and its unpaid tickets to CANCELLED (its seats not yet back)."""
+    async def cancel_order(self, order_id: str, *, now: dt.datetime) -> list[TicketRecord]:
+        """Move a locked order to CANCEL and its unpaid tickets to CANCELLED (its seats not yet back);
+        returns those tickets."""
         order = self.orders[order_id]
         order.status = OrderStatus.CANCEL.value
         order.updated_at = now
         order.released_at = None
-        await self.session.execute(
+        cancelled = await self.session.execute(
             update(Ticket)
             .where(Ticket.order_id == order.id, Ticket.status == TicketStatus.UNPAID.value)
             .values(status=TicketStatus.CANCELLED.value, updated_at=now)
+            .returning(*_TICKET_FIELDS)
         )
+        return [TicketRecord(*row) for row in cancelled]
 
     async def mark_tickets_paid(self, order: Order, now: dt.datetime) -> None:
         """A locked order paid: its unpaid tickets become paid."""
@@ -172,6 +175,19 @@ _order = Order.__table__.c
 _ticket = Ticket.__table__.c
 _payment = Payment.__table__.c
 _change = TicketChange.__table__.c
+_TICKET_FIELDS = (
+    _ticket.id,
+    _ticket.order_id,
+    _ticket.member_id,
+    _ticket.passenger_id,
+    _ticket.daily_train_id,
+    _ticket.seat_class,
+    _ticket.seat_index,
+    _ticket.from_index,
+    _ticket.to_index,
+    _ticket.price_fen,
+    _ticket.status,
+)
 _ORDER_FIELDS = (
     _order.id,
     _order.member_id,

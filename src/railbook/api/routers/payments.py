@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Request, Response, status
 
 from railbook.api.deps import ContainerDep, MemberDep
-from railbook.api.routers.orders import json_response, order_json, order_out
+from railbook.api.routers.orders import json_response, order_json
 from railbook.api.schemas_orders import OrderOut
 from railbook.api.schemas_payments import (
     ChangeAcceptedOut,
@@ -55,18 +55,28 @@ async def pay(
         method=body.method,
         idempotency_key=idempotency_key,
     )
-    view = await order_query.order_after_payment(
-        container, member_id=member_id, order_id=order_id, before=before, paid_now=paid_now
+    view = await order_query.order_after(
+        container, member_id=member_id, order_id=order_id, before=before, changed_now=paid_now, paid=True
     )
     return json_response(order_json(view))
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut, response_model_by_alias=True)
-async def cancel(order_id: str, principal: MemberDep, container: ContainerDep) -> OrderOut:
+async def cancel(order_id: str, principal: MemberDep, container: ContainerDep) -> Response:
     """Cancel an unpaid order; its seats go back on sale. 409 NOT_CANCELLABLE otherwise."""
     order_id = order_id.strip().lower()
-    await cancellation.cancel_order(container, member_id=principal.member_id, order_id=order_id)
-    return order_out(await order_query.get_order(container, member_id=principal.member_id, order_id=order_id))
+    member_id = principal.member_id
+    before = await order_query.cached_order(container, member_id=member_id, order_id=order_id)
+    cancelled_now = await cancellation.cancel_order(container, member_id=member_id, order_id=order_id)
+    view = await order_query.order_after(
+        container,
+        member_id=member_id,
+        order_id=order_id,
+        before=before,
+        changed_now=cancelled_now,
+        paid=False,
+    )
+    return json_response(order_json(view))
 
 
 @router.post("/tickets/{ticket_id}/refund", response_model=RefundOut)

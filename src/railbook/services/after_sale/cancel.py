@@ -11,8 +11,11 @@ release landing after the rebuild cannot free a seat the new copy sold again.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import replace
 
 import structlog
 
@@ -39,11 +42,13 @@ def release_id_of_order(order_id: str) -> str:
     return order_release_id(order_id)
 
 
-async def cancel_rows(tx: OrderCanceller, order: OrderRecord, *, reason: str, now: dt.datetime) -> None:
+async def cancel_rows(
+    tx: OrderCanceller, order: OrderRecord, *, reason: str, now: dt.datetime
+) -> list[TicketRecord]:
     """Move a held order to CANCEL and its unpaid tickets to CANCELLED, with an ``order.<reason>``
-    event (the transaction holds the order's row lock)."""
+    event (the transaction holds the order's row lock); returns the tickets cancelled."""
     transition(order.status, OrderStatus.CANCEL)
-    await tx.cancel_order(order.id, now=now)
+    cancelled = await tx.cancel_order(order.id, now=now)
     tx.add_event(
         f"order.{reason}",
         order.id,
@@ -55,19 +60,23 @@ async def cancel_rows(tx: OrderCanceller, order: OrderRecord, *, reason: str, no
         },
         now=now,
     )
+    return cancelled
 
 
 async def cancel_order(
     container: AfterSaleContext, *, member_id: int, order_id: str, now: dt.datetime | None = None
-) -> str:
-    """Cancel the member's unpaid order and put its seats back on sale; cancelling twice is a no-op."""
+) -> bool:
+    """Cancel the member's unpaid order and put its seats back on sale; cancelling twice is a no-op.
+    True when this call moved the order from held and unpaid to cancelled."""
     now = now or utcnow()
+    cancelled: dict[str, tuple[OrderRecord, list[TicketRecord]]] = {}
     async with container.cancellations.transaction() as tx:
         order = require_order(await tx.lock_order(order_id, member_id), order_id)
         if order.status == OrderStatus.CANCEL:
             seats_pending = order.released_at is None
         elif order.status == OrderStatus.SUCCESS and order.payment_status == PaymentStatus.UNPAID:
-            await cancel_rows(tx, order, reason="cancelled", now=now)
+            tickets = await cancel_rows(tx, order, reason="cancelled", now=now)
+            cancelled[order.id] = (replace(order, status=OrderStatus.CANCEL.value), tickets)
             seats_pending = True
         else:
             raise NotCancellable(
@@ -77,42 +86,44 @@ async def cancel_order(
             )
     await forget_order_views(container, [(order_id, order.member_id)])
     if seats_pending:
-        await return_seats_of_orders(container, [order_id])
-    return order_id
+        await return_seats_of_orders(container, [order_id], cancelled=cancelled)
+    return bool(cancelled)
 
 
-async def return_seats_of_orders(container: AfterSaleContext, order_ids: list[str]) -> int:
+async def return_seats_of_orders(
+    container: AfterSaleContext,
+    order_ids: list[str],
+    *,
+    cancelled: Mapping[str, tuple[OrderRecord, list[TicketRecord]]] | None = None,
+) -> int:
     """Give the seats of these CANCEL orders back to the allocator and stamp ``released_at``; returns
     how many orders had their seats returned. A failing allocator leaves ``released_at`` NULL for
-    the expiry job to retry."""
+    the expiry job to retry. ``cancelled``: the orders and tickets the cancelling transaction has
+    just written, when it has them all (else they are read)."""
     if not order_ids:
         return 0
-    orders, tickets = await container.cancellations.orders_with_cancelled_tickets(order_ids)
     by_order: dict[str, list[TicketRecord]] = defaultdict(list)
-    for t in tickets:
-        by_order[t.order_id].append(t)
+    if cancelled is not None and all(o in cancelled for o in order_ids):
+        orders = [cancelled[o][0] for o in order_ids]
+        for o in order_ids:
+            by_order[o].extend(cancelled[o][1])
+    else:
+        orders, tickets = await container.cancellations.orders_with_cancelled_tickets(order_ids)
+        for t in tickets:
+            by_order[t.order_id].append(t)
     done: list[str] = []
     days: set[tuple[str, dt.date]] = set()
-    # Cancelled: the passengers may be booked on the train-day again (their markers go first).
-    cancelled = [o for o in orders if o.status == OrderStatus.CANCEL]
-    await forget_markers(
-        container,
-        [
-            (
-                o.train_code,
-                o.service_date,
-                o.id,
-                o.member_id,
-                [t.passenger_id for t in by_order.get(o.id, [])],
-            )
-            for o in cancelled
-        ],
+    # Cancelled: the passengers may be booked on the train-day again, and may travel at that time
+    # again (markers and trips are forgotten in one round trip, before the seats go back).
+    gone = [o for o in orders if o.status == OrderStatus.CANCEL]
+    passengers = {o.id: [t.passenger_id for t in by_order.get(o.id, [])] for o in gone}
+    await asyncio.gather(
+        forget_markers(
+            container, [(o.train_code, o.service_date, o.id, o.member_id, passengers[o.id]) for o in gone]
+        ),
+        forget_trips(container, [(o.id, passengers[o.id]) for o in gone]),
     )
-    # ... and their trips: the passengers may travel at that time again.
-    await forget_trips(
-        container, [(o.id, [t.passenger_id for t in by_order.get(o.id, [])]) for o in cancelled]
-    )
-    for order in cancelled:
+    for order in gone:
         held = by_order.get(order.id, [])
         try:
             if held:
@@ -160,15 +171,17 @@ async def expire_unpaid(
     ignores the clause; there the write transaction itself serialises the processes.
     """
     now = now or utcnow()
+    cancelled: dict[str, tuple[OrderRecord, list[TicketRecord]]] = {}
     async with container.cancellations.transaction() as tx:
         due = await tx.lock_due_orders(now, limit)
         for order in due:
-            await cancel_rows(tx, order, reason="expired", now=now)
+            tickets = await cancel_rows(tx, order, reason="expired", now=now)
+            cancelled[order.id] = (replace(order, status=OrderStatus.CANCEL.value), tickets)
         expired = [o.id for o in due]
     await forget_order_views(container, [(o.id, o.member_id) for o in due])
     if expired:
         log.info("orders_expired", count=len(expired))
-        await return_seats_of_orders(container, expired)
+        await return_seats_of_orders(container, expired, cancelled=cancelled)
     return expired
 
 

@@ -154,7 +154,7 @@ class EventWriter(Protocol):
 class OrderCanceller(EventWriter, Protocol):
     """A transaction that can cancel an order it has locked."""
 
-    async def cancel_order(self, order_id: str, *, now: dt.datetime) -> None: ...
+    async def cancel_order(self, order_id: str, *, now: dt.datetime) -> list[TicketRecord]: ...
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ __all__ = [
     "get_order",
     "list_orders",
     "list_tickets",
-    "order_after_payment",
+    "order_after",
 ]
 
 LOST_AFTER_SECONDS = 10.0
@@ -143,26 +143,34 @@ async def cached_order(container: OrderContext, *, member_id: int, order_id: str
     return view if owner == member_id else None
 
 
-async def order_after_payment(
-    container: OrderContext, *, member_id: int, order_id: str, before: OrderView | None, paid_now: bool
+async def order_after(
+    container: OrderContext,
+    *,
+    member_id: int,
+    order_id: str,
+    before: OrderView | None,
+    changed_now: bool,
+    paid: bool,
 ) -> OrderView:
-    """The order as a payment left it, to answer the payer. When this very payment moved the order
-    from held and unpaid to paid, and ``before`` (the cached view read before the payment) showed it
-    held and unpaid, the answer is ``before`` with the payment applied: while the order is held and
-    unpaid nothing but a payment, a cancel or an expiry changes it, and the payment found it so under
-    its row lock. Otherwise (a repeat, a change's difference, nothing cached) the order is read back."""
+    """The order as this request's payment (``paid``) or cancellation left it, to answer the member.
+
+    When this very request moved the order on from held and unpaid, and ``before`` (the cached view
+    read before the request) showed it held and unpaid, the answer is ``before`` with the change
+    applied: while an order is held and unpaid nothing but a payment, a cancel or an expiry changes
+    it, and the request found it so under its row lock. Otherwise (a repeat, a change's difference,
+    nothing cached) the order is read back."""
     if (
-        paid_now
+        changed_now
         and before is not None
         and before.status == OrderStatus.SUCCESS.value
         and before.payment_status == PaymentStatus.UNPAID.value
     ):
-        unpaid, paid = TicketStatus.UNPAID.value, TicketStatus.PAID.value
-        return replace(
-            before,
-            payment_status=PaymentStatus.PAID.value,
-            tickets=tuple(replace(t, status=paid) if t.status == unpaid else t for t in before.tickets),
-        )
+        unpaid = TicketStatus.UNPAID.value
+        ticket_status = TicketStatus.PAID.value if paid else TicketStatus.CANCELLED.value
+        tickets = tuple(replace(t, status=ticket_status) if t.status == unpaid else t for t in before.tickets)
+        if paid:
+            return replace(before, payment_status=PaymentStatus.PAID.value, tickets=tickets)
+        return replace(before, status=OrderStatus.CANCEL.value, tickets=tickets)
     return await get_order(container, member_id=member_id, order_id=order_id)
 
 
