@@ -10,7 +10,9 @@ again the seat of any refunded or changed ticket without it (releases are idempo
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -112,10 +114,23 @@ async def refund_ticket(
             },
             now=now,
         )
-    await forget_order_views(container, [(order.id, member_id)])
-    await forget_trips(container, [(order.id, [ticket.passenger_id])])
+    # The order's views and the passenger's trip are forgotten in one round trip.
+    await asyncio.gather(
+        forget_order_views(container, [(order.id, member_id)]),
+        forget_trips(container, [(order.id, [ticket.passenger_id])]),
+    )
     log.info("ticket_refunded", ticket_id=ticket_id, refund_fen=quote.refund_fen, fee_fen=quote.fee_fen)
-    await return_seats_of_tickets(container, [ticket_id])
+    seat = TicketSeat(
+        ticket_id=ticket.id,
+        status=TicketStatus.REFUNDED.value,
+        train_code=order.train_code,
+        service_date=order.service_date,
+        from_index=ticket.from_index,
+        to_index=ticket.to_index,
+        seat_class=ticket.seat_class,
+        seat_index=ticket.seat_index,
+    )
+    await return_seats_of_tickets(container, [ticket_id], seats=[seat])
     return RefundResult(ticket_id, quote.refund_fen, quote.fee_fen)
 
 
@@ -124,12 +139,16 @@ def release_id_of_ticket(seat: TicketSeat) -> str:
     return ticket_release_id(seat.ticket_id, seat.status)
 
 
-async def return_seats_of_tickets(container: AfterSaleContext, ticket_ids: list[str]) -> int:
+async def return_seats_of_tickets(
+    container: AfterSaleContext, ticket_ids: list[str], *, seats: Sequence[TicketSeat] | None = None
+) -> int:
     """Give the seats of refunded or changed tickets back to the allocator, each for its own journey,
-    and stamp ``released_at``; a failure is left for the expiry job to retry."""
+    and stamp ``released_at``; a failure is left for the expiry job to retry. ``seats``: those of the
+    tickets, when the refunding transaction has just written them (else they are read)."""
     if not ticket_ids:
         return 0
-    seats = await container.refunds.seats_to_return(ticket_ids)
+    if seats is None:
+        seats = await container.refunds.seats_to_return(ticket_ids)
     done: list[str] = []
     days: set[tuple[str, dt.date]] = set()
     for seat in seats:
