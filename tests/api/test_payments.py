@@ -15,6 +15,7 @@ from railbook.adapters.payment.mock import MockProvider
 from railbook.services.after_sale.cancel import expire_unpaid
 from railbook.services.after_sale.change import apply_changes
 from railbook.services.after_sale.payment import callback_payload
+from railbook.services.booking.order_ids import issue_order_id
 from tests.api.after_sale import (
     assert_error,
     container_of,
@@ -89,6 +90,23 @@ async def test_someone_elses_order_or_ticket_is_not_found(client: httpx.AsyncCli
     )
     r = await client.post(f"/api/v1/orders/{oid}/pay", json={"method": "mock"})
     assert r.status_code == 401
+
+
+async def test_an_order_not_committed_yet_is_not_payable_nor_cancellable(client: httpx.AsyncClient) -> None:
+    """An id issued to the member whose order the database does not hold yet (still in the queue): the
+    order can be read back, so paying or cancelling it is a 409, not a 404; for anyone else, 404."""
+    owner = await register(client)
+    other = await register(client)
+    oid = issue_order_id(container_of(client).jwt_secret, owner["member_id"])
+    pay, cancel = f"/api/v1/orders/{oid}/pay", f"/api/v1/orders/{oid}/cancel"
+    assert_error(
+        await client.post(pay, json={"method": "mock"}, headers=owner["headers"]), 409, "NOT_PAYABLE"
+    )
+    assert_error(await client.post(cancel, headers=owner["headers"]), 409, "NOT_CANCELLABLE")
+    assert_error(
+        await client.post(pay, json={"method": "mock"}, headers=other["headers"]), 404, "ORDER_NOT_FOUND"
+    )
+    assert_error(await client.post(cancel, headers=other["headers"]), 404, "ORDER_NOT_FOUND")
 
 
 async def test_payment_after_the_deadline_is_refused_and_expiry_puts_the_seats_back(

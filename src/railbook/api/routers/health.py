@@ -32,8 +32,14 @@ async def healthz() -> dict[str, str]:
 def _probes(container: Container) -> dict[str, Callable[[], Awaitable[object]] | None]:
     """Each dependency and how to ask it; None: in process (embedded), nothing to reach."""
 
+    engine = container.engine
+
     async def database() -> object:
-        async with container.engine.connect() as conn:
+        async with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                # The embedded file: a connection is the probe. A statement would begin a write
+                # transaction (``BEGIN IMMEDIATE``) and queue behind the committer's.
+                return await conn.get_raw_connection()
             return await conn.execute(text("SELECT 1"))
 
     redis = container.redis

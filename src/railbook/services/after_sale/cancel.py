@@ -71,7 +71,8 @@ async def cancel_order(
     now = now or utcnow()
     cancelled: dict[str, tuple[OrderRecord, list[TicketRecord]]] = {}
     async with container.cancellations.transaction() as tx:
-        order = require_order(await tx.lock_order(order_id, member_id), order_id)
+        locked = await tx.lock_order(order_id, member_id)
+        order = require_order(locked, order_id, queued=(container, member_id, NotCancellable))
         if order.status == OrderStatus.CANCEL:
             seats_pending = order.released_at is None
         elif order.status == OrderStatus.SUCCESS and order.payment_status == PaymentStatus.UNPAID:

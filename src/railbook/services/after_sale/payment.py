@@ -39,6 +39,7 @@ from railbook.services.after_sale.ports import (
     PaymentProvider,
 )
 from railbook.services.booking.markers import forget_markers, forget_order_markers
+from railbook.services.booking.order_ids import verify_order_id
 from railbook.services.booking.view_cache import forget_order_views
 
 log = structlog.get_logger(__name__)
@@ -57,11 +58,26 @@ def payment_provider(container: AfterSaleContext, method: str = MOCK) -> Payment
     return container.payment_provider
 
 
-def require_order(order: OrderRecord | None, order_id: str) -> OrderRecord:
-    """The order a lock returned; someone else's (or no) order is NOT_FOUND."""
-    if order is None:
-        raise OrderNotFound("No such order.", details={"order_id": order_id})
-    return order
+def require_order(
+    order: OrderRecord | None,
+    order_id: str,
+    *,
+    queued: tuple[AfterSaleContext, int, type[DomainError]] | None = None,
+) -> OrderRecord:
+    """The order a lock returned; someone else's (or no) order is NOT_FOUND. With ``queued`` (the
+    container, the member, the refusal): an order issued to this member and not committed yet is
+    still in the queue, and that refusal (409) says so — it can be read back, so it is no 404."""
+    if order is not None:
+        return order
+    if queued is not None:
+        container, member_id, refusal = queued
+        if verify_order_id(container.jwt_secret, member_id, order_id):
+            raise refusal(
+                "The order holds no seats yet (it is still in the queue): it can be paid or cancelled "
+                "once it does.",
+                details={"order_id": order_id},
+            )
+    raise OrderNotFound("No such order.", details={"order_id": order_id})
 
 
 def check_payable(order: OrderRecord, now: dt.datetime) -> bool:
@@ -116,7 +132,9 @@ async def pay_order(
             if found.paid_with_key != order_id:
                 raise IdempotencyKeyReused("This Idempotency-Key was used to pay another order.")
             return False
-        order = require_order(found.order if found is not None else None, order_id)
+        order = require_order(
+            found.order if found is not None else None, order_id, queued=(container, member_id, NotPayable)
+        )
         change_id = found.change_id if found is not None else None
         if change_id is None:
             if check_payable(order, now):
