@@ -77,18 +77,19 @@ def claimed_redis_db(preferred: int) -> Iterator[str]:
 
 
 @contextmanager
-def fresh_pg_database() -> Iterator[str]:
-    """A freshly created and migrated PostgreSQL database (asyncpg URL), dropped afterwards."""
+def fresh_pg_database(admin_dsn: str = PG_ADMIN_DSN) -> Iterator[str]:
+    """A freshly created and migrated PostgreSQL database (asyncpg URL) on the server of ``admin_dsn``
+    (the shared one unless told), dropped afterwards."""
     name = f"railbook_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    base = admin_dsn.rsplit("/", 1)[0]
     url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
     try:
         upgrade(url)
         yield url
     finally:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,7 +36,7 @@ from railbook.adapters.db.models import DailyTrain, Member, Order, Passenger, Ti
 from railbook.adapters.redis.allocator import order_stream_key
 from railbook.adapters.redis.stream import GROUP
 from railbook.api.deps import issue_token
-from tests.conftest import fresh_pg_database
+from tests.conftest import PG_ADMIN_DSN, fresh_pg_database
 from tests.live_server import free_port, log_tail
 from tests.support import ADMIN_MOBILE, ADMIN_PASSWORD, make_train_day, wait_until
 
@@ -250,7 +250,7 @@ class Tally:
     refusals: Counter[str] = field(default_factory=Counter)
     slowest_s: float = 0.0
     slowest: str = ""
-    cancelled: int = 0
+    cancelled: set[str] = field(default_factory=set)  # orders whose cancel was answered 200
 
     def check(self, r: httpx.Response, took: float) -> None:
         self.statuses[r.status_code] += 1
@@ -376,7 +376,7 @@ async def shop(
                         client, tally, "POST", f"/api/v1/orders/{order_id}/cancel", headers=shopper.headers
                     )
                     if c is not None and c.status_code == 200:
-                        tally.cancelled += 1
+                        tally.cancelled.add(order_id)
                 break
 
 
@@ -408,9 +408,9 @@ class Stage:
 
 
 @contextlib.asynccontextmanager
-async def _pg_database() -> AsyncIterator[str]:
+async def _pg_database(admin_dsn: str = PG_ADMIN_DSN) -> AsyncIterator[str]:
     """A fresh migrated database; made in a thread (the migration runs its own event loop)."""
-    manager = fresh_pg_database()
+    manager = fresh_pg_database(admin_dsn)
     url = await asyncio.to_thread(manager.__enter__)
     try:
         yield url
@@ -419,14 +419,17 @@ async def _pg_database() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def stage(tmp_path: Path, *, proxy: bool = False) -> AsyncIterator[tuple[Stage, TcpProxy | None]]:
-    """Stores, a serve process (behind a PostgreSQL proxy when asked), a hot train-day and shoppers."""
+async def stage(
+    tmp_path: Path, *, proxy: bool = False, pg_admin_dsn: str = PG_ADMIN_DSN
+) -> AsyncIterator[tuple[Stage, TcpProxy | None]]:
+    """Stores, a serve process (behind a PostgreSQL proxy when asked), a hot train-day and shoppers. The
+    database is made on the shared PostgreSQL, or on the server of ``pg_admin_dsn``."""
     redis = RedisServer(tmp_path)
     await redis.start()
     tcp: TcpProxy | None = None
     serve: ServeProcess | None = None
     try:
-        async with _pg_database() as pg_url:
+        async with _pg_database(pg_admin_dsn) as pg_url:
             db_url = pg_url
             if proxy:
                 real = make_url(pg_url)
@@ -577,7 +580,7 @@ def report(name: str, s: Stage, finals: Counter[str], figures: dict[str, Any]) -
     t = s.tally
     print(
         f"\n[{name}] accepted={len(t.accepted)} finals={dict(finals)} statuses={dict(t.statuses)} "
-        f"codes={dict(t.codes)} refused={dict(t.refusals)} cancelled={t.cancelled} "
+        f"codes={dict(t.codes)} refused={dict(t.refusals)} cancelled={len(t.cancelled)} "
         f"slowest={t.slowest_s:.2f}s ({t.slowest}) db={figures}"
     )
 
@@ -587,6 +590,23 @@ async def crowd_phase(s: Stage, seconds: float) -> int:
     before = len(s.tally.accepted)
     await asyncio.sleep(seconds)
     return len(s.tally.accepted) - before
+
+
+async def database_outage(
+    s: Stage, down: Callable[[], Awaitable[None]], up: Callable[[], Awaitable[None]], *, down_s: float = 3.0
+) -> None:
+    """Take PostgreSQL away under the crowd (``down``) for ``down_s``: not ready, 503 meanwhile; bring
+    it back (``up``): ready again, and orders are accepted again."""
+    await down()
+    before = s.tally.statuses[503]
+    await asyncio.sleep(down_s)
+    ready = await call(s.client, s.tally, "GET", "/readyz")
+    assert ready is not None and ready.status_code == 503, "ready while the database is down"
+    assert s.tally.statuses[503] > before, "no 503 while the database was down"
+    await up()
+    assert await crowd_phase(s, 4.0) > 0, "nothing accepted after the database came back"
+    ready = await call(s.client, s.tally, "GET", "/readyz")
+    assert ready is not None and ready.status_code == 200, "not ready again after the database came back"
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,16 +673,7 @@ async def test_database_cut_off_mid_crowd(tmp_path: Path) -> None:
         assert tcp is not None
         s.start_crowd()
         assert await crowd_phase(s, 3.0) > 0
-        await tcp.cut()
-        before = s.tally.statuses[503]
-        await asyncio.sleep(3.0)
-        ready = await call(s.client, s.tally, "GET", "/readyz")
-        assert ready is not None and ready.status_code == 503, "ready while the database is cut off"
-        assert s.tally.statuses[503] > before, "no 503 while the database was unreachable"
-        await tcp.start()
-        assert await crowd_phase(s, 4.0) > 0, "nothing accepted after the database came back"
-        ready = await call(s.client, s.tally, "GET", "/readyz")
-        assert ready is not None and ready.status_code == 200, "not ready again after the database came back"
+        await database_outage(s, tcp.cut, tcp.start)
         await s.stop_crowd()
         started = time.monotonic()
         finals = await settle(s, within_s=45, lost_ok=False)
