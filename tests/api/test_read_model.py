@@ -21,6 +21,7 @@ from railbook.services.booking.read_model import get_order, list_orders, list_ti
 from railbook.services.booking.view_cache import decode_order, decode_page, encode_order, encode_page
 from railbook.services.members.service import _ensure_account, get_member
 from tests.api.after_sale import container_of, held_order, journey, make_train, member_with
+from tests.support import wait_until
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -63,6 +64,30 @@ async def test_every_change_is_seen_by_every_read_at_once(client: httpx.AsyncCli
     one, listed, tickets = await _all_views(client, member, oid)
     assert one == listed and one["payment_status"] == "PARTLY_REFUNDED"
     assert {t["ticket_id"]: t["status"] for t in tickets}[refunded] == "REFUNDED"
+
+
+async def test_the_view_the_committer_publishes_is_the_one_the_database_reads(
+    client: httpx.AsyncClient,
+) -> None:
+    """The committer keeps each order it writes in the cache with its view as written; that view is,
+    field for field, what the database's read of the order answers."""
+    train = await make_train(client, days=(4,), rows=2)
+    member = await member_with(client, 3)
+    container = container_of(client)
+    body = journey(train, 4, member["passengers"])
+    body["passengers"][1]["seat_pref"] = "F"
+    r = await client.post("/api/v1/orders", json=body, headers=member["headers"])
+    assert r.status_code == 202, r.text
+    oid = r.json()["order_id"]
+
+    async def published() -> str | None:
+        return (await container.order_views.order(oid))[0]
+
+    cached = await wait_until(published, what="the committer to publish the order's view")
+    owner, view = decode_order(cached)
+    assert owner == member["member_id"]
+    assert view == (await container.order_reads.committed(member["member_id"], [oid]))[oid]
+    assert view.status == "SUCCESS" and len(view.tickets) == 3
 
 
 @pytest.mark.parametrize("action", ["pay", "cancel"])

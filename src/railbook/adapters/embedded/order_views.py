@@ -62,6 +62,12 @@ class MemoryOrderViews:
         while len(self._members) > self.max_entries:
             self._members.popitem(last=False)
 
+    async def written(self, views: Sequence[tuple[str, str]], member_ids: Sequence[int]) -> None:
+        firsts = [(o, view) for o, view in views if self._generations.get(("o", o), 0) == 0]
+        await self.forget([o for o, _ in views], member_ids)
+        for order_id, view in firsts:
+            await self.keep_order(order_id, 1, view)
+
     async def forget(self, order_ids: Sequence[str], member_ids: Sequence[int]) -> None:
         keys: list[Hashable] = [("o", o) for o in order_ids] + [("m", m) for m in member_ids]
         for key in keys:

@@ -35,6 +35,22 @@ return 1
 """
 
 
+# KEYS[1] an order's view, KEYS[2] its generation; ARGV[1] the view's TTL, ARGV[2] the view as the
+# committer wrote the order, ARGV[3] the generation's TTL. The generation moves on (as an
+# invalidation moves it); only its first move (no change of the order since it was written) keeps the
+# view, any later one drops what is cached.
+WRITTEN_LUA = """
+local generation = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+if generation == 1 then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[1]))
+else
+  redis.call('DEL', KEYS[1])
+end
+return generation
+"""
+
+
 def order_keys(order_id: str) -> tuple[str, str]:
     """An order's view and its generation."""
     return f"ov:{{{order_id}}}", f"ovg:{{{order_id}}}"
@@ -58,6 +74,7 @@ class RedisOrderViews:
         self.batch = autopipe
         self.ttl = ttl_seconds
         self._fill = redis.register_script(FILL_LUA)
+        self._written = redis.register_script(WRITTEN_LUA)
 
     async def _read(self, entry: tuple[Any, ...], generation_key: str) -> tuple[bytes | None, int | None]:
         try:
@@ -96,13 +113,28 @@ class RedisOrderViews:
             if not is_store_outage(exc):
                 raise
 
+    async def written(self, views: Sequence[tuple[str, str]], member_ids: Sequence[int]) -> None:
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", self._written.sha, 2, *order_keys(o), self.ttl, view, VIEW_GENERATION_TTL_SECONDS)
+            for o, view in views
+        ]
+        commands += _forget_commands([member_keys(m) for m in member_ids])
+        if commands:
+            raise_errors(await self.batch.execute_scripted(commands, [WRITTEN_LUA]))
+
     async def forget(self, order_ids: Sequence[str], member_ids: Sequence[int]) -> None:
-        commands: list[tuple[Any, ...]] = []
-        for entry, generation in [order_keys(o) for o in order_ids] + [member_keys(m) for m in member_ids]:
-            commands += [
-                ("INCR", generation),
-                ("EXPIRE", generation, VIEW_GENERATION_TTL_SECONDS),
-                ("DEL", entry),
-            ]
+        commands = _forget_commands([order_keys(o) for o in order_ids] + [member_keys(m) for m in member_ids])
         if commands:
             raise_errors(await self.batch.execute(commands))
+
+
+def _forget_commands(keys: Sequence[tuple[str, str]]) -> list[tuple[Any, ...]]:
+    """Move each generation on, then drop its entry (see the module docstring)."""
+    commands: list[tuple[Any, ...]] = []
+    for entry, generation in keys:
+        commands += [
+            ("INCR", generation),
+            ("EXPIRE", generation, VIEW_GENERATION_TTL_SECONDS),
+            ("DEL", entry),
+        ]
+    return commands

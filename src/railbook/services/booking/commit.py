@@ -35,7 +35,7 @@ from railbook.services.booking.context import OrderContext
 from railbook.services.booking.markers import marker_keep_seconds
 from railbook.services.booking.ports import HeldOrder, OrderMessage, SeatConflict
 from railbook.services.booking.trips import forget_trips
-from railbook.services.booking.view_cache import forget_order_views
+from railbook.services.booking.view_cache import forget_order_views, publish_written_views
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.loading import ensure_day_loaded
 from railbook.services.sales.reconcile import reconcile_day
@@ -71,6 +71,7 @@ def parse_message(fields: Mapping[Any, Any]) -> OrderMessage:
         epoch=text.get("epoch"),
         change_of=body.get("change_of"),
         credit_fen=int(body.get("credit_fen") or 0),
+        boarding=dt.date.fromisoformat(str(body["boarding"])) if body.get("boarding") else None,
     )
 
 
@@ -78,6 +79,7 @@ def parse_message(fields: Mapping[Any, Any]) -> OrderMessage:
 class CommitOutcome:
     committed: list[OrderMessage] = field(default_factory=list)  # SUCCESS now (or already)
     failed: list[OrderMessage] = field(default_factory=list)  # FAILURE, seats given back
+    written: list[OrderMessage] = field(default_factory=list)  # of the committed, those written now
 
 
 async def _fail(container: OrderContext, msg: OrderMessage, code: str, text: str) -> None:
@@ -259,6 +261,7 @@ async def _commit_current(
             else:
                 outcome.committed.append(m)
     outcome.committed.extend(m for m in batch if m.order_id in inserted)
+    outcome.written.extend(m for m in batch if m.order_id in inserted)
 
 
 async def settle(container: OrderContext, outcome: CommitOutcome) -> None:
@@ -267,13 +270,22 @@ async def settle(container: OrderContext, outcome: CommitOutcome) -> None:
     margin, so the accept path refuses a second order for the passenger without asking the
     database; payment, cancellation and expiry delete them (``booking.forget_markers``).
 
-    First the read model learns that these orders are written (``forget_order_views``): a reader then
-    asks the database instead of answering from the pending record. Before the acknowledgement, so a
-    failure here is retried with the redelivered messages."""
+    First the read model learns that these orders are written (their generations move on): a reader
+    then no longer answers from the pending record, but from the view written now, or the database.
+    Before the acknowledgement, so a failure here is retried with the redelivered messages."""
     finished = outcome.committed + outcome.failed
     # Search first: once an order reads as final, search counts it.
     await container.search_changes.train_days_changed({(m.train_code, m.date) for m in finished})
-    await forget_order_views(container, [(m.order_id, m.member_id) for m in finished])
+    # Orders written now (not a change's, whose payment may follow at once) are published with their
+    # views as written: the passengers' next polls need no database. The others are forgotten.
+    fresh = [m for m in outcome.written if m.change_of is None]
+    fresh_ids = {m.order_id for m in fresh}
+    await asyncio.gather(
+        publish_written_views(container, fresh, container.settings.pay_deadline_seconds),
+        forget_order_views(
+            container, [(m.order_id, m.member_id) for m in finished if m.order_id not in fresh_ids]
+        ),
+    )
     guard = container.guard
     by_day: dict[tuple[str, dt.date], tuple[list[HeldOrder], list[HeldOrder]]] = {}
     for m, ok in [(m, True) for m in outcome.committed] + [(m, False) for m in outcome.failed]:

@@ -93,6 +93,7 @@ class OrderMessage:
     epoch: str | None = None  # the load epoch it was allocated under (None: unknown, not checked)
     change_of: str | None = None  # the ticket a change replaces
     credit_fen: int = 0  # what the replaced ticket paid: the order's total is the rest of its fare
+    boarding: dt.date | None = None  # the day the train leaves ``from`` (None: the service date)
 
     @property
     def total_fen(self) -> int:
@@ -465,4 +466,11 @@ class OrderViewCache(Protocol):
     async def forget(self, order_ids: Sequence[str], member_ids: Sequence[int]) -> None:
         """A change of these orders (and of these members' entries) committed: move their generations
         on, then drop their cached entries."""
+        ...
+
+    async def written(self, views: Sequence[tuple[str, str]], member_ids: Sequence[int]) -> None:
+        """The committer wrote these orders, each given with its view as written (``encode_order``):
+        each order's generation moves on, as ``forget`` moves it, and when that is its first move
+        (nothing has changed the order since it was written) its view is kept, so the member's next
+        read needs no database; the members' entries are forgotten."""
         ...

@@ -23,7 +23,9 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from railbook.services.booking.ports import OrderView, OrderViewCache, TicketView
+from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
+from railbook.kit.clock import as_utc
+from railbook.services.booking.ports import OrderMessage, OrderView, OrderViewCache, TicketView, ticket_id
 
 
 class ViewCacheContext(Protocol):
@@ -40,6 +42,55 @@ async def forget_order_views(container: ViewCacheContext, orders: Sequence[tuple
     if not orders:
         return
     await container.order_views.forget(sorted({o for o, _ in orders}), sorted({m for _, m in orders}))
+
+
+async def publish_written_views(
+    container: ViewCacheContext, written: Sequence[OrderMessage], pay_deadline_seconds: int
+) -> None:
+    """The committer wrote these orders (SUCCESS, unpaid) just now: their views as written are kept
+    for their members' next reads (see ``OrderViewCache.written``), their members' lists forgotten.
+    Raises as ``forget_order_views`` does."""
+    if not written:
+        return
+    views = [(m.order_id, encode_order(m.member_id, written_view(m, pay_deadline_seconds))) for m in written]
+    await container.order_views.written(views, sorted({m.member_id for m in written}))
+
+
+def written_view(m: OrderMessage, pay_deadline_seconds: int) -> OrderView:
+    """The view of an order as the committer writes it (what the database's read of it answers, see
+    ``adapters.db.order_reads``): held and unpaid, the pay deadline counted from its acceptance, its
+    tickets in the order the passengers were asked for."""
+    tickets = []
+    for seat in m.seats:  # sorted by position, as the passengers were asked for
+        position = int(seat["position"])
+        passenger = m.passengers[position]
+        tickets.append(
+            TicketView(
+                ticket_id(m.order_id, position),
+                m.order_id,
+                int(passenger["passenger_id"]),
+                str(passenger.get("name", "")),
+                str(seat["seat_name"]),
+                str(seat["seat_class"]),
+                int(passenger.get("price_fen", 0)),
+                TicketStatus.UNPAID.value,
+                fare_type=str(passenger.get("fare_type") or "adult"),
+            )
+        )
+    return OrderView(
+        order_id=m.order_id,
+        status=OrderStatus.SUCCESS.value,
+        train_code=m.train_code,
+        date=m.boarding or m.date,
+        from_station=m.from_station,
+        to_station=m.to_station,
+        created_at=as_utc(m.created_at),
+        payment_status=PaymentStatus.UNPAID.value,
+        pay_deadline=as_utc(m.created_at) + dt.timedelta(seconds=pay_deadline_seconds),
+        total_fen=m.total_fen,
+        tickets=tuple(tickets),
+        change_of=m.change_of,
+    )
 
 
 def _date(value: dt.date | None) -> str | None:
