@@ -2,7 +2,7 @@
 hot train-day, while the serve process is killed, Redis is killed (with AOF, or wiped) and PostgreSQL is
 cut off behind a TCP proxy. Afterwards an audit: no seat segment held twice, nothing sold beyond
 capacity, the allocator agrees with the system of record, every 202 order ends final, no 500 was ever
-answered and every 503 carried Retry-After.
+answered and every 503 carried Retry-After (the crowd and the audit: ``tests/crowd.py``).
 
 Each test starts its own ``redis-server`` (AOF on, ``appendfsync always``) and its own PostgreSQL
 database; the shared servers are never stopped.
@@ -22,33 +22,38 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import make_url, select
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import make_url
 
-from railbook.adapters.db.models import DailyTrain, Member, Order, Passenger, Ticket
 from railbook.adapters.redis.allocator import order_stream_key
 from railbook.adapters.redis.stream import GROUP
-from railbook.api.deps import issue_token
+from tests import crowd
 from tests.conftest import PG_ADMIN_DSN, fresh_pg_database
+from tests.crowd import (
+    Shopper,
+    Tally,
+    audit_day,
+    call,
+    crowd_client,
+    hot_day,
+    run_railbook,
+    server_env,
+    settle_orders,
+    shop,
+)
 from tests.live_server import free_port, log_tail
-from tests.support import ADMIN_MOBILE, ADMIN_PASSWORD, make_train_day, wait_until
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 N_STOPS = 5
 ROWS = 12  # one second-class carriage: 60 seats
 MEMBERS = 60
-JWT_SECRET = "fault-secret-" + "x" * 32
-REQUEST_TIMEOUT_S = 10.0  # a request still unanswered after this is a hang
-FINAL = {"SUCCESS", "EMPTY", "FAILURE", "CANCEL"}
-EXPECTED_STATUSES = {200, 202, 409, 503}
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,14 +187,19 @@ class ServeProcess:
         self.log = workdir / "serve.log"
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, role: str = "serve") -> None:
-        """Start ``railbook serve`` (or ``railbook api``: HTTP only, no committer) and wait until healthy."""
+    async def spawn(self, *args: str) -> asyncio.subprocess.Process:
+        """``railbook ARGS`` with this server's settings, its output appended to the log."""
         railbook = Path(sys.executable).with_name("railbook")
-        command = [str(railbook), role, "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                *command, cwd=self.workdir, env=self.env, stdout=log, stderr=log
+                str(railbook), *args, cwd=self.workdir, env=self.env, stdout=log, stderr=log
             )
+        return self.proc
+
+    async def start(self, role: str = "serve") -> None:
+        """Start ``railbook serve`` (or ``railbook api``: HTTP only, no committer) and wait until healthy."""
+        await self.spawn(role, "--host", "127.0.0.1", "--port", str(self.port))
+        assert self.proc is not None
         deadline = time.monotonic() + 90
         async with httpx.AsyncClient(timeout=1.0) as client:
             while True:
@@ -220,164 +230,11 @@ class ServeProcess:
 
     async def railbook(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
         """Run a ``railbook`` command with this server's settings (without blocking the event loop)."""
-        railbook = Path(sys.executable).with_name("railbook")
-        proc = await asyncio.create_subprocess_exec(
-            str(railbook),
-            *args,
-            cwd=self.workdir,
-            env=env or self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(errors="replace")
+        return await run_railbook(env or self.env, *args, cwd=self.workdir)
 
 
 # --------------------------------------------------------------------------------------------
-# The crowd.
-
-
-@dataclass
-class Tally:
-    """What the crowd saw."""
-
-    accepted: dict[str, dict[str, str]] = field(default_factory=dict)  # order id → member headers
-    statuses: Counter[int] = field(default_factory=Counter)
-    codes: Counter[str] = field(default_factory=Counter)
-    violations: list[str] = field(default_factory=list)
-    refused: int = 0  # connections refused or reset (the serve process was down)
-    refusals: Counter[str] = field(default_factory=Counter)
-    slowest_s: float = 0.0
-    slowest: str = ""
-    cancelled: set[str] = field(default_factory=set)  # orders whose cancel was answered 200
-
-    def check(self, r: httpx.Response, took: float) -> None:
-        self.statuses[r.status_code] += 1
-        if took > self.slowest_s:
-            self.slowest_s = took
-            self.slowest = f"{r.request.method} {r.request.url.path} → {r.status_code}"
-        if r.status_code >= 400:
-            with contextlib.suppress(Exception):
-                self.codes[r.json()["error"]["code"]] += 1
-        where = f"{r.request.method} {r.request.url.path}"
-        if r.status_code not in EXPECTED_STATUSES:
-            self.violations.append(f"{where} → {r.status_code}: {r.text[:300]}")
-        if r.status_code == 503 and not r.headers.get("retry-after"):
-            self.violations.append(f"{where} → 503 without Retry-After: {r.text[:200]}")
-        if r.status_code >= 400:
-            try:
-                error = r.json()["error"]
-                assert isinstance(error["code"], str) and "message" in error
-            except Exception:
-                self.violations.append(f"{where} → {r.status_code} not in the error shape: {r.text[:200]}")
-
-
-async def call(
-    client: httpx.AsyncClient, tally: Tally, method: str, path: str, **kw: Any
-) -> httpx.Response | None:
-    started = time.monotonic()
-    try:
-        r = await client.request(method, path, **kw)
-    except httpx.TimeoutException:
-        tally.violations.append(f"{method} {path}: no answer within {REQUEST_TIMEOUT_S}s (a hang)")
-        return None
-    except httpx.TransportError as exc:
-        tally.refused += 1
-        tally.refusals[type(exc).__name__] += 1
-        return None
-    tally.check(r, time.monotonic() - started)
-    return r
-
-
-@dataclass
-class Shopper:
-    headers: dict[str, str]
-    passengers: list[int]
-
-
-async def make_shoppers(pg_url: str, n: int) -> list[Shopper]:
-    """Members with two passengers each, written straight to the database (registration is not under
-    test), and their access tokens."""
-    engine = create_async_engine(pg_url)
-    out = []
-    tag = random.randrange(10**5)
-    try:
-        async with engine.begin() as conn:
-            from sqlalchemy.ext.asyncio import AsyncSession
-
-            async with AsyncSession(bind=conn) as session:
-                members = [
-                    Member(mobile=f"166{tag:05d}{k:03d}", name="乘客", password_hash="x") for k in range(n)
-                ]
-                session.add_all(members)
-                await session.flush()
-                passengers = [
-                    [
-                        Passenger(member_id=m.id, name="张三", id_card=f"11010119900101{k:03d}{j}")
-                        for j in range(2)
-                    ]
-                    for k, m in enumerate(members)
-                ]
-                session.add_all([p for ps in passengers for p in ps])
-                await session.flush()
-                signer: Any = SimpleNamespace(
-                    settings=SimpleNamespace(access_token_seconds=3600),
-                    jwt_secret=JWT_SECRET,
-                    verified_tokens={},
-                )
-                for m, ps in zip(members, passengers, strict=True):
-                    token, _ = issue_token(signer, m.id, "member")
-                    out.append(Shopper({"Authorization": f"Bearer {token}"}, [p.id for p in ps]))
-    finally:
-        await engine.dispose()
-    return out
-
-
-async def shop(
-    client: httpx.AsyncClient,
-    shopper: Shopper,
-    day: dict[str, Any],
-    stop: asyncio.Event,
-    tally: Tally,
-    rng: random.Random,
-) -> None:
-    """Order one seat at a time; follow the order to its end; cancel half the successes (seats come
-    back, so the day keeps selling); back off on 409/503 and on refused connections."""
-    names = [s[0] for s in day["stations"]]
-    k = 0
-    while not stop.is_set():
-        pid = shopper.passengers[k % len(shopper.passengers)]
-        k += 1
-        i = rng.randrange(N_STOPS - 1)
-        j = rng.randrange(i + 1, N_STOPS)
-        body = {
-            "date": day["date"],
-            "train_code": day["train_code"],
-            "from": names[i],
-            "to": names[j],
-            "passengers": [{"passenger_id": pid, "seat_class": "second"}],
-        }
-        r = await call(client, tally, "POST", "/api/v1/orders", json=body, headers=shopper.headers)
-        if r is None or r.status_code != 202:
-            await asyncio.sleep(0.3 if r is None or r.status_code == 503 else 0.05)
-            continue
-        order_id = r.json()["order_id"]
-        tally.accepted[order_id] = shopper.headers
-        while not stop.is_set():
-            await asyncio.sleep(0.15)
-            r = await call(client, tally, "GET", f"/api/v1/orders/{order_id}", headers=shopper.headers)
-            if r is None or r.status_code != 200:
-                continue
-            status = r.json()["status"]
-            if status in FINAL:
-                if status == "SUCCESS" and rng.random() < 0.5:
-                    c = await call(
-                        client, tally, "POST", f"/api/v1/orders/{order_id}/cancel", headers=shopper.headers
-                    )
-                    if c is not None and c.status_code == 200:
-                        tally.cancelled.add(order_id)
-                break
+# The stage.
 
 
 @dataclass
@@ -436,37 +293,10 @@ async def stage(
                 tcp = TcpProxy(real.port or 5432)
                 await tcp.start()
                 db_url = real.set(port=tcp.port).render_as_string(hide_password=False)
-            serve = ServeProcess(
-                tmp_path,
-                {
-                    "RAILBOOK_DATABASE_URL": db_url,
-                    "RAILBOOK_REDIS_URL": redis.url,
-                    "RAILBOOK_RATE_LIMITS": "off",
-                    "RAILBOOK_SALE_DAYS_AHEAD": "3",
-                    "RAILBOOK_LOAD_SAMPLE_DATA": "false",
-                    "RAILBOOK_ADMIN_MOBILE": ADMIN_MOBILE,
-                    "RAILBOOK_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                    "RAILBOOK_JWT_SECRET": JWT_SECRET,
-                    "RAILBOOK_ARGON2_TIME_COST": "1",
-                    "RAILBOOK_ARGON2_MEMORY_COST": "1024",
-                    "RAILBOOK_PAY_DEADLINE_SECONDS": "600",
-                },
-            )
+            serve = ServeProcess(tmp_path, server_env(db_url, redis.url))
             await serve.start()
-            # Idle connections are dropped before the server's keep-alive timeout (5 s) can race a request.
-            limits = httpx.Limits(
-                max_connections=MEMBERS + 10, max_keepalive_connections=MEMBERS + 10, keepalive_expiry=2.0
-            )
-            async with httpx.AsyncClient(
-                base_url=serve.url, timeout=REQUEST_TIMEOUT_S, limits=limits
-            ) as client:
-                r = await client.post(
-                    "/api/v1/auth/login", json={"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD}
-                )
-                assert r.status_code == 200, r.text
-                admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-                day = await make_train_day(client, admin, rows=ROWS, stops=N_STOPS, days_ahead=1)
-                shoppers = await make_shoppers(pg_url, MEMBERS)
+            async with crowd_client(serve.url, MEMBERS + 10) as client:
+                day, shoppers = await hot_day(client, pg_url, rows=ROWS, stops=N_STOPS, shoppers=MEMBERS)
                 s = Stage(serve, redis, pg_url, day, shoppers, client)
                 try:
                     yield s, tcp
@@ -487,102 +317,21 @@ async def stage(
 
 
 async def settle(s: Stage, *, within_s: float, lost_ok: bool) -> Counter[str]:
-    """Every accepted order reads back final within ``within_s``; FAILURE only as LOST_IN_FAILOVER
-    (or the SEAT_CONFLICT backstop) and only where Redis data may have been lost."""
-    deadline = time.monotonic() + within_s
-    open_ids = dict(s.tally.accepted)
-    finals: Counter[str] = Counter()
-    failures: Counter[str] = Counter()
-    while open_ids:
-        for order_id, headers in list(open_ids.items()):
-            r = await call(s.client, s.tally, "GET", f"/api/v1/orders/{order_id}", headers=headers)
-            if r is None or r.status_code != 200:
-                continue
-            body = r.json()
-            if body["status"] in FINAL:
-                finals[body["status"]] += 1
-                if body["status"] == "FAILURE":
-                    failures[(body.get("error") or {}).get("code", "?")] += 1
-                del open_ids[order_id]
-        if not open_ids:
-            break
-        assert time.monotonic() < deadline, (
-            f"{len(open_ids)} accepted orders not final after {within_s}s "
-            f"(e.g. {list(open_ids)[:3]}):\n{log_tail(s.serve.log)}"
-        )
-        await asyncio.sleep(0.5)
-    if lost_ok:
-        assert set(failures) <= {"LOST_IN_FAILOVER", "SEAT_CONFLICT"}, failures
-    else:
-        assert not failures, f"orders failed although no data was lost: {failures}"
-    return finals
+    """Every accepted order reads back final within ``within_s`` (``tests.crowd.settle_orders``)."""
+    return await settle_orders(s.client, s.tally, within_s=within_s, lost_ok=lost_ok, logs=[s.serve.log])
 
 
 async def audit(s: Stage) -> dict[str, Any]:
     """The system of record holds no segment twice and no more than capacity; Redis agrees with it."""
-    engine = create_async_engine(s.pg_url)
-    try:
-        async with engine.connect() as conn:
-            daily_id = (
-                await conn.execute(
-                    select(DailyTrain.id).where(
-                        DailyTrain.train_code == s.day["train_code"],
-                        DailyTrain.service_date == dt.date.fromisoformat(s.day["date"]),
-                    )
-                )
-            ).scalar_one()
-            tickets = (
-                await conn.execute(
-                    select(Ticket.daily_seat_id, Ticket.from_index, Ticket.to_index, Ticket.order_id).where(
-                        Ticket.daily_train_id == daily_id, Ticket.status.in_(["UNPAID", "PAID"])
-                    )
-                )
-            ).all()
-            orders = Counter(
-                (await conn.execute(select(Order.status).where(Order.daily_train_id == daily_id))).scalars()
-            )
-    finally:
-        await engine.dispose()
-    held: dict[tuple[int, int], str] = {}
-    for seat, i, j, order_id in tickets:
-        for k in range(i, j):
-            other = held.setdefault((seat, k), order_id)
-            assert other == order_id, f"seat {seat} segment {k} held by {other} and {order_id}"
-    capacity = ROWS * 5
-    for k in range(N_STOPS - 1):
-        assert sum(1 for (_, seg) in held if seg == k) <= capacity
-    env = dict(s.serve.env, RAILBOOK_DATABASE_URL=s.pg_url)
-    checks = 0
-    while True:  # a cancel's release may still be on its retry loop
-        checks += 1
-        rc, out = await s.serve.railbook(
-            "inventory", "check", "--date", s.day["date"], "--train", s.day["train_code"], env=env
-        )
-        if rc == 0 or checks == 10:
-            break
-        await asyncio.sleep(1.0)
-    assert rc == 0, f"allocator and system of record disagree:\n{out}"
-    return {"active_tickets": len(tickets), "orders": dict(orders), "inventory_checks": checks}
+    return await audit_day(s.pg_url, s.day, s.serve.env)
 
 
 def assert_clean(s: Stage, *, refused_ok: bool = False) -> None:
-    t = s.tally
-    assert not t.violations, "\n".join(t.violations[:20])
-    assert 500 not in t.statuses
-    if not refused_ok:
-        assert t.refused == 0, f"{t.refused} requests were refused or reset: {dict(t.refusals)}"
-    text = s.serve.log.read_text(errors="replace")
-    assert "unhandled_error" not in text, log_tail(s.serve.log, 80)
-    assert "background_role_failed" not in text, log_tail(s.serve.log, 80)
+    crowd.assert_clean(s.tally, [s.serve.log], refused_ok=refused_ok)
 
 
 def report(name: str, s: Stage, finals: Counter[str], figures: dict[str, Any]) -> None:
-    t = s.tally
-    print(
-        f"\n[{name}] accepted={len(t.accepted)} finals={dict(finals)} statuses={dict(t.statuses)} "
-        f"codes={dict(t.codes)} refused={dict(t.refusals)} cancelled={len(t.cancelled)} "
-        f"slowest={t.slowest_s:.2f}s ({t.slowest}) db={figures}"
-    )
+    crowd.report(name, s.tally, finals, figures)
 
 
 async def crowd_phase(s: Stage, seconds: float) -> int:

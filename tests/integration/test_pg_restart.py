@@ -14,16 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from railbook.adapters.db.models import Order
+from tests.crowd import call, recorded
 from tests.integration.test_faults import (
-    FINAL,
     Stage,
     assert_clean,
     audit,
-    call,
     crowd_phase,
     database_outage,
     report,
@@ -71,29 +67,6 @@ async def browse(s: Stage, k: int) -> None:
         await asyncio.sleep(0.1)
 
 
-async def recorded(s: Stage) -> dict[str, int]:
-    """Every order answered 202 stands in the database, final, and every cancel answered 200 stands
-    there as CANCEL: nothing acknowledged was lost with the restart."""
-    engine = create_async_engine(s.pg_url)
-    try:
-        async with engine.connect() as conn:
-            rows = (
-                await conn.execute(select(Order.id, Order.status).where(Order.id.in_(list(s.tally.accepted))))
-            ).all()
-    finally:
-        await engine.dispose()
-    status: dict[str, str] = {order_id: st for order_id, st in rows}
-    missing = [order_id for order_id in s.tally.accepted if order_id not in status]
-    assert not missing, f"{len(missing)} accepted orders are not in the database, e.g. {missing[:3]}"
-    open_orders = [(order_id, st) for order_id, st in status.items() if st not in FINAL]
-    assert not open_orders, f"accepted orders not final in the database: {open_orders[:3]}"
-    uncancelled = [
-        (order_id, status[order_id]) for order_id in s.tally.cancelled if status[order_id] != "CANCEL"
-    ]
-    assert not uncancelled, f"orders cancelled with 200 but not CANCEL in the database: {uncancelled[:3]}"
-    return {"recorded": len(status), "cancels_recorded": len(s.tally.cancelled)}
-
-
 async def restart_mid_crowd(tmp_path: Path, pg: PrivatePostgres, mode: str, name: str) -> None:
     async with stage(tmp_path, pg_admin_dsn=pg.admin_dsn) as (s, _):
         s.start_crowd()
@@ -102,7 +75,7 @@ async def restart_mid_crowd(tmp_path: Path, pg: PrivatePostgres, mode: str, name
         await database_outage(s, functools.partial(pg.stop, mode), pg.start, down_s=DOWN_S)
         await s.stop_crowd()
         finals = await settle(s, within_s=30, lost_ok=False)
-        figures = await audit(s) | await recorded(s)
+        figures = await audit(s) | await recorded(s.pg_url, s.tally)
         report(name, s, finals, figures)
         assert_clean(s)
 

@@ -21,18 +21,10 @@ import httpx
 import pytest
 
 from tests.conftest import claimed_redis_db, fresh_pg_database
-from tests.integration.test_faults import (
-    FINAL,
-    JWT_SECRET,
-    N_STOPS,
-    Shopper,
-    Tally,
-    call,
-    make_shoppers,
-    shop,
-)
+from tests.crowd import FINAL, Shopper, Tally, call, hot_day, server_env, shop
+from tests.integration.test_faults import N_STOPS
 from tests.live_server import free_port, log_tail
-from tests.support import ADMIN_MOBILE, ADMIN_PASSWORD, make_train_day, wait_until
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -143,18 +135,7 @@ async def gone(pids: list[int], within_s: float = 10.0) -> bool:
 def stores() -> Iterator[dict[str, str]]:
     """A fresh database and a Redis logical database of this test's own."""
     with fresh_pg_database() as pg, claimed_redis_db(3) as redis_url:
-        yield {
-            "RAILBOOK_DATABASE_URL": pg,
-            "RAILBOOK_REDIS_URL": redis_url,
-            "RAILBOOK_RATE_LIMITS": "off",
-            "RAILBOOK_SALE_DAYS_AHEAD": "2",
-            "RAILBOOK_LOAD_SAMPLE_DATA": "false",
-            "RAILBOOK_ADMIN_MOBILE": ADMIN_MOBILE,
-            "RAILBOOK_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "RAILBOOK_JWT_SECRET": JWT_SECRET,
-            "RAILBOOK_ARGON2_TIME_COST": "1",
-            "RAILBOOK_ARGON2_MEMORY_COST": "1024",
-        }
+        yield server_env(pg, redis_url, RAILBOOK_SALE_DAYS_AHEAD="2")
 
 
 @contextlib.asynccontextmanager
@@ -166,13 +147,8 @@ async def running(
     try:
         await serve.start()
         async with httpx.AsyncClient(base_url=serve.url, timeout=10.0) as client:
-            r = await client.post(
-                "/api/v1/auth/login", json={"mobile": ADMIN_MOBILE, "password": ADMIN_PASSWORD}
-            )
-            assert r.status_code == 200, r.text
-            admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-            day = await make_train_day(client, admin, rows=ROWS, stops=N_STOPS, days_ahead=1)
-            shoppers = await make_shoppers(settings["RAILBOOK_DATABASE_URL"], SHOPPERS)
+            database = settings["RAILBOOK_DATABASE_URL"]
+            day, shoppers = await hot_day(client, database, rows=ROWS, stops=N_STOPS, shoppers=SHOPPERS)
             yield serve, client, day, shoppers
     finally:
         await serve.close()
