@@ -163,7 +163,7 @@ def make_redis(url: str, *, cluster: bool = False) -> Any:
 
 async def build_container(settings: Settings) -> Container:
     """Wire the concrete adapters chosen by the settings (embedded or distributed)."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     sessionmaker = make_sessionmaker(engine)
     search_routes = RouteRepository(sessionmaker)
     search_seats = SeatLayoutRepository(sessionmaker)
@@ -260,7 +260,9 @@ async def build_container(settings: Settings) -> Container:
         guard=guard,
         trips=trips,
         intake=intake,
-        accept_reads=DbAcceptReads(settings.database_url, sessionmaker, sqlite=not postgres),
+        accept_reads=DbAcceptReads(
+            settings.database_url, sessionmaker, sqlite=not postgres, pool_size=2 * settings.db_pool_size
+        ),
         orders=DbOrderStore(sessionmaker),
         order_reads=DbOrderReads(reads),
         order_views=order_views,

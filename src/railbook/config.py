@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     # True: ``redis_url`` names one node of a Redis Cluster; the client discovers the rest.
     redis_cluster: bool = False
     data_dir: Path = Path(".")
+    # PostgreSQL connections of one process: the engine's pool keeps this many and may open as many
+    # again under load; the accept path's own pool holds up to twice this many.
+    db_pool_size: int = Field(default=10, ge=1, le=200)
 
     # Accounts.
     admin_mobile: str | None = None

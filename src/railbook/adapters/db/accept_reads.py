@@ -172,8 +172,9 @@ class _AcceptPool:
     disconnect error (answered 503 with Retry-After); the pool drops it and the next request
     reconnects by itself. The pool is created on first use, once, even under a crowd."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_size: int) -> None:
         self.dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self.max_size = max_size
         self.pool: Any = None
         self._creating: asyncio.Lock = asyncio.Lock()
 
@@ -184,7 +185,12 @@ class _AcceptPool:
                     import asyncpg
 
                     self.pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=20, timeout=5, command_timeout=30, reset=_keep
+                        self.dsn,
+                        min_size=1,
+                        max_size=self.max_size,
+                        timeout=5,
+                        command_timeout=30,
+                        reset=_keep,
                     )
         return self.pool
 
@@ -208,9 +214,11 @@ class DbAcceptReads:
     """The ``AcceptReads`` of the system of record: SQLAlchemy Core on SQLite, the asyncpg pool on
     PostgreSQL for the passengers' read."""
 
-    def __init__(self, url: str, sessionmaker: async_sessionmaker[AsyncSession], *, sqlite: bool) -> None:
+    def __init__(
+        self, url: str, sessionmaker: async_sessionmaker[AsyncSession], *, sqlite: bool, pool_size: int = 20
+    ) -> None:
         self.sessionmaker = sessionmaker
-        self.pool = None if sqlite else _AcceptPool(url)
+        self.pool = None if sqlite else _AcceptPool(url, pool_size)
 
     async def passengers(
         self, member_id: int, daily_train_id: int, ids: Sequence[int], key: str | None
