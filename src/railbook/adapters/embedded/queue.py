@@ -278,3 +278,8 @@ class MemoryOrderGuard:
 
     async def queue_position(self, record: Mapping[str, Any]) -> int:
         return self.queue.position(str(record["order_id"]))
+
+    async def drained_past(self, record: Mapping[str, Any], margin_seconds: float) -> bool:
+        # In process, an admitted order is queued in the same step; only the process's end loses it
+        # (and the pending record with it).
+        return False

@@ -478,6 +478,31 @@ class RedisOrderGuard:
         share = min(1.0, (created_ms - last_ms) / (newest_ms - last_ms))
         return max(1, round(behind * share)) if behind else 0
 
+    async def drained_past(self, record: Mapping[str, Any], margin_seconds: float) -> bool:
+        """Every entry of the train-day's stream up to the cutoff (the order's acceptance plus the
+        margin, in the stream ids' milliseconds) has been delivered to the committers (the group's last
+        delivered id is past it, or nothing is undelivered) and acknowledged (no entry up to it is
+        pending): an entry is acknowledged only once its order is in the system of record."""
+        key = stream_key(str(record["train_code"]), str(record["date"]))
+        cutoff_ms = int(
+            (dt.datetime.fromisoformat(str(record["created_at"])).timestamp() + margin_seconds) * 1000
+        )
+        if cutoff_ms > time.time() * 1000:
+            return False
+        try:
+            groups = await self.redis.xinfo_groups(key)
+            summary = await self.redis.xpending(key, self.group)
+        except Exception:
+            return False
+        group = next((g for g in groups if _text(g.get("name")) == self.group), None)
+        if group is None:
+            return False
+        last_ms = int((_text(group.get("last-delivered-id")) or "0-0").split("-")[0])
+        if last_ms < cutoff_ms and group.get("lag") != 0:
+            return False
+        oldest = _text(summary.get("min")) if summary and summary.get("pending") else ""
+        return not oldest or int(oldest.split("-")[0]) > cutoff_ms
+
 
 def _raise_refusal(result: int) -> None:
     if result == -1:

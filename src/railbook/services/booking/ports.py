@@ -259,6 +259,12 @@ class OrderGuard(Protocol):
 
     async def queue_position(self, record: Mapping[str, Any]) -> int: ...
 
+    async def drained_past(self, record: Mapping[str, Any], margin_seconds: float) -> bool:
+        """Whether the committers have read and acknowledged every order queued for the record's
+        train-day up to ``margin_seconds`` after its acceptance (so, had it been queued, it would be
+        in the system of record by now). False when that cannot be told."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TripClash:

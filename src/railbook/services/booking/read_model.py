@@ -22,12 +22,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+import structlog
+
 from railbook.domain.errors import BadCursor, OrderNotFound
 from railbook.domain.order_state import OrderStatus, PaymentStatus, TicketStatus
 from railbook.kit.clock import as_utc
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.order_ids import order_id_time, verify_order_id
 from railbook.services.booking.ports import OrderView, TicketView, owed_fen
+from railbook.services.booking.trips import forget_trips
 from railbook.services.booking.view_cache import (
     decode_order,
     decode_page,
@@ -47,7 +50,12 @@ __all__ = [
     "order_after",
 ]
 
-LOST_AFTER_SECONDS = 10.0
+log = structlog.get_logger(__name__)
+
+LOST_AFTER_SECONDS = 10.0  # below PENDING_TRUSTED_SECONDS: an order given up reads lost at once
+# An order is queued in the same breath as it is admitted (milliseconds): one not in its train-day's
+# stream this long after its acceptance, once the committers have drained that far, never will be.
+QUEUED_WITHIN_SECONDS = 10.0
 PENDING_TRUSTED_SECONDS = 30.0
 MAX_PAGE = 100
 
@@ -105,6 +113,8 @@ async def get_order(container: OrderContext, *, member_id: int, order_id: str) -
         found = await container.order_reads.committed(member_id, [order_id])
         if order_id in found:
             return found[order_id]
+        if not _recent(record) and await guard.drained_past(record, QUEUED_WITHIN_SECONDS):
+            return await _never_queued(container, record)
         return _pending_view(record, await guard.queue_position(record))
     issued = order_id_time(order_id)
     if (dt.datetime.now(dt.UTC) - issued).total_seconds() < LOST_AFTER_SECONDS:
@@ -118,6 +128,10 @@ async def get_order(container: OrderContext, *, member_id: int, order_id: str) -
             to_station=None,
             created_at=issued,
         )
+    return _lost_view(order_id)
+
+
+def _lost_view(order_id: str) -> OrderView:
     return OrderView(
         order_id=order_id,
         status=OrderStatus.FAILURE.value,
@@ -125,13 +139,34 @@ async def get_order(container: OrderContext, *, member_id: int, order_id: str) -
         date=None,
         from_station=None,
         to_station=None,
-        created_at=issued,
+        created_at=order_id_time(order_id),
         error={
             "code": "LOST_IN_FAILOVER",
             "message": "The order was accepted but lost in a failover before it was committed; "
             "no seat is held and nothing was charged. Please order again.",
         },
     )
+
+
+async def _never_queued(container: OrderContext, record: Mapping[str, Any]) -> OrderView:
+    """An order admitted (its pending record written, its key claimed) whose process ended before it
+    was queued: the committers have drained its train-day past it and the system of record never got
+    it. Its admission is given back (sale token, duplicate markers, key, pending record, trips) and it
+    reads as lost from now on, so neither the passenger nor a retry under its key waits for ever."""
+    order_id = str(record["order_id"])
+    member_id = int(record["member_id"])
+    passengers = [int(p["passenger_id"]) for p in record.get("passengers", [])]
+    log.warning("order_never_queued", order_id=order_id)
+    await container.guard.refuse_order(
+        str(record["train_code"]),
+        dt.date.fromisoformat(str(record["date"])),
+        member_id,
+        passengers,
+        order_id,
+        record.get("idempotency_key"),
+    )
+    await forget_trips(container, [(order_id, passengers)])
+    return _lost_view(order_id)
 
 
 async def cached_order(container: OrderContext, *, member_id: int, order_id: str) -> OrderView | None:
