@@ -257,7 +257,7 @@ async def build_container(settings: Settings) -> Container:
         trips=trips,
         intake=intake,
         accept_reads=DbAcceptReads(settings.database_url, sessionmaker, sqlite=not postgres),
-        orders=DbOrderStore(sessionmaker),
+        orders=DbOrderStore(sessionmaker, engine),
         order_reads=DbOrderReads(engine),
         order_views=order_views,
         search=search,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from railbook.domain.sale import Trip
-from railbook.services.booking.ports import TripClash
+from railbook.services.booking.ports import TripClaim, TripClash
 
 
 @dataclass
@@ -30,10 +30,11 @@ class MemoryTrips:
         *,
         now: int,
         ignore: str | None = None,
-    ) -> tuple[bool, TripClash | None]:
+    ) -> TripClaim:
         if not self.trusted:
-            return False, None
+            return TripClaim(False)
         clash: TripClash | None = None
+        taken: list[int] = []
         for pid in passenger_ids:
             trips = self.held.setdefault(pid, {})
             found: TripClash | None = None
@@ -47,9 +48,10 @@ class MemoryTrips:
                     break
             if found is None:
                 trips[order_id] = (member_id, trip, now)
+                taken.append(pid)
             elif clash is None:
                 clash = found
-        return True, clash
+        return TripClaim(True, clash, tuple(taken))
 
     async def restored(self) -> bool:
         return self.trusted

@@ -362,6 +362,18 @@ class RedisOrderGuard:
     async def trust_markers(self, train_code: str, date: dt.date) -> None:
         await self.redis.set(markers_valid_key(train_code, date), "1", ex=MARKERS_VALID_TTL_SECONDS)
 
+    async def marker_holders(
+        self, train_code: str, date: dt.date, member_id: int, passenger_ids: Sequence[int]
+    ) -> dict[int, str] | None:
+        """One round trip on the day's slot: the markers-valid flag and each passenger's marker."""
+        markers = [("GET", marker_key(train_code, date, member_id, p)) for p in passenger_ids]
+        trusted, *holders = raise_errors(
+            await self.batch.execute([("EXISTS", markers_valid_key(train_code, date)), *markers])
+        )
+        if not trusted:
+            return None
+        return {p: _text(h) for p, h in zip(passenger_ids, holders, strict=True) if h is not None}
+
     async def lookup(
         self, member_id: int, passenger_ids: Sequence[int], train_code: str, date: dt.date
     ) -> tuple[dict[int, str] | None, str, bool]:

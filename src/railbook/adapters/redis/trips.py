@@ -10,7 +10,7 @@ from typing import Any
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.adapters.redis.cluster import autopipe_for
 from railbook.domain.sale import Trip
-from railbook.services.booking.ports import TripClash
+from railbook.services.booking.ports import TripClaim, TripClash
 
 # A restored hash lives at least this long past its last trip (or now, when it holds none).
 TRIPS_KEEP_SECONDS = 86400
@@ -66,7 +66,7 @@ class RedisTrips:
         *,
         now: int,
         ignore: str | None = None,
-    ) -> tuple[bool, TripClash | None]:
+    ) -> TripClaim:
         for _ in range(2):
             believed = self._restored
             args = (
@@ -84,19 +84,20 @@ class RedisTrips:
             replies = raise_errors(await self.batch.execute_scripted(commands, [CLAIM_TRIP_LUA]))
             self._restored = bool(replies[0])
             codes = [int(r[0]) for r in replies[1:]]
+            held = tuple(p for p, c in zip(passenger_ids, codes, strict=True) if c == 1)
             if not self._restored:
-                held = [p for p, c in zip(passenger_ids, codes, strict=True) if c == 1]
                 await self.drop([(order_id, held)])
-                return False, None
+                return TripClaim(False)
             if -3 in codes:
                 continue  # this process had not seen the flag yet: claim again on it
             for pid, reply in zip(passenger_ids, replies[1:], strict=True):
                 if int(reply[0]) == -1:
-                    return True, TripClash(
+                    clash = TripClash(
                         pid, _text(reply[1]), int(reply[2]), _text(reply[3]), int(_text(reply[4]))
                     )
-            return True, None
-        return False, None
+                    return TripClaim(True, clash, held)
+            return TripClaim(True, None, held)
+        return TripClaim(False)
 
     async def restored(self) -> bool:
         self._restored = bool(await self.redis.exists(TRIPS_RESTORED_KEY))

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import json
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -301,8 +303,21 @@ async def _enqueue(
 ) -> Accepted:
     ids = [p.passenger_id for p in request.passengers]
     trip = trip_on(day, i, j)  # what the passengers' other trips may not collide with
-    created_at = dt.datetime.now(dt.UTC)
-    payload = {
+    hold = functools.partial(
+        hold_trips,
+        container,
+        order_id=order_id,
+        member_id=member_id,
+        trip=trip,
+        passenger_ids=ids,
+        train_code=day.train_code,
+        date=day.date,
+        replaces=replaces,
+    )
+    if not idempotency_key:
+        # Nothing to answer for but the order: its trips first, so a refusal builds nothing more.
+        await hold()
+    payload: dict[str, Any] = {
         "v": 1,
         "order_id": order_id,
         "member_id": member_id,
@@ -330,7 +345,7 @@ async def _enqueue(
         ],
         "idempotency_key": idempotency_key,
         "request_hash": request_hash or None,
-        "created_at": created_at.isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     if request.change_of:
         payload["change_of"] = request.change_of
@@ -360,14 +375,7 @@ async def _enqueue(
             return _accepted_from_claim(claim, request_hash)
         # The key is this order's now: a retry under it is answered by its claim, not by its trips.
         try:
-            await hold_trips(
-                container,
-                order_id=order_id,
-                member_id=member_id,
-                trip=trip,
-                passenger_ids=ids,
-                replaces=replaces,
-            )
+            await hold()
         except BaseException:
             await guard.refuse_order(day.train_code, day.date, member_id, ids, order_id, idempotency_key)
             raise
@@ -375,9 +383,6 @@ async def _enqueue(
         # Without a key to answer for, the admission rides in the allocation's round trip where the
         # store allows (Redis): one round trip, not two, and the seats are taken only if it admitted.
         admission = Admission(member_id, ids, order_id, tokens, payload, encoded, checked)
-        await hold_trips(
-            container, order_id=order_id, member_id=member_id, trip=trip, passenger_ids=ids, replaces=replaces
-        )
     try:
         await allocate(container, day, alloc_request, order_id, message, admission)
     except AdmissionRefused as refused:  # nothing of the order is left (the admission undid itself)

@@ -233,6 +233,13 @@ class OrderGuard(Protocol):
         """The day's markers are complete: admissions may rely on them alone."""
         ...
 
+    async def marker_holders(
+        self, train_code: str, date: dt.date, member_id: int, passenger_ids: Sequence[int]
+    ) -> dict[int, str] | None:
+        """The order holding each of these passengers' duplicate markers on the train-day (passengers
+        without one left out), or None while the day's markers are not trusted; one round trip."""
+        ...
+
     async def lookup(
         self, member_id: int, passenger_ids: Sequence[int], train_code: str, date: dt.date
     ) -> tuple[dict[int, str] | None, str, bool]:
@@ -270,6 +277,16 @@ class TripClash:
     claimed_at: int  # Unix seconds when it was claimed (0: restored from the system of record)
 
 
+@dataclass(frozen=True, slots=True)
+class TripClaim:
+    """What a claim did: whether the trips are trusted (False: nothing held), the first clash, and
+    the passengers whose trip it holds now (to give back if the order is refused)."""
+
+    trusted: bool
+    clash: TripClash | None = None
+    held: tuple[int, ...] = ()
+
+
 # A trip as the system of record knows it: (passenger, order, member, trip, ticket status).
 RecordedTrip = tuple[int, str, int, Trip, str]
 
@@ -291,11 +308,10 @@ class TripGuard(Protocol):
         *,
         now: int,
         ignore: str | None = None,
-    ) -> tuple[bool, TripClash | None]:
+    ) -> TripClaim:
         """Hold ``trip`` for each passenger, atomically per passenger: a passenger holding a trip that
-        collides with it (other than the order ``ignore``'s) is not given it. Returns whether the
-        trips are trusted (False: nothing held) and the first clash; the trips held are kept either
-        way (the caller drops them when it refuses the order)."""
+        collides with it (other than the order ``ignore``'s) is not given it. The trips held are kept
+        either way (the caller drops them when it refuses the order)."""
         ...
 
     async def restored(self) -> bool:
@@ -407,6 +423,11 @@ class OrderStore(Protocol):
 
     async def order_holds(self, order_ids: Sequence[str]) -> list[tuple[str, str, dt.date, int, int]]:
         """(order, train code, date, member, passenger) of every ticket of these orders."""
+        ...
+
+    async def trip_state(self, order_id: str, passenger_id: int) -> tuple[str, str | None] | None:
+        """The order's state and its ticket for this passenger if unpaid or paid (else None), read
+        together in one statement; None when the order is not committed."""
         ...
 
     async def held_trips(self, passenger_ids: Sequence[int] | None, since: dt.date) -> list[RecordedTrip]:
