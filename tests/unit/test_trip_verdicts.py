@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from railbook.domain.sale import Trip
-from railbook.services.booking.ports import TripClash
+from railbook.services.booking.trip_ports import TripClash
 from railbook.services.booking.trips import (
     CONFLICT,
     DUPLICATE,

@@ -17,7 +17,8 @@ from railbook.adapters.db.order_batch import FAILED, SeatIds, insert_for, order_
 from railbook.domain.fees import departure_at
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.sale import Trip, train_day_name
-from railbook.services.booking.ports import OrderMessage, RecordedTrip, SeatConflict
+from railbook.services.booking.ports import OrderMessage, SeatConflict
+from railbook.services.booking.trip_ports import RecordedTrip
 
 
 class _OrderTransaction:

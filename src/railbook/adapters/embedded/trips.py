@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from railbook.domain.sale import Trip
-from railbook.services.booking.ports import TripClaim, TripClash
+from railbook.services.booking.trip_ports import TripClaim, TripClash, TripRequest
 
 
 @dataclass
@@ -21,16 +21,9 @@ class MemoryTrips:
     trusted: bool = False  # every passenger's trips restored from the database since the start
     restoring: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def claim(
-        self,
-        order_id: str,
-        member_id: int,
-        trip: Trip,
-        passenger_ids: Sequence[int],
-        *,
-        now: int,
-        ignore: str | None = None,
-    ) -> TripClaim:
+    async def claim(self, request: TripRequest) -> TripClaim:
+        order_id, member_id, trip, now = request.order_id, request.member_id, request.trip, request.now
+        ignore, passenger_ids = request.ignore, request.passenger_ids
         if not self.trusted:
             return TripClaim(False)
         clash: TripClash | None = None

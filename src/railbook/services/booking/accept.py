@@ -45,7 +45,7 @@ from railbook.services.booking.memos import refuse_if_sold_out
 from railbook.services.booking.order_ids import issue_order_id
 from railbook.services.booking.ports import MarkersUnknown, OrderChallenge, OrderGuard, TrainDay
 from railbook.services.booking.train_days import boarded_train_day, journey_on, refuse_if_departed, trip_on
-from railbook.services.booking.trips import forget_trips, hold_trips
+from railbook.services.booking.trips import TripsRefused, allocate_holding_trips, forget_trips, hold_trips
 from railbook.services.ports import AdmissionRefused
 
 log = structlog.get_logger(__name__)
@@ -125,8 +125,9 @@ async def place_order(
 
     Cost of an accepted order: no database statement once the member's passengers are cached and the
     day's markers trusted; one lookup round trip (none when this process saw the passengers in the
-    last seconds), one Redis round trip for all protections and the pending record, and the
-    allocator call."""
+    last seconds), and one Redis round trip for the trip claims, all protections, the pending record
+    and the allocator call (on a cluster the trip claims take a round trip of their own, before).
+    A refused one costs no more (``booking.trips``)."""
     n = len(request.passengers)
     if not 1 <= n <= MAX_PASSENGERS:
         raise InvalidInput(
@@ -314,8 +315,10 @@ async def _enqueue(
         date=day.date,
         replaces=replaces,
     )
-    if not idempotency_key:
-        # Nothing to answer for but the order: its trips first, so a refusal builds nothing more.
+    # Without a key to answer for, the trips are claimed first: with the admission and allocation where
+    # the intake can (one round trip), else on their own, so a refusal builds nothing more.
+    claim_with_admission = not idempotency_key and container.intake.claims_trips
+    if not idempotency_key and not claim_with_admission:
         await hold()
     payload: dict[str, Any] = {
         "v": 1,
@@ -384,7 +387,13 @@ async def _enqueue(
         # store allows (Redis): one round trip, not two, and the seats are taken only if it admitted.
         admission = Admission(member_id, ids, order_id, tokens, payload, encoded, checked)
     try:
-        await allocate(container, day, alloc_request, order_id, message, admission)
+        if claim_with_admission:
+            assert admission is not None
+            await allocate_holding_trips(container, day, alloc_request, message, admission, trip, replaces)
+        else:
+            await allocate(container, day, alloc_request, order_id, message, admission)
+    except TripsRefused as refused:  # nothing of the order is left, its trips given back
+        raise refused.reason from None
     except AdmissionRefused as refused:  # nothing of the order is left (the admission undid itself)
         await forget_trips(container, [(order_id, ids)])
         raise refused.reason from None

@@ -6,11 +6,17 @@ overlaps it in time (in flight, unpaid or paid). The check and the hold are one 
 passenger in the trip guard (a Lua call on the passenger's own hash in Redis, an uninterrupted
 method in process), so of two simultaneous orders for one passenger at most one is accepted.
 
+Where the intake can (a single Redis), the claims ride in the order's admission and allocation round
+trip and the admission holds back unless every trip is held (``allocate_holding_trips``): checking
+trips then costs an accepted order no round trip. Elsewhere (a cluster, where no script may touch a
+passenger's slot and the day's; the embedded mode, where a claim costs no round trip) the trips are
+claimed first (``hold_trips``), so a refusal builds and sends nothing more.
+
 A clash is judged without the database when the data at hand decides it (``verdict_at_hand``): on
 the same train-day the duplicate markers tell a pending or unpaid order (DUPLICATE_ORDER) from the
-rest, and a trip claimed less than a minute ago is an order in flight or just committed. Refusing
-thus costs less than accepting; the system of record is asked (one statement) only about an older
-trip, which a missed release may have left behind.
+rest, and a trip claimed less than a minute ago is an order in flight or just committed. A refusal
+thus costs no more than an acceptance; the system of record is asked (one statement) only about an
+older trip, which a missed release may have left behind.
 
 Trips are given up when an order ends without tickets (refused, failed, cancelled, expired) and when
 a ticket is refunded or changed (``forget_trips``), best effort. Whatever a missed release leaves is
@@ -25,14 +31,19 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import structlog
 
 from railbook.domain.errors import DomainError, DuplicateOrder, TripConflict, Unavailable
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.sale import Trip
+from railbook.domain.seating import AllocationRequest
+from railbook.services.booking.allocation import Admission, allocate
 from railbook.services.booking.context import OrderContext
-from railbook.services.booking.ports import TripClash
+from railbook.services.booking.ports import TrainDay
+from railbook.services.booking.trip_ports import TripClaim, TripClash, TripRequest, TripsNotHeld
+from railbook.services.ports import AdmissionRefused
 
 log = structlog.get_logger(__name__)
 
@@ -71,18 +82,87 @@ async def hold_trips(
     trips = container.trips
     for _ in range(ATTEMPTS):
         now = int(time.time())
-        claim = await trips.claim(order_id, member_id, trip, passenger_ids, now=now, ignore=replaces)
-        if not claim.trusted:
-            await restore_trips(container, now)
-            continue
-        if claim.clash is None:
+        claim = await trips.claim(TripRequest(order_id, member_id, trip, passenger_ids, now, replaces))
+        if claim.trusted and claim.clash is None:
             return
-        refusal = await _judge(container, claim.clash, order_id, member_id, trip, (train_code, date), now)
-        if refusal is not None:
-            await forget_trips(container, [(order_id, claim.held)] if claim.held else [])
-            raise refusal
+        await settle_claim(container, claim, order_id, member_id, trip, (train_code, date), now)
     await forget_trips(container, [(order_id, passenger_ids)])
-    raise Unavailable("The passengers' other trips could not be checked; retry shortly.", retry_after=2)
+    raise _unchecked()
+
+
+def _unchecked() -> Unavailable:
+    return Unavailable("The passengers' other trips could not be checked; retry shortly.", retry_after=2)
+
+
+class TripsRefused(Exception):
+    """An order refused while its trips were claimed with its admission: nothing of it is left (not
+    admitted, what the claim held given back); ``reason`` is the refusal to answer with."""
+
+    def __init__(self, reason: Exception) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+async def allocate_holding_trips(
+    container: OrderContext,
+    day: TrainDay,
+    request: AllocationRequest,
+    message: Mapping[str, str],
+    admission: Admission,
+    trip: Trip,
+    replaces: str | None,
+) -> None:
+    """``allocation.allocate`` with the trip claim in the admission's round trip (an intake that
+    ``claims_trips``): as ``hold_trips`` then the allocation, one round trip fewer for an accepted
+    order, and none more for a refused one. A claim that did not hold every trip admitted nothing; it
+    is settled as by ``hold_trips`` and the whole call made again. Every refused admission is raised
+    as TripsRefused (nothing of the order left); the allocation's own errors as they come."""
+    order_id, member_id = admission.order_id, admission.member_id
+    for _ in range(ATTEMPTS):
+        now = int(time.time())
+        claim = TripRequest(order_id, member_id, trip, admission.passenger_ids, now, replaces)
+        try:
+            await allocate(container, day, request, order_id, message, replace(admission, trips=claim))
+            return
+        except AdmissionRefused as refused:
+            reason = refused.reason
+            if not isinstance(reason, TripsNotHeld):
+                raise TripsRefused(reason) from None  # the intake gave back what the claim held
+            claimed = reason.claim or TripClaim(False)
+            try:
+                # The admission found no other order's marker on this train-day before the trips.
+                day_key = (day.train_code, day.date)
+                await settle_claim(container, claimed, order_id, member_id, trip, day_key, now, markers={})
+            except DomainError as refusal:
+                raise TripsRefused(refusal) from None
+    await forget_trips(container, [(order_id, admission.passenger_ids)])
+    raise TripsRefused(_unchecked())
+
+
+async def settle_claim(
+    container: OrderContext,
+    claim: TripClaim,
+    order_id: str,
+    member_id: int,
+    trip: Trip,
+    day: tuple[str, dt.date],
+    now: int,
+    markers: Mapping[int, str] | None = None,
+) -> None:
+    """After a claim that did not hold every trip: raise the refusal its clash makes (with what it
+    held given back), or make the next claim worth trying: everyone's trips restored when they were
+    not trusted, the stale trip of the clash dropped. ``markers``: this train-day's duplicate
+    markers of the passengers when already known (else read for a clash on this train-day)."""
+    if not claim.trusted:
+        await forget_trips(container, [(order_id, claim.held)] if claim.held else [])
+        await restore_trips(container, now)
+        return
+    if claim.clash is None:
+        return
+    refusal = await _judge(container, claim.clash, order_id, member_id, trip, day, now, markers)
+    if refusal is not None:
+        await forget_trips(container, [(order_id, claim.held)] if claim.held else [])
+        raise refusal
 
 
 # What a clash makes of the order: refused as a duplicate, refused as a conflict, or the trip it
@@ -139,10 +219,10 @@ async def _judge(
     trip: Trip,
     day: tuple[str, dt.date],
     now: int,
+    markers: Mapping[int, str] | None,
 ) -> DomainError | None:
     """The refusal a clash makes, or None when the trip it names is stale (then dropped)."""
-    markers: Mapping[int, str] | None = None
-    if clash.train_day == trip.train_day:
+    if markers is None and clash.train_day == trip.train_day:
         markers = await container.guard.marker_holders(day[0], day[1], member_id, [clash.passenger_id])
     verdict = verdict_at_hand(clash, order_id, member_id, trip, now, markers)
     if verdict is None:
