@@ -43,9 +43,9 @@ from railbook.services.booking.ports import (
     OrderReads,
     OrderStore,
     OrderViewCache,
-    TripGuard,
 )
 from railbook.services.booking.train_days import TrainDayCache
+from railbook.services.booking.trip_ports import TripGuard
 from railbook.services.members.antibot import CaptchaImages
 from railbook.services.members.blocklist import Blocklist
 from railbook.services.members.passwords import PasswordHasher
@@ -202,8 +202,9 @@ async def build_container(settings: Settings) -> Container:
             autopipe=autopipe,
         )
         allocator, guard = redis_allocator, redis_guard
-        trips: TripGuard = RedisTrips(redis_client, autopipe)
-        intake = RedisOrderIntake(redis_guard, redis_allocator)
+        redis_trips = RedisTrips(redis_client, autopipe)
+        trips: TripGuard = redis_trips
+        intake = RedisOrderIntake(redis_guard, redis_allocator, redis_trips)
         order_views = RedisOrderViews(redis_client, autopipe)
         captchas = RedisCaptchaStore(redis_client, autopipe)
         login_throttle = RedisLoginThrottle(autopipe)
@@ -263,7 +264,7 @@ async def build_container(settings: Settings) -> Container:
         accept_reads=DbAcceptReads(
             settings.database_url, sessionmaker, sqlite=not postgres, pool_size=2 * settings.db_pool_size
         ),
-        orders=DbOrderStore(sessionmaker),
+        orders=DbOrderStore(sessionmaker, engine),
         order_reads=DbOrderReads(reads),
         order_views=order_views,
         search=search,

@@ -8,18 +8,24 @@ import asyncio
 import datetime as dt
 import itertools
 import random
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from railbook.adapters.embedded.queue import MemoryOrderGuard
 from railbook.adapters.embedded.trips import MemoryTrips
-from railbook.adapters.redis.trips import TRIPS_RESTORED_KEY, trips_key
+from railbook.adapters.redis.protection import marker_key
+from railbook.adapters.redis.trips import TRIPS_RESTORED_KEY, trip_value, trips_key
 from railbook.domain.fees import BEIJING
 from railbook.domain.identity import compose_id_card
 from railbook.domain.pricing import passenger_fare_fen, yuan_text
+from railbook.domain.sale import Trip
 from railbook.kit.clock import beijing_today
+from railbook.services.booking.trips import RECENT_CLAIM_SECONDS
 from tests.naming import station_code, train_code
 from tests.support import add_passenger, admin, make_train_day, order_body, register, unique, wait_final
 
@@ -113,11 +119,24 @@ async def test_sale_closes_within_the_cutoff(client: httpx.AsyncClient) -> None:
 # -- TRIP_CONFLICT ----------------------------------------------------------------------------
 
 
-async def test_same_train_day_twice(client: httpx.AsyncClient) -> None:
+def _records_not_asked(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any read of a clashing order from the system of record fail the test."""
+    orders = client.app.state.container.orders  # type: ignore[attr-defined]
+
+    async def asked(*args: Any) -> Any:
+        raise AssertionError(f"the system of record was asked about a clash: {args}")
+
+    monkeypatch.setattr(orders, "trip_state", asked)
+
+
+async def test_same_train_day_twice(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trip claimed moments ago is live: no record is read to refuse. On its train-day the duplicate
+    markers tell an unpaid order (DUPLICATE_ORDER) from a paid one."""
     day = await make_train_day(client, await admin(client))
     m = await register(client)
     p = await add_passenger(client, m["headers"])
     first = await _held(client, m["headers"], order_body(day, [p], 0, 1))
+    _records_not_asked(client, monkeypatch)
     # Unpaid: the same member's duplicate wins, as before.
     r = await _order(client, m["headers"], order_body(day, [p], 2, 3))
     assert r.status_code == 409 and _code(r) == "DUPLICATE_ORDER", r.text
@@ -130,7 +149,9 @@ async def test_same_train_day_twice(client: httpx.AsyncClient) -> None:
     assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
 
 
-async def test_overlapping_trains_conflict_and_disjoint_ones_do_not(client: httpx.AsyncClient) -> None:
+async def test_overlapping_trains_conflict_and_disjoint_ones_do_not(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     adm = await admin(client)
     morning = await make_train_day(client, adm, start_hour=8)  # 08:05 → 11:00
     overlapping = await make_train_day(client, adm, start_hour=10)  # 10:05 → 13:00
@@ -138,6 +159,7 @@ async def test_overlapping_trains_conflict_and_disjoint_ones_do_not(client: http
     m = await register(client)
     p, q = await add_passenger(client, m["headers"]), await add_passenger(client, m["headers"], "王五")
     await _held(client, m["headers"], order_body(morning, [p]))
+    _records_not_asked(client, monkeypatch)  # a trip claimed moments ago refuses by itself
     r = await _order(client, m["headers"], order_body(overlapping, [q, p]))
     assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
     assert r.json()["error"]["details"]["passenger_id"] == p
@@ -197,33 +219,114 @@ async def test_simultaneous_orders_for_one_passenger(client: httpx.AsyncClient) 
     assert any(_code(r) == "TRIP_CONFLICT" for r in across)
 
 
-async def test_a_commit_landing_while_a_clash_is_judged_keeps_the_trip(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+async def _trip(client: httpx.AsyncClient, redis_url: str, passenger_id: int, order_id: str) -> str | None:
+    """A passenger's trip as the guard holds it ("member train-day starts ends claimed-at"), or None."""
+    container = client.app.state.container  # type: ignore[attr-defined]
+    if isinstance(container.trips, MemoryTrips):
+        held = container.trips.held.get(passenger_id, {}).get(order_id)
+        if held is None:
+            return None
+        member, trip, at = held
+        return trip_value(member, trip, at)
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        value = await r.hget(trips_key(passenger_id), order_id)
+    finally:
+        await r.aclose()
+    return None if value is None else value.decode()
+
+
+async def _put_trip(
+    client: httpx.AsyncClient, redis_url: str, passenger_id: int, order_id: str, value: str, claimed_at: int
 ) -> None:
-    """A clash is judged by two reads of the system of record (the order, its tickets). Whichever is
-    first sees the record as it was just before the clashing order committed, the other after: the
-    trip is live either way and the second order is refused, never accepted as if the first were stale."""
+    """Set a passenger's trip as ``_trip`` read it, claimed at ``claimed_at`` (as a missed release
+    would leave it, or as time would age it)."""
+    member, train_day, starts, ends, _ = value.split(" ")
+    trip = Trip(train_day, int(starts), int(ends))
+    container = client.app.state.container  # type: ignore[attr-defined]
+    if isinstance(container.trips, MemoryTrips):
+        container.trips.held.setdefault(passenger_id, {})[order_id] = (int(member), trip, claimed_at)
+        return
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        await r.hset(trips_key(passenger_id), order_id, trip_value(int(member), trip, claimed_at))
+    finally:
+        await r.aclose()
+
+
+@dataclass
+class _HeldTrip:
+    """Two overlapping train-days, a member whose passenger holds an unpaid ticket on the first, and
+    that passenger's trip as the guard holds it."""
+
+    admin: dict[str, str]
+    first: dict[str, Any]
+    second: dict[str, Any]
+    member: dict[str, Any]
+    p: int
+    order_id: str
+    value: str
+
+
+async def _a_held_trip(client: httpx.AsyncClient, redis_url: str) -> _HeldTrip:
     adm = await admin(client)
     first, second = await make_train_day(client, adm), await make_train_day(client, adm)
     m = await register(client)
     p = await add_passenger(client, m["headers"])
-    await _held(client, m["headers"], order_body(first, [p]))
-    orders = client.app.state.container.orders  # type: ignore[attr-defined]
-    real = {"states": orders.states, "held_trips": orders.held_trips}
-    empty: dict[str, Any] = {"states": {}, "held_trips": []}
+    held = await _held(client, m["headers"], order_body(first, [p]))
+    value = await _trip(client, redis_url, p, held["order_id"])
+    assert value is not None
+    return _HeldTrip(adm, first, second, m, p, held["order_id"], value)
 
-    def before_the_commit(name: str) -> Any:
-        async def read(*args: Any) -> Any:
-            for other, method in real.items():  # only the first read is early
-                monkeypatch.setattr(orders, other, method)
-            return empty[name]
 
-        return read
-
-    for name in real:
-        monkeypatch.setattr(orders, name, before_the_commit(name))
-    r = await _order(client, m["headers"], order_body(second, [p]))
+async def test_an_older_clash_is_judged_by_the_records(client: httpx.AsyncClient, redis_url: str) -> None:
+    """A trip claimed over a minute ago may be one a missed release left: the system of record tells,
+    and a live one still refuses (TRIP_CONFLICT, or DUPLICATE_ORDER for an unpaid one on this train-day
+    when its marker is gone)."""
+    t = await _a_held_trip(client, redis_url)
+    await _put_trip(client, redis_url, t.p, t.order_id, t.value, int(time.time()) - RECENT_CLAIM_SECONDS - 5)
+    r = await _order(client, t.member["headers"], order_body(t.second, [t.p]))
     assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
+    await _drop_markers(client, redis_url, t.first, t.member["member_id"], t.p)
+    r = await _order(client, t.member["headers"], order_body(t.first, [t.p], 2, 3))
+    assert r.status_code == 409 and _code(r) == "DUPLICATE_ORDER", r.text
+    assert await _trip(client, redis_url, t.p, t.order_id) is not None
+
+
+async def test_a_trip_left_by_a_missed_release_heals(client: httpx.AsyncClient, redis_url: str) -> None:
+    """The trip of a cancelled order put back (its release missed): it refuses for the rest of its
+    first minute at most, then the records show it stale, it is dropped and one order goes through."""
+    t = await _a_held_trip(client, redis_url)
+    c = await client.post(f"/api/v1/orders/{t.order_id}/cancel", headers=t.member["headers"])
+    assert c.status_code == 200, c.text
+    assert await _trip(client, redis_url, t.p, t.order_id) is None
+    await _put_trip(client, redis_url, t.p, t.order_id, t.value, int(time.time()) - 5)
+    r = await _order(client, t.member["headers"], order_body(t.second, [t.p]))
+    assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
+    await _put_trip(client, redis_url, t.p, t.order_id, t.value, int(time.time()) - RECENT_CLAIM_SECONDS - 5)
+    # Healed by whichever order meets it first; of those racing, one is accepted.
+    third = await make_train_day(client, t.admin)
+    bodies = [order_body(day, [t.p]) for day in (t.second, third) for _ in range(3)]
+    racing = await asyncio.gather(*[_order(client, t.member["headers"], b) for b in bodies])
+    assert sorted(r.status_code for r in racing) == [202] + [409] * 5, [r.text for r in racing]
+    assert {_code(r) for r in racing if r.status_code == 409} <= {"DUPLICATE_ORDER", "TRIP_CONFLICT"}
+    assert await _trip(client, redis_url, t.p, t.order_id) is None
+
+
+async def _drop_markers(
+    client: httpx.AsyncClient, redis_url: str, day: dict[str, Any], member_id: int, passenger_id: int
+) -> None:
+    """Delete a passenger's duplicate marker on a train-day (as its expiry would), the day still trusted."""
+    date = dt.date.fromisoformat(day["date"])
+    guard = client.app.state.container.guard  # type: ignore[attr-defined]
+    if isinstance(guard, MemoryOrderGuard):
+        assert guard.markers.pop(f"{day['train_code']}:{date}:{member_id}:{passenger_id}", None) is not None
+        return
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await r.delete(marker_key(day["train_code"], date, member_id, passenger_id)) == 1
+    finally:
+        await r.aclose()
 
 
 async def _wipe_trips(client: httpx.AsyncClient, redis_url: str, passenger_id: int) -> None:

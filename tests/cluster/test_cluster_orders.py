@@ -1,8 +1,10 @@
 """An order on a real Redis Cluster: placed over HTTP on the app built with ``redis_cluster=True``
-(idempotency key, the member's pending list, duplicate refusal) and committed by its committer."""
+(idempotency key, the member's pending list, duplicate refusal, one seat per person at a time) and
+committed by its committer."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import signal
@@ -49,6 +51,22 @@ async def test_an_order_over_http_is_committed(client: httpx.AsyncClient) -> Non
     assert order["tickets"][0]["seat"]
     twice = await client.post("/api/v1/orders", json=order_body(day, [p]), headers=m["headers"])
     assert twice.status_code == 409, twice.text  # the passenger's trip and the markers hold
+
+
+async def test_simultaneous_orders_for_one_passenger_seat_one(client: httpx.AsyncClient) -> None:
+    """On a cluster the trip claim is a round trip of its own, before the admission: of orders racing
+    for one passenger on overlapping trains (their days on whichever nodes) one is accepted."""
+    adm = await admin(client)
+    days = [await make_train_day(client, adm, rows=4) for _ in range(3)]  # same hours: all overlap
+    m = await register(client)
+    p = await add_passenger(client, m["headers"])
+    bodies = [order_body(day, [p]) for day in days for _ in range(2)]
+    racing = await asyncio.gather(
+        *[client.post("/api/v1/orders", json=b, headers=m["headers"]) for b in bodies]
+    )
+    assert sorted(r.status_code for r in racing) == [202] + [409] * 5, [r.text for r in racing]
+    codes = {r.json()["error"]["code"] for r in racing if r.status_code == 409}
+    assert codes <= {"DUPLICATE_ORDER", "TRIP_CONFLICT"}, codes
 
 
 async def test_a_primary_that_stops_answering_is_an_outage_then_recovers(

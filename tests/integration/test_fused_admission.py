@@ -13,7 +13,6 @@ import pytest
 from redis.asyncio import Redis
 
 from railbook.adapters.redis.allocator import RedisAllocator, order_stream_key
-from railbook.adapters.redis.autopipe import AutoPipeline
 from railbook.adapters.redis.protection import (
     ADMIT_LUA,
     RedisOrderGuard,
@@ -25,22 +24,11 @@ from railbook.domain.errors import Conflict, Unavailable
 from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest, class_seats
 from railbook.services.booking.ports import MarkersUnknown
 from railbook.services.ports import AdmissionRefused, DayLayout
+from tests.integration.pipes import Recording
 
 DATE = dt.date(2030, 4, 1)
 STOPS = 5
 CARRIAGES = (CarriageSpec(1, "second", 2),)  # 10 seats
-
-
-class Recording(AutoPipeline):
-    """Shared batches that note each group handed over (one group is one round trip at most)."""
-
-    def __init__(self, redis: Redis) -> None:
-        super().__init__(redis)
-        self.groups: list[list[tuple[Any, ...]]] = []
-
-    async def execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        self.groups.append(list(commands))
-        return await super().execute(commands)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The distributed OrderGuard's sale tokens and duplicate markers on a real Redis: what the committer's
-settle gives back, one script call per train-day batch."""
+settle gives back, one script call per train-day batch, and the markers a clash of trips reads."""
 
 from __future__ import annotations
 
@@ -108,3 +108,15 @@ async def test_a_batch_larger_than_one_call_is_released_whole(redis: Redis) -> N
     assert len(guard.batch.sent) == 3  # calls of at most RELEASE_CHUNK orders
     assert await redis.zcard(tokens_key(code, DAY)) == 0
     assert not [k async for k in redis.scan_iter(match=f"*{code}*:dup:*")]
+
+
+async def test_marker_holders_name_each_passengers_order_once_the_day_is_trusted(redis: Redis) -> None:
+    guard = _guard(redis)
+    code = f"G{uuid.uuid4().int % 90000 + 10000}"
+    a = await _admit(guard, code, 1, [11, 12])
+    assert await guard.marker_holders(code, DAY, 1, [11, 12, 13]) is None  # not trusted yet
+    await guard.trust_markers(code, DAY)
+    assert await guard.marker_holders(code, DAY, 1, [11, 12, 13]) == {11: a, 12: a}
+    assert await guard.marker_holders(code, DAY, 2, [11]) == {}  # another member's markers
+    await guard.settle(code, DAY, [(a, 1, [11, 12])])
+    assert await guard.marker_holders(code, DAY, 1, [11, 12]) == {}

@@ -7,9 +7,9 @@ import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from railbook.adapters.db.models import DailyTrainStop, Order, Ticket
@@ -17,7 +17,8 @@ from railbook.adapters.db.order_batch import FAILED, SeatIds, insert_for, order_
 from railbook.domain.fees import departure_at
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.sale import Trip, train_day_name
-from railbook.services.booking.ports import OrderMessage, RecordedTrip, SeatConflict
+from railbook.services.booking.ports import OrderMessage, SeatConflict
+from railbook.services.booking.trip_ports import RecordedTrip
 
 
 class _OrderTransaction:
@@ -47,11 +48,17 @@ class _OrderTransaction:
         return {order_id: state for order_id, state in found.all()}
 
 
+_order = Order.__table__.c
+_ticket = Ticket.__table__.c
+_HELD = (TicketStatus.UNPAID.value, TicketStatus.PAID.value)
+
+
 class DbOrderStore:
     """The ``OrderStore`` of the system of record; keeps the daily seat ids it has read."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine) -> None:
         self.sessionmaker = sessionmaker
+        self.engine = engine  # single-row reads on a connection: Core, no session or ORM state
         self.seat_ids = SeatIds()
 
     @asynccontextmanager
@@ -122,6 +129,24 @@ class DbOrderStore:
                 )
             ).all()
         return [(str(o), str(c), d, int(m), int(p)) for o, c, d, m, p in rows]
+
+    async def trip_state(self, order_id: str, passenger_id: int) -> tuple[str, str | None] | None:
+        """One Core statement: the order, and the passenger's unpaid or paid ticket in it joined in
+        (an order and its tickets are committed together, so one snapshot sees both or neither)."""
+        held = and_(
+            _ticket.order_id == _order.id,
+            _ticket.passenger_id == passenger_id,
+            _ticket.status.in_(_HELD),
+        )
+        stmt = (
+            select(_order.status, _ticket.status)
+            .select_from(Order.__table__.outerjoin(Ticket.__table__, held))
+            .where(_order.id == order_id)
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
 
     async def held_trips(self, passenger_ids: Sequence[int] | None, since: dt.date) -> list[RecordedTrip]:
         held = Ticket.status.in_([TicketStatus.UNPAID.value, TicketStatus.PAID.value])

@@ -9,11 +9,15 @@ from typing import Any
 from railbook.adapters.embedded.allocator import InProcessAllocator
 from railbook.adapters.embedded.queue import MemoryOrderGuard
 from railbook.domain.seating import AllocationRequest
+from railbook.services.booking.trip_ports import TripRequest
 from railbook.services.ports import AdmissionRefused, Allocation
 
 
 class EmbeddedOrderIntake:
     """``OrderIntake``: the memory guard admits the order, then the in-process allocator seats it."""
+
+    # A claim in process costs no round trip: it stays the trip guard's own call, before this one.
+    claims_trips = False
 
     def __init__(self, guard: MemoryOrderGuard, allocator: InProcessAllocator) -> None:
         self.guard = guard
@@ -33,6 +37,7 @@ class EmbeddedOrderIntake:
         record_json: str,
         checked: bool,
         message: Mapping[str, str],
+        trips: TripRequest | None = None,
     ) -> Allocation:
         """Admit (a refusal changes nothing and is raised as AdmissionRefused), then allocate."""
         try:

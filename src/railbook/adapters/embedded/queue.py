@@ -232,6 +232,20 @@ class MemoryOrderGuard:
     async def trust_markers(self, train_code: str, date: dt.date) -> None:
         self.trusted_days.add(f"{train_code}:{date}")
 
+    async def marker_holders(
+        self, train_code: str, date: dt.date, member_id: int, passenger_ids: Sequence[int]
+    ) -> dict[int, str] | None:
+        day = f"{train_code}:{date}"
+        if day not in self.trusted_days:
+            return None
+        now = time.monotonic()
+        holders: dict[int, str] = {}
+        for p in passenger_ids:
+            held = self.markers.get(f"{day}:{member_id}:{p}")
+            if held is not None and held.expires > now:
+                holders[p] = str(held.value)
+        return holders
+
     async def lookup(
         self, member_id: int, passenger_ids: Sequence[int], train_code: str, date: dt.date
     ) -> tuple[dict[int, str] | None, str, bool]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from railbook.domain.sale import Trip
-from railbook.services.booking.ports import TripClash
+from railbook.services.booking.trip_ports import TripClaim, TripClash, TripRequest
 
 
 @dataclass
@@ -21,19 +21,13 @@ class MemoryTrips:
     trusted: bool = False  # every passenger's trips restored from the database since the start
     restoring: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def claim(
-        self,
-        order_id: str,
-        member_id: int,
-        trip: Trip,
-        passenger_ids: Sequence[int],
-        *,
-        now: int,
-        ignore: str | None = None,
-    ) -> tuple[bool, TripClash | None]:
+    async def claim(self, request: TripRequest) -> TripClaim:
+        order_id, member_id, trip, now = request.order_id, request.member_id, request.trip, request.now
+        ignore, passenger_ids = request.ignore, request.passenger_ids
         if not self.trusted:
-            return False, None
+            return TripClaim(False)
         clash: TripClash | None = None
+        taken: list[int] = []
         for pid in passenger_ids:
             trips = self.held.setdefault(pid, {})
             found: TripClash | None = None
@@ -47,9 +41,10 @@ class MemoryTrips:
                     break
             if found is None:
                 trips[order_id] = (member_id, trip, now)
+                taken.append(pid)
             elif clash is None:
                 clash = found
-        return True, clash
+        return TripClaim(True, clash, tuple(taken))
 
     async def restored(self) -> bool:
         return self.trusted

@@ -8,11 +8,12 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from railbook.adapters.redis.allocator import day_tag, order_stream_key
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
-from railbook.adapters.redis.cluster import autopipe_for, mget
+from railbook.adapters.redis.cluster import autopipe_for, is_cluster, mget
 from railbook.domain.errors import Conflict, DuplicateOrder, SaleBusy, TooManyRequests, Unavailable
 from railbook.services.booking.ports import (
     IDEMPOTENCY_TTL_SECONDS,
@@ -20,7 +21,13 @@ from railbook.services.booking.ports import (
     MarkersUnknown,
     idempotency_hash_token,
 )
+from railbook.services.booking.trip_ports import TripsNotHeld
 from railbook.services.ports import Admission, AdmissionRefused
+
+
+def _script(name: str) -> str:
+    return resources.files("railbook.adapters.redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
 
 # Stale sale tokens (an API process died between taking one and allocating) expire after this.
 TOKEN_STALE_SECONDS = 600
@@ -36,38 +43,9 @@ def _tag(train_code: str, date: dt.date | str) -> str:
     return day_tag(train_code, date if isinstance(date, dt.date) else dt.date.fromisoformat(date))
 
 
-# Admission of one order on a train-day, atomic in one slot (all keys carry the day's hash tag).
-#
-# Invariant: either every duplicate marker of the order is set AND one sale token is taken (a member
-# of the tokens zset, scored by time), or nothing changes. A marker exists while an order of that
-# member for that passenger is in flight or committed and unpaid (the committer keeps it until the
-# pay deadline, payment and cancellation delete it), so a second order for the same passenger is
-# refused here without asking the database. The markers of a day are trusted only while the day's
-# "markers valid" flag exists (KEYS[2]): it is set once the markers of every unpaid order of the day
-# were restored from the database, and a loss of Redis data loses it with the markers; without it
-# the script changes nothing and returns -3 (the caller asks the database, then admits with ARGV[6]
-# = 1). The tokens zset never holds more than ARGV[3] orders, which bounds the queue per train-day.
-# Tokens older than ARGV[5] seconds are dropped first (their order never got queued). Admitting an
-# order again (a group sent again after NOSCRIPT) admits it: its own markers and token are no refusal.
-# KEYS: 1 tokens zset, 2 markers-valid flag, 3.. duplicate markers.
-# ARGV: 1 order id, 2 now, 3 limit, 4 marker ttl, 5 stale, 6 checked against the database (0/1).
-ADMIT_LUA = """
-if ARGV[6] ~= '1' and redis.call('EXISTS', KEYS[2]) == 0 then return -3 end
-for k = 3, #KEYS do
-  local holder = redis.call('GET', KEYS[k])
-  if holder and holder ~= ARGV[1] then return -1 end
-end
-local now = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[5]))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return -2
-end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-for k = 3, #KEYS do
-  redis.call('SET', KEYS[k], ARGV[1], 'EX', tonumber(ARGV[4]))
-end
-return 1
-"""
+ADMIT_LUA = _script("admit")  # see lua/admit.lua
+
+RECORD_IF_ADMITTED_LUA = _script("record_if_admitted")  # see lua/record_if_admitted.lua
 
 # The member's passengers (id → name), cached for the accept path. A fill writes the hash only if
 # the member's passenger generation is still the one read before the database was asked: an add or
@@ -81,26 +59,7 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
 
-# Orders of one train-day finished (or undone): their sale tokens back, and their duplicate markers
-# kept for ARGV[1] seconds (0: deleted), only where they still name that order: a later order's
-# marker for the same passenger is left alone. KEYS[1] the day's tokens, then each
-# order's markers in turn; ARGV[1] keep, then per order its id and how many markers follow. One call
-# settles a committer's whole batch for the day.
-RELEASE_LUA = """
-local keep = tonumber(ARGV[1])
-local k = 2
-for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  redis.call('ZREM', KEYS[1], id)
-  for j = k, k + tonumber(ARGV[i + 1]) - 1 do
-    if redis.call('GET', KEYS[j]) == id then
-      if keep > 0 then redis.call('EXPIRE', KEYS[j], keep) else redis.call('DEL', KEYS[j]) end
-    end
-  end
-  k = k + tonumber(ARGV[i + 1])
-end
-return 1
-"""
+RELEASE_LUA = _script("release_markers")  # see lua/release_markers.lua
 # Orders per release call: bounds how long one script holds Redis (~1 µs per order and marker).
 RELEASE_CHUNK = 500
 
@@ -154,6 +113,9 @@ class RedisOrderGuard:
         self._admit = redis.register_script(ADMIT_LUA)
         self._release = redis.register_script(RELEASE_LUA)
         self._fill = redis.register_script(FILL_PASSENGERS_LUA)
+        self._record = redis.register_script(RECORD_IF_ADMITTED_LUA)
+        # A single Redis: the admission without a key writes its record only once admitted.
+        self.one_node = not is_cluster(redis)
         # Streams registered in ``order:streams`` lately (stream key → monotonic time): one SADD per
         # stream every few seconds instead of one per order. Safe after a loss of Redis: the set is
         # written again within STREAM_REGISTER_SECONDS, and the committers also SCAN for streams.
@@ -206,10 +168,11 @@ class RedisOrderGuard:
         order_id: str,
         tokens: int,
         checked: bool,
+        trip_keys: Sequence[str] = (),
     ) -> tuple[Any, ...]:
-        keys = self._admission_keys(train_code, date, member_id, passenger_ids)
+        keys = [*self._admission_keys(train_code, date, member_id, passenger_ids), *trip_keys]
         args = [order_id, time.time(), tokens, MARKER_TTL_SECONDS, TOKEN_STALE_SECONDS, int(checked)]
-        return ("EVALSHA", self._admit.sha, len(keys), *keys, *args)
+        return ("EVALSHA", self._admit.sha, len(keys), *keys, *args, len(trip_keys))
 
     def prepare_admission(
         self,
@@ -223,25 +186,32 @@ class RedisOrderGuard:
         record: Mapping[str, Any],
         checked: bool = False,
         record_json: str | None = None,
+        trip_keys: Sequence[str] = (),
     ) -> Admission:
         """``admit_order`` without an idempotency key, as commands for the allocator's round trip:
         the admission script and the pending record, then (``conclude``) the refusal raised as
-        AdmissionRefused once what they set is undone."""
-        admit = self._admit_command(train_code, date, member_id, passenger_ids, order_id, tokens, checked)
-        commands = [admit, *self._remember(record, record_json)]
+        AdmissionRefused once what they set is undone. ``trip_keys``: the order's trip claims run
+        just before in the same round trip (single Redis only, see ADMIT_LUA); if they did not hold
+        every trip the refusal is TripsNotHeld."""
+        admit = self._admit_command(
+            train_code, date, member_id, passenger_ids, order_id, tokens, checked, trip_keys
+        )
+        commands = [admit, *self._remember(record, record_json, once_admitted=self.one_node)]
+        scripts = [ADMIT_LUA, RECORD_IF_ADMITTED_LUA] if self.one_node else [ADMIT_LUA]
 
         async def conclude(replies: Sequence[Any]) -> None:
             result = int(raise_errors(replies)[0])
             if result == 1:
                 return
-            await self._undo(train_code, date, member_id, passenger_ids, order_id, None, admitted=False)
+            if not self.one_node:  # the record was written whatever the answer
+                await self._undo(train_code, date, member_id, passenger_ids, order_id, None, admitted=False)
             try:
                 _raise_refusal(result)
-            except (Conflict, Unavailable, MarkersUnknown) as exc:
+            except (Conflict, Unavailable, MarkersUnknown, TripsNotHeld) as exc:
                 raise AdmissionRefused(exc) from None
             raise RuntimeError(f"unknown admission answer {result}")
 
-        return Admission(commands, [ADMIT_LUA], tokens_key(train_code, date), conclude)
+        return Admission(commands, scripts, tokens_key(train_code, date), conclude)
 
     async def admit_order(
         self,
@@ -362,6 +332,18 @@ class RedisOrderGuard:
     async def trust_markers(self, train_code: str, date: dt.date) -> None:
         await self.redis.set(markers_valid_key(train_code, date), "1", ex=MARKERS_VALID_TTL_SECONDS)
 
+    async def marker_holders(
+        self, train_code: str, date: dt.date, member_id: int, passenger_ids: Sequence[int]
+    ) -> dict[int, str] | None:
+        """One round trip on the day's slot: the markers-valid flag and each passenger's marker."""
+        markers = [("GET", marker_key(train_code, date, member_id, p)) for p in passenger_ids]
+        trusted, *holders = raise_errors(
+            await self.batch.execute([("EXISTS", markers_valid_key(train_code, date)), *markers])
+        )
+        if not trusted:
+            return None
+        return {p: _text(h) for p, h in zip(passenger_ids, holders, strict=True) if h is not None}
+
     async def lookup(
         self, member_id: int, passenger_ids: Sequence[int], train_code: str, date: dt.date
     ) -> tuple[dict[int, str] | None, str, bool]:
@@ -404,22 +386,30 @@ class RedisOrderGuard:
         It also registers the day's stream for the committers (a set of stream keys)."""
         raise_errors(await self.batch.execute(self._remember(record)))
 
-    def _remember(self, record: Mapping[str, Any], encoded: str | None = None) -> list[tuple[Any, ...]]:
+    def _remember(
+        self, record: Mapping[str, Any], encoded: str | None = None, *, once_admitted: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """The record's commands; ``once_admitted``: one RECORD_IF_ADMITTED_LUA call instead, after the
+        admission in the same round trip (single Redis)."""
         order_id = str(record["order_id"])
         if encoded is None:
             encoded = json.dumps(record, ensure_ascii=False)
         member_key = f"member:{record['member_id']}:pending"
-        commands: list[tuple[Any, ...]] = [
-            (
-                "SET",
+        commands: list[tuple[Any, ...]]
+        if once_admitted:
+            keys = (
+                tokens_key(str(record["train_code"]), str(record["date"])),
                 f"order:{order_id}",
-                encoded,
-                "EX",
-                PENDING_RECORD_TTL_SECONDS,
-            ),
-            ("ZADD", member_key, time.time(), order_id),
-            ("EXPIRE", member_key, PENDING_RECORD_TTL_SECONDS),
-        ]
+                member_key,
+            )
+            args = (order_id, encoded, PENDING_RECORD_TTL_SECONDS, time.time())
+            commands = [("EVALSHA", self._record.sha, len(keys), *keys, *args)]
+        else:
+            commands = [
+                ("SET", f"order:{order_id}", encoded, "EX", PENDING_RECORD_TTL_SECONDS),
+                ("ZADD", member_key, time.time(), order_id),
+                ("EXPIRE", member_key, PENDING_RECORD_TTL_SECONDS),
+            ]
         stream = stream_key(str(record["train_code"]), str(record["date"]))
         now = time.monotonic()
         if self._registered.get(stream, 0.0) <= now:
@@ -513,6 +503,8 @@ def _raise_refusal(result: int) -> None:
         raise SaleBusy("This train-day is busy; retry shortly.", retry_after=2)
     if result == -3:
         raise MarkersUnknown()
+    if result == -4:
+        raise TripsNotHeld()
 
 
 def _text(value: Any) -> str:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.adapters.redis.cluster import autopipe_for
 from railbook.domain.sale import Trip
-from railbook.services.booking.ports import TripClash
+from railbook.services.booking.trip_ports import TripClaim, TripClash, TripRequest
 
 # A restored hash lives at least this long past its last trip (or now, when it holds none).
 TRIPS_KEEP_SECONDS = 86400
@@ -42,10 +43,23 @@ def trip_value(member_id: int, trip: Trip, claimed_at: int) -> str:
     return f"{member_id} {trip.train_day} {trip.starts} {trip.ends} {claimed_at}"
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedClaim:
+    """A claim as commands for a round trip shared with other calls: ``commands`` (the "restored"
+    flag, then one claim_trip.lua call per passenger) run first, and ``read`` makes the TripClaim of
+    their replies. ``gate_keys`` (each passenger's hash, then the flag) let an admission that runs
+    next in the same round trip on a single Redis check that every trip is held (ADMIT_LUA)."""
+
+    commands: list[tuple[Any, ...]]
+    gate_keys: list[str]
+    read: Callable[[Sequence[Any]], TripClaim]
+
+
 class RedisTrips:
     """The ``TripGuard`` of the distributed mode. A claim is one script call per passenger, all in one
     shared round trip (each call touches only its passenger's slot), behind a read of the global
-    "restored" flag in the same round trip."""
+    "restored" flag in the same round trip; on a single Redis the intake sends it in the order's
+    admission and allocation round trip instead (``prepare_claim``)."""
 
     def __init__(self, redis: Any, autopipe: AutoPipeline | None = None) -> None:
         self.redis = redis
@@ -54,49 +68,53 @@ class RedisTrips:
         self._restore = redis.register_script(RESTORE_TRIPS_LUA)
         self.restoring = asyncio.Lock()
         # What this process last saw of the flag: the claims rely on it, and the same round trip reads
-        # it again, so a claim made on a belief the flag no longer backs is undone at once.
+        # it again, so a claim made on a belief the flag no longer backs is not trusted (the caller
+        # gives back what it held).
         self._restored = False
 
-    async def claim(
-        self,
-        order_id: str,
-        member_id: int,
-        trip: Trip,
-        passenger_ids: Sequence[int],
-        *,
-        now: int,
-        ignore: str | None = None,
-    ) -> tuple[bool, TripClash | None]:
+    async def claim(self, request: TripRequest) -> TripClaim:
         for _ in range(2):
-            believed = self._restored
-            args = (
-                order_id,
-                member_id,
-                trip.train_day,
-                trip.starts,
-                trip.ends,
-                now,
-                ignore or "",
-                int(believed),
+            prepared = self.prepare_claim(request)
+            claim = prepared.read(
+                raise_errors(await self.batch.execute_scripted(prepared.commands, [CLAIM_TRIP_LUA]))
             )
-            commands: list[tuple[Any, ...]] = [("EXISTS", TRIPS_RESTORED_KEY)]
-            commands += [("EVALSHA", self._claim.sha, 1, trips_key(p), *args) for p in passenger_ids]
-            replies = raise_errors(await self.batch.execute_scripted(commands, [CLAIM_TRIP_LUA]))
+            if claim.trusted or not self._restored:
+                return claim
+            # This process had not seen the flag yet: claim again on it.
+        return TripClaim(False)
+
+    def prepare_claim(self, request: TripRequest) -> PreparedClaim:
+        """The claim as commands for a shared round trip (see ``PreparedClaim``)."""
+        args = (
+            request.order_id,
+            request.member_id,
+            request.trip.train_day,
+            request.trip.starts,
+            request.trip.ends,
+            request.now,
+            request.ignore or "",
+            int(self._restored),
+        )
+        keys = [trips_key(p) for p in request.passenger_ids]
+        commands: list[tuple[Any, ...]] = [("EXISTS", TRIPS_RESTORED_KEY)]
+        commands += [("EVALSHA", self._claim.sha, 1, key, *args) for key in keys]
+
+        def read(replies: Sequence[Any]) -> TripClaim:
             self._restored = bool(replies[0])
+            pids = request.passenger_ids
             codes = [int(r[0]) for r in replies[1:]]
-            if not self._restored:
-                held = [p for p, c in zip(passenger_ids, codes, strict=True) if c == 1]
-                await self.drop([(order_id, held)])
-                return False, None
-            if -3 in codes:
-                continue  # this process had not seen the flag yet: claim again on it
-            for pid, reply in zip(passenger_ids, replies[1:], strict=True):
+            held = tuple(p for p, c in zip(pids, codes, strict=True) if c == 1)
+            if not self._restored or -3 in codes:
+                return TripClaim(False, None, held)
+            for pid, reply in zip(pids, replies[1:], strict=True):
                 if int(reply[0]) == -1:
-                    return True, TripClash(
-                        pid, _text(reply[1]), int(reply[2]), _text(reply[3]), int(_text(reply[4]))
+                    at = int(_text(reply[4]))
+                    return TripClaim(
+                        True, TripClash(pid, _text(reply[1]), int(reply[2]), _text(reply[3]), at), held
                     )
-            return True, None
-        return False, None
+            return TripClaim(True, None, held)
+
+        return PreparedClaim(commands, [*keys, TRIPS_RESTORED_KEY], read)
 
     async def restored(self) -> bool:
         self._restored = bool(await self.redis.exists(TRIPS_RESTORED_KEY))

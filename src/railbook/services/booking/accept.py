@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import json
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -43,7 +45,7 @@ from railbook.services.booking.memos import refuse_if_sold_out
 from railbook.services.booking.order_ids import issue_order_id
 from railbook.services.booking.ports import MarkersUnknown, OrderChallenge, OrderGuard, TrainDay
 from railbook.services.booking.train_days import boarded_train_day, journey_on, refuse_if_departed, trip_on
-from railbook.services.booking.trips import forget_trips, hold_trips
+from railbook.services.booking.trips import TripsRefused, allocate_holding_trips, forget_trips, hold_trips
 from railbook.services.ports import AdmissionRefused
 
 log = structlog.get_logger(__name__)
@@ -123,8 +125,9 @@ async def place_order(
 
     Cost of an accepted order: no database statement once the member's passengers are cached and the
     day's markers trusted; one lookup round trip (none when this process saw the passengers in the
-    last seconds), one Redis round trip for all protections and the pending record, and the
-    allocator call."""
+    last seconds), and one Redis round trip for the trip claims, all protections, the pending record
+    and the allocator call (on a cluster the trip claims take a round trip of their own, before).
+    A refused one costs no more (``booking.trips``)."""
     n = len(request.passengers)
     if not 1 <= n <= MAX_PASSENGERS:
         raise InvalidInput(
@@ -301,8 +304,23 @@ async def _enqueue(
 ) -> Accepted:
     ids = [p.passenger_id for p in request.passengers]
     trip = trip_on(day, i, j)  # what the passengers' other trips may not collide with
-    created_at = dt.datetime.now(dt.UTC)
-    payload = {
+    hold = functools.partial(
+        hold_trips,
+        container,
+        order_id=order_id,
+        member_id=member_id,
+        trip=trip,
+        passenger_ids=ids,
+        train_code=day.train_code,
+        date=day.date,
+        replaces=replaces,
+    )
+    # Without a key to answer for, the trips are claimed first: with the admission and allocation where
+    # the intake can (one round trip), else on their own, so a refusal builds nothing more.
+    claim_with_admission = not idempotency_key and container.intake.claims_trips
+    if not idempotency_key and not claim_with_admission:
+        await hold()
+    payload: dict[str, Any] = {
         "v": 1,
         "order_id": order_id,
         "member_id": member_id,
@@ -330,7 +348,7 @@ async def _enqueue(
         ],
         "idempotency_key": idempotency_key,
         "request_hash": request_hash or None,
-        "created_at": created_at.isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     if request.change_of:
         payload["change_of"] = request.change_of
@@ -360,14 +378,7 @@ async def _enqueue(
             return _accepted_from_claim(claim, request_hash)
         # The key is this order's now: a retry under it is answered by its claim, not by its trips.
         try:
-            await hold_trips(
-                container,
-                order_id=order_id,
-                member_id=member_id,
-                trip=trip,
-                passenger_ids=ids,
-                replaces=replaces,
-            )
+            await hold()
         except BaseException:
             await guard.refuse_order(day.train_code, day.date, member_id, ids, order_id, idempotency_key)
             raise
@@ -375,11 +386,14 @@ async def _enqueue(
         # Without a key to answer for, the admission rides in the allocation's round trip where the
         # store allows (Redis): one round trip, not two, and the seats are taken only if it admitted.
         admission = Admission(member_id, ids, order_id, tokens, payload, encoded, checked)
-        await hold_trips(
-            container, order_id=order_id, member_id=member_id, trip=trip, passenger_ids=ids, replaces=replaces
-        )
     try:
-        await allocate(container, day, alloc_request, order_id, message, admission)
+        if claim_with_admission:
+            assert admission is not None
+            await allocate_holding_trips(container, day, alloc_request, message, admission, trip, replaces)
+        else:
+            await allocate(container, day, alloc_request, order_id, message, admission)
+    except TripsRefused as refused:  # nothing of the order is left, its trips given back
+        raise refused.reason from None
     except AdmissionRefused as refused:  # nothing of the order is left (the admission undid itself)
         await forget_trips(container, [(order_id, ids)])
         raise refused.reason from None

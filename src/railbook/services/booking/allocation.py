@@ -15,6 +15,7 @@ from railbook.domain.errors import DomainError, NotFound, SoldOut
 from railbook.domain.seating import AllocationRequest, SeatAssignment
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.ports import TrainDay
+from railbook.services.booking.trip_ports import TripRequest
 from railbook.services.ports import AdmissionRefused
 
 
@@ -33,6 +34,7 @@ class Admission:
     record: Mapping[str, object]
     record_json: str
     checked: bool
+    trips: TripRequest | None = None  # the trip claim to ride along (where the intake claims trips)
 
 
 async def allocate(
@@ -87,6 +89,7 @@ async def allocate_once(
             record_json=admission.record_json,
             checked=admission.checked,
             message=message,
+            trips=admission.trips,
         )
     except (DomainError, AdmissionRefused):
         raise

@@ -15,9 +15,9 @@ from railbook.services.booking.ports import (
     OrderReads,
     OrderStore,
     OrderViewCache,
-    TripGuard,
 )
 from railbook.services.booking.train_days import TrainDayCache
+from railbook.services.booking.trip_ports import TripGuard
 from railbook.services.ports import Allocator, SearchChanges
 from railbook.services.sales.ports import DayRecords
 

@@ -6,7 +6,6 @@ use cases live here too.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -16,8 +15,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from railbook.domain.sale import Trip
 from railbook.domain.seating import AllocationRequest
+from railbook.services.booking.trip_ports import RecordedTrip, TripRequest
 from railbook.services.ports import Allocation
 
 IDEMPOTENCY_TTL_SECONDS = 26 * 3600
@@ -234,6 +233,13 @@ class OrderGuard(Protocol):
         """The day's markers are complete: admissions may rely on them alone."""
         ...
 
+    async def marker_holders(
+        self, train_code: str, date: dt.date, member_id: int, passenger_ids: Sequence[int]
+    ) -> dict[int, str] | None:
+        """The order holding each of these passengers' duplicate markers on the train-day (passengers
+        without one left out), or None while the day's markers are not trusted; one round trip."""
+        ...
+
     async def lookup(
         self, member_id: int, passenger_ids: Sequence[int], train_code: str, date: dt.date
     ) -> tuple[dict[int, str] | None, str, bool]:
@@ -266,62 +272,12 @@ class OrderGuard(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class TripClash:
-    """A trip a passenger already holds that collides with the one asked for."""
-
-    passenger_id: int
-    order_id: str
-    member_id: int
-    train_day: str
-    claimed_at: int  # Unix seconds when it was claimed (0: restored from the system of record)
-
-
-# A trip as the system of record knows it: (passenger, order, member, trip, ticket status).
-RecordedTrip = tuple[int, str, int, Trip, str]
-
-
-class TripGuard(Protocol):
-    """One person, one seat at a time: the trips each passenger holds (in flight, unpaid or paid),
-    kept per passenger (Redis: one hash per passenger under its own hash tag; embedded: process
-    memory). The trips are trusted only once every passenger's were restored from the system of
-    record since the last loss of that data (``restore``); until then ``claim`` holds nothing."""
-
-    restoring: asyncio.Lock  # one restore at a time in a process
-
-    async def claim(
-        self,
-        order_id: str,
-        member_id: int,
-        trip: Trip,
-        passenger_ids: Sequence[int],
-        *,
-        now: int,
-        ignore: str | None = None,
-    ) -> tuple[bool, TripClash | None]:
-        """Hold ``trip`` for each passenger, atomically per passenger: a passenger holding a trip that
-        collides with it (other than the order ``ignore``'s) is not given it. Returns whether the
-        trips are trusted (False: nothing held) and the first clash; the trips held are kept either
-        way (the caller drops them when it refuses the order)."""
-        ...
-
-    async def restored(self) -> bool:
-        """Whether every passenger's trips were restored since the last loss of this data."""
-        ...
-
-    async def restore(self, held: Sequence[tuple[int, str, int, Trip]], *, now: int) -> None:
-        """Set the trips read from the system of record (passenger, order, member, trip) where
-        missing, then trust the trips."""
-        ...
-
-    async def drop(self, holds: Sequence[tuple[str, Sequence[int]]]) -> None:
-        """Forget the trips of these orders for these passengers (the order ended, a ticket was
-        refunded or changed)."""
-        ...
-
-
 class OrderIntake(Protocol):
     """An order without an idempotency key taken in: the guard's admission and the allocation."""
+
+    # Whether ``admit_and_allocate`` takes the trip claim into its round trip (a single Redis; not a
+    # cluster, where a passenger's trips live in another slot than the train-day's keys).
+    claims_trips: bool
 
     async def admit_and_allocate(
         self,
@@ -337,10 +293,15 @@ class OrderIntake(Protocol):
         record_json: str,
         checked: bool,
         message: Mapping[str, str],
+        trips: TripRequest | None = None,
     ) -> Allocation:
         """Admit the order (``OrderGuard.admit_order`` without a key), then seat it and queue
         ``message``; in one round trip where the store allows (Redis). A refused admission raises
-        AdmissionRefused (with nothing of the order left); allocation errors are the allocator's."""
+        AdmissionRefused (with nothing of the order left); allocation errors are the allocator's.
+        ``trips`` (only where ``claims_trips``): the trips are claimed first in the same round trip
+        and the order admitted only if every one is held, else AdmissionRefused(TripsNotHeld) with
+        the trips held kept (the caller settles the clash, as after ``TripGuard.claim``); on any
+        other refusal they are given back."""
         ...
 
 
@@ -414,6 +375,11 @@ class OrderStore(Protocol):
 
     async def order_holds(self, order_ids: Sequence[str]) -> list[tuple[str, str, dt.date, int, int]]:
         """(order, train code, date, member, passenger) of every ticket of these orders."""
+        ...
+
+    async def trip_state(self, order_id: str, passenger_id: int) -> tuple[str, str | None] | None:
+        """The order's state and its ticket for this passenger if unpaid or paid (else None), read
+        together in one statement; None when the order is not committed."""
         ...
 
     async def held_trips(self, passenger_ids: Sequence[int] | None, since: dt.date) -> list[RecordedTrip]:

@@ -6,32 +6,50 @@ overlaps it in time (in flight, unpaid or paid). The check and the hold are one 
 passenger in the trip guard (a Lua call on the passenger's own hash in Redis, an uninterrupted
 method in process), so of two simultaneous orders for one passenger at most one is accepted.
 
+Where the intake can (a single Redis), the claims ride in the order's admission and allocation round
+trip and the admission holds back unless every trip is held (``allocate_holding_trips``): checking
+trips then costs an accepted order no round trip. Elsewhere (a cluster, where no script may touch a
+passenger's slot and the day's; the embedded mode, where a claim costs no round trip) the trips are
+claimed first (``hold_trips``), so a refusal builds and sends nothing more.
+
+A clash is judged without the database when the data at hand decides it (``verdict_at_hand``): on
+the same train-day the duplicate markers tell a pending or unpaid order (DUPLICATE_ORDER) from the
+rest, and a trip claimed less than a minute ago is an order in flight or just committed. A refusal
+thus costs no more than an acceptance; the system of record is asked (one statement) only about an
+older trip, which a missed release may have left behind.
+
 Trips are given up when an order ends without tickets (refused, failed, cancelled, expired) and when
 a ticket is refunded or changed (``forget_trips``), best effort. Whatever a missed release leaves is
 healed where it matters: a clash with a trip the system of record no longer holds (and that is not
-an order in flight) drops that trip and claims again. After a loss of the guard's data (Redis data,
-or a restart of the embedded process) every passenger's trips are restored from the system of
-record before the next claim is trusted, once.
+an order in flight) drops that trip and claims again, from the end of its first minute. After a loss
+of the guard's data (Redis data, or a restart of the embedded process) every passenger's trips are
+restored from the system of record before the next claim is trusted, once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import structlog
 
 from railbook.domain.errors import DomainError, DuplicateOrder, TripConflict, Unavailable
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.sale import Trip
+from railbook.domain.seating import AllocationRequest
+from railbook.services.booking.allocation import Admission, allocate
 from railbook.services.booking.context import OrderContext
-from railbook.services.booking.ports import TripClash
+from railbook.services.booking.ports import TrainDay
+from railbook.services.booking.trip_ports import TripClaim, TripClash, TripRequest, TripsNotHeld
+from railbook.services.ports import AdmissionRefused
 
 log = structlog.get_logger(__name__)
 
-# A trip claimed this recently by an order the system of record does not know yet is in flight (its
-# admission and allocation follow the claim), whatever the pending records say.
+# A trip claimed this recently is live without asking the system of record: its order is in flight
+# (admission and allocation follow the claim, the commit within seconds) or just committed. Bounds how
+# long a trip left by a missed release in its first moments can refuse its passenger.
 RECENT_CLAIM_SECONDS = 60
 ATTEMPTS = 3
 # A restore reads the tickets of trains that left their origin this many days ago or later (no
@@ -46,59 +64,180 @@ async def hold_trips(
     member_id: int,
     trip: Trip,
     passenger_ids: Sequence[int],
+    train_code: str,
+    date: dt.date,
     replaces: str | None = None,
 ) -> None:
-    """Hold ``trip`` for every passenger, or refuse the order with nothing held: DUPLICATE_ORDER when
-    the clash is the same member's pending or unpaid order on this train-day (as the duplicate markers
-    would say), TRIP_CONFLICT otherwise. ``replaces``: the order of a ticket being changed (its trip
-    does not count). Cost: one round trip (one script call per passenger); more only on a clash or
-    once after a loss of the trips' data (everyone's are restored from the system of record)."""
+    """Hold ``trip`` (of the train-day ``train_code``, ``date``) for every passenger, or refuse the
+    order with nothing held: DUPLICATE_ORDER when the clash is the same member's pending or unpaid
+    order on this train-day (as the duplicate markers would say), TRIP_CONFLICT otherwise.
+    ``replaces``: the order of a ticket being changed (its trip does not count).
+
+    Cost: one round trip (one script call per passenger). A clash adds no database read when the
+    data at hand decides it (``verdict_at_hand``): one round trip for the day's markers when it is on
+    this train-day, and a drop of what the claim held when the order had several passengers. The
+    database is asked (one statement) only for a clash with a trip claimed over a minute ago, or
+    on this train-day while the day's markers are not trusted; and everyone's trips are restored
+    from it once after a loss of their data."""
     trips = container.trips
     for _ in range(ATTEMPTS):
         now = int(time.time())
-        trusted, clash = await trips.claim(order_id, member_id, trip, passenger_ids, now=now, ignore=replaces)
-        if not trusted:
-            await restore_trips(container, now)
-            continue
-        if clash is None:
+        claim = await trips.claim(TripRequest(order_id, member_id, trip, passenger_ids, now, replaces))
+        if claim.trusted and claim.clash is None:
             return
-        refusal = await _judge(container, clash, member_id, trip, now)
-        if refusal is not None:
-            await forget_trips(container, [(order_id, passenger_ids)])
-            raise refusal
+        await settle_claim(container, claim, order_id, member_id, trip, (train_code, date), now)
     await forget_trips(container, [(order_id, passenger_ids)])
-    raise Unavailable("The passengers' other trips could not be checked; retry shortly.", retry_after=2)
+    raise _unchecked()
+
+
+def _unchecked() -> Unavailable:
+    return Unavailable("The passengers' other trips could not be checked; retry shortly.", retry_after=2)
+
+
+class TripsRefused(Exception):
+    """An order refused while its trips were claimed with its admission: nothing of it is left (not
+    admitted, what the claim held given back); ``reason`` is the refusal to answer with."""
+
+    def __init__(self, reason: Exception) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+async def allocate_holding_trips(
+    container: OrderContext,
+    day: TrainDay,
+    request: AllocationRequest,
+    message: Mapping[str, str],
+    admission: Admission,
+    trip: Trip,
+    replaces: str | None,
+) -> None:
+    """``allocation.allocate`` with the trip claim in the admission's round trip (an intake that
+    ``claims_trips``): as ``hold_trips`` then the allocation, one round trip fewer for an accepted
+    order, and none more for a refused one. A claim that did not hold every trip admitted nothing; it
+    is settled as by ``hold_trips`` and the whole call made again. Every refused admission is raised
+    as TripsRefused (nothing of the order left); the allocation's own errors as they come."""
+    order_id, member_id = admission.order_id, admission.member_id
+    for _ in range(ATTEMPTS):
+        now = int(time.time())
+        claim = TripRequest(order_id, member_id, trip, admission.passenger_ids, now, replaces)
+        try:
+            await allocate(container, day, request, order_id, message, replace(admission, trips=claim))
+            return
+        except AdmissionRefused as refused:
+            reason = refused.reason
+            if not isinstance(reason, TripsNotHeld):
+                raise TripsRefused(reason) from None  # the intake gave back what the claim held
+            claimed = reason.claim or TripClaim(False)
+            try:
+                # The admission found no other order's marker on this train-day before the trips.
+                day_key = (day.train_code, day.date)
+                await settle_claim(container, claimed, order_id, member_id, trip, day_key, now, markers={})
+            except DomainError as refusal:
+                raise TripsRefused(refusal) from None
+    await forget_trips(container, [(order_id, admission.passenger_ids)])
+    raise TripsRefused(_unchecked())
+
+
+async def settle_claim(
+    container: OrderContext,
+    claim: TripClaim,
+    order_id: str,
+    member_id: int,
+    trip: Trip,
+    day: tuple[str, dt.date],
+    now: int,
+    markers: Mapping[int, str] | None = None,
+) -> None:
+    """After a claim that did not hold every trip: raise the refusal its clash makes (with what it
+    held given back), or make the next claim worth trying: everyone's trips restored when they were
+    not trusted, the stale trip of the clash dropped. ``markers``: this train-day's duplicate
+    markers of the passengers when already known (else read for a clash on this train-day)."""
+    if not claim.trusted:
+        await forget_trips(container, [(order_id, claim.held)] if claim.held else [])
+        await restore_trips(container, now)
+        return
+    if claim.clash is None:
+        return
+    refusal = await _judge(container, claim.clash, order_id, member_id, trip, day, now, markers)
+    if refusal is not None:
+        await forget_trips(container, [(order_id, claim.held)] if claim.held else [])
+        raise refusal
+
+
+# What a clash makes of the order: refused as a duplicate, refused as a conflict, or the trip it
+# names is stale (dropped, and the claim made again).
+DUPLICATE, CONFLICT, STALE = "duplicate", "conflict", "stale"
+
+
+def verdict_at_hand(
+    clash: TripClash, order_id: str, member_id: int, trip: Trip, now: int, markers: Mapping[int, str] | None
+) -> str | None:
+    """The verdict the guard's own data gives, or None when the system of record must tell.
+
+    ``markers``: the train-day's duplicate markers of the clash's passenger (order by passenger; None
+    when they are not trusted), read only for a clash on this train-day. A clash on this train-day
+    is a DUPLICATE when another order of the member holds the passenger's marker (pending or unpaid:
+    what the admission itself would answer). Otherwise a trip claimed less than
+    RECENT_CLAIM_SECONDS ago belongs to an order in flight or just committed: a CONFLICT (on this
+    train-day that order is paid, or not yet admitted, since it holds no marker). An older trip may
+    be one a missed release left behind: the records tell, and so they do for an unpaid order whose
+    marker cannot be trusted. A trip left by a missed release within its first minute refuses for
+    what remains of that minute, no longer."""
+    if clash.member_id == member_id and clash.train_day == trip.train_day:
+        if markers is None:
+            return None
+        holder = markers.get(clash.passenger_id)
+        if holder is not None and holder != order_id:
+            return DUPLICATE
+    return CONFLICT if now - clash.claimed_at < RECENT_CLAIM_SECONDS else None
+
+
+def verdict_from_records(
+    clash: TripClash, member_id: int, trip: Trip, state: tuple[str, str | None] | None, in_flight: bool
+) -> str:
+    """The verdict of the system of record: ``state`` is the clashing order's state and the
+    passenger's unpaid or paid ticket in it (None: the order is not committed; then ``in_flight``
+    tells whether it is still on its way, i.e. claimed moments ago or with its pending record)."""
+    if state is None:
+        ticket = TicketStatus.UNPAID.value if in_flight else None
+    else:
+        ticket = state[1]  # None: the order ended without tickets, or this one was refunded or changed
+    if ticket is None:
+        return STALE
+    same_day = clash.member_id == member_id and clash.train_day == trip.train_day
+    if same_day and ticket != TicketStatus.PAID.value:
+        return DUPLICATE
+    return CONFLICT
 
 
 async def _judge(
-    container: OrderContext, clash: TripClash, member_id: int, trip: Trip, now: int
+    container: OrderContext,
+    clash: TripClash,
+    order_id: str,
+    member_id: int,
+    trip: Trip,
+    day: tuple[str, dt.date],
+    now: int,
+    markers: Mapping[int, str] | None,
 ) -> DomainError | None:
-    """The refusal a clash makes, or None when the trip it names is stale (then dropped).
-
-    The order's state is read before its tickets: an order and its tickets are committed together, so
-    an order the first read does not know is still in flight when the second read would already see it
-    (read the other way round, a commit landing between the reads made a live trip look stale)."""
-    known = clash.order_id in await container.orders.states([clash.order_id])
-    if known:
-        since = dt.datetime.fromtimestamp(now, dt.UTC).date() - dt.timedelta(days=RESTORE_DAYS_BACK)
-        recorded = await container.orders.held_trips([clash.passenger_id], since)
-        status = next((s for _, o, _, _, s in recorded if o == clash.order_id), None)
-        stale = status is None  # the order ended or its ticket was refunded or changed
-    else:
-        status = "PENDING"
-        stale = not (
+    """The refusal a clash makes, or None when the trip it names is stale (then dropped)."""
+    if markers is None and clash.train_day == trip.train_day:
+        markers = await container.guard.marker_holders(day[0], day[1], member_id, [clash.passenger_id])
+    verdict = verdict_at_hand(clash, order_id, member_id, trip, now, markers)
+    if verdict is None:
+        # One statement reads the order with its ticket: no commit can land between two reads.
+        state = await container.orders.trip_state(clash.order_id, clash.passenger_id)
+        in_flight = state is None and (
             now - clash.claimed_at < RECENT_CLAIM_SECONDS
             or await container.guard.pending(clash.order_id) is not None
         )
-    if stale:
+        verdict = verdict_from_records(clash, member_id, trip, state, in_flight)
+    if verdict == STALE:
         log.info("stale_trip_dropped", order_id=clash.order_id, passenger_id=clash.passenger_id)
         await container.trips.drop([(clash.order_id, [clash.passenger_id])])
         return None
-    if (
-        clash.member_id == member_id
-        and clash.train_day == trip.train_day
-        and status != TicketStatus.PAID.value
-    ):
+    if verdict == DUPLICATE:
         return DuplicateOrder(
             "One of these passengers already has a pending or unpaid order for this train and date.",
         )
