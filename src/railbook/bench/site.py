@@ -27,6 +27,7 @@ import redis
 
 from railbook.bench.wire import free_port
 
+BENCH_DB_POOL_SIZE = 8
 PG_ADMIN = os.environ.get("RAILBOOK_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("RAILBOOK_BENCH_REDIS", "redis://127.0.0.1:6379")
 # The same owner key the test suite claims its logical databases with: a run never flushes a
@@ -180,6 +181,9 @@ def railbook_site(
             RAILBOOK_ARGON2_MEMORY_COST="1024",
             RAILBOOK_LOAD_SAMPLE_DATA="false",
             RAILBOOK_LOG_LEVEL="warning",
+            # Up to 4 × this many connections per API process and 2 × per worker: the run fits a
+            # stock PostgreSQL (max_connections 100) beside the naive design's 2 × 10.
+            RAILBOOK_DB_POOL_SIZE=str(BENCH_DB_POOL_SIZE),
         )
         env.update(extra_env or {})
         cli = [sys.executable, "-m", "railbook.cli"]
