@@ -11,6 +11,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from railbook.adapters.redis import stream_progress
 from railbook.adapters.redis.allocator import day_tag, order_stream_key
 from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.adapters.redis.cluster import autopipe_for, is_cluster, mget
@@ -441,57 +442,16 @@ class RedisOrderGuard:
         raise_errors(await self.batch.execute(commands))
 
     async def queue_position(self, record: Mapping[str, Any]) -> int:
-        """Approximate count of stream entries ahead of this order not yet read by the committers:
-        the group's undelivered entries (lag), scaled by where the order's time falls between the
-        last delivered entry and the newest one. Stream ids are millisecond times, like uuid7 ids."""
-        key = stream_key(str(record["train_code"]), str(record["date"]))
-        try:
-            groups = await self.redis.xinfo_groups(key)
-        except Exception:
-            return 0
-        group = next((g for g in groups if _text(g.get("name")) == self.group), None)
-        if group is None:
-            return int(await self.redis.xlen(key))
-        last = _text(group.get("last-delivered-id")) or "0-0"
-        lag = group.get("lag")
-        last_ms = int(last.split("-")[0])
-        created_ms = int(dt.datetime.fromisoformat(str(record["created_at"])).timestamp() * 1000)
-        if created_ms < last_ms:
-            return 0
-        newest = await self.redis.xrevrange(key, count=1)
-        if not newest:
-            return 0
-        newest_ms = int(_text(newest[0][0]).split("-")[0])
-        behind = int(lag) if lag is not None else 0
-        if newest_ms <= last_ms:
-            return behind
-        share = min(1.0, (created_ms - last_ms) / (newest_ms - last_ms))
-        return max(1, round(behind * share)) if behind else 0
+        return await stream_progress.queue_position(self.redis, self.group, _stream_of(record), record)
 
     async def drained_past(self, record: Mapping[str, Any], margin_seconds: float) -> bool:
-        """Every entry of the train-day's stream up to the cutoff (the order's acceptance plus the
-        margin, in the stream ids' milliseconds) has been delivered to the committers (the group's last
-        delivered id is past it, or nothing is undelivered) and acknowledged (no entry up to it is
-        pending): an entry is acknowledged only once its order is in the system of record."""
-        key = stream_key(str(record["train_code"]), str(record["date"]))
-        cutoff_ms = int(
-            (dt.datetime.fromisoformat(str(record["created_at"])).timestamp() + margin_seconds) * 1000
+        return await stream_progress.drained_past(
+            self.redis, self.group, _stream_of(record), record, margin_seconds
         )
-        if cutoff_ms > time.time() * 1000:
-            return False
-        try:
-            groups = await self.redis.xinfo_groups(key)
-            summary = await self.redis.xpending(key, self.group)
-        except Exception:
-            return False
-        group = next((g for g in groups if _text(g.get("name")) == self.group), None)
-        if group is None:
-            return False
-        last_ms = int((_text(group.get("last-delivered-id")) or "0-0").split("-")[0])
-        if last_ms < cutoff_ms and group.get("lag") != 0:
-            return False
-        oldest = _text(summary.get("min")) if summary and summary.get("pending") else ""
-        return not oldest or int(oldest.split("-")[0]) > cutoff_ms
+
+
+def _stream_of(record: Mapping[str, Any]) -> str:
+    return stream_key(str(record["train_code"]), str(record["date"]))
 
 
 def _raise_refusal(result: int) -> None:
