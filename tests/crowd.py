@@ -181,8 +181,9 @@ async def hot_day(
 
 
 async def make_shoppers(pg_url: str, n: int, secret: str = JWT_SECRET) -> list[Shopper]:
-    """Members with two passengers each, written straight to the database (registration is not under
-    test), and their access tokens signed with ``secret``."""
+    """Members with eight passengers each (a passenger holding an unpaid ticket of the day can book
+    nothing more on it, and shoppers keep half their successes), written straight to the database
+    (registration is not under test), and their access tokens signed with ``secret``."""
     engine = create_async_engine(pg_url)
     out = []
     tag = random.randrange(10**5)
@@ -196,7 +197,7 @@ async def make_shoppers(pg_url: str, n: int, secret: str = JWT_SECRET) -> list[S
             passengers = [
                 [
                     Passenger(member_id=m.id, name="张三", id_card=f"11010119900101{k:03d}{j}")
-                    for j in range(2)
+                    for j in range(8)
                 ]
                 for k, m in enumerate(members)
             ]

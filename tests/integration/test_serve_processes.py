@@ -252,7 +252,7 @@ async def test_sigterm_mid_crowd_drains_every_process_and_loses_no_order(
                 lambda: len(tally.accepted) > before,
                 timeout=30.0,
                 interval=0.2,
-                what=f"an order accepted after the restart:\n{log_tail(serve.log)}",
+                what=f"an order accepted after the restart ({dict(tally.codes)}):\n{log_tail(serve.log)}",
             )
         finally:
             stop.set()
