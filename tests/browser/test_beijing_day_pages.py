@@ -28,3 +28,15 @@ async def test_the_date_strip_starts_on_the_beijing_day_in_a_browser_abroad(abro
     assert await abroad.get_attribute("#date", "min") == "2030-05-02"
     assert await abroad.get_attribute("#date", "max") == "2030-05-03"
     assert await abroad.input_value("#date") == "2030-05-03"  # tomorrow in Beijing, as by default
+
+
+async def test_times_are_shown_and_read_in_beijing_time_in_a_browser_abroad(abroad: Any) -> None:
+    """A pay deadline or a blocklist end is shown as Beijing time, and what is typed into a date-time
+    field (a waitlist deadline, a block's end) is read as Beijing time, not as the browser's."""
+    await abroad.goto("/")
+    await ready(abroad)
+    shown = await abroad.evaluate("localTime('2030-05-01T17:00:00Z')")
+    assert shown.startswith("2030/5/2") and "01:00:00" in shown
+    typed = await abroad.evaluate("beijingInput('2030-05-02T01:00').toISOString()")
+    assert typed == "2030-05-01T17:00:00.000Z"
+    assert await abroad.evaluate("beijingInput('') === null && beijingInput('not a time') === null")

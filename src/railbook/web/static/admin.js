@@ -284,12 +284,12 @@ pages.blocklist = async (me) => {
 
   onSubmit(form, async (data) => {
     const body = { [kind.value]: String(data.get(kind.value) || "").trim(), reason: String(data.get("reason")).trim() };
-    const until = data.get("until");
+    const until = beijingInput(data.get("until"));
     if (!body[kind.value]) fieldError(target, `请填写${kind.value === "ip" ? " IP 地址" : "手机号"}`);
     if (!body.reason) fieldError($("#block-reason"), "请填写原因");
-    if (until && new Date(until) <= new Date()) fieldError($("#block-until"), "截止时间须晚于现在");
+    if (until && until <= new Date()) fieldError($("#block-until"), "截止时间须晚于现在");
     if ($$("[aria-invalid]", form).length) throw new ApiError(422, "VALIDATION_ERROR", ERROR_TEXT.VALIDATION_ERROR);
-    if (until) body.until = new Date(until).toISOString();
+    if (until) body.until = until.toISOString();
     let added;
     try {
       added = await api("POST", "/api/v1/admin/blocklist", body);

@@ -236,8 +236,8 @@ pages.book = async () => {
     }
     if (waitlist) {
       const body = { ...trip, passengers };
-      const deadline = data.get("deadline");
-      if (deadline) body.deadline = new Date(deadline).toISOString();
+      const deadline = beijingInput(data.get("deadline"));
+      if (deadline) body.deadline = deadline.toISOString();
       await api("POST", "/api/v1/waitlist", body);
       location.href = "/waitlist";
       return;

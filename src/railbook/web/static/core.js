@@ -316,10 +316,18 @@ function minutesText(total) {
   return h ? `${h}小时${m}分` : `${m}分`;
 }
 
+/** A moment as Beijing time (the railway's clock, whatever the browser's zone). */
 function localTime(iso) {
   if (!iso) return "";
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString("zh-CN", { hour12: false });
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" });
+}
+
+/** A datetime-local field's value ("2026-12-08T09:30") read as Beijing time; null when empty or bad. */
+function beijingInput(value) {
+  if (!value) return null;
+  const d = new Date(`${String(value).slice(0, 16)}:00+08:00`);
+  return Number.isNaN(d.getTime()) ? null : d;
 }
 
 /** Days between boarding and arrival, from the offer's boarding and arrival dates. */
