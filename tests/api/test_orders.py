@@ -88,12 +88,27 @@ async def test_same_idempotency_key_gives_one_order(client: httpx.AsyncClient) -
     assert len(listing.json()["items"]) == 1
 
 
+async def _lose_member_cache(redis_url: str, member_id: int) -> int:
+    """Lose what the shared cache keeps of a member (a loss of Redis data loses these together):
+    the Idempotency-Keys of its orders and its cached passengers. Returns the keys deleted."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in r.scan_iter(match=f"idem:{member_id}:*")]
+        idem = len(keys)
+        keys += [k async for k in r.scan_iter(match=f"member:{{{member_id}}}:*")]
+        if keys:
+            await r.delete(*keys)
+        return idem
+    finally:
+        await r.aclose()
+
+
 async def test_idempotency_key_known_only_to_the_database(
     pg_client: httpx.AsyncClient, redis_url: str
 ) -> None:
     """After a loss of the cache, the system of record still recognises the key."""
-    import redis.asyncio as aioredis
-
     client = pg_client
     day = await make_train_day(client, await admin(client))
     m = await register(client)
@@ -102,14 +117,68 @@ async def test_idempotency_key_known_only_to_the_database(
     first = await client.post("/api/v1/orders", json=order_body(day, [p1]), headers=headers)
     assert first.status_code == 202
     await wait_final(client, m["headers"], first.json()["order_id"])
-    r = aioredis.Redis.from_url(redis_url)
-    deleted = 0
-    async for key in r.scan_iter(match=f"idem:{m['member_id']}:*"):
-        deleted += await r.delete(key)
-    await r.aclose()
-    assert deleted == 1
+    assert await _lose_member_cache(redis_url, m["member_id"]) == 1
     again = await client.post("/api/v1/orders", json=order_body(day, [p1]), headers=headers)
     assert again.status_code == 202 and again.json()["order_id"] == first.json()["order_id"]
+
+
+async def test_a_filled_passenger_cache_brings_the_members_keys_back(
+    pg_client: httpx.AsyncClient, redis_url: str
+) -> None:
+    """A keyed order whose passengers the shared cache knows reads no database for its key: so every
+    fill of that cache (a login here) restores the keys the system of record keeps, for what is left
+    of their time, and a retry after a loss of the cache and a new login still gets the first order."""
+    import redis.asyncio as aioredis
+
+    from tests.support import login
+
+    client = pg_client
+    day = await make_train_day(client, await admin(client))
+    m = await register(client)
+    p1 = await add_passenger(client, m["headers"])
+    headers = {**m["headers"], "Idempotency-Key": "kept-key"}
+    first = await client.post("/api/v1/orders", json=order_body(day, [p1]), headers=headers)
+    assert first.status_code == 202
+    await wait_final(client, m["headers"], first.json()["order_id"])
+    assert await _lose_member_cache(redis_url, m["member_id"]) == 1
+    fresh = await login(client, m["mobile"], m["password"])  # fills the passenger cache
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        kept = [k async for k in r.scan_iter(match=f"idem:{m['member_id']}:*")]
+        assert len(kept) == 1
+        assert json.loads(await r.get(kept[0]))["order_id"] == first.json()["order_id"]
+        assert 25 * 3600 < await r.ttl(kept[0]) <= 26 * 3600
+        assert await r.exists(f"member:{{{m['member_id']}}}:passengers") == 1
+    finally:
+        await r.aclose()
+    again = await client.post(
+        "/api/v1/orders", json=order_body(day, [p1]), headers={**fresh, "Idempotency-Key": "kept-key"}
+    )
+    assert again.status_code == 202 and again.json()["order_id"] == first.json()["order_id"]
+
+
+async def test_a_retry_under_its_key_after_the_train_sold_out_gets_its_order(
+    client: httpx.AsyncClient,
+) -> None:
+    """The answer to a key is the first one, not the train's state since: a retry of an accepted
+    order on a train now sold out (and known so) is its order again, not SOLD_OUT."""
+    day = await make_train_day(client, await admin(client), rows=1)  # 5 seats
+    m = await register(client)
+    mine = await add_passenger(client, m["headers"])
+    headers = {**m["headers"], "Idempotency-Key": "before-sold-out"}
+    first = await client.post("/api/v1/orders", json=order_body(day, [mine]), headers=headers)
+    assert first.status_code == 202
+    others = await register(client)
+    rest = [await add_passenger(client, others["headers"], name) for name in ("甲一", "乙二", "丙三", "丁四")]
+    r = await client.post("/api/v1/orders", json=order_body(day, rest), headers=others["headers"])
+    assert r.status_code == 202, r.text
+    late = await register(client)
+    p = await add_passenger(client, late["headers"])
+    refused = await client.post("/api/v1/orders", json=order_body(day, [p]), headers=late["headers"])
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "SOLD_OUT"
+    again = await client.post("/api/v1/orders", json=order_body(day, [mine]), headers=headers)
+    assert again.status_code == 202, again.text
+    assert again.json()["order_id"] == first.json()["order_id"]
 
 
 async def test_duplicate_order_for_the_same_passenger_is_refused(client: httpx.AsyncClient) -> None:

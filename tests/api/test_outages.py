@@ -32,8 +32,11 @@ async def _member(client: httpx.AsyncClient) -> dict[str, Any]:
     return m
 
 
-def _keyed(m: dict[str, Any]) -> dict[str, str]:
-    """A fresh Idempotency-Key: the accept path then always reads the database (the key's order)."""
+async def _keyed(client: httpx.AsyncClient, m: dict[str, Any]) -> dict[str, str]:
+    """Headers for an order that reads the database on the accept path: the member's passengers
+    dropped from the shared cache (the order reads them, and whether its key is known), and a fresh
+    Idempotency-Key."""
+    await client.app.state.container.guard.forget_passengers(m["member_id"])  # type: ignore[attr-defined]
     return {**m["headers"], "Idempotency-Key": str(uuid.uuid4())}
 
 
@@ -66,7 +69,7 @@ async def test_orders_while_the_server_ends_every_connection_are_never_a_500(
             for k in range(25):
                 body = order_body(day, [m["passengers"][k % 3]], 0, 1 + k % 3)
                 for r in (
-                    await client.post("/api/v1/orders", json=body, headers=_keyed(m)),
+                    await client.post("/api/v1/orders", json=body, headers=await _keyed(client, m)),
                     await client.get("/api/v1/orders", headers=m["headers"]),
                 ):
                     statuses[r.status_code] += 1
@@ -89,7 +92,7 @@ async def test_orders_while_the_server_ends_every_connection_are_never_a_500(
         # Once the database is left alone, orders are accepted again.
         m = members[0]
         r = await client.post(
-            "/api/v1/orders", json=order_body(day, [m["passengers"][0]], 2, 3), headers=_keyed(m)
+            "/api/v1/orders", json=order_body(day, [m["passengers"][0]], 2, 3), headers=await _keyed(client, m)
         )
         assert r.status_code in (202, 409), r.text
 
@@ -111,7 +114,7 @@ async def test_an_order_while_the_database_refuses_connections_is_503(pg_url: st
             with structlog.testing.capture_logs(
                 processors=[structlog.contextvars.merge_contextvars]
             ) as lines:
-                r = await client.post("/api/v1/orders", json=body, headers=_keyed(m))
+                r = await client.post("/api/v1/orders", json=body, headers=await _keyed(client, m))
             assert_error_shape(r, 503, "UNAVAILABLE")
             assert int(r.headers["retry-after"]) >= 1
             # The fast path's outage line names the request it answered.
@@ -119,5 +122,5 @@ async def test_an_order_while_the_database_refuses_connections_is_503(pg_url: st
             assert logged and logged[0]["request_id"] == r.headers["x-request-id"], lines
         finally:
             reads.pool, reads.dsn = None, good_dsn
-        r = await client.post("/api/v1/orders", json=body, headers=_keyed(m))
+        r = await client.post("/api/v1/orders", json=body, headers=await _keyed(client, m))
         assert r.status_code == 202, r.text

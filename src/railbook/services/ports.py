@@ -6,6 +6,7 @@ The composition root (``railbook.bootstrap``) picks the concrete adapters.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -76,6 +77,39 @@ class Allocation(list[SeatAssignment]):
     def __init__(self, seats: Sequence[SeatAssignment] = (), epoch: str = "") -> None:
         super().__init__(seats)
         self.epoch = epoch
+
+
+# Idempotency-Keys are kept at least 24 hours (API.md).
+IDEMPOTENCY_TTL_SECONDS = 26 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class KeptKey:
+    """An order's Idempotency-Key as the system of record keeps it. Every fill of the shared cache of
+    a member's passengers restores the member's keys first, so a cache that knows the passengers
+    knows the keys too (a keyed order whose passengers it knows needs no database read)."""
+
+    key: str
+    order_id: str
+    request_hash: str
+    created_at: dt.datetime
+
+
+def keys_kept_since(now: dt.datetime) -> dt.datetime:
+    """The oldest order whose Idempotency-Key is still kept at ``now``."""
+    return now - dt.timedelta(seconds=IDEMPOTENCY_TTL_SECONDS)
+
+
+def kept_claim(order_id: str, request_hash: str) -> str:
+    """What an Idempotency-Key holds in the shared cache: the order made with it, its body's digest."""
+    return json.dumps({"order_id": order_id, "hash": request_hash})
+
+
+def kept_seconds(key: KeptKey, now: dt.datetime | None = None) -> int:
+    """How much longer ``key`` is kept (0: no longer)."""
+    made = key.created_at if key.created_at.tzinfo else key.created_at.replace(tzinfo=dt.UTC)
+    left = made + dt.timedelta(seconds=IDEMPOTENCY_TTL_SECONDS) - (now or dt.datetime.now(dt.UTC))
+    return max(0, int(left.total_seconds()))
 
 
 @dataclass(frozen=True, slots=True)

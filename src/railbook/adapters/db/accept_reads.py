@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, func, literal_column, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.models import (
     DailyPairInventory,
@@ -27,6 +27,7 @@ from railbook.domain.order_state import TicketStatus
 from railbook.domain.riders import Rider
 from railbook.domain.timetable import departure_day
 from railbook.services.booking.ports import TrainDay
+from railbook.services.ports import KeptKey
 
 
 async def _load_train_day(session: AsyncSession, train_code: str, date: dt.date) -> TrainDay | None:
@@ -127,6 +128,19 @@ def _passenger_query(with_key: bool) -> Any:
 
 
 _QUERIES: dict[bool, Any] = {}
+
+
+async def kept_keys(bind: AsyncEngine, member_id: int, since: dt.datetime) -> list[KeptKey]:
+    """The member's orders' Idempotency-Keys made since ``since``: one statement over the
+    (member, key) unique index, no transaction."""
+    stmt = select(_order.c.idempotency_key, _order.c.id, _order.c.request_hash, _order.c.created_at).where(
+        _order.c.member_id == member_id,
+        _order.c.idempotency_key.is_not(None),
+        _order.c.created_at >= since,
+    )
+    async with bind.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [KeptKey(str(key), str(oid), str(digest or ""), made) for key, oid, digest, made in rows]
 
 
 # The accept path's read on PostgreSQL, as one prepared statement on a plain asyncpg pool (no ORM
@@ -244,6 +258,9 @@ class DbAcceptReads:
         known = next((r[5] for r in rows if r[5]), None) if key is not None else None
         riders = [(int(r[0]), Rider.of(str(r[1]), str(r[3]), str(r[4])).text(), bool(r[2])) for r in rows]
         return riders, known
+
+    async def kept_keys(self, member_id: int, since: dt.datetime) -> list[KeptKey]:
+        return await kept_keys(self.sessionmaker.kw["bind"], member_id, since)
 
     async def train_day(self, train_code: str, date: dt.date) -> TrainDay | None:
         async with self.sessionmaker() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,10 +10,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from railbook.adapters.db.accept_reads import kept_keys
 from railbook.adapters.db.models import DailyTrainStop, Member, Order, Passenger, Ticket
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.riders import Rider
 from railbook.services.members.ports import HeldJourney, MemberRecord, PassengerRecord
+from railbook.services.ports import KeptKey
 
 HELD = [TicketStatus.UNPAID.value, TicketStatus.PAID.value]
 
@@ -145,6 +148,9 @@ class SqlMembers:
                 )
             ).all()
         return {int(pid): Rider.of(name, kind, card).text() for pid, name, kind, card in rows}
+
+    async def kept_keys(self, member_id: int, since: dt.datetime) -> list[KeptKey]:
+        return await kept_keys(self._sessionmaker.kw["bind"], member_id, since)
 
     async def delete_passenger(self, member_id: int, passenger_id: int) -> bool:
         """Remove the member's passenger; False if there is none of that id for this member."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -18,10 +17,10 @@ from typing import Any
 
 from railbook.domain.errors import DuplicateOrder, SaleBusy, TooManyRequests
 from railbook.services.booking.ports import (
-    IDEMPOTENCY_TTL_SECONDS,
     PENDING_RECORD_TTL_SECONDS,
     MarkersUnknown,
 )
+from railbook.services.ports import IDEMPOTENCY_TTL_SECONDS, KeptKey, kept_claim
 
 QueueItem = tuple[str, dt.date, dict[str, str]]
 
@@ -118,10 +117,12 @@ class MemoryOrderGuard:
         held = self.idempotency.get(name)
         if held is not None and held.expires > now:
             return str(held.value)
-        self.idempotency[name] = _Expiring(
-            json.dumps({"order_id": order_id, "hash": request_hash}), now + IDEMPOTENCY_TTL_SECONDS
-        )
+        self.idempotency[name] = _Expiring(kept_claim(order_id, request_hash), now + IDEMPOTENCY_TTL_SECONDS)
         return None
+
+    async def idempotency_claim(self, member_id: int, key: str) -> str | None:
+        held = self.idempotency.get(f"{member_id}:{key}")
+        return str(held.value) if held is not None and held.expires > time.monotonic() else None
 
     async def drop_idempotency(self, member_id: int, key: str) -> None:
         self.idempotency.pop(f"{member_id}:{key}", None)
@@ -255,7 +256,10 @@ class MemoryOrderGuard:
     async def passengers_generation(self, member_id: int) -> str:
         return ""
 
-    async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None:
+    async def cache_passengers(
+        self, member_id: int, generation: str, names: Mapping[int, str], keys: Sequence[KeptKey] = ()
+    ) -> None:
+        """Nothing to fill: with no shared passenger cache a keyed order always reads the database."""
         return None
 
     async def forget_passengers(self, member_id: int) -> None:

@@ -17,13 +17,19 @@ from railbook.adapters.redis.autopipe import AutoPipeline, raise_errors
 from railbook.adapters.redis.cluster import autopipe_for, is_cluster, mget
 from railbook.domain.errors import Conflict, DuplicateOrder, SaleBusy, TooManyRequests, Unavailable
 from railbook.services.booking.ports import (
-    IDEMPOTENCY_TTL_SECONDS,
     PENDING_RECORD_TTL_SECONDS,
     MarkersUnknown,
     idempotency_hash_token,
 )
 from railbook.services.booking.trip_ports import TripsNotHeld
-from railbook.services.ports import Admission, AdmissionRefused
+from railbook.services.ports import (
+    IDEMPOTENCY_TTL_SECONDS,
+    Admission,
+    AdmissionRefused,
+    KeptKey,
+    kept_claim,
+    kept_seconds,
+)
 
 
 def _script(name: str) -> str:
@@ -144,11 +150,14 @@ class RedisOrderGuard:
     async def claim_idempotency(
         self, member_id: int, key: str, request_hash: str, order_id: str
     ) -> str | None:
-        value = json.dumps({"order_id": order_id, "hash": request_hash})
+        value = kept_claim(order_id, request_hash)
         old = await self.redis.set(
             self._idem_key(member_id, key), value, nx=True, get=True, ex=IDEMPOTENCY_TTL_SECONDS
         )
         return old.decode() if isinstance(old, bytes) else old
+
+    async def idempotency_claim(self, member_id: int, key: str) -> str | None:
+        return _text(await self.redis.get(self._idem_key(member_id, key))) or None
 
     async def drop_idempotency(self, member_id: int, key: str) -> None:
         await self.redis.delete(self._idem_key(member_id, key))
@@ -236,7 +245,7 @@ class RedisOrderGuard:
         commands = [admit, *self._remember(record, record_json)]
         if idem_key is not None:
             assert idempotency is not None
-            value = json.dumps({"order_id": order_id, "hash": idempotency[1]})
+            value = kept_claim(order_id, idempotency[1])
             commands.insert(0, ("SET", idem_key, value, "NX", "GET", "EX", IDEMPOTENCY_TTL_SECONDS))
         replies = raise_errors(await self.batch.execute_scripted(commands, [ADMIT_LUA]))
         if idem_key is not None and _text(replies[0]) == commands[0][2]:
@@ -367,8 +376,19 @@ class RedisOrderGuard:
     async def passengers_generation(self, member_id: int) -> str:
         return _text(await self.redis.get(passengers_generation_key(member_id)))
 
-    async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None:
-        """Cache these passengers of the member, unless their list changed since ``generation`` was read."""
+    async def cache_passengers(
+        self, member_id: int, generation: str, names: Mapping[int, str], keys: Sequence[KeptKey] = ()
+    ) -> None:
+        """Cache these passengers of the member, unless their list changed since ``generation`` was
+        read. The member's kept ``keys`` are restored before (where absent, for what is left of their
+        time), in a round trip of their own: the passengers are never cached without them."""
+        restore = [
+            ("SET", self._idem_key(member_id, k.key), kept_claim(k.order_id, k.request_hash), "NX", "EX", ttl)
+            for k in keys
+            if (ttl := kept_seconds(k)) > 0
+        ]
+        if restore:
+            raise_errors(await self.batch.execute(restore))
         args: list[Any] = [generation, PASSENGERS_TTL_SECONDS]
         for pid, name in names.items():
             args += [pid, name]

@@ -46,7 +46,7 @@ from railbook.services.booking.order_ids import issue_order_id
 from railbook.services.booking.ports import MarkersUnknown, OrderChallenge, OrderGuard, TrainDay
 from railbook.services.booking.train_days import boarded_train_day, journey_on, refuse_if_departed, trip_on
 from railbook.services.booking.trips import TripsRefused, allocate_holding_trips, forget_trips, hold_trips
-from railbook.services.ports import AdmissionRefused
+from railbook.services.ports import AdmissionRefused, kept_claim, keys_kept_since
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +101,12 @@ def _accepted_from_claim(claim: str, request_hash: str) -> Accepted:
     if data.get("hash") != request_hash:
         raise IdempotencyKeyReused("This Idempotency-Key was used with a different request.")
     return Accepted(order_id=str(data["order_id"]))
+
+
+def _accepted_from_known(known: str, request_hash: str) -> Accepted:
+    """The answer for an order the system of record knows by its key (``"<order id> <hash>"``)."""
+    order_id, _, first_hash = known.partition(" ")
+    return _accepted_from_claim(kept_claim(order_id, first_hash), request_hash)
 
 
 async def place_order(
@@ -187,22 +193,20 @@ async def _admit_and_enqueue(
     cache = container.member_cache
     now = time.monotonic()
     # Passengers as rider texts (name, fare type, birth date: ``domain.riders``); one in an older form
-    # counts as not cached.
-    names = _readable(cache.names(member_id, ids, now), ids)
+    # counts as not cached. A keyed order asks the shared cache, never this process's: a shared cache
+    # that knows the passengers knows the member's Idempotency-Keys too (every fill restores them
+    # first, ``KeptKey``), so the key is answered for without the database; this process's copy
+    # could outlive a loss of the shared cache's data.
+    names = None if idempotency_key else _readable(cache.names(member_id, ids, now), ids)
     generation: str | None = None  # set when the shared cache was asked: a fill must match it
     trusted: bool | None = None  # the day's markers: None when not asked (admission tells)
-    if names is None and not idempotency_key:
+    if names is None:
         names, generation, trusted = await guard.lookup(member_id, ids, day.train_code, day.date)
         names = _readable(names, ids)
         if names is not None:
             cache.remember(member_id, names, now)
-    # Known passengers and no key to answer for: a likely sold-out is settled before any database
-    # read (it then wins over an unpaid order of theirs, both being immediate refusals).
-    early = names is not None and not idempotency_key
-    if early:
-        await _refuse_if_sold_out(container, day, request, i, j)
     checked = False
-    if names is None or idempotency_key or trusted is False:
+    if names is None or trusted is False:
         reads = container.accept_reads
         rows, known = await reads.passengers(member_id, day.daily_train_id, ids, idempotency_key)
         found = {pid: name for pid, name, _ in rows}
@@ -211,17 +215,23 @@ async def _admit_and_enqueue(
             raise PassengerNotFound("Passenger not found.", details={"passenger_ids": missing})
         cache.remember(member_id, found, now)
         if generation is not None:
-            await guard.cache_passengers(member_id, generation, found)
+            keys = await reads.kept_keys(member_id, keys_kept_since(dt.datetime.now(dt.UTC)))
+            await guard.cache_passengers(member_id, generation, found, keys)
         if known is not None:  # the system of record knows this key (e.g. after a loss of the cache)
-            order_id, _, first_hash = known.partition(" ")
-            return _accepted_from_claim(json.dumps({"order_id": order_id, "hash": first_hash}), request_hash)
+            return _accepted_from_known(known, request_hash)
         names = found
         if trusted is False:
             await restore_day_markers(container, day)
         _refuse_if_busy(rows)
         checked = True
-    if not early:
+    try:
         await _refuse_if_sold_out(container, day, request, i, j)
+    except SoldOut:
+        # A retry of an order accepted under its key gets that order, not the train's state since.
+        claim = await guard.idempotency_claim(member_id, idempotency_key) if idempotency_key else None
+        if claim is None:
+            raise
+        return _accepted_from_claim(claim, request_hash)
     order_id = issue_order_id(container.jwt_secret, member_id)
     fares = _fares(day, request, i, j, names)
     args = (container, guard, day, member_id, request, i, j, fares, order_id, idempotency_key, request_hash)
@@ -230,7 +240,10 @@ async def _admit_and_enqueue(
     except MarkersUnknown:
         # The day's markers are not trusted (never restored here, or lost with Redis data): the
         # database answers for this order, and the markers are restored for the next ones.
-        rows, _ = await container.accept_reads.passengers(member_id, day.daily_train_id, ids, None)
+        reads = container.accept_reads
+        rows, known = await reads.passengers(member_id, day.daily_train_id, ids, idempotency_key)
+        if known is not None:
+            return _accepted_from_known(known, request_hash)
         await restore_day_markers(container, day)
         _refuse_if_busy(rows)
         return await _enqueue(*args, checked=True, replaces=replaces)

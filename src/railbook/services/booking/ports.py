@@ -17,9 +17,8 @@ from typing import Any, Protocol
 
 from railbook.domain.seating import AllocationRequest
 from railbook.services.booking.trip_ports import RecordedTrip, TripRequest
-from railbook.services.ports import Allocation
+from railbook.services.ports import Allocation, KeptKey
 
-IDEMPOTENCY_TTL_SECONDS = 26 * 3600
 PENDING_RECORD_TTL_SECONDS = 24 * 3600
 # Cached read views live this long (bounds a change whose invalidation failed, see booking.view_cache);
 # generations far longer than any reader's window, and than a pending record after its commit.
@@ -251,7 +250,16 @@ class OrderGuard(Protocol):
         """Read before the database, passed to ``cache_passengers``: a change in between voids the fill."""
         ...
 
-    async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None: ...
+    async def cache_passengers(
+        self, member_id: int, generation: str, names: Mapping[int, str], keys: Sequence[KeptKey] = ()
+    ) -> None:
+        """Cache these passengers of the member, unless their list changed since ``generation`` was
+        read; the member's ``keys`` (``KeptKey``) are restored first, where absent."""
+        ...
+
+    async def idempotency_claim(self, member_id: int, key: str) -> str | None:
+        """The claim under the member's Idempotency-Key (``{"order_id", "hash"}`` JSON), if any."""
+        ...
 
     async def forget_passengers(self, member_id: int) -> None: ...
 
@@ -314,6 +322,10 @@ class AcceptReads(Protocol):
         """(id, rider text (``domain.riders``), holds an unpaid ticket on the train-day) of the member's
         passengers among ``ids``, and with ``key`` the ``"<order id> <request hash>"`` of an order made
         with it."""
+        ...
+
+    async def kept_keys(self, member_id: int, since: dt.datetime) -> list[KeptKey]:
+        """The member's orders' Idempotency-Keys the system of record keeps, of orders made since."""
         ...
 
     async def train_day(self, train_code: str, date: dt.date) -> TrainDay | None:

@@ -9,6 +9,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from railbook.services.ports import KeptKey
+
 
 @dataclass(frozen=True, slots=True)
 class MemberRecord:
@@ -99,6 +101,10 @@ class MemberStore(Protocol):
         """The member's passengers by passenger id, as the order path caches them (``domain.riders``)."""
         ...
 
+    async def kept_keys(self, member_id: int, since: dt.datetime) -> list[KeptKey]:
+        """The member's orders' Idempotency-Keys the system of record keeps, of orders made since."""
+        ...
+
     async def delete_passenger(self, member_id: int, passenger_id: int) -> bool:
         """Remove the member's passenger; False if there is none of that id for this member."""
         ...
@@ -117,7 +123,9 @@ class PassengerNameCache(Protocol):
 
     async def passengers_generation(self, member_id: int) -> str: ...
 
-    async def cache_passengers(self, member_id: int, generation: str, names: Mapping[int, str]) -> None: ...
+    async def cache_passengers(
+        self, member_id: int, generation: str, names: Mapping[int, str], keys: Sequence[KeptKey] = ()
+    ) -> None: ...
 
     async def forget_passengers(self, member_id: int) -> None: ...
 

@@ -41,6 +41,7 @@ from railbook.services.members.antibot import (
 from railbook.services.members.blocklist import BlocklistContext, refuse_blocked_login
 from railbook.services.members.passwords import PasswordHasher
 from railbook.services.members.ports import MemberStore, MemberViewCache, PassengerNameCache, PassengerRecord
+from railbook.services.ports import keys_kept_since
 
 log = structlog.get_logger(__name__)
 
@@ -187,6 +188,7 @@ async def add_passenger(
         )
         if passenger is None:
             raise PassengerExists("This passenger is already on your list.")
+    await _warm_cached_passengers(container, member_id)  # the passenger is added to be booked
     return _passenger_view(passenger)
 
 
@@ -233,14 +235,17 @@ async def _refuse_if_travelling(
 
 
 async def _warm_cached_passengers(container: MemberContext, member_id: int) -> None:
-    """Fill the order path's cache of the member's passengers (a member who logs in
-    is about to order), so the order needs no database read. Best effort: a miss reads later."""
+    """Fill the order path's cache of the member's passengers (a member who logs in or adds a
+    passenger is about to order), and of the Idempotency-Keys of their orders (``KeptKey``), so the
+    order needs no database read. Best effort: a miss reads later."""
     guard = container.guard
     try:
         generation = await guard.passengers_generation(member_id)
         found = await container.members.passenger_riders(member_id)
         if found:
-            await guard.cache_passengers(member_id, generation, found)
+            since = keys_kept_since(dt.datetime.now(dt.UTC))
+            keys = await container.members.kept_keys(member_id, since)
+            await guard.cache_passengers(member_id, generation, found, keys)
     except Exception as exc:
         log.warning("passenger_cache_not_filled", member_id=member_id, error=repr(exc)[:200])
 
