@@ -283,7 +283,7 @@ async def build_container(settings: Settings) -> Container:
         timetable=SqlTimetable(sessionmaker),
         sale_days=SqlSaleDays(sessionmaker),
         day_records=day_records,
-        members=SqlMembers(sessionmaker),
+        members=SqlMembers(sessionmaker, reads),
         captchas=captchas,
         login_throttle=login_throttle,
         blocklist=Blocklist(SqlBlocklist(sessionmaker)),

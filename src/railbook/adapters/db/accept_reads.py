@@ -130,16 +130,18 @@ def _passenger_query(with_key: bool) -> Any:
 _QUERIES: dict[bool, Any] = {}
 
 
+_KEPT_KEYS = select(_order.c.idempotency_key, _order.c.id, _order.c.request_hash, _order.c.created_at).where(
+    _order.c.member_id == bindparam("member_id"),
+    _order.c.idempotency_key.is_not(None),
+    _order.c.created_at >= bindparam("since"),
+)
+
+
 async def kept_keys(bind: AsyncEngine, member_id: int, since: dt.datetime) -> list[KeptKey]:
     """The member's orders' Idempotency-Keys made since ``since``: one statement over the
     (member, key) unique index, no transaction."""
-    stmt = select(_order.c.idempotency_key, _order.c.id, _order.c.request_hash, _order.c.created_at).where(
-        _order.c.member_id == member_id,
-        _order.c.idempotency_key.is_not(None),
-        _order.c.created_at >= since,
-    )
     async with bind.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
+        rows = (await conn.execute(_KEPT_KEYS, {"member_id": member_id, "since": since})).all()
     return [KeptKey(str(key), str(oid), str(digest or ""), made) for key, oid, digest, made in rows]
 
 

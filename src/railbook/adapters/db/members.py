@@ -6,9 +6,9 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from railbook.adapters.db.accept_reads import kept_keys
 from railbook.adapters.db.models import DailyTrainStop, Member, Order, Passenger, Ticket
@@ -71,11 +71,25 @@ class SqlPassengerList:
         return _passenger(passenger)
 
 
+# Built once: login runs them in a storm before a sale.
+_CREDENTIALS = select(Member.id, Member.role, Member.password_hash).where(
+    Member.mobile == bindparam("mobile")
+)
+_RIDERS = select(Passenger.id, Passenger.name, Passenger.type, Passenger.id_card).where(
+    Passenger.member_id == bindparam("member_id")
+)
+
+
 class SqlMembers:
     """The member store."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], reads: AsyncEngine | None = None
+    ) -> None:
         self._sessionmaker = sessionmaker
+        # Login's reads (a storm of them before a sale): single Core statements on a connection of
+        # ``reads`` (no transaction on PostgreSQL, see the container), no session or ORM state.
+        self._reads: AsyncEngine = reads or sessionmaker.kw["bind"]
 
     async def member_id(self, mobile: str) -> int | None:
         """The account holding this mobile number, if any."""
@@ -91,13 +105,9 @@ class SqlMembers:
 
     async def credentials(self, mobile: str) -> tuple[int, str, str] | None:
         """(member id, role, password hash) of the account holding this mobile number, if any."""
-        async with self._sessionmaker() as session:
-            row = (
-                await session.execute(
-                    select(Member.id, Member.role, Member.password_hash).where(Member.mobile == mobile)
-                )
-            ).first()
-        return (row.id, row.role, row.password_hash) if row is not None else None
+        async with self._reads.connect() as conn:
+            row = (await conn.execute(_CREDENTIALS, {"mobile": mobile})).first()
+        return (int(row[0]), str(row[1]), str(row[2])) if row is not None else None
 
     async def member(self, member_id: int) -> MemberRecord | None:
         """The account, if it still exists."""
@@ -139,18 +149,12 @@ class SqlMembers:
 
     async def passenger_riders(self, member_id: int) -> dict[int, str]:
         """The member's passengers by passenger id, as rider texts (``domain.riders``)."""
-        async with self._sessionmaker() as session:
-            rows = (
-                await session.execute(
-                    select(Passenger.id, Passenger.name, Passenger.type, Passenger.id_card).where(
-                        Passenger.member_id == member_id
-                    )
-                )
-            ).all()
+        async with self._reads.connect() as conn:
+            rows = (await conn.execute(_RIDERS, {"member_id": member_id})).all()
         return {int(pid): Rider.of(name, kind, card).text() for pid, name, kind, card in rows}
 
     async def kept_keys(self, member_id: int, since: dt.datetime) -> list[KeptKey]:
-        return await kept_keys(self._sessionmaker.kw["bind"], member_id, since)
+        return await kept_keys(self._reads, member_id, since)
 
     async def delete_passenger(self, member_id: int, passenger_id: int) -> bool:
         """Remove the member's passenger; False if there is none of that id for this member."""

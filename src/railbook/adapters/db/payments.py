@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Row, Select, insert, select, text, update
+from sqlalchemy import Row, Select, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -212,17 +212,33 @@ _PENDING_CHANGE = (
 )
 
 
-def _paid_with_key(member_id: int, idempotency_key: str) -> Select[tuple[str]]:
-    return (
-        select(_payment.order_id)
-        .join(Order.__table__, _order.id == _payment.order_id)
-        .where(
-            _order.member_id == member_id,
-            _payment.idempotency_key == idempotency_key,
-            _payment.kind == "pay",
-        )
-        .limit(1)
+# The statements of the pay path, built once (a sale pays thousands of orders a minute: building a
+# statement and its cache key per call cost more than running it). Parameters: order_id, member_id, key.
+_PAID_WITH_KEY = (
+    select(_payment.order_id)
+    .join(Order.__table__, _order.id == _payment.order_id)
+    .where(
+        _order.member_id == bindparam("member_id"),
+        _payment.idempotency_key == bindparam("key"),
+        _payment.kind == "pay",
     )
+    .limit(1)
+)
+
+
+def _lock_statement(*extra: Any, by_member: bool) -> Select[Any]:
+    """The order row locked for the transaction (with ``extra`` columns), by id and maybe member."""
+    stmt = select(*_ORDER_FIELDS, *extra).where(_order.id == bindparam("order_id"))
+    if by_member:
+        stmt = stmt.where(_order.member_id == bindparam("member_id"))
+    return stmt.with_for_update(of=Order.__table__)
+
+
+_LOCK = {by_member: _lock_statement(by_member=by_member) for by_member in (False, True)}
+_LOCK_TO_PAY = _lock_statement(_PENDING_CHANGE, by_member=True)
+_LOCK_TO_PAY_KEYED = _lock_statement(
+    _PENDING_CHANGE, _PAID_WITH_KEY.scalar_subquery().label("key_order"), by_member=True
+)
 
 
 class PaymentTx:
@@ -236,7 +252,9 @@ class PaymentTx:
 
     async def order_paid_with_key(self, member_id: int, idempotency_key: str) -> str | None:
         """The order this member paid under this Idempotency-Key, if any."""
-        found: str | None = await self.conn.scalar(_paid_with_key(member_id, idempotency_key))
+        found: str | None = await self.conn.scalar(
+            _PAID_WITH_KEY, {"member_id": member_id, "key": idempotency_key}
+        )
         return found
 
     async def order_of_provider_ref(self, provider: str, provider_ref: str) -> str | None:
@@ -248,28 +266,30 @@ class PaymentTx:
         )
         return found
 
-    async def _lock(self, order_id: str, member_id: int | None, *extra: Any) -> Row[Any] | None:
-        stmt = select(*_ORDER_FIELDS, *extra).where(_order.id == order_id).with_for_update(of=Order.__table__)
-        if member_id is not None:
-            stmt = stmt.where(_order.member_id == member_id)
-        row = (await self.conn.execute(stmt)).first()
+    async def _lock(
+        self, stmt: Select[Any], order_id: str, member_id: int | None, **params: Any
+    ) -> Row[Any] | None:
+        row = (
+            await self.conn.execute(stmt, {"order_id": order_id, "member_id": member_id, **params})
+        ).first()
         if row is not None:
             self._locked[order_id] = OrderRecord(*row[: len(_ORDER_FIELDS)])
         return row
 
     async def lock_order(self, order_id: str, member_id: int | None = None) -> OrderRecord | None:
         """The order, locked until the commit; None when it is not this member's."""
-        return None if await self._lock(order_id, member_id) is None else self._locked[order_id]
+        found = await self._lock(_LOCK[member_id is not None], order_id, member_id)
+        return None if found is None else self._locked[order_id]
 
     async def lock_to_pay(
         self, order_id: str, member_id: int, idempotency_key: str | None
     ) -> PayableOrder | None:
         """The member's order locked, with the pending change that placed it and the order already
         paid under ``idempotency_key``, in one statement; None when it is not this member's."""
-        extra = [_PENDING_CHANGE]
         if idempotency_key:
-            extra.append(_paid_with_key(member_id, idempotency_key).scalar_subquery().label("key_order"))
-        row = await self._lock(order_id, member_id, *extra)
+            row = await self._lock(_LOCK_TO_PAY_KEYED, order_id, member_id, key=idempotency_key)
+        else:
+            row = await self._lock(_LOCK_TO_PAY, order_id, member_id)
         if row is None:
             return None
         return PayableOrder(
