@@ -282,7 +282,7 @@ async def test_change_makes_the_old_ticket_changed_once_the_new_order_holds(
         order = (await client.get(f"/api/v1/orders/{new_id}", headers=member["headers"])).json()
         return dict(order) if order["payment_status"] == "PAID" else None
 
-    new = await wait_until(paid, timeout=5.0, what="the change to be applied")
+    new = await wait_until(paid, timeout=15.0, what="the change to be applied")
     assert new["date"] == sale_day(5)
     assert [t["status"] for t in new["tickets"]] == ["PAID"]
     old = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=member["headers"])).json()

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from railbook.api.errors import error_response, prefer_chinese, unexpected_error_response
-from railbook.api.fast_orders import ORDERS_PATH, direct_order
+from railbook.api.fast_orders import ORDERS_PATH, PAY_ROUTE, direct_order, direct_pay, paid_order_id
 from railbook.api.fast_reads import ORDER_ROUTE, polled_order_id, read_order
 from railbook.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -71,8 +71,9 @@ def bad_form_text(body: bytes) -> bool:
 
 
 class GuardMiddleware:
-    """The guard described in the module docstring; the fast paths of ``POST /api/v1/orders`` and
-    ``GET /api/v1/orders/{id}`` are dispatched from here, after the request is named and checked."""
+    """The guard described in the module docstring; the fast paths of ``POST /api/v1/orders``,
+    ``GET /api/v1/orders/{id}`` and ``POST /api/v1/orders/{id}/pay`` are dispatched from here, after
+    the request is named and checked."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -104,6 +105,11 @@ class GuardMiddleware:
             elif (order_id := polled_order_id(scope)) is not None:
                 route_label = ORDER_ROUTE
                 await read_order(scope, order_id, checked, exchange.send)
+            elif (order_id := paid_order_id(scope)) is not None:
+                route_label = PAY_ROUTE
+                rest = await direct_pay(scope, order_id, checked, exchange.send)
+                if rest is not None and not exchange.muted:
+                    await self.app(scope, rest, exchange.send)
             else:
                 await self.app(scope, checked, exchange.send)
         except Exception as exc:

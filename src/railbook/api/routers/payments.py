@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, Response, status
 
-from railbook.api.deps import ContainerDep, MemberDep
+from railbook.api.deps import ContainerDep, MemberDep, Principal
 from railbook.api.routers.orders import json_response, order_json
 from railbook.api.schemas_orders import OrderOut
 from railbook.api.schemas_payments import (
@@ -20,12 +20,14 @@ from railbook.api.schemas_payments import (
     WaitlistIn,
     WaitlistOut,
 )
+from railbook.bootstrap import Container
 from railbook.domain.fees import BEIJING
 from railbook.domain.pricing import yuan_text
 from railbook.services.after_sale import cancel as cancellation
 from railbook.services.after_sale import change, payment, refund, waitlist
 from railbook.services.booking import read_model as order_query
 from railbook.services.booking.accept import OrderRequest, PassengerChoice
+from railbook.services.booking.read_model import OrderView
 
 router = APIRouter(prefix="/api/v1", tags=["payments"])
 
@@ -45,6 +47,14 @@ async def pay(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Pay before the deadline: 409 PAY_DEADLINE_PASSED / NOT_PAYABLE; paying again answers as paid."""
+    return json_response(order_json(await pay_order(order_id, body, principal, container, idempotency_key)))
+
+
+async def pay_order(
+    order_id: str, body: PayIn, principal: Principal, container: Container, idempotency_key: str | None
+) -> OrderView:
+    """The validated request to the pay use case, and the order as paid (the route's and the fast
+    path's shared step)."""
     order_id = order_id.strip().lower()
     member_id = principal.member_id
     before = await order_query.cached_order(container, member_id=member_id, order_id=order_id)
@@ -55,10 +65,9 @@ async def pay(
         method=body.method,
         idempotency_key=idempotency_key,
     )
-    view = await order_query.order_after(
+    return await order_query.order_after(
         container, member_id=member_id, order_id=order_id, before=before, changed_now=paid_now, paid=True
     )
-    return json_response(order_json(view))
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut, response_model_by_alias=True)
