@@ -72,3 +72,29 @@ async def test_the_embedded_queue_figures() -> None:
     assert order_id_time(first) <= dt.datetime.now(dt.UTC)
     queue.done([first])
     assert queue.waiting() == (1, second)
+
+
+async def test_a_queued_orders_position(redis: aioredis.Redis) -> None:
+    """How many entries are ahead of an order, as its poll shows it: all of the stream before any
+    committer read it; then the undelivered entries, scaled by where the order's time falls between
+    the last delivered entry and the newest; none once the committers are past it."""
+    from railbook.adapters.redis.autopipe import AutoPipeline
+    from railbook.adapters.redis.stream_progress import queue_position
+
+    batch = AutoPipeline(redis)
+    stream = "{G3:2026-12-01}:orders"
+    now_ms = int(time.time() * 1000)
+
+    def record(ms: int) -> dict[str, str]:
+        return {"created_at": dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()}
+
+    assert await queue_position(batch, GROUP, stream, record(now_ms)) == 0  # no stream yet
+    for k in range(10):
+        await redis.xadd(stream, {"order": "{}"}, id=f"{now_ms - 10_000 + 1000 * k}-0")
+    assert await queue_position(batch, GROUP, stream, record(now_ms - 1000)) == 10  # no group yet
+    await redis.xgroup_create(stream, GROUP, id="0")
+    await redis.xreadgroup(GROUP, "c1", {stream: ">"}, count=2)  # delivered up to now - 9 s
+    # Eight undelivered; an order halfway between the last delivered and the newest has four ahead.
+    assert await queue_position(batch, GROUP, stream, record(now_ms - 5000)) == 4
+    assert await queue_position(batch, GROUP, stream, record(now_ms - 1000)) == 8
+    assert await queue_position(batch, GROUP, stream, record(now_ms - 9500)) == 0

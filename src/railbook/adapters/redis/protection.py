@@ -441,7 +441,7 @@ class RedisOrderGuard:
         return commands
 
     async def pending(self, order_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(f"order:{order_id}")
+        (raw,) = raise_errors(await self.batch.execute([("GET", f"order:{order_id}")]))
         return json.loads(raw) if raw else None
 
     async def pending_of_member(self, member_id: int) -> list[dict[str, Any]]:
@@ -462,7 +462,7 @@ class RedisOrderGuard:
         raise_errors(await self.batch.execute(commands))
 
     async def queue_position(self, record: Mapping[str, Any]) -> int:
-        return await stream_progress.queue_position(self.redis, self.group, _stream_of(record), record)
+        return await stream_progress.queue_position(self.batch, self.group, _stream_of(record), record)
 
     async def drained_past(self, record: Mapping[str, Any], margin_seconds: float) -> bool:
         return await stream_progress.drained_past(

@@ -28,23 +28,26 @@ async def _group(redis: Any, stream: str, group: str) -> dict[Any, Any] | None:
     return next((g for g in groups if _text(g.get("name")) == group), None)
 
 
-async def queue_position(redis: Any, group: str, stream: str, record: Mapping[str, Any]) -> int:
+async def queue_position(batch: Any, group: str, stream: str, record: Mapping[str, Any]) -> int:
     """Approximate count of stream entries ahead of this order not yet read by the committers: the
     group's undelivered entries (lag), scaled by where the order's time falls between the last
-    delivered entry and the newest one."""
+    delivered entry and the newest one. One round trip on ``batch`` (the auto-pipeline): a waiting
+    passenger asks every second."""
     try:
-        info = await _group(redis, stream, group)
+        groups, newest, length = await batch.execute(
+            [("XINFO", "GROUPS", stream), ("XREVRANGE", stream, "+", "-", "COUNT", 1), ("XLEN", stream)]
+        )
     except Exception:
         return 0
+    if isinstance(groups, Exception):  # no stream yet
+        return 0
+    info = next((g for g in map(_pairs, groups) if _text(g.get("name")) == group), None)
     if info is None:
-        return int(await redis.xlen(stream))
+        return int(length)
     last_ms = _ms(info.get("last-delivered-id"))
     lag = info.get("lag")
     created_ms = int(_accepted_ms(record))
-    if created_ms < last_ms:
-        return 0
-    newest = await redis.xrevrange(stream, count=1)
-    if not newest:
+    if created_ms < last_ms or not newest:
         return 0
     newest_ms = _ms(newest[0][0])
     behind = int(lag) if lag is not None else 0
@@ -52,6 +55,11 @@ async def queue_position(redis: Any, group: str, stream: str, record: Mapping[st
         return behind
     share = min(1.0, (created_ms - last_ms) / (newest_ms - last_ms))
     return max(1, round(behind * share)) if behind else 0
+
+
+def _pairs(flat: list[Any]) -> dict[str, Any]:
+    """A raw ``XINFO`` entry (name, value, name, value, ...) as a dict by name."""
+    return {_text(flat[k]): flat[k + 1] for k in range(0, len(flat) - 1, 2)}
 
 
 async def drained_past(
