@@ -57,6 +57,20 @@ def bench_search(
     run(url=url, seconds=seconds, concurrency=concurrency)
 
 
+@bench_app.command("reads")
+def bench_reads(
+    members: int = typer.Option(600, help="Members whose orders are read back (five passengers each)."),
+    seconds: float = typer.Option(10.0, help="Seconds of load per route, in interleaved slices."),
+    load_procs: int = typer.Option(2, help="Load-generating processes."),
+    connections: int = typer.Option(64, help="Keep-alive connections, over all load processes."),
+    out: Path = typer.Option(None, help="Where to write reads.json (default: print only)."),
+) -> None:
+    """GET /orders/{id}, /orders, /tickets and /me req/s beside GET /healthz on one API process."""
+    from railbook.bench.reads import run
+
+    run(members=members, seconds=seconds, load_procs=load_procs, connections=connections, out=out)
+
+
 @bench_app.command("flash-sale")
 def bench_flash_sale(
     design: str = typer.Option("both", help="railbook, naive, or both (one after the other, one table)."),
