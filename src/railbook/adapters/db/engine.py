@@ -33,8 +33,11 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
     engine = create_async_engine(
         url,
         echo=echo,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        # Twice ``pool_size`` connections kept, none beyond: an overflow connection is closed when it
+        # is returned, so a crowd past the pool's size would connect (a server process forked, the
+        # driver's set-up) and disconnect once per request.
+        pool_size=2 * pool_size,
+        max_overflow=0,
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
