@@ -11,7 +11,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from railbook.config import Settings
-from tests.cluster.redis_cluster import redis_cluster
+from railbook.bench.redis_cluster import redis_cluster
 from tests.support import app_settings
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from railbook.bench.crowd import Tally
+from railbook.bench.usage import by_role
 
 
 def pct(values: list[float], q: float) -> float:
@@ -101,6 +102,16 @@ def compute(
         },
         "accepted_per_s_over_healthz": _rate(len(accepted), crowd_s) / hello_rate if hello_rate else math.nan,
         "cpu_seconds": cpu,
+        "cpu_seconds_by_role": by_role(cpu),
+        # Everything a role did over the crowd (searches, polls, pays and refusals included) per
+        # order accepted and per ticket committed: what capacity is planned from.
+        "cpu_ms_per_order_by_role": {
+            k: 1000 * v / len(accepted) if accepted else math.nan for k, v in by_role(cpu).items()
+        },
+        "cpu_ms_per_ticket_by_role": {
+            k: 1000 * v / committed_tickets if committed_tickets else math.nan
+            for k, v in by_role(cpu).items()
+        },
         "cpu_share_of_one_core": {k: v / (t_end - start) for k, v in cpu.items()} if t_end > start else {},
         "load_cpu_seconds": load_cpu,
         "shed_answers_retried": crowd.sheds,
@@ -195,6 +206,8 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("crowd duration (first arrival → last POST answer), s", lambda f: f"{f['crowd_seconds']:.1f}"),
     ("logging the crowd in before the sale, s", lambda f: f"{f.get('login_seconds', 0.0):.1f}"),
     ("CPU s over the crowd (% of one core)", lambda f: _cpu(f)),
+    ("CPU ms per accepted order / per committed ticket, by role", lambda f: _per_role(f)),
+    ("Redis µs per accepted order: all commands / scripts", lambda f: _redis(f.get("redis_time", {}))),
     ("429/503 answers retried after Retry-After", lambda f: _dict(f.get("shed_answers_retried", {}))),
     ("load generator CPU s (all load processes)", lambda f: f"{f['load_cpu_seconds']:.1f}"),
     (
@@ -221,6 +234,17 @@ def _routes(routes: dict[str, dict[str, float]]) -> str:
 
 def _dict(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(d.items())) or "-"
+
+
+def _per_role(f: dict[str, Any]) -> str:
+    orders, tickets = f.get("cpu_ms_per_order_by_role", {}), f.get("cpu_ms_per_ticket_by_role", {})
+    return "\n".join(f"{k}: {v:.2f} / {tickets.get(k, math.nan):.2f}" for k, v in orders.items()) or "-"
+
+
+def _redis(t: dict[str, Any]) -> str:
+    if not t:
+        return "-"
+    return f"{t['usec_per_order']:,.0f} / {t['script_usec_per_order']:,.0f}"
 
 
 def _cpu(f: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
-"""A real Redis Cluster of three primaries on loopback, started from the ``redis-server`` binary
-(what ``scripts/services`` installs), for the tests of the cluster mode."""
+"""A real Redis Cluster of primaries on loopback, started from the ``redis-server`` binary (what
+``scripts/services`` installs): what the tests of the cluster mode and ``railbook bench flash-sale
+--redis-primaries N`` run against. No persistence, no replicas: a scratch cluster for one run."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 PORT_RANGE = (30000, 55535)  # a node's cluster bus listens on its port + 10000: at most 65535
@@ -54,9 +56,17 @@ def _cli(port: int, *args: str) -> str:
     return out.stdout
 
 
-def _wait(predicate: object, what: str) -> None:
+def _up_or_gone(port: int, node: subprocess.Popen[bytes]) -> bool:
+    return node.poll() is not None or "PONG" in _cli(port, "ping")
+
+
+def _cluster_ok(port: int) -> bool:
+    return "cluster_state:ok" in _cli(port, "cluster", "info")
+
+
+def _wait(predicate: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise RuntimeError(f"Redis Cluster: timed out waiting for {what}")
         time.sleep(0.05)
@@ -85,9 +95,7 @@ def redis_cluster(directory: Path, primaries: int = 3) -> Iterator[list[int]]:
                 args += ["--logfile", str(directory / f"node-{port}.log")]
                 nodes.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             for port, node in zip(ports, nodes, strict=True):
-                _wait(
-                    lambda p=port, n=node: n.poll() is not None or "PONG" in _cli(p, "ping"), f"node {port}"
-                )
+                _wait(partial(_up_or_gone, port, node), f"node {port}")
             if any(n.poll() is not None for n in nodes):
                 continue
             create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
@@ -96,10 +104,7 @@ def redis_cluster(directory: Path, primaries: int = 3) -> Iterator[list[int]]:
             if created.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
             for port in ports:
-                _wait(
-                    lambda p=port: "cluster_state:ok" in _cli(p, "cluster", "info"),
-                    f"cluster_state:ok on {port}",
-                )
+                _wait(partial(_cluster_ok, port), f"cluster_state:ok on {port}")
             yield ports
             return
         finally:
