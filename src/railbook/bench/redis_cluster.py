@@ -15,6 +15,7 @@ from pathlib import Path
 
 PORT_RANGE = (30000, 55535)  # a node's cluster bus listens on its port + 10000: at most 65535
 READY_TIMEOUT_S = 30.0
+SLOTS = 16384
 
 
 def _free(port: int) -> bool:
@@ -72,6 +73,26 @@ def _wait(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
+def _create(cli: str, ports: list[int]) -> None:
+    """Join the nodes into one cluster, the slots split evenly. ``redis-cli --cluster create`` wants at
+    least three primaries; one or two are given their slots and introduced to each other by hand."""
+    if len(ports) >= 3:
+        create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        created = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+        return
+    share = SLOTS // len(ports)
+    for k, port in enumerate(ports):
+        last = SLOTS - 1 if k == len(ports) - 1 else (k + 1) * share - 1
+        said = _cli(port, "cluster", "addslotsrange", str(k * share), str(last))
+        if "OK" not in said:
+            raise RuntimeError(f"CLUSTER ADDSLOTSRANGE on {port}: {said}")
+    for port in ports[1:]:
+        _cli(port, "cluster", "meet", "127.0.0.1", str(ports[0]))
+
+
 @contextmanager
 def redis_cluster(directory: Path, primaries: int = 3) -> Iterator[list[int]]:
     """Start ``primaries`` cluster-enabled nodes, join them into one cluster with no replicas, wait
@@ -98,11 +119,7 @@ def redis_cluster(directory: Path, primaries: int = 3) -> Iterator[list[int]]:
                 _wait(partial(_up_or_gone, port, node), f"node {port}")
             if any(n.poll() is not None for n in nodes):
                 continue
-            create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
-            create += ["--cluster-replicas", "0", "--cluster-yes"]
-            created = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
-            if created.returncode != 0:
-                raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+            _create(cli, ports)
             for port in ports:
                 _wait(partial(_cluster_ok, port), f"cluster_state:ok on {port}")
             yield ports
