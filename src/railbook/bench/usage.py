@@ -21,6 +21,7 @@ from railbook.bench.wire import cpu_seconds, process_tree, socket_ports
 
 # The commands that run a Lua script (the allocator, admission, release, ...).
 SCRIPT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall")
+CONNECT_TRIES = 60
 
 
 def role(group: str) -> str:
@@ -38,8 +39,16 @@ def role(group: str) -> str:
 
 
 async def _database_backends(dsn: str) -> list[tuple[int, int | None]]:
-    """The PostgreSQL backends serving the site's database: (backend pid, client port)."""
-    conn = await asyncpg.connect(dsn)
+    """The PostgreSQL backends serving the site's database: (backend pid, client port). Tried again
+    while the server is full (a PostgreSQL shared with other work)."""
+    for attempt in range(CONNECT_TRIES):
+        try:
+            conn = await asyncpg.connect(dsn)
+            break
+        except asyncpg.TooManyConnectionsError:
+            if attempt == CONNECT_TRIES - 1:
+                raise
+            await asyncio.sleep(0.5)
     try:
         rows = await conn.fetch(
             "SELECT pid, client_port FROM pg_stat_activity "
