@@ -87,6 +87,7 @@ def test_flash_sale_on_a_redis_cluster_with_several_nodes_audits_clean() -> None
     # Each API node answered its share of the crowd (an idle one uses next to no CPU).
     assert cpu["api-1"] > 0.1 and cpu["api-2"] > 0.1, cpu
     assert {"committer-1", "committer-2", "Redis primary 1", "Redis primary 2", "Redis primary 3"} <= set(cpu)
+    assert f["per_order_from_s"] > -1.0, "the per-order readings began before the crowd had logged in"
     roles = f["cpu_ms_per_order_by_role"]
     for role in ("API processes", "committers", "Redis primaries", "PostgreSQL for committers"):
         assert roles[role] > 0, roles

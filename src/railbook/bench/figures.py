@@ -49,8 +49,12 @@ def compute(
     cpu: dict[str, float],
     load_cpu: float,
     start: float,
+    sale_cpu: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Every figure of a run as plain numbers (the JSON result and the table are made from this)."""
+    """Every figure of a run as plain numbers (the JSON result and the table are made from this).
+    ``cpu``: each process group's CPU seconds over the crowd, its logins included; ``sale_cpu`` (default
+    the same): from the sale's start, what the per-order and per-ticket figures by role come from."""
+    roles = by_role(cpu if sale_cpu is None else sale_cpu)
     accepted = [o for o in crowd.orders]
     accepted_at = [o["accepted_at"] for o in accepted]
     known_at = [o["known_at"] for o in accepted]
@@ -102,15 +106,14 @@ def compute(
         },
         "accepted_per_s_over_healthz": _rate(len(accepted), crowd_s) / hello_rate if hello_rate else math.nan,
         "cpu_seconds": cpu,
-        "cpu_seconds_by_role": by_role(cpu),
-        # Everything a role did over the crowd (searches, polls, pays and refusals included) per
-        # order accepted and per ticket committed: what capacity is planned from.
+        "cpu_seconds_from_sale_by_role": roles,
+        # Everything a role did from the sale's start (searches, polls, pays, refusals and retries
+        # included) per order accepted and per ticket committed: what capacity is planned from.
         "cpu_ms_per_order_by_role": {
-            k: 1000 * v / len(accepted) if accepted else math.nan for k, v in by_role(cpu).items()
+            k: 1000 * v / len(accepted) if accepted else math.nan for k, v in roles.items()
         },
         "cpu_ms_per_ticket_by_role": {
-            k: 1000 * v / committed_tickets if committed_tickets else math.nan
-            for k, v in by_role(cpu).items()
+            k: 1000 * v / committed_tickets if committed_tickets else math.nan for k, v in roles.items()
         },
         "cpu_share_of_one_core": {k: v / (t_end - start) for k, v in cpu.items()} if t_end > start else {},
         "load_cpu_seconds": load_cpu,

@@ -120,9 +120,14 @@ def run_design(design: str, scenario: Scenario, options: dict[str, Any]) -> dict
             redis0 = usage.command_stats(site.redis_nodes)
             t0 = time.time()
             with Live(console=console, refresh_per_second=4, transient=False) as live:
+                sale: list[Any] = []  # (time, CPU by pid, Redis stats) once the crowd has logged in
 
                 def tick(counts: dict[str, int], _pids: list[int]) -> None:
                     live.update(_live_table(design, counts, monitor, t0))
+                    if not sale and counts.get("logins", 0) >= len(plan.riders):
+                        sale.append(
+                            (time.time(), usage.cpu_by_pid(groups), usage.command_stats(site.redis_nodes))
+                        )
 
                 crowd, start, _ = spread(
                     "crowd", plan, procs, {"connections": conns, "ramp": options["ramp"]}, on_tick=tick
@@ -132,16 +137,22 @@ def run_design(design: str, scenario: Scenario, options: dict[str, Any]) -> dict
             time.sleep(0.5)  # one more sample after the last commit
             # Read again: backends opened during the run (a pool growing under the crowd) count too.
             groups = usage.merge(groups, usage.cpu_groups(site))
-            cpu = usage.cpu_used(groups, cpu0, usage.cpu_by_pid(groups))
-            redis_time = usage.redis_time(redis0, usage.command_stats(site.redis_nodes), accepted)
+            cpu1 = usage.cpu_by_pid(groups)
+            cpu = usage.cpu_used(groups, cpu0, cpu1)
+            # Per order, the waiting room's logins left out: from the sale's start (the first display
+            # tick once every member has logged in) when it was caught, else from before the logins.
+            sale_at, sale_cpu0, sale_redis0 = sale[0] if sale else (t0, cpu0, redis0)
+            sale_cpu = usage.cpu_used(groups, sale_cpu0, cpu1)
+            redis_time = usage.redis_time(sale_redis0, usage.command_stats(site.redis_nodes), accepted)
         result: dict[str, Any] = {
             "design": design,
             "scenario": dataclasses.asdict(scenario),
             "options": options,
             "site": {"api_nodes": site.urls or [site.url], "redis_nodes": site.redis_nodes},
-            "figures": figures.compute(crowd, hello, monitor.samples, cpu, crowd.cpu_s, start),
+            "figures": figures.compute(crowd, hello, monitor.samples, cpu, crowd.cpu_s, start, sale_cpu),
         }
         result["figures"]["redis_time"] = redis_time
+        result["figures"]["per_order_from_s"] = sale_at - start  # when the per-order readings began
         console.print("  auditing ...")
         result["audit"] = asyncio.run(audits.audit(site, plan, crowd))
         if site.redis_owner is not None:
