@@ -49,14 +49,17 @@ ROWS = 12  # one second-class carriage: 60 seats
 STOPS = 5
 SHOPPERS = 30
 BATCH = 5  # small batches: the stream holds several the committer has not read when it is stopped
-STOPPED_WITHIN_S = 10.0  # well inside SHUTDOWN_GRACE_SECONDS (30): a drained stop, not a timeout
+GRACE_S = 60  # SHUTDOWN_GRACE_SECONDS: how long a stop may wait for the committer before cancelling it
+STOPPED_WITHIN_S = 20.0  # well inside the grace: a drained stop, not one that waited the grace out
 
 
 @pytest.fixture
 def env() -> Iterator[dict[str, str]]:
     """A fresh database and a Redis logical database of this test's own, as server settings."""
     with fresh_pg_database() as pg, claimed_redis_db(4) as redis_url:
-        yield server_env(pg, redis_url, RAILBOOK_WORKER_BATCH_SIZE=str(BATCH))
+        yield server_env(
+            pg, redis_url, RAILBOOK_WORKER_BATCH_SIZE=str(BATCH), RAILBOOK_SHUTDOWN_GRACE_SECONDS=str(GRACE_S)
+        )
 
 
 def _text(value: Any) -> str:
@@ -87,10 +90,10 @@ async def sigterm(process: ServeProcess) -> tuple[int, float]:
     process.proc.send_signal(signal.SIGTERM)
     os.kill(process.proc.pid, signal.SIGCONT)
     try:
-        code = await asyncio.wait_for(process.proc.wait(), timeout=60)
+        code = await asyncio.wait_for(process.proc.wait(), timeout=GRACE_S + 30)
     except TimeoutError:
         await process.kill()
-        raise AssertionError(f"no exit 60 s after SIGTERM:\n{log_tail(process.log)}") from None
+        raise AssertionError(f"no exit {GRACE_S + 30} s after SIGTERM:\n{log_tail(process.log)}") from None
     return code, time.monotonic() - started
 
 
