@@ -177,17 +177,27 @@ def _serve_http(config: Any, sock: Any) -> None:
 def _serve_background(settings: Settings | None = None) -> None:
     """The committer process of distributed ``serve``: order committer, scheduler, expiry and outbox
     relay, below the API's CPU priority; on SIGTERM the committer acknowledges its batch and stops."""
-    from railbook.workers.runtime import run_background_until_stopped
+    from railbook.workers.runtime import ALL_ROLES
 
     settings = settings or Settings()
     configure_logging(settings.log_level, json=settings.json_logs)
+    _run_roles(settings, ALL_ROLES)
+
+
+def _run_roles(settings: Settings, roles: tuple[str, ...], consumer: str | None = None) -> None:
+    """Run background ``roles`` in this process, below the API's CPU priority, until SIGTERM or SIGINT;
+    then the committer (if one of them) commits and acknowledges its batch, the others are cancelled,
+    and the command returns (exit status 0)."""
+    from railbook.workers.runtime import run_background_until_stopped
 
     async def work(container: Any) -> None:
         from railbook.bootstrap import freeze_startup_heap
 
         freeze_startup_heap()
         _lower_priority(container.settings)
-        await run_background_until_stopped(container, container.settings.shutdown_grace_seconds)
+        await run_background_until_stopped(
+            container, container.settings.shutdown_grace_seconds, roles, consumer=consumer
+        )
 
     _with_container(work, settings)
 
@@ -223,28 +233,23 @@ def api(
 
 @app.command()
 def worker(name: str = typer.Option(None, help="Consumer name (default: host-pid).")) -> None:
-    """Consume the order stream: commit orders in batches, expire unpaid orders, relay the outbox."""
-    from railbook.workers.order_worker import run_worker
+    """Consume the order stream: commit orders in batches, expire unpaid orders, relay the outbox.
+    SIGTERM or Ctrl-C: the committer commits and acknowledges the batch it holds and the process exits;
+    what it has not read stays in the stream for the other committers."""
+    from railbook.workers.runtime import WORKER_ROLES
 
     settings = Settings()
     _need_redis("worker", settings)
-
-    async def work(container: Any) -> None:
-        from railbook.bootstrap import freeze_startup_heap
-
-        freeze_startup_heap()
-        _lower_priority(container.settings)
-        await run_worker(container, name=name)
-
-    _with_container(work, settings)
+    _run_roles(settings, WORKER_ROLES, consumer=name)
 
 
 @app.command()
 def scheduler() -> None:
-    """Keep the next RAILBOOK_SALE_DAYS_AHEAD days open for sale and reconcile inventory (leader-locked)."""
-    from railbook.workers.scheduler import run_scheduler
+    """Keep the next RAILBOOK_SALE_DAYS_AHEAD days open for sale and reconcile inventory (leader-locked).
+    SIGTERM or Ctrl-C ends the round in progress and gives the leader lock up."""
+    from railbook.workers.runtime import SCHEDULER_ROLES
 
-    _with_container(run_scheduler)
+    _run_roles(Settings(), SCHEDULER_ROLES)
 
 
 @timetable_app.command("import")

@@ -10,8 +10,8 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from railbook.bench.redis_cluster import redis_cluster
 from railbook.config import Settings
-from tests.cluster.redis_cluster import redis_cluster
 from tests.support import app_settings
 
 

@@ -80,7 +80,7 @@ def bench_flash_sale(
     seats: int = typer.Option(1200, help="Seats of each train."),
     passengers: int = typer.Option(5, help="Passengers per member."),
     ramp: float = typer.Option(2.0, help="The crowd arrives within this many seconds."),
-    api_workers: int = typer.Option(2, help="API processes of each design."),
+    api_workers: int = typer.Option(2, help="API processes of each design (of each API node for railbook)."),
     load_procs: int = typer.Option(2, help="Load-generating processes."),
     connections: int = typer.Option(
         0,
@@ -89,6 +89,18 @@ def bench_flash_sale(
     ),
     hello_seconds: float = typer.Option(4.0, help="Seconds of GET /healthz before the crowd."),
     redis_db: int = typer.Option(3, help="Redis logical database (1-7) for railbook's run."),
+    redis_primaries: int = typer.Option(
+        0,
+        min=0,
+        help="railbook on a Redis Cluster of this many primaries started for the run (redis-server on "
+        "loopback ports), its CPU and command time reported; 0: a logical database of the shared Redis.",
+    ),
+    api_nodes: int = typer.Option(
+        1,
+        min=1,
+        help="railbook's API nodes: 'railbook api' processes on a port each, the crowd spread over them.",
+    ),
+    committers: int = typer.Option(1, min=1, help="railbook's committers: 'railbook worker' processes."),
     out: Path = typer.Option(Path("bench-results"), help="Where the JSON result and the plots go."),
     plots: bool = typer.Option(True, help="Draw the PNG plots (needs matplotlib: the bench extra)."),
 ) -> None:
@@ -113,6 +125,9 @@ def bench_flash_sale(
         connections=connections or members,
         hello_seconds=hello_seconds,
         redis_db=redis_db,
+        redis_primaries=redis_primaries,
+        api_nodes=api_nodes,
+        committers=committers,
         plots=plots,
     )
     if not all(check["ok"] for r in results.values() for check in r["audit"].values()):

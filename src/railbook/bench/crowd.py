@@ -297,7 +297,7 @@ async def _hello(plan: Plan, pool: ClientPool, start: float, seconds: float, tal
 
 async def _play(task: str, plan: Plan, gate: Any, options: dict[str, Any], counts: Any) -> Tally:
     tally = Tally()
-    pool = ClientPool(plan.host, plan.port, options["connections"])
+    pool = ClientPool(plan.nodes, options["connections"])
     await pool.open()
     rng = random.Random(options["seed"])
     riders = [Passenger(r, plan, pool, tally, counts, random.Random(rng.random())) for r in plan.riders]

@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from railbook.bench.crowd import Tally
+from railbook.bench.usage import by_role
 
 
 def pct(values: list[float], q: float) -> float:
@@ -48,8 +49,12 @@ def compute(
     cpu: dict[str, float],
     load_cpu: float,
     start: float,
+    sale_cpu: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Every figure of a run as plain numbers (the JSON result and the table are made from this)."""
+    """Every figure of a run as plain numbers (the JSON result and the table are made from this).
+    ``cpu``: each process group's CPU seconds over the crowd, its logins included; ``sale_cpu`` (default
+    the same): from the sale's start, what the per-order and per-ticket figures by role come from."""
+    roles = by_role(cpu if sale_cpu is None else sale_cpu)
     accepted = [o for o in crowd.orders]
     accepted_at = [o["accepted_at"] for o in accepted]
     known_at = [o["known_at"] for o in accepted]
@@ -101,6 +106,15 @@ def compute(
         },
         "accepted_per_s_over_healthz": _rate(len(accepted), crowd_s) / hello_rate if hello_rate else math.nan,
         "cpu_seconds": cpu,
+        "cpu_seconds_from_sale_by_role": roles,
+        # Everything a role did from the sale's start (searches, polls, pays, refusals and retries
+        # included) per order accepted and per ticket committed: what capacity is planned from.
+        "cpu_ms_per_order_by_role": {
+            k: 1000 * v / len(accepted) if accepted else math.nan for k, v in roles.items()
+        },
+        "cpu_ms_per_ticket_by_role": {
+            k: 1000 * v / committed_tickets if committed_tickets else math.nan for k, v in roles.items()
+        },
         "cpu_share_of_one_core": {k: v / (t_end - start) for k, v in cpu.items()} if t_end > start else {},
         "load_cpu_seconds": load_cpu,
         "shed_answers_retried": crowd.sheds,
@@ -195,6 +209,8 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("crowd duration (first arrival → last POST answer), s", lambda f: f"{f['crowd_seconds']:.1f}"),
     ("logging the crowd in before the sale, s", lambda f: f"{f.get('login_seconds', 0.0):.1f}"),
     ("CPU s over the crowd (% of one core)", lambda f: _cpu(f)),
+    ("CPU ms per accepted order / per committed ticket, by role", lambda f: _per_role(f)),
+    ("Redis µs per accepted order: all commands / scripts", lambda f: _redis(f.get("redis_time", {}))),
     ("429/503 answers retried after Retry-After", lambda f: _dict(f.get("shed_answers_retried", {}))),
     ("load generator CPU s (all load processes)", lambda f: f"{f['load_cpu_seconds']:.1f}"),
     (
@@ -221,6 +237,17 @@ def _routes(routes: dict[str, dict[str, float]]) -> str:
 
 def _dict(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(d.items())) or "-"
+
+
+def _per_role(f: dict[str, Any]) -> str:
+    orders, tickets = f.get("cpu_ms_per_order_by_role", {}), f.get("cpu_ms_per_ticket_by_role", {})
+    return "\n".join(f"{k}: {v:.2f} / {tickets.get(k, math.nan):.2f}" for k, v in orders.items()) or "-"
+
+
+def _redis(t: dict[str, Any]) -> str:
+    if not t:
+        return "-"
+    return f"{t['usec_per_order']:,.0f} / {t['script_usec_per_order']:,.0f}"
 
 
 def _cpu(f: dict[str, Any]) -> str:

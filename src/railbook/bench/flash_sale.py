@@ -25,11 +25,10 @@ from rich.live import Live
 from rich.table import Table
 
 from railbook.bench import audit as audits
-from railbook.bench import figures
+from railbook.bench import figures, usage
 from railbook.bench import site as sites
 from railbook.bench.crowd import spread
 from railbook.bench.scenario import Scenario, prepare
-from railbook.bench.wire import cpu_seconds, process_tree
 
 console = Console(width=150)
 
@@ -67,36 +66,6 @@ class Monitor:
         self._thread.join()
 
 
-async def _database_pids(dsn: str) -> list[int]:
-    """The PostgreSQL backends serving the site's database (its pools are open by now)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await conn.close()
-    return [int(r["pid"]) for r in rows]
-
-
-def _cpu_groups(site: sites.Site) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = {}
-    for name, pid in site.pids.items():
-        tree = process_tree(pid)
-        if len(tree) > 1:  # uvicorn's supervisor and its worker processes
-            groups[f"{name} supervisor"] = [pid]
-            for k, child in enumerate(tree[1:]):
-                groups[f"{name} process {k + 1}"] = [child]
-        else:
-            groups[name] = tree
-    groups["PostgreSQL backends"] = asyncio.run(_database_pids(site.dsn))
-    return groups
-
-
-def _cpu_now(groups: dict[str, list[int]]) -> dict[str, float]:
-    return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
-
-
 def _live_table(design: str, counts: dict[str, int], monitor: Monitor, started: float) -> Table:
     table = Table(title=f"flash sale — {design} — {time.time() - started:5.1f} s", min_width=60)
     table.add_column("passengers")
@@ -119,32 +88,46 @@ def _live_table(design: str, counts: dict[str, int], monitor: Monitor, started: 
     return table
 
 
+def _start(design: str, options: dict[str, Any]) -> AbstractContextManager[sites.Site]:
+    workers = options["api_workers"]
+    if design == "naive":
+        return sites.naive_site(api_workers=workers)
+    return sites.railbook_site(
+        api_workers=workers,
+        redis_db=options["redis_db"],
+        api_nodes=options.get("api_nodes", 1),
+        committers=options.get("committers", 1),
+        redis_primaries=options.get("redis_primaries", 0),
+    )
+
+
 def run_design(design: str, scenario: Scenario, options: dict[str, Any]) -> dict[str, Any]:
     """One design end to end: its result (scenario, figures, audit)."""
-    workers = options["api_workers"]
-    started: AbstractContextManager[sites.Site] = (
-        sites.railbook_site(api_workers=workers, redis_db=options["redis_db"])
-        if design == "railbook"
-        else sites.naive_site(api_workers=workers)
-    )
     procs, conns = options["load_procs"], options["connections"]
-    with started as site:
+    with _start(design, options) as site:
         console.rule(
-            f"[bold]{design}[/bold] at {site.url} ({', '.join(f'{k} pid {v}' for k, v in site.pids.items())})"
+            f"[bold]{design}[/bold] at {', '.join(site.urls or [site.url])} "
+            f"({', '.join(f'{k} pid {v}' for k, v in site.pids.items())})"
         )
-        plan = asyncio.run(prepare(site.url, scenario, say=console.print))
+        plan = asyncio.run(prepare(site.url, scenario, say=console.print, nodes=site.urls or None))
         hello, _, _ = spread(
             "hello", plan, procs, {"seconds": options["hello_seconds"], "connections": conns}
         )
         console.print(f"  GET /healthz: {len(hello.hello) / options['hello_seconds']:,.0f} req/s")
-        groups = _cpu_groups(site)
+        groups = usage.cpu_groups(site)
         with Monitor(site) as monitor:
-            cpu0 = _cpu_now(groups)
+            cpu0 = usage.cpu_by_pid(groups)
+            redis0 = usage.command_stats(site.redis_nodes)
             t0 = time.time()
             with Live(console=console, refresh_per_second=4, transient=False) as live:
+                sale: list[Any] = []  # (time, CPU by pid, Redis stats) once the crowd has logged in
 
                 def tick(counts: dict[str, int], _pids: list[int]) -> None:
                     live.update(_live_table(design, counts, monitor, t0))
+                    if not sale and counts.get("logins", 0) >= len(plan.riders):
+                        sale.append(
+                            (time.time(), usage.cpu_by_pid(groups), usage.command_stats(site.redis_nodes))
+                        )
 
                 crowd, start, _ = spread(
                     "crowd", plan, procs, {"connections": conns, "ramp": options["ramp"]}, on_tick=tick
@@ -152,16 +135,27 @@ def run_design(design: str, scenario: Scenario, options: dict[str, Any]) -> dict
             accepted = len(crowd.orders)
             asyncio.run(audits.wait_final(site, accepted))
             time.sleep(0.5)  # one more sample after the last commit
-            cpu = {k: v - cpu0.get(k, 0.0) for k, v in _cpu_now(groups).items()}
+            # Read again: backends opened during the run (a pool growing under the crowd) count too.
+            groups = usage.merge(groups, usage.cpu_groups(site))
+            cpu1 = usage.cpu_by_pid(groups)
+            cpu = usage.cpu_used(groups, cpu0, cpu1)
+            # Per order, the waiting room's logins left out: from the sale's start (the first display
+            # tick once every member has logged in) when it was caught, else from before the logins.
+            sale_at, sale_cpu0, sale_redis0 = sale[0] if sale else (t0, cpu0, redis0)
+            sale_cpu = usage.cpu_used(groups, sale_cpu0, cpu1)
+            redis_time = usage.redis_time(sale_redis0, usage.command_stats(site.redis_nodes), accepted)
         result: dict[str, Any] = {
             "design": design,
             "scenario": dataclasses.asdict(scenario),
             "options": options,
-            "figures": figures.compute(crowd, hello, monitor.samples, cpu, crowd.cpu_s, start),
+            "site": {"api_nodes": site.urls or [site.url], "redis_nodes": site.redis_nodes},
+            "figures": figures.compute(crowd, hello, monitor.samples, cpu, crowd.cpu_s, start, sale_cpu),
         }
+        result["figures"]["redis_time"] = redis_time
+        result["figures"]["per_order_from_s"] = sale_at - start  # when the per-order readings began
         console.print("  auditing ...")
         result["audit"] = asyncio.run(audits.audit(site, plan, crowd))
-        if site.redis_url is not None:
+        if site.redis_owner is not None:
             # Another client flushing the claimed database mid-run loses railbook's Redis state
             # and makes every figure of the run meaningless.
             kept = not monitor.redis_lost and site.redis_still_ours()
@@ -191,6 +185,16 @@ def run(designs: list[str], scenario: Scenario, out: Path, **options: Any) -> di
         f"{scenario.seats:,} seats; {options['api_workers']} API processes per design; "
         f"{options['load_procs']} load processes; {os.cpu_count()} CPUs"
     )
+    if "railbook" in designs:
+        title += (
+            f"; railbook: {options.get('api_nodes', 1)} API node(s) × {options['api_workers']}, "
+            f"{options.get('committers', 1)} committer(s), Redis "
+            + (
+                f"Cluster of {options['redis_primaries']} primaries"
+                if options.get("redis_primaries")
+                else "shared"
+            )
+        )
     console.print(figures.table(results, title))
     for design, result in results.items():
         for name, check in result["audit"].items():

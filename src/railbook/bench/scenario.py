@@ -50,8 +50,7 @@ class Rider:
 class Plan:
     """What the load processes need to play the crowd."""
 
-    host: str
-    port: int
+    nodes: list[tuple[str, int]]  # every API node (host, port): connections spread round-robin over them
     date: str
     stations: list[str]
     trains: list[str]
@@ -62,8 +61,7 @@ class Plan:
     def share(self, k: int, n: int) -> Plan:
         """The plan of load process ``k`` of ``n``: a disjoint slice of the riders."""
         return Plan(
-            self.host,
-            self.port,
+            self.nodes,
             self.date,
             self.stations,
             self.trains,
@@ -169,8 +167,14 @@ async def register_members(
     return list(await asyncio.gather(*(member(k) for k in range(count))))
 
 
-async def prepare(url: str, scenario: Scenario, say: Any = print) -> Plan:
-    """Trains on sale and members with passengers, all through the API."""
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+async def prepare(url: str, scenario: Scenario, say: Any = print, nodes: list[str] | None = None) -> Plan:
+    """Trains on sale and members with passengers, all through the API at ``url``; the crowd will talk to
+    ``nodes`` (every API node; default ``url`` alone)."""
     rng = random.Random(scenario.seed)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
@@ -197,11 +201,9 @@ async def prepare(url: str, scenario: Scenario, say: Any = print) -> Plan:
             for r, _ in await register_members(client, scenario.members, scenario.passengers_per_member, rng)
         ]
         say(f"  {len(riders):,} members registered with {scenario.passengers_per_member} passengers each")
-    parts = urlsplit(url)
     classes = sorted({c["seat_class"] for c in layout})
     return Plan(
-        parts.hostname or "127.0.0.1",
-        parts.port or 80,
+        [_host_port(node) for node in nodes or [url]],
         date,
         stations,
         codes,

@@ -1,7 +1,8 @@
 """The servers a bench runs against: railbook in distributed mode, or the naive design shipped here.
 
 railbook: a scratch PostgreSQL database migrated with ``railbook db upgrade``, a Redis logical
-database claimed for the run, ``railbook api --workers N`` and one ``railbook worker``. The naive
+database claimed for the run (or a scratch Redis Cluster of its own), ``railbook api --workers N`` on
+one port or on several (API nodes), and one ``railbook worker`` or several (committers). The naive
 design: a scratch database and ``python -m railbook.bench.naive`` (uvicorn, N workers). Everything
 is started as a subprocess through documented commands and stopped, and the scratch stores dropped,
 when the block ends.
@@ -17,17 +18,23 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import redis
 
+from railbook.bench.redis_cluster import redis_cluster
 from railbook.bench.wire import free_port
 
 BENCH_DB_POOL_SIZE = 8
+# The PostgreSQL connections railbook's processes may open in all (up to 4 × DB_POOL_SIZE per API
+# process and 2 × per committer): more processes get smaller pools, so a run fits a stock server
+# (max_connections 100) beside the naive design's 2 × 10 and the audit's few.
+BENCH_DB_CONNECTIONS = 80
 PG_ADMIN = os.environ.get("RAILBOOK_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("RAILBOOK_BENCH_REDIS", "redis://127.0.0.1:6379")
 # The same owner key the test suite claims its logical databases with: a run never flushes a
@@ -50,6 +57,8 @@ class Site:
     env: dict[str, str] = field(default_factory=dict)
     log: Any = None
     redis_owner: str | None = None  # the owner key's value while the Redis database is ours
+    urls: list[str] = field(default_factory=list)  # every API node (``url`` is the first)
+    redis_nodes: list[str] = field(default_factory=list)  # the primaries of a Redis Cluster of the run's own
 
     def redis_still_ours(self) -> bool:
         """Whether the claimed Redis database still carries our owner key (another client that
@@ -117,16 +126,20 @@ def claimed_redis(preferred: int) -> Iterator[tuple[str, str]]:
         client.close()
 
 
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _wait_healthy(site: Site, procs: list[subprocess.Popen[bytes]], within: float = 120.0) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
             raise RuntimeError(f"a {site.design} process exited at start:\n{site.log_tail()}")
-        try:
-            if httpx.get(f"{site.url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if all(_healthy(url) for url in site.urls or [site.url]):
+            return
         time.sleep(0.2)
     raise RuntimeError(f"{site.design} not healthy after {within:.0f}s:\n{site.log_tail()}")
 
@@ -160,18 +173,56 @@ def _common_env() -> dict[str, str]:
     return env
 
 
+def _redis_pid(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
+@contextmanager
+def _railbook_redis(redis_db: int, primaries: int) -> Iterator[tuple[str, str | None, list[str]]]:
+    """The run's Redis: a logical database claimed on the shared server (``primaries`` 0), or a scratch
+    Redis Cluster of ``primaries`` nodes. Its URL, the owner key's value (claimed database only) and
+    the URLs of the cluster's primaries."""
+    if not primaries:
+        with claimed_redis(redis_db) as (url, owner):
+            yield url, owner, []
+        return
+    with tempfile.TemporaryDirectory(prefix="railbook-bench-cluster-") as tmp:
+        with redis_cluster(Path(tmp), primaries) as ports:
+            nodes = [f"redis://127.0.0.1:{port}" for port in ports]
+            yield nodes[0], None, nodes
+
+
+def _pool_size(api_processes: int, committers: int) -> int:
+    return max(2, min(BENCH_DB_POOL_SIZE, BENCH_DB_CONNECTIONS // (4 * api_processes + 2 * committers)))
+
+
 @contextmanager
 def railbook_site(
-    *, api_workers: int, redis_db: int, extra_env: dict[str, str] | None = None
+    *,
+    api_workers: int,
+    redis_db: int,
+    extra_env: dict[str, str] | None = None,
+    api_nodes: int = 1,
+    committers: int = 1,
+    redis_primaries: int = 0,
 ) -> Iterator[Site]:
-    """railbook in distributed mode: ``railbook api`` (``api_workers`` processes) and one
-    ``railbook worker`` over PostgreSQL and Redis."""
-    with scratch_database("railbook_bench") as dsn, claimed_redis(redis_db) as (redis_url, owner):
-        port = free_port()
+    """railbook in distributed mode over PostgreSQL and Redis: ``api_nodes`` × ``railbook api``
+    (``api_workers`` processes each, a port each) and ``committers`` × ``railbook worker`` (members of
+    the order streams' consumer group); Redis a claimed logical database of the shared server, or with
+    ``redis_primaries`` a Redis Cluster of that many primaries started for the run."""
+    with ExitStack() as stack:
+        dsn = stack.enter_context(scratch_database("railbook_bench"))
+        redis_url, owner, redis_nodes = stack.enter_context(_railbook_redis(redis_db, redis_primaries))
+        ports = [free_port() for _ in range(api_nodes)]
         env = _common_env()
         env.update(
             RAILBOOK_DATABASE_URL=dsn.replace("postgresql://", "postgresql+asyncpg://"),
             RAILBOOK_REDIS_URL=redis_url,
+            RAILBOOK_REDIS_CLUSTER="true" if redis_primaries else "false",
             RAILBOOK_RATE_LIMITS="off",  # the whole crowd comes from one address
             RAILBOOK_ADMIN_MOBILE=ADMIN_MOBILE,
             RAILBOOK_ADMIN_PASSWORD=ADMIN_PASSWORD,
@@ -181,19 +232,40 @@ def railbook_site(
             RAILBOOK_ARGON2_MEMORY_COST="1024",
             RAILBOOK_LOAD_SAMPLE_DATA="false",
             RAILBOOK_LOG_LEVEL="warning",
-            # Up to 4 × this many connections per API process and 2 × per worker: the run fits a
-            # stock PostgreSQL (max_connections 100) beside the naive design's 2 × 10.
-            RAILBOOK_DB_POOL_SIZE=str(BENCH_DB_POOL_SIZE),
+            RAILBOOK_DB_POOL_SIZE=str(_pool_size(api_nodes * api_workers, committers)),
         )
         env.update(extra_env or {})
         cli = [sys.executable, "-m", "railbook.cli"]
         subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
-        site = Site("railbook", f"http://127.0.0.1:{port}", dsn, redis_url, env=env, redis_owner=owner)
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        site = Site(
+            "railbook",
+            urls[0],
+            dsn,
+            redis_url,
+            env=env,
+            redis_owner=owner,
+            urls=urls,
+            redis_nodes=redis_nodes,
+        )
+        # One node and one committer keep the names of the single-node runs ("api", "worker").
         commands = {
-            "api": [*cli, "api", "--port", str(port), "--workers", str(api_workers)],
-            "worker": [*cli, "worker", "--name", "bench-worker"],
+            ("api" if api_nodes == 1 else f"api-{k + 1}"): [
+                *cli,
+                "api",
+                "--port",
+                str(port),
+                "--workers",
+                str(api_workers),
+            ]
+            for k, port in enumerate(ports)
         }
+        for k in range(committers):
+            name = "worker" if committers == 1 else f"committer-{k + 1}"
+            commands[name] = [*cli, "worker", "--name", f"bench-{name}"]
         with _processes(site, commands):
+            for k, node in enumerate(redis_nodes):
+                site.pids[f"Redis primary {k + 1}"] = _redis_pid(node)
             yield site
 
 

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -122,11 +122,13 @@ class KeepAliveClient:
 
 class ClientPool:
     """A fixed set of keep-alive connections shared by many virtual clients: a client holds one only
-    for the length of a request, as a browser's connection pool would."""
+    for the length of a request, as a browser's connection pool would. With several servers (API nodes)
+    the connections are spread over them round-robin, as a layer-4 balancer spreads connections, so
+    the requests are too."""
 
-    def __init__(self, host: str, port: int, size: int) -> None:
+    def __init__(self, nodes: Sequence[tuple[str, int]], size: int) -> None:
         self._idle: asyncio.Queue[KeepAliveClient] = asyncio.Queue()
-        self._all = [KeepAliveClient(host, port) for _ in range(size)]
+        self._all = [KeepAliveClient(*nodes[k % len(nodes)]) for k in range(size)]
         for c in self._all:
             self._idle.put_nowait(c)
         # Seconds requests waited for a free connection: the load generator's own queue, which must
@@ -227,3 +229,31 @@ def process_tree(pid: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def socket_ports(pid: int) -> set[int]:
+    """The local ports of the TCP sockets a process holds (its descriptors' socket inodes, looked up in
+    the kernel's TCP tables); empty when it is gone or not ours to read."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return set()
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[9] in inodes:
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except (OSError, StopIteration, IndexError):
+            continue
+    return ports

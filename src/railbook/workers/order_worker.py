@@ -1,7 +1,8 @@
 """The order committer: consumes accepted orders and writes them to the system of record in batches.
 
 Distributed mode: a consumer of the train-day order streams (``adapters.redis.stream``); any number
-run in parallel (``railbook worker``), each message acknowledged only after its batch committed.
+run in parallel (``railbook worker``, which runs it with expiry and the outbox relay through
+``workers.runtime``), each message acknowledged only after its batch committed.
 Embedded mode: the same commit code fed by the in-process queue (``adapters.embedded.queue``).
 """
 
@@ -12,8 +13,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import structlog
 
@@ -181,29 +181,3 @@ async def run_queue_committer(container: Container, *, stop: asyncio.Event | Non
         await settle(container, outcome)
         queue.done([m.order_id for m in messages])
         count_commits(outcome)
-
-
-async def run_worker(
-    container: Container, name: str | None = None, *, claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS
-) -> None:
-    """The ``railbook worker`` role: the order committer, plus unpaid-order expiry and the outbox relay."""
-    jobs: list[Awaitable[Any]] = []
-    if container.redis is not None:
-        jobs.append(run_stream_committer(container, name, claim_idle_ms=claim_idle_ms))
-    else:
-        log.warning("worker_embedded_mode", note="the embedded queue lives in the serving process")
-    try:
-        from railbook.workers.expiry import run_expiry
-
-        jobs.append(run_expiry(container))
-    except ImportError:
-        pass
-    try:
-        from railbook.workers.outbox import run_relay
-
-        jobs.append(run_relay(container))
-    except ImportError:
-        pass
-    if not jobs:
-        return
-    await asyncio.gather(*jobs)

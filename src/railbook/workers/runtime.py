@@ -1,5 +1,7 @@
-"""How ``railbook serve`` runs its roles: as tasks inside one process (``start_background``), or as
-processes under one parent (``supervise``: the API processes and the process of the background roles)."""
+"""How the background roles run: as tasks inside one process (``start_background``; all of them in
+``railbook serve``, some in ``railbook worker`` and ``railbook scheduler``), stopped the same way on
+SIGTERM or SIGINT (``run_background_until_stopped``), and as processes under one parent (``supervise``:
+distributed ``serve``'s API processes and the process of the background roles)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ log = structlog.get_logger(__name__)
 
 # The roles that finish their current piece of work when asked to stop; the others are cancelled.
 DRAINED_ROLES = frozenset({"order_committer"})
+# Every background role (``railbook serve``), those of ``railbook worker``, of ``railbook scheduler``.
+ALL_ROLES = ("order_committer", "scheduler", "expiry", "outbox_relay")
+WORKER_ROLES = ("order_committer", "expiry", "outbox_relay")
+SCHEDULER_ROLES = ("scheduler",)
 
 
 @dataclass
@@ -59,43 +65,53 @@ async def _guarded(name: str, loop: Callable[[], Awaitable[Any]]) -> None:
             await asyncio.sleep(1.0)
 
 
-async def start_background(container: Container) -> Background:
-    """Start the order committer, and the scheduler, expiry and outbox loops, inside this process."""
+async def start_background(
+    container: Container, roles: Sequence[str] = ALL_ROLES, *, consumer: str | None = None
+) -> Background:
+    """Start ``roles`` (default: the order committer, and the scheduler, expiry and outbox loops) inside
+    this process; ``consumer`` names the committer in the order streams' consumer group."""
     from railbook.workers.expiry import run_expiry
     from railbook.workers.order_worker import run_queue_committer, run_stream_committer
     from railbook.workers.outbox import run_relay
     from railbook.workers.scheduler import run_scheduler
 
+    unknown = set(roles) - set(ALL_ROLES)
+    if unknown:
+        raise ValueError(f"no such background role: {sorted(unknown)}")
     background = Background()
     commit: Callable[[], Awaitable[Any]]
     if container.redis is not None:
         # Stopping ends the stream committer after its batch is acknowledged; what it has not read
         # stays in the stream for the next committer.
-        commit = lambda: run_stream_committer(container, stop=background.stopping)  # noqa: E731
+        commit = lambda: run_stream_committer(container, consumer, stop=background.stopping)  # noqa: E731
     else:
         commit = lambda: run_queue_committer(container)  # noqa: E731
-    roles: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-        ("order_committer", commit),
-        ("scheduler", lambda: run_scheduler(container)),
-        ("expiry", lambda: run_expiry(container)),
-        ("outbox_relay", lambda: run_relay(container)),
-    ]
-    for name, loop in roles:
-        background.tasks.append(asyncio.create_task(_guarded(name, loop), name=name))
+    loops: dict[str, Callable[[], Awaitable[Any]]] = {
+        "order_committer": commit,
+        "scheduler": lambda: run_scheduler(container),
+        "expiry": lambda: run_expiry(container),
+        "outbox_relay": lambda: run_relay(container),
+    }
+    for name in roles:
+        background.tasks.append(asyncio.create_task(_guarded(name, loops[name]), name=name))
     return background
 
 
-async def run_background_until_stopped(container: Container, grace_s: float) -> None:
-    """The background roles as a process of their own: run them until SIGTERM or SIGINT, then stop them."""
+async def run_background_until_stopped(
+    container: Container, grace_s: float, roles: Sequence[str] = ALL_ROLES, *, consumer: str | None = None
+) -> None:
+    """Background roles as a process of their own (``serve``'s committer process, ``railbook worker``,
+    ``railbook scheduler``): run them until SIGTERM or SIGINT, then stop them (``Background.stop``)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    background = await start_background(container)
-    log.info("background_roles_started", pid=os.getpid())
+    background = await start_background(container, roles, consumer=consumer)
+    log.info("background_roles_started", pid=os.getpid(), roles=list(roles))
     await stop.wait()
-    log.info("background_roles_stopping", pid=os.getpid())
+    log.info("background_roles_stopping", pid=os.getpid(), roles=list(roles))
     await background.stop(grace_s)
+    log.info("background_roles_stopped", pid=os.getpid())
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""A real Redis Cluster of three primaries on loopback, started from the ``redis-server`` binary
-(what ``scripts/services`` installs), for the tests of the cluster mode."""
+"""A real Redis Cluster of primaries on loopback, started from the ``redis-server`` binary (what
+``scripts/services`` installs): what the tests of the cluster mode and ``railbook bench flash-sale
+--redis-primaries N`` run against. No persistence, no replicas: a scratch cluster for one run."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 PORT_RANGE = (30000, 55535)  # a node's cluster bus listens on its port + 10000: at most 65535
 READY_TIMEOUT_S = 30.0
+SLOTS = 16384
 
 
 def _free(port: int) -> bool:
@@ -54,12 +57,40 @@ def _cli(port: int, *args: str) -> str:
     return out.stdout
 
 
-def _wait(predicate: object, what: str) -> None:
+def _up_or_gone(port: int, node: subprocess.Popen[bytes]) -> bool:
+    return node.poll() is not None or "PONG" in _cli(port, "ping")
+
+
+def _cluster_ok(port: int) -> bool:
+    return "cluster_state:ok" in _cli(port, "cluster", "info")
+
+
+def _wait(predicate: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise RuntimeError(f"Redis Cluster: timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def _create(cli: str, ports: list[int]) -> None:
+    """Join the nodes into one cluster, the slots split evenly. ``redis-cli --cluster create`` wants at
+    least three primaries; one or two are given their slots and introduced to each other by hand."""
+    if len(ports) >= 3:
+        create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        created = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+        return
+    share = SLOTS // len(ports)
+    for k, port in enumerate(ports):
+        last = SLOTS - 1 if k == len(ports) - 1 else (k + 1) * share - 1
+        said = _cli(port, "cluster", "addslotsrange", str(k * share), str(last))
+        if "OK" not in said:
+            raise RuntimeError(f"CLUSTER ADDSLOTSRANGE on {port}: {said}")
+    for port in ports[1:]:
+        _cli(port, "cluster", "meet", "127.0.0.1", str(ports[0]))
 
 
 @contextmanager
@@ -85,21 +116,12 @@ def redis_cluster(directory: Path, primaries: int = 3) -> Iterator[list[int]]:
                 args += ["--logfile", str(directory / f"node-{port}.log")]
                 nodes.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             for port, node in zip(ports, nodes, strict=True):
-                _wait(
-                    lambda p=port, n=node: n.poll() is not None or "PONG" in _cli(p, "ping"), f"node {port}"
-                )
+                _wait(partial(_up_or_gone, port, node), f"node {port}")
             if any(n.poll() is not None for n in nodes):
                 continue
-            create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
-            create += ["--cluster-replicas", "0", "--cluster-yes"]
-            created = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
-            if created.returncode != 0:
-                raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+            _create(cli, ports)
             for port in ports:
-                _wait(
-                    lambda p=port: "cluster_state:ok" in _cli(p, "cluster", "info"),
-                    f"cluster_state:ok on {port}",
-                )
+                _wait(partial(_cluster_ok, port), f"cluster_state:ok on {port}")
             yield ports
             return
         finally:
