@@ -91,8 +91,9 @@ async def test_orders_while_the_server_ends_every_connection_are_never_a_500(
         assert not wrong, (statuses, wrong[:3])
         # Once the database is left alone, orders are accepted again.
         m = members[0]
+        headers = await _keyed(client, m)
         r = await client.post(
-            "/api/v1/orders", json=order_body(day, [m["passengers"][0]], 2, 3), headers=await _keyed(client, m)
+            "/api/v1/orders", json=order_body(day, [m["passengers"][0]], 2, 3), headers=headers
         )
         assert r.status_code in (202, 409), r.text
 
