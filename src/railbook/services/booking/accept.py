@@ -222,7 +222,7 @@ async def _admit_and_enqueue(
         checked = True
     if not early:
         await _refuse_if_sold_out(container, day, request, i, j)
-    order_id = issue_order_id(container.jwt_secret, member_id)
+    order_id = issue_order_id(container.jwt_secret, member_id, day.date)
     fares = _fares(day, request, i, j, names)
     args = (container, guard, day, member_id, request, i, j, fares, order_id, idempotency_key, request_hash)
     try:
