@@ -17,6 +17,7 @@ from sqlalchemy import Row, Select, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from railbook.adapters.db.by_day import rows_by_order_id
 from railbook.adapters.db.models import Order, Outbox, Payment, Ticket, TicketChange
 from railbook.domain.order_state import ChangeStatus, OrderStatus, PaymentStatus, TicketStatus
 from railbook.services.after_sale.ports import (
@@ -101,7 +102,8 @@ class SessionTx(OutboxTx):
         )
         if member_id is not None:
             stmt = stmt.where(Order.member_id == member_id)
-        order = (await self.session.execute(stmt)).scalar_one_or_none()
+        rows = await rows_by_order_id(self.session, stmt, Order.service_date, order_id)
+        order = rows[0][0] if rows else None
         if order is not None:
             self.orders[order.id] = order
         return order
@@ -128,7 +130,11 @@ class SessionTx(OutboxTx):
         order.released_at = None
         cancelled = await self.session.execute(
             update(Ticket)
-            .where(Ticket.order_id == order.id, Ticket.status == TicketStatus.UNPAID.value)
+            .where(
+                Ticket.order_id == order.id,
+                Ticket.service_date == order.service_date,
+                Ticket.status == TicketStatus.UNPAID.value,
+            )
             .values(status=TicketStatus.CANCELLED.value, updated_at=now)
             .returning(*_TICKET_FIELDS)
         )
@@ -140,7 +146,11 @@ class SessionTx(OutboxTx):
         order.updated_at = now
         await self.session.execute(
             update(Ticket)
-            .where(Ticket.order_id == order.id, Ticket.status == TicketStatus.UNPAID.value)
+            .where(
+                Ticket.order_id == order.id,
+                Ticket.service_date == order.service_date,
+                Ticket.status == TicketStatus.UNPAID.value,
+            )
             .values(status=TicketStatus.PAID.value, updated_at=now)
         )
 
@@ -252,7 +262,8 @@ class PaymentTx:
         stmt = select(*_ORDER_FIELDS, *extra).where(_order.id == order_id).with_for_update(of=Order.__table__)
         if member_id is not None:
             stmt = stmt.where(_order.member_id == member_id)
-        row = (await self.conn.execute(stmt)).first()
+        rows = await rows_by_order_id(self.conn, stmt, _order.service_date, order_id)
+        row = rows[0] if rows else None
         if row is not None:
             self._locked[order_id] = OrderRecord(*row[: len(_ORDER_FIELDS)])
         return row
@@ -306,6 +317,7 @@ class PaymentTx:
                 _PG_MARK_PAID,
                 {
                     **payment,
+                    "service_date": order.service_date,
                     "paid": PaymentStatus.PAID.value,
                     "ticket_paid": TicketStatus.PAID.value,
                     "unpaid": TicketStatus.UNPAID.value,
@@ -334,14 +346,16 @@ class PaymentTx:
 
 PAID_TOPIC = "order.paid"
 # PostgreSQL: the four writes of a payment in one statement (one round trip, one plan prepared per
-# connection); the data-modifying CTEs all run, whether or not the outer query reads them.
+# connection); the data-modifying CTEs all run, whether or not the outer query reads them. The
+# locked order's service date names the one partition of ``order`` and ``ticket`` they touch.
 _PG_MARK_PAID = text(
     f"""
     WITH paid_order AS (
-        UPDATE "order" SET payment_status = :paid, updated_at = :created_at WHERE id = :order_id
+        UPDATE "order" SET payment_status = :paid, updated_at = :created_at
+        WHERE id = :order_id AND service_date = :service_date
     ), paid_tickets AS (
         UPDATE ticket SET status = :ticket_paid, updated_at = :created_at
-        WHERE order_id = :order_id AND status = :unpaid
+        WHERE order_id = :order_id AND service_date = :service_date AND status = :unpaid
         RETURNING passenger_id
     ), payment_row AS (
         INSERT INTO payment (order_id, provider, provider_ref, kind, amount_fen, status,
