@@ -9,15 +9,22 @@ SQLite keeps plain tables: nothing here applies to it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 PARTITIONED = ("order", "daily_seat", "ticket")
-# A date's partitions are attached under a SHARE UPDATE EXCLUSIVE lock on each parent, which waits
-# for nothing the order path holds; still, never queue the order path behind a long wait.
-LOCK_TIMEOUT = "5s"
+# Attaching a partition takes a SHARE UPDATE EXCLUSIVE lock on its parent, which the order path's
+# writes never wait for; but the ticket partition's foreign keys take SHARE ROW EXCLUSIVE on ``order``
+# and ``daily_seat``, which waits for the open write transactions there (the committer's, a
+# payment's: milliseconds each) and makes new writes wait behind it. So a short lock timeout, and
+# a few tries: the order path is never held up for long, and a date still opens.
+LOCK_TIMEOUT = "500ms"
+TRIES = 6
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def partition_name(table: str, date: dt.date) -> str:
@@ -33,3 +40,17 @@ async def make_day_partitions(session: AsyncSession, date: dt.date) -> int:
     await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
     made = await session.scalar(text("SELECT railbook_day_partitions(:d)"), {"d": date})
     return int(made or 0)
+
+
+async def prepare_day(sessionmaker: async_sessionmaker[AsyncSession], date: dt.date) -> int:
+    """``make_day_partitions`` in a transaction of its own, tried again (up to ``TRIES`` times, a
+    little later each time) when a lock was not granted within ``LOCK_TIMEOUT``."""
+    for attempt in range(1, TRIES + 1):
+        try:
+            async with sessionmaker() as session, session.begin():
+                return await make_day_partitions(session, date)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE or attempt == TRIES:
+                raise
+            await asyncio.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")

@@ -22,7 +22,7 @@ from railbook.adapters.db.models import (
     Train,
     TrainStop,
 )
-from railbook.adapters.db.partitions import make_day_partitions
+from railbook.adapters.db.partitions import prepare_day
 from railbook.domain.seating import CarriageSpec
 from railbook.services.sales.ports import TimetableTrain
 
@@ -177,9 +177,8 @@ class SqlSaleDays:
         return list(trains.values())
 
     async def prepare_date(self, date: dt.date) -> int:
-        """The date's partitions on PostgreSQL (``partitions.make_day_partitions``); nothing on SQLite."""
-        async with self._sessionmaker() as session, session.begin():
-            return await make_day_partitions(session, date)
+        """The date's partitions on PostgreSQL (``partitions.prepare_day``); nothing on SQLite."""
+        return await prepare_day(self._sessionmaker, date)
 
     @asynccontextmanager
     async def opening(self) -> AsyncIterator[SqlOpening]:

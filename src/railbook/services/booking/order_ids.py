@@ -41,13 +41,28 @@ def issue_order_id(secret: str, member_id: int, service_date: dt.date | None = N
     if service_date is None:
         raw = bytearray(uuid_utils.uuid7().bytes)
     else:
-        raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + secrets.token_bytes(6))
-        raw[6] = 0x70 | (raw[6] & 0x0F)
-        raw[8] = 0x80 | (raw[8] & 0x3F)
+        ms = time.time_ns() // 1_000_000
+        bits = _random_bits(ms)
+        raw = bytearray(ms.to_bytes(6, "big") + bytes(6))
+        raw[6] = 0x70 | bits >> 14
+        raw[7] = bits >> 6 & 0xFF
+        raw[8] = 0x80 | bits & 0x3F
         raw[9] = DATED
         raw[10:12] = (service_date - ORDER_DATE_EPOCH).days.to_bytes(2, "big")
     raw[12:16] = _order_tag(secret, member_id, bytes(raw[:12]))
     return str(uuid.UUID(bytes=bytes(raw)))
+
+
+_last = [0, 0]  # the millisecond and the random bits of this process's last dated id
+
+
+def _random_bits(ms: int) -> int:
+    """18 bits: random at each new millisecond (the top one clear, to leave room to count), then
+    counting up within it (as uuid7's counter does), so two ids of one process never share a
+    millisecond and its bits, and they sort in the order issued."""
+    bits = (_last[1] + 1) & 0x3FFFF if ms == _last[0] else secrets.randbits(17)
+    _last[0], _last[1] = ms, bits
+    return bits
 
 
 def verify_order_id(secret: str, member_id: int, order_id: str) -> bool:
