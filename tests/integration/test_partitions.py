@@ -188,11 +188,17 @@ async def test_reads_by_order_id_and_by_day_touch_one_partition(c: Container) ->
         async with c.payments.transaction() as tx:
             assert await tx.lock_to_pay(order_id, member_id, "key-1") is not None
 
+    async def cancel() -> None:  # the order and ticket rows written back by the ORM
+        async with c.cancellations.transaction() as tx:
+            assert await tx.lock_order(order_id, member_id) is not None
+            await tx.cancel_order(order_id, now=dt.datetime.now(dt.UTC))
+
     actions: list[Callable[[], Awaitable[Any]]] = [
         lambda: c.order_reads.committed(member_id, [order_id]),
         lambda: c.orders.trip_state(order_id, 1),
         pay_lock,
         lambda: c.day_records.holders(spec.code, FAR, with_releases=True),
+        cancel,
     ]
     for action in actions:
         plans = await _plans(c, action)

@@ -225,6 +225,9 @@ class Order(Base):
     # Set once a cancelled order's seats are back in the allocator; NULL on a CANCEL order means
     # the release after commit has not been confirmed, and the expiry job retries it (idempotently).
     released_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The row's identity as PostgreSQL keys it (partitioned by date): an ORM update names the date,
+    # so it touches one partition.
+    __mapper_args__ = {"primary_key": [id, service_date]}
 
 
 class Ticket(Base):
@@ -267,6 +270,7 @@ class Ticket(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Set once a refunded or changed ticket's seat is back in the allocator (retried while NULL).
     released_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    __mapper_args__ = {"primary_key": [id, service_date]}  # as for Order
 
 
 class Payment(Base):
