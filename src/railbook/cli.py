@@ -318,6 +318,53 @@ def sales_open(
     console.print(_with_container(run, settings))
 
 
+@app.command("archive")
+def archive(
+    before: str = typer.Option(..., "--before", help="Archive the service dates before this (YYYY-MM-DD)."),
+    out: Path = typer.Option(Path("archive"), "--out", help="Directory of the exported files."),
+) -> None:
+    """Detach, export (CSV, one directory per date) and drop the per-day partitions of past dates
+    (PostgreSQL). Refuses while any of their orders is not final."""
+    from sqlalchemy.exc import DBAPIError
+
+    from railbook.adapters.db.archive import PgDayArchive
+    from railbook.adapters.db.engine import make_engine
+    from railbook.kit.clock import beijing_today
+    from railbook.services.sales.archive import archive_before
+    from railbook.services.sales.ports import ArchiveRefused
+
+    try:
+        day = dt.date.fromisoformat(before)
+    except ValueError:
+        _refuse(f"--before {before!r} is not a date (YYYY-MM-DD)")
+    settings = Settings()
+    engine = make_engine(settings.database_url, pool_size=1)
+    if engine.dialect.name != "postgresql":
+        _refuse("archive needs PostgreSQL (set RAILBOOK_DATABASE_URL); SQLite has no partitions")
+
+    async def run() -> dict[dt.date, dict[str, int]]:
+        try:
+            return await archive_before(PgDayArchive(engine), before=day, out=out, today=beijing_today())
+        finally:
+            await engine.dispose()
+
+    try:
+        done = _run(run())
+    except DBAPIError as exc:  # a lock not granted in time, the database gone: nothing half done
+        reason = str(exc.orig).splitlines()[0].split("'>: ", 1)[-1]
+        _refuse(f"archive stopped, run it again: {reason}")
+    except ArchiveRefused as exc:
+        for reason in exc.reasons:
+            errors.print(f"railbook: {reason}", markup=False, highlight=False, soft_wrap=True)
+        _refuse(f"archive refused ({len(exc.reasons)} reason(s) above)")
+    if not done:
+        console.print(f"nothing to archive before {day.isoformat()}", soft_wrap=True)
+    for date, counts in done.items():
+        rows = ", ".join(f"{table} {n}" for table, n in counts.items())
+        where = out / date.isoformat()
+        console.print(f"{date.isoformat()}: {rows} -> {where}", markup=False, highlight=False, soft_wrap=True)
+
+
 @inventory_app.command("rebuild")
 def inventory_rebuild(date: str = typer.Option(...), train: str = typer.Option(None)) -> None:
     """Rebuild the allocator's state of a day (or one train-day) from the system of record."""

@@ -7,9 +7,9 @@ import datetime as dt
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from railbook.adapters.db.models import Order
+from railbook.adapters.db.models import DailyTrainStop, Order
 from railbook.kit.clock import beijing_today
 from tests.api.after_sale import assert_error, container_of, held_order, journey, make_train, member_with
 
@@ -52,10 +52,18 @@ async def test_a_journey_already_made_does_not_keep_the_passenger(client: httpx.
         f"/api/v1/orders/{order['order_id']}/pay", json={"method": "mock"}, headers=member["headers"]
     )
     async with container_of(client).sessionmaker() as session, session.begin():
+        # The journey ended three days ago: its train-day's stops moved three days earlier (the order
+        # itself cannot change its date: its tickets and seats are of that date, by key).
+        daily_id, date = (
+            await session.execute(
+                select(Order.daily_train_id, Order.service_date).where(Order.id == order["order_id"])
+            )
+        ).one()
+        earlier = (date - (beijing_today() - dt.timedelta(days=3))).days
         await session.execute(
-            update(Order)
-            .where(Order.id == order["order_id"])
-            .values(service_date=beijing_today() - dt.timedelta(days=3))
+            update(DailyTrainStop)
+            .where(DailyTrainStop.daily_train_id == daily_id)
+            .values(day=DailyTrainStop.day - earlier)
         )
     r = await client.delete(f"/api/v1/passengers/{member['passengers'][0]}", headers=member["headers"])
     assert r.status_code == 204, r.text

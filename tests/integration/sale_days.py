@@ -128,6 +128,7 @@ async def sell_directly(
                     "passenger_id": 1,
                     "passenger_name": "测试",
                     "daily_train_id": daily.id,
+                    "service_date": daily.service_date,
                     "daily_seat_id": seat_id,
                     "seat_class": "second",
                     "seat_index": seat_index,

@@ -12,10 +12,12 @@ from sqlalchemy import delete, insert, select, update
 from railbook.adapters.db.engine import make_engine
 from railbook.adapters.db.models import DailySeat, DailyTrain, Member, Order, Ticket
 
+DATE = dt.date(2030, 1, 1)
+
 
 async def _seed(conn) -> tuple[int, int, int, str]:  # type: ignore[no-untyped-def]
     code = f"G{uuid.uuid4().int % 90000 + 10000}"
-    date = dt.date(2030, 1, 1)
+    date = DATE
     member_id = (
         await conn.execute(
             insert(Member)
@@ -34,7 +36,13 @@ async def _seed(conn) -> tuple[int, int, int, str]:  # type: ignore[no-untyped-d
         await conn.execute(
             insert(DailySeat)
             .values(
-                daily_train_id=train_id, seat_class="second", seat_index=0, carriage=1, seat_row=1, letter="A"
+                daily_train_id=train_id,
+                service_date=date,
+                seat_class="second",
+                seat_index=0,
+                carriage=1,
+                seat_row=1,
+                letter="A",
             )
             .returning(DailySeat.id)
         )
@@ -60,6 +68,7 @@ async def _seed(conn) -> tuple[int, int, int, str]:  # type: ignore[no-untyped-d
 
 def _ticket(member_id: int, train_id: int, seat_id: int, order_id: str, a: int, b: int) -> dict[str, object]:
     return dict(
+        service_date=DATE,
         id=str(uuid.uuid4()),
         order_id=order_id,
         member_id=member_id,

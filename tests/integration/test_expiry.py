@@ -61,6 +61,7 @@ async def _seed_day(c: Container, *, seats: int = 5) -> tuple[int, int, str, dt.
                     [
                         {
                             "daily_train_id": daily_id,
+                            "service_date": date,
                             "seat_class": "second",
                             "seat_index": i,
                             "carriage": 1,
@@ -128,6 +129,7 @@ async def _held_order(
                     "passenger_id": a.position + 1,
                     "passenger_name": "p",
                     "daily_train_id": daily_id,
+                    "service_date": date,
                     "daily_seat_id": seat_ids[a.seat_index],
                     "seat_class": "second",
                     "seat_index": a.seat_index,

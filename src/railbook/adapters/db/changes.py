@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from railbook.adapters.db.by_day import rows_by_order_id
 from railbook.adapters.db.models import Order, Ticket, TicketChange
 from railbook.adapters.db.order_batch import insert_for
 from railbook.adapters.db.payments import SessionTx, order_record
@@ -33,9 +34,10 @@ class ChangeReader:
 
     async def order(self, order_id: str) -> OrderRecord:
         """The ticket's order."""
-        return order_record(
-            (await self.session.execute(select(Order).where(Order.id == order_id))).scalar_one()
+        rows = await rows_by_order_id(
+            self.session, select(Order).where(Order.id == order_id), Order.service_date, order_id
         )
+        return order_record(rows[0][0])
 
     async def stop_time(self, daily_train_id: int, stop_index: int) -> StopTime | None:
         """When the train-day leaves this stop."""
@@ -96,9 +98,9 @@ class ChangeTx(SessionTx):
 
     async def lock_new_order(self, order_id: str) -> OrderRecord | None:
         """The change's new order, locked; None while it has not reached the database."""
-        new = (
-            await self.session.execute(select(Order).where(Order.id == order_id).with_for_update())
-        ).scalar_one_or_none()
+        stmt = select(Order).where(Order.id == order_id).with_for_update()
+        rows = await rows_by_order_id(self.session, stmt, Order.service_date, order_id)
+        new = rows[0][0] if rows else None
         if new is None:
             return None
         self.orders[new.id] = new
@@ -122,11 +124,12 @@ class ChangeTx(SessionTx):
 
     async def fare_of(self, order_id: str) -> int:
         """The fares of the order's held tickets (what its seats cost, whoever paid them)."""
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(Ticket.price_fen), 0)).where(
-                Ticket.order_id == order_id, Ticket.status.in_(HELD)
-            )
+        stmt = select(func.coalesce(func.sum(Ticket.price_fen), 0)).where(
+            Ticket.order_id == order_id, Ticket.status.in_(HELD)
         )
+        if order_id in self.orders:  # locked here: its date names the one partition to read
+            stmt = stmt.where(Ticket.service_date == self.orders[order_id].service_date)
+        total = await self.session.scalar(stmt)
         return int(total or 0)
 
     async def stop_time(self, daily_train_id: int, stop_index: int) -> StopTime | None:

@@ -22,11 +22,13 @@ ACTIVE_TICKET_STATUSES = ("UNPAID", "PAID")
 RETURNED_TICKET_STATUSES = ("REFUNDED", "CHANGED")
 
 
-async def active_masks(session: AsyncSession, daily_train_id: int) -> dict[str, dict[int, int]]:
+async def active_masks(session: AsyncSession, daily_train: DailyTrain) -> dict[str, dict[int, int]]:
     """Sold-segment masks derived from active tickets: class → seat index → mask."""
     rows = await session.execute(
         select(Ticket.seat_class, Ticket.seat_index, Ticket.from_index, Ticket.to_index).where(
-            Ticket.daily_train_id == daily_train_id, Ticket.status.in_(ACTIVE_TICKET_STATUSES)
+            Ticket.daily_train_id == daily_train.id,
+            Ticket.service_date == daily_train.service_date,
+            Ticket.status.in_(ACTIVE_TICKET_STATUSES),
         )
     )
     masks: dict[str, dict[int, int]] = defaultdict(dict)
@@ -46,13 +48,13 @@ async def _layout(session: AsyncSession, daily_train: DailyTrain) -> DayLayout:
             DailySeat.seat_row,
             DailySeat.letter,
         )
-        .where(DailySeat.daily_train_id == daily_train.id)
+        .where(DailySeat.daily_train_id == daily_train.id, DailySeat.service_date == daily_train.service_date)
         .order_by(DailySeat.seat_class, DailySeat.seat_index)
     )
     seats: dict[str, list[Seat]] = defaultdict(list)
     for r in rows.all():
         seats[r.seat_class].append(Seat(r.seat_index, r.carriage, r.seat_row, r.letter))
-    sold = await active_masks(session, daily_train.id)
+    sold = await active_masks(session, daily_train)
     masks = {
         cls: [sold.get(cls, {}).get(i, 0) for i in range(len(class_list))]
         for cls, class_list in seats.items()
@@ -83,6 +85,7 @@ async def _record(session: AsyncSession, daily_train: DailyTrain) -> DayRecord:
             await session.execute(
                 select(Order.id).where(
                     Order.daily_train_id == daily_train.id,
+                    Order.service_date == daily_train.service_date,
                     Order.status == "CANCEL",
                     Order.released_at.is_(None),
                 )
@@ -93,6 +96,7 @@ async def _record(session: AsyncSession, daily_train: DailyTrain) -> DayRecord:
         await session.execute(
             select(Ticket.id, Ticket.status).where(
                 Ticket.daily_train_id == daily_train.id,
+                Ticket.service_date == daily_train.service_date,
                 Ticket.status.in_(RETURNED_TICKET_STATUSES),
                 Ticket.released_at.is_(None),
             )
@@ -101,13 +105,14 @@ async def _record(session: AsyncSession, daily_train: DailyTrain) -> DayRecord:
     return DayRecord(layout, orders, tuple((t, st) for t, st in tickets))
 
 
-async def _unconfirmed_releases(session: AsyncSession, daily_train_id: int) -> int:
+async def _unconfirmed_releases(session: AsyncSession, daily_train: DailyTrain) -> int:
     """Cancels and returned tickets of the day whose seat release is not confirmed yet."""
     orders = (
         await session.execute(
             select(Order.id)
             .where(
-                Order.daily_train_id == daily_train_id,
+                Order.daily_train_id == daily_train.id,
+                Order.service_date == daily_train.service_date,
                 Order.status == "CANCEL",
                 Order.released_at.is_(None),
             )
@@ -118,7 +123,8 @@ async def _unconfirmed_releases(session: AsyncSession, daily_train_id: int) -> i
         await session.execute(
             select(Ticket.id)
             .where(
-                Ticket.daily_train_id == daily_train_id,
+                Ticket.daily_train_id == daily_train.id,
+                Ticket.service_date == daily_train.service_date,
                 Ticket.status.in_(RETURNED_TICKET_STATUSES),
                 Ticket.released_at.is_(None),
             )
@@ -216,8 +222,12 @@ class SqlDayRecords:
                         Ticket.seat_index,
                         Ticket.from_index,
                         Ticket.to_index,
-                    ).where(Ticket.daily_train_id == daily[0].id, Ticket.status.in_(ACTIVE_TICKET_STATUSES))
+                    ).where(
+                        Ticket.daily_train_id == daily[0].id,
+                        Ticket.service_date == date,
+                        Ticket.status.in_(ACTIVE_TICKET_STATUSES),
+                    )
                 )
             ).all()
-            pending = await _unconfirmed_releases(session, daily[0].id) if with_releases else 0
+            pending = await _unconfirmed_releases(session, daily[0]) if with_releases else 0
         return DayHolders(tuple(ActiveTicket(*row) for row in rows), pending)

@@ -1,7 +1,9 @@
 """SQLAlchemy tables (the system of record). Mapped to domain types explicitly in repositories.
 
 Runs on PostgreSQL (asyncpg) and SQLite (aiosqlite). PostgreSQL-only parts (the ticket
-``segments`` range and its exclusion constraint) are added by the migration, not here.
+``segments`` range and its exclusion constraint) are added by the migration, not here; so is, on
+PostgreSQL, the partitioning of the per-day records (``order``, ``ticket``, ``daily_seat``) by
+service date, whose keys then include ``service_date`` (docs/partitions.md).
 Money is held in fen (1/100 yuan) as integers.
 """
 
@@ -140,6 +142,7 @@ class DailySeat(Base):
     __table_args__ = (UniqueConstraint("daily_train_id", "seat_class", "seat_index"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     daily_train_id: Mapped[int] = mapped_column(ForeignKey("daily_train.id", ondelete="CASCADE"))
+    service_date: Mapped[dt.date] = mapped_column(Date)  # the daily train's (the partition key)
     seat_class: Mapped[str] = mapped_column(String(16))
     seat_index: Mapped[int] = mapped_column(Integer)  # number within the class, as the allocators use it
     carriage: Mapped[int] = mapped_column(SmallInteger)
@@ -222,6 +225,9 @@ class Order(Base):
     # Set once a cancelled order's seats are back in the allocator; NULL on a CANCEL order means
     # the release after commit has not been confirmed, and the expiry job retries it (idempotently).
     released_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The row's identity as PostgreSQL keys it (partitioned by date): an ORM update names the date,
+    # so it touches one partition.
+    __mapper_args__ = {"primary_key": [id, service_date]}
 
 
 class Ticket(Base):
@@ -249,6 +255,7 @@ class Ticket(Base):
     passenger_id: Mapped[int] = mapped_column(BigId)
     passenger_name: Mapped[str] = mapped_column(String(64))
     daily_train_id: Mapped[int] = mapped_column(ForeignKey("daily_train.id"))
+    service_date: Mapped[dt.date] = mapped_column(Date)  # the order's (the partition key)
     daily_seat_id: Mapped[int] = mapped_column(ForeignKey("daily_seat.id"))
     seat_class: Mapped[str] = mapped_column(String(16))
     seat_index: Mapped[int] = mapped_column(Integer)
@@ -263,6 +270,7 @@ class Ticket(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Set once a refunded or changed ticket's seat is back in the allocator (retried while NULL).
     released_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    __mapper_args__ = {"primary_key": [id, service_date]}  # as for Order
 
 
 class Payment(Base):

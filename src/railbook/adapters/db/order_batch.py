@@ -30,13 +30,15 @@ class SeatIds:
 
     by_day: dict[int, dict[tuple[str, int], int]] = field(default_factory=dict)
 
-    async def ids(self, session: AsyncSession, daily_train_id: int) -> dict[tuple[str, int], int]:
+    async def ids(
+        self, session: AsyncSession, daily_train_id: int, date: dt.date
+    ) -> dict[tuple[str, int], int]:
         known = self.by_day.get(daily_train_id)
         if known is None:
             rows = (
                 await session.execute(
                     select(DailySeat.seat_class, DailySeat.seat_index, DailySeat.id).where(
-                        DailySeat.daily_train_id == daily_train_id
+                        DailySeat.daily_train_id == daily_train_id, DailySeat.service_date == date
                     )
                 )
             ).all()
@@ -52,6 +54,12 @@ def insert_for(session: AsyncSession, model: Any) -> Any:
     if session.bind.dialect.name == "postgresql":
         return pg_insert(model)
     return sqlite_insert(model)
+
+
+def record_key(session: AsyncSession) -> list[str]:
+    """The primary key of ``order`` and ``ticket``: on PostgreSQL, whose tables are partitioned by
+    service date, it includes the date (an id carries its date, so this is as strong as the id)."""
+    return ["id", "service_date"] if session.bind.dialect.name == "postgresql" else ["id"]
 
 
 def order_row(
@@ -104,6 +112,7 @@ def _ticket_rows(msg: OrderMessage, seat_ids: Mapping[tuple[str, int], int]) -> 
                 "passenger_id": int(passenger["passenger_id"]),
                 "passenger_name": str(passenger.get("name", "")),
                 "daily_train_id": msg.daily_train_id,
+                "service_date": msg.date,
                 "daily_seat_id": seat_ids[(seat_class, index)],
                 "seat_class": seat_class,
                 "seat_index": index,
@@ -163,7 +172,7 @@ _PG_ORDERS = text(
         AS o(id, member_id, daily_train_id, train_code, service_date, from_index, to_index,
         from_station, to_station, total_fen, request, idempotency_key, request_hash, pay_deadline,
         created_at)
-    ON CONFLICT (id) DO NOTHING
+    ON CONFLICT (id, service_date) DO NOTHING
     RETURNING id
     """
 )
@@ -171,20 +180,21 @@ _PG_ORDERS = text(
 _PG_TICKETS = text(
     """
     INSERT INTO ticket (id, order_id, member_id, passenger_id, passenger_name, daily_train_id,
-        daily_seat_id, seat_class, seat_index, seat_name, from_index, to_index, price_fen, fare_type,
-        status, created_at, updated_at)
+        service_date, daily_seat_id, seat_class, seat_index, seat_name, from_index, to_index, price_fen,
+        fare_type, status, created_at, updated_at)
     SELECT t.id, t.order_id, t.member_id, t.passenger_id, t.passenger_name, t.daily_train_id,
-        t.daily_seat_id, t.seat_class, t.seat_index, t.seat_name, t.from_index, t.to_index,
-        t.price_fen, t.fare_type, :status, t.created_at, :now
+        t.service_date, t.daily_seat_id, t.seat_class, t.seat_index, t.seat_name, t.from_index,
+        t.to_index, t.price_fen, t.fare_type, :status, t.created_at, :now
     FROM unnest(CAST(:id AS varchar[]), CAST(:order_id AS varchar[]), CAST(:member_id AS bigint[]),
         CAST(:passenger_id AS bigint[]), CAST(:passenger_name AS varchar[]),
-        CAST(:daily_train_id AS bigint[]), CAST(:daily_seat_id AS bigint[]),
+        CAST(:daily_train_id AS bigint[]), CAST(:service_date AS date[]), CAST(:daily_seat_id AS bigint[]),
         CAST(:seat_class AS varchar[]), CAST(:seat_index AS int[]), CAST(:seat_name AS varchar[]),
         CAST(:from_index AS smallint[]), CAST(:to_index AS smallint[]), CAST(:price_fen AS int[]),
         CAST(:fare_type AS varchar[]), CAST(:created_at AS timestamptz[]))
-        AS t(id, order_id, member_id, passenger_id, passenger_name, daily_train_id, daily_seat_id,
-        seat_class, seat_index, seat_name, from_index, to_index, price_fen, fare_type, created_at)
-    ON CONFLICT (id) DO NOTHING
+        AS t(id, order_id, member_id, passenger_id, passenger_name, daily_train_id, service_date,
+        daily_seat_id, seat_class, seat_index, seat_name, from_index, to_index, price_fen, fare_type,
+        created_at)
+    ON CONFLICT (id, service_date) DO NOTHING
     """
 )
 _PG_OUTBOX = text(
@@ -216,7 +226,7 @@ async def _write_pg(
     for m in messages:
         if m.order_id not in inserted:
             continue
-        issued = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id))
+        issued = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id, m.date))
         for ticket in issued:
             for name in _TICKET_COLUMNS:
                 tickets[name].append(ticket[name])
@@ -254,6 +264,7 @@ _TICKET_COLUMNS = (
     "passenger_id",
     "passenger_name",
     "daily_train_id",
+    "service_date",
     "daily_seat_id",
     "seat_class",
     "seat_index",
@@ -273,14 +284,14 @@ async def write_batch(
     if session.bind.dialect.name == "postgresql":
         return await _write_pg(session, seat_ids, messages, deadline)
     order_rows = [order_row(m, COMMITTED, deadline) for m in messages]
-    stmt = insert_for(session, Order.__table__).on_conflict_do_nothing(index_elements=["id"])
+    stmt = insert_for(session, Order.__table__).on_conflict_do_nothing(index_elements=record_key(session))
     inserted = {row[0] for row in (await session.execute(stmt.returning(Order.__table__.c.id), order_rows))}
     ticket_rows: list[dict[str, Any]] = []
     outbox_rows: list[dict[str, Any]] = []
     for m in messages:
         if m.order_id not in inserted:
             continue
-        rows = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id))
+        rows = _ticket_rows(m, await seat_ids.ids(session, m.daily_train_id, m.date))
         ticket_rows.extend(rows)
         outbox_rows.append(
             {
@@ -292,7 +303,9 @@ async def write_batch(
         )
     if ticket_rows:
         # Conflict target is the primary key only: an exclusion-constraint violation must raise.
-        tstmt = insert_for(session, Ticket.__table__).on_conflict_do_nothing(index_elements=["id"])
+        tstmt = insert_for(session, Ticket.__table__).on_conflict_do_nothing(
+            index_elements=record_key(session)
+        )
         await session.execute(tstmt, ticket_rows)
     if outbox_rows:
         await session.execute(insert(cast(Table, Outbox.__table__)), outbox_rows)  # Core: no ORM bulk step

@@ -19,6 +19,7 @@ from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from railbook.adapters.db.by_day import rows_by_order_id
 from railbook.adapters.db.models import DailyTrainStop, Order, Payment, Ticket, TicketChange
 from railbook.domain.timetable import boarding_date, departure_day
 from railbook.kit.clock import as_utc
@@ -175,7 +176,10 @@ async def _views(conn: AsyncConnection, orders: Sequence[Row[Any]]) -> list[Orde
         await conn.execute(
             select(*TICKET_COLUMNS)
             .select_from(_TICKETS_REFUNDS)
-            .where(_ticket.order_id.in_([o.id for o in orders]))
+            .where(
+                _ticket.order_id.in_([o.id for o in orders]),
+                _ticket.service_date.in_(sorted({o.service_date for o in orders})),
+            )
         )
     ).all()
     by_order: dict[str, list[Row[Any]]] = {}
@@ -199,7 +203,10 @@ class DbOrderReads:
             .where(_order.id.in_(list(order_ids)), _order.member_id == member_id)
         )
         async with self.engine.connect() as conn:
-            orders = (await conn.execute(stmt)).all()
+            if len(order_ids) == 1:  # a passenger's poll: read from the order's date's partition
+                orders = await rows_by_order_id(conn, stmt, _order.service_date, order_ids[0])
+            else:
+                orders = (await conn.execute(stmt)).all()
             return {v.order_id: v for v in await _views(conn, orders)}
 
     async def page(

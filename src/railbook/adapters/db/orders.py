@@ -12,8 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from railbook.adapters.db.by_day import rows_by_order_id
 from railbook.adapters.db.models import DailyTrainStop, Order, Ticket
-from railbook.adapters.db.order_batch import FAILED, SeatIds, insert_for, order_row, write_batch
+from railbook.adapters.db.order_batch import FAILED, SeatIds, insert_for, order_row, record_key, write_batch
 from railbook.domain.fees import departure_at
 from railbook.domain.order_state import TicketStatus
 from railbook.domain.sale import Trip, train_day_name
@@ -35,7 +36,9 @@ class _OrderTransaction:
         self, messages: Sequence[OrderMessage], code: str, message: str, *, returning: bool = False
     ) -> set[str]:
         rows = [order_row(m, FAILED, 0, error=code, error_message=message) for m in messages]
-        stmt = insert_for(self.session, Order.__table__).on_conflict_do_nothing(index_elements=["id"])
+        stmt = insert_for(self.session, Order.__table__).on_conflict_do_nothing(
+            index_elements=record_key(self.session)
+        )
         if not returning:
             await self.session.execute(stmt, rows)
             return set()
@@ -81,6 +84,7 @@ class DbOrderStore:
                 await session.execute(
                     select(Ticket.seat_class, Ticket.seat_index, Ticket.from_index, Ticket.to_index).where(
                         Ticket.daily_train_id == msg.daily_train_id,
+                        Ticket.service_date == msg.date,
                         Ticket.status.in_([TicketStatus.UNPAID.value, TicketStatus.PAID.value]),
                         Ticket.seat_index.in_(sorted(wanted)),
                         Ticket.from_index < msg.to_index,
@@ -135,6 +139,7 @@ class DbOrderStore:
         (an order and its tickets are committed together, so one snapshot sees both or neither)."""
         held = and_(
             _ticket.order_id == _order.id,
+            _ticket.service_date == _order.service_date,
             _ticket.passenger_id == passenger_id,
             _ticket.status.in_(_HELD),
         )
@@ -145,7 +150,8 @@ class DbOrderStore:
             .limit(1)
         )
         async with self.engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
+            rows = await rows_by_order_id(conn, stmt, _order.service_date, order_id)
+        row = rows[0] if rows else None
         return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
 
     async def held_trips(self, passenger_ids: Sequence[int] | None, since: dt.date) -> list[RecordedTrip]:

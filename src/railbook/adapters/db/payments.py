@@ -17,6 +17,7 @@ from sqlalchemy import Row, Select, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from railbook.adapters.db.by_day import rows_by_order_id, rows_by_order_id_bound
 from railbook.adapters.db.models import Order, Outbox, Payment, Ticket, TicketChange
 from railbook.domain.order_state import ChangeStatus, OrderStatus, PaymentStatus, TicketStatus
 from railbook.services.after_sale.ports import (
@@ -101,7 +102,8 @@ class SessionTx(OutboxTx):
         )
         if member_id is not None:
             stmt = stmt.where(Order.member_id == member_id)
-        order = (await self.session.execute(stmt)).scalar_one_or_none()
+        rows = await rows_by_order_id(self.session, stmt, Order.service_date, order_id)
+        order = rows[0][0] if rows else None
         if order is not None:
             self.orders[order.id] = order
         return order
@@ -128,7 +130,11 @@ class SessionTx(OutboxTx):
         order.released_at = None
         cancelled = await self.session.execute(
             update(Ticket)
-            .where(Ticket.order_id == order.id, Ticket.status == TicketStatus.UNPAID.value)
+            .where(
+                Ticket.order_id == order.id,
+                Ticket.service_date == order.service_date,
+                Ticket.status == TicketStatus.UNPAID.value,
+            )
             .values(status=TicketStatus.CANCELLED.value, updated_at=now)
             .returning(*_TICKET_FIELDS)
         )
@@ -140,7 +146,11 @@ class SessionTx(OutboxTx):
         order.updated_at = now
         await self.session.execute(
             update(Ticket)
-            .where(Ticket.order_id == order.id, Ticket.status == TicketStatus.UNPAID.value)
+            .where(
+                Ticket.order_id == order.id,
+                Ticket.service_date == order.service_date,
+                Ticket.status == TicketStatus.UNPAID.value,
+            )
             .values(status=TicketStatus.PAID.value, updated_at=now)
         )
 
@@ -226,12 +236,17 @@ _PAID_WITH_KEY = (
 )
 
 
-def _lock_statement(*extra: Any, by_member: bool) -> Select[Any]:
+# A lock by order id: the statement on the date's partition (``service_date`` bound), and on every one.
+_Locking = tuple[Select[Any], Select[Any]]
+
+
+def _lock_statement(*extra: Any, by_member: bool) -> _Locking:
     """The order row locked for the transaction (with ``extra`` columns), by id and maybe member."""
     stmt = select(*_ORDER_FIELDS, *extra).where(_order.id == bindparam("order_id"))
     if by_member:
         stmt = stmt.where(_order.member_id == bindparam("member_id"))
-    return stmt.with_for_update(of=Order.__table__)
+    dated = stmt.where(_order.service_date == bindparam("service_date"))
+    return dated.with_for_update(of=Order.__table__), stmt.with_for_update(of=Order.__table__)
 
 
 _LOCK = {by_member: _lock_statement(by_member=by_member) for by_member in (False, True)}
@@ -267,11 +282,11 @@ class PaymentTx:
         return found
 
     async def _lock(
-        self, stmt: Select[Any], order_id: str, member_id: int | None, **params: Any
+        self, stmts: _Locking, order_id: str, member_id: int | None, **params: Any
     ) -> Row[Any] | None:
-        row = (
-            await self.conn.execute(stmt, {"order_id": order_id, "member_id": member_id, **params})
-        ).first()
+        bound = {"order_id": order_id, "member_id": member_id, **params}
+        rows = await rows_by_order_id_bound(self.conn, stmts, bound, order_id)
+        row = rows[0] if rows else None
         if row is not None:
             self._locked[order_id] = OrderRecord(*row[: len(_ORDER_FIELDS)])
         return row
@@ -326,6 +341,7 @@ class PaymentTx:
                 _PG_MARK_PAID,
                 {
                     **payment,
+                    "service_date": order.service_date,
                     "paid": PaymentStatus.PAID.value,
                     "ticket_paid": TicketStatus.PAID.value,
                     "unpaid": TicketStatus.UNPAID.value,
@@ -354,14 +370,16 @@ class PaymentTx:
 
 PAID_TOPIC = "order.paid"
 # PostgreSQL: the four writes of a payment in one statement (one round trip, one plan prepared per
-# connection); the data-modifying CTEs all run, whether or not the outer query reads them.
+# connection); the data-modifying CTEs all run, whether or not the outer query reads them. The
+# locked order's service date names the one partition of ``order`` and ``ticket`` they touch.
 _PG_MARK_PAID = text(
     f"""
     WITH paid_order AS (
-        UPDATE "order" SET payment_status = :paid, updated_at = :created_at WHERE id = :order_id
+        UPDATE "order" SET payment_status = :paid, updated_at = :created_at
+        WHERE id = :order_id AND service_date = :service_date
     ), paid_tickets AS (
         UPDATE ticket SET status = :ticket_paid, updated_at = :created_at
-        WHERE order_id = :order_id AND status = :unpaid
+        WHERE order_id = :order_id AND service_date = :service_date AND status = :unpaid
         RETURNING passenger_id
     ), payment_row AS (
         INSERT INTO payment (order_id, provider, provider_ref, kind, amount_fen, status,

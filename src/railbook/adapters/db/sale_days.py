@@ -22,14 +22,15 @@ from railbook.adapters.db.models import (
     Train,
     TrainStop,
 )
+from railbook.adapters.db.partitions import prepare_day
 from railbook.domain.seating import CarriageSpec
 from railbook.services.sales.ports import TimetableTrain
 
 # Seats are numbered per class in (carriage, row, letter) order, which is the order of
 # domain.seating.class_seats because every class's letters are listed in sorted order.
 _COPY_SEATS = text("""
-INSERT INTO daily_seat (daily_train_id, seat_class, seat_index, carriage, seat_row, letter)
-SELECT d.id, s.seat_class,
+INSERT INTO daily_seat (daily_train_id, service_date, seat_class, seat_index, carriage, seat_row, letter)
+SELECT d.id, d.service_date, s.seat_class,
        row_number() OVER (
            PARTITION BY d.id, s.seat_class ORDER BY c.carriage_index, s.seat_row, s.letter) - 1,
        c.carriage_index, s.seat_row, s.letter
@@ -174,6 +175,10 @@ class SqlSaleDays:
             for c in carriages.all():
                 trains[c.train_id].carriages.append(CarriageSpec(c.carriage_index, c.seat_class, c.rows))
         return list(trains.values())
+
+    async def prepare_date(self, date: dt.date) -> int:
+        """The date's partitions on PostgreSQL (``partitions.prepare_day``); nothing on SQLite."""
+        return await prepare_day(self._sessionmaker, date)
 
     @asynccontextmanager
     async def opening(self) -> AsyncIterator[SqlOpening]:

@@ -232,7 +232,7 @@ async def _admit_and_enqueue(
         if claim is None:
             raise
         return _accepted_from_claim(claim, request_hash)
-    order_id = issue_order_id(container.jwt_secret, member_id)
+    order_id = issue_order_id(container.jwt_secret, member_id, day.date)
     fares = _fares(day, request, i, j, names)
     args = (container, guard, day, member_id, request, i, j, fares, order_id, idempotency_key, request_hash)
     try:

@@ -42,6 +42,24 @@ def idempotency_hash_token(member_id: int, key: str) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
+# An order id carrying its service date has this byte at index 9 and the date in bytes 10-11
+# (days after ORDER_DATE_EPOCH); the layout is ``order_ids``'s.
+DATED = 0xD8
+ORDER_DATE_EPOCH = dt.date(2000, 1, 1)
+
+
+def order_id_date(order_id: str) -> dt.date | None:
+    """The service date an order id carries, or None (an id issued without one, or not an id at all).
+    A hint to find the order by, not a proof: see ``order_ids``."""
+    try:
+        raw = uuid.UUID(order_id).bytes
+    except (ValueError, AttributeError, TypeError):
+        return None
+    if raw[9] != DATED or raw[6] >> 4 != 7:
+        return None
+    return ORDER_DATE_EPOCH + dt.timedelta(days=int.from_bytes(raw[10:12], "big"))
+
+
 def ticket_id(order_id: str, position: int) -> str:
     """Deterministic per (order, passenger position): a redelivered message inserts nothing new."""
     return str(uuid.uuid5(uuid.UUID(order_id), f"ticket:{position}"))

@@ -49,6 +49,7 @@ async def _open_one_date(
     store: SaleDayStore, timetable: Sequence[TimetableTrain], date: dt.date
 ) -> tuple[list[TimetableTrain], list[str]]:
     """Freeze every timetable train not yet open on ``date``; returns (opened, already open codes)."""
+    await store.prepare_date(date)
     async with store.opening() as tx:
         existing = await tx.open_codes(date)
         candidates = [t for t in timetable if t.code not in existing]

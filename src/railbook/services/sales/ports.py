@@ -8,6 +8,7 @@ import datetime as dt
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from railbook.config import Settings
@@ -101,6 +102,12 @@ class SaleDayStore(Protocol):
         """Every train with its stops and carriages, by code (fares left empty)."""
         ...
 
+    async def prepare_date(self, date: dt.date) -> int:
+        """Make room for a date's records before it opens (on PostgreSQL its partitions, in a short
+        transaction of their own); returns how many tables were made. Raises when that fails: a date
+        opens only with its partitions."""
+        ...
+
     def opening(self) -> AbstractAsyncContextManager[OpeningTransaction]:
         """One transaction opening one date: commits when the block ends, rolls back on an exception."""
         ...
@@ -181,3 +188,36 @@ class DrainAwareAllocator(Protocol):
         expected_epoch: str,
         drained_mark: str,
     ) -> int: ...
+
+
+class ArchiveRefused(Exception):
+    """A date cannot be archived yet; ``reasons`` says why, one line each."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = list(reasons)
+
+
+class DayArchive(Protocol):
+    """Past service dates' records, taken out of the system of record into files (PostgreSQL)."""
+
+    async def dates(self, before: dt.date) -> list[dt.date]:
+        """Dates before ``before`` that still have records, oldest first."""
+        ...
+
+    async def refusals(self, date: dt.date, today: dt.date) -> list[str]:
+        """Why ``date`` cannot be archived yet (empty: it can be)."""
+        ...
+
+    async def detach(self, date: dt.date, today: dt.date) -> None:
+        """Take the date's records out of reach of the order path; raises ``ArchiveRefused`` (and
+        changes nothing) when a refusal shows once nothing can change them any more."""
+        ...
+
+    async def export(self, date: dt.date, out: Path) -> dict[str, int]:
+        """Write the date's records under ``out``; rows per table."""
+        ...
+
+    async def drop(self, date: dt.date) -> None:
+        """Remove the date's exported records."""
+        ...
