@@ -287,11 +287,16 @@ async def test_change_makes_the_old_ticket_changed_once_the_new_order_holds(
     assert [t["status"] for t in new["tickets"]] == ["PAID"]
     old = (await client.get(f"/api/v1/orders/{order['order_id']}", headers=member["headers"])).json()
     assert [t["status"] for t in old["tickets"]] == ["CHANGED"]
-    async with container_of(client).sessionmaker() as session:
-        released = (
-            await session.execute(select(Ticket.released_at).where(Ticket.id == ticket["ticket_id"]))
-        ).scalar_one()
-    assert released is not None
+
+    async def released() -> dt.datetime | None:
+        # The old seat goes back right after the change's commit (by whoever applied it).
+        async with container_of(client).sessionmaker() as session:
+            at: dt.datetime | None = (
+                await session.execute(select(Ticket.released_at).where(Ticket.id == ticket["ticket_id"]))
+            ).scalar_one()
+        return at
+
+    await wait_until(released, timeout=15.0, what="the old seat to be confirmed back")
     # The old seat is back on sale: the whole carriage can be booked on the old day again.
     other = await member_with(client, 5)
     await held_order(client, other, journey(train, 4, other["passengers"]))

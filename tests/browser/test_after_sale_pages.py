@@ -95,8 +95,9 @@ async def test_waitlist_from_a_sold_out_result(page: Any, site: Site) -> None:
     assert await page.is_visible("#waitlist-note")
     assert await page.is_hidden("#seat-map-box")
     assert await page.text_content("#book-submit") == "提交候补订单"
-    # Wait two hours at most (the deadline is typed in the browser's local time).
-    deadline = (dt.datetime.now() + dt.timedelta(hours=2)).replace(second=0, microsecond=0)
+    # Wait two hours at most (the deadline is typed in Beijing time, whatever the browser's zone).
+    beijing = dt.timezone(dt.timedelta(hours=8))
+    deadline = (dt.datetime.now(beijing) + dt.timedelta(hours=2)).replace(second=0, microsecond=0)
     await page.fill("#waitlist-deadline", deadline.strftime("%Y-%m-%dT%H:%M"))
     await page.click("#book-submit")
     await page.wait_for_url("**/waitlist")
@@ -106,7 +107,7 @@ async def test_waitlist_from_a_sold_out_result(page: Any, site: Site) -> None:
     assert "候补中" in (await entry.text_content() or "")
     assert "截止" in (await entry.locator(".waitlist-deadline").text_content() or "")
     [kept] = [w for w in member.call("GET", "/api/v1/waitlist") if w["train_code"] == code]
-    assert dt.datetime.fromisoformat(kept["deadline"]) == deadline.astimezone(dt.UTC)
+    assert dt.datetime.fromisoformat(kept["deadline"]) == deadline
     await snap(page, "waitlist-desktop")
 
     page.once("dialog", lambda dialog: dialog.accept())
