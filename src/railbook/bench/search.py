@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,53 +40,11 @@ from urllib.parse import quote, urlsplit
 from rich.console import Console
 from rich.table import Table
 
+from railbook.bench.site import PG_ADMIN
+from railbook.bench.wire import KeepAliveClient, cpu_seconds, free_port, process_tree
 from railbook.kit.clock import beijing_today
 
 console = Console(width=160)  # the table is wide; keep it whole in logs and pipes too
-PG_ADMIN_DSN = os.environ.get("RAILBOOK_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class KeepAliveClient:
-    """One persistent HTTP/1.1 connection: GET, read the status line, headers and Content-Length body."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def get(self, path: str) -> int:
-        if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
-        try:
-            head = await self.reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            await self.close()
-            raise
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        if length:
-            await self.reader.readexactly(length)
-        return status
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            try:
-                await self.writer.wait_closed()
-            except Exception:  # the peer may be gone already
-                pass
-        self.reader = self.writer = None
 
 
 @dataclass
@@ -189,7 +146,7 @@ async def _drive(
         except StopIteration:  # a warm-up share is done
             return
         try:
-            status = await client.get(target)
+            status = (await client.request("GET", target)).status
         except (OSError, asyncio.IncompleteReadError):
             slot["errors"] += 1
             await asyncio.sleep(0.01)
@@ -201,14 +158,9 @@ async def _drive(
         buckets[window] = buckets.get(window, 0) + 1
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux ``/proc``); None where unavailable."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its descendants (``serve``'s API and worker processes)."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))
 
 
 def _run_slices(
@@ -220,14 +172,12 @@ def _run_slices(
     cpu: dict[str, dict[str, float]] = {}
     for mix, begin, end in plans[0].slices if watch else []:
         time.sleep(max(0.0, begin - time.time()))
-        before = {name: _cpu_seconds(pid) for name, pid in watch.items()}
+        before = {name: _tree_cpu(pid) for name, pid in watch.items()}
         time.sleep(max(0.0, end - time.time()))
         name = mix.split(":")[0]
         for who, pid in watch.items():
-            after, was = _cpu_seconds(pid), before[who]
-            if after is not None and was is not None:
-                cpu.setdefault(name, {}).setdefault(who, 0.0)
-                cpu[name][who] += after - was
+            cpu.setdefault(name, {}).setdefault(who, 0.0)
+            cpu[name][who] += _tree_cpu(pid) - before[who]
     phases: dict[str, Phase] = {}
     for future in futures:
         for name, part in future.result().items():
@@ -303,8 +253,8 @@ def _start_site() -> Site:
 
     database = f"railbook_bench_{uuid.uuid4().hex[:8]}"
     admin_sql(f'CREATE DATABASE "{database}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    redis_port, http_port = _free_port(), _free_port()
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    redis_port, http_port = free_port(), free_port()
     site = Site(
         f"http://127.0.0.1:{http_port}",
         f"redis://127.0.0.1:{redis_port}/0",
@@ -345,7 +295,7 @@ async def _wait_ready(host: str, port: int, within: float = 180.0) -> None:
     client = KeepAliveClient(host, port)
     while time.perf_counter() < deadline:
         try:
-            if await client.get("/readyz") == 200:
+            if (await client.request("GET", "/readyz")).status == 200:
                 await client.close()
                 return
         except (OSError, asyncio.IncompleteReadError, ValueError):
