@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     rate_limits: str = "on"  # "off" disables per-client limits and captcha (load tests)
     member_orders_per_minute: int = 20
     ip_requests_per_second: int = 200
+    # Requests one server process works on at once; the next ones wait their turn (first come, first
+    # served) for at most ``queue_wait_seconds``, then are answered 503 SERVER_BUSY with Retry-After.
+    # Under a crowd this keeps a turn of the event loop short, so a transaction holds its pooled
+    # connection for milliseconds, not for as long as a thousand other requests take their turns.
+    # Health, readiness and metrics never wait. 0: no bound.
+    max_in_flight: int = Field(default=64, ge=0)
+    queue_wait_seconds: float = Field(default=10.0, gt=0, le=60)
     # Anti-bot (API.md "Anti-bot"): failed logins in a window before a login needs a captcha, per
     # mobile and per client address; orders of one member in a minute before each further order
     # needs one; how long a captcha can be answered. RATE_LIMITS=off turns these challenges off.

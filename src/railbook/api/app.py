@@ -92,7 +92,9 @@ def create_app(
     app.include_router(web.router)
     web.mount_static(app)
     install_openapi(app)
-    app.add_middleware(GuardMiddleware)
+    app.add_middleware(
+        GuardMiddleware, max_in_flight=settings.max_in_flight, queue_wait_s=settings.queue_wait_seconds
+    )
     return app
 
 

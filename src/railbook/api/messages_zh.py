@@ -80,4 +80,5 @@ MESSAGES_ZH: dict[str, str] = {
     "CAPTCHA_REQUIRED": "请先完成验证码校验。",
     "SALE_BUSY": "该车次当日购票人数过多，请稍后重试。",
     "LOGIN_BUSY": "登录人数过多，请稍后重试。",
+    "SERVER_BUSY": "系统繁忙，请稍后重试。",
 }

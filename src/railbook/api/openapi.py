@@ -9,8 +9,9 @@ envelope's schema (``api.errors.ErrorEnvelope``) and the codes it carries:
 - 400, 413 and 422 where a body is read (a JSON body that is not UTF-8, which FastAPI refuses before
   validation; the guard's size limit; validation, NUL and lone surrogates), 422 wherever there is
   any input (query, path, header, body);
-- 503 + ``Retry-After`` wherever a store is asked (the guard answers a store outage so), 429 +
-  ``Retry-After`` where per-client limits apply;
+- 503 + ``Retry-After`` wherever a store is asked (the guard answers a store outage so) and wherever
+  a request may wait for its turn (``SERVER_BUSY``: all but the probes), 429 + ``Retry-After`` where
+  per-client limits apply;
 - the conflicts (409), refusals (403) and domain codes of each operation, from ``ROUTE_ERRORS``.
 
 Routes are read from the app, so a new route gets the structural answers without a word here.
@@ -29,6 +30,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from railbook.api.deps import current_principal, require_admin
 from railbook.api.errors import HTTP_CODES, ErrorEnvelope, status_of_kind
+from railbook.api.middleware import UNQUEUED_PATHS
 from railbook.domain import errors as e
 from railbook.domain.fees import RefundAfterDeparture
 from railbook.services.after_sale.payment import BadSignature
@@ -232,6 +234,8 @@ def error_statuses(method: str, path: str, route: Any) -> dict[int, list[str]]:
         add(status_of_kind(cls), cls.code)
     if (method, path) not in NO_STORE:
         add(503, "UNAVAILABLE")
+    if path not in UNQUEUED_PATHS:
+        add(503, e.ServerBusy.code)
     return statuses
 
 

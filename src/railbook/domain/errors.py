@@ -296,6 +296,13 @@ class LoginBusy(Unavailable):
     code = "LOGIN_BUSY"
 
 
+class ServerBusy(Unavailable):
+    """The server process has waited its longest for a turn to work on the request (system-wide
+    protection: ``MAX_IN_FLIGHT``)."""
+
+    code = "SERVER_BUSY"
+
+
 class Blocked(Forbidden):
     """The mobile or address is on the admin blocklist."""
 
