@@ -101,6 +101,12 @@ def bench_flash_sale(
         help="railbook's API nodes: 'railbook api' processes on a port each, the crowd spread over them.",
     ),
     committers: int = typer.Option(1, min=1, help="railbook's committers: 'railbook worker' processes."),
+    setting: list[str] = typer.Option(
+        [],
+        "--setting",
+        help="A setting of railbook's processes, NAME=VALUE without the RAILBOOK_ prefix (e.g. "
+        "MAX_IN_FLIGHT=0); may be given again.",
+    ),
     out: Path = typer.Option(Path("bench-results"), help="Where the JSON result and the plots go."),
     plots: bool = typer.Option(True, help="Draw the PNG plots (needs matplotlib: the bench extra)."),
 ) -> None:
@@ -112,6 +118,12 @@ def bench_flash_sale(
     if design not in ("railbook", "naive", "both"):
         raise typer.BadParameter("railbook, naive or both")
     designs = ["railbook", "naive"] if design == "both" else [design]
+    settings = {}
+    for item in setting:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise typer.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--setting")
+        settings[f"RAILBOOK_{name.upper()}"] = value
     scenario = Scenario(
         members=members, trains=trains, stops=stops, seats=seats, passengers_per_member=passengers
     )
@@ -128,6 +140,7 @@ def bench_flash_sale(
         redis_primaries=redis_primaries,
         api_nodes=api_nodes,
         committers=committers,
+        settings=settings,
         plots=plots,
     )
     if not all(check["ok"] for r in results.values() for check in r["audit"].values()):

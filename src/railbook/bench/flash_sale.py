@@ -98,6 +98,7 @@ def _start(design: str, options: dict[str, Any]) -> AbstractContextManager[sites
         api_nodes=options.get("api_nodes", 1),
         committers=options.get("committers", 1),
         redis_primaries=options.get("redis_primaries", 0),
+        extra_env=options.get("settings") or None,
     )
 
 
@@ -195,6 +196,10 @@ def run(designs: list[str], scenario: Scenario, out: Path, **options: Any) -> di
                 else "shared"
             )
         )
+        if options.get("settings"):
+            title += "; " + ", ".join(
+                f"{k.removeprefix('RAILBOOK_')}={v}" for k, v in options["settings"].items()
+            )
     console.print(figures.table(results, title))
     for design, result in results.items():
         for name, check in result["audit"].items():
