@@ -21,7 +21,7 @@ from railbook.adapters.embedded.trips import MemoryTrips
 from railbook.adapters.redis.protection import marker_key
 from railbook.adapters.redis.trips import TRIPS_RESTORED_KEY, trip_value, trips_key
 from railbook.domain.fees import BEIJING
-from railbook.domain.identity import compose_id_card
+from railbook.domain.identity import compose_id_card, traveller_key
 from railbook.domain.pricing import passenger_fare_fen, yuan_text
 from railbook.domain.sale import Trip
 from railbook.kit.clock import beijing_today
@@ -219,18 +219,27 @@ async def test_simultaneous_orders_for_one_passenger(client: httpx.AsyncClient) 
     assert any(_code(r) == "TRIP_CONFLICT" for r in across)
 
 
-async def _trip(client: httpx.AsyncClient, redis_url: str, passenger_id: int, order_id: str) -> str | None:
-    """A passenger's trip as the guard holds it ("member train-day starts ends claimed-at"), or None."""
+async def _traveller(client: httpx.AsyncClient, passenger_id: int) -> str:
+    """The traveller key of a passenger (the person, by ID number) under the app's secret."""
     container = client.app.state.container  # type: ignore[attr-defined]
+    cards = await container.orders.passenger_cards([passenger_id])
+    return traveller_key(container.jwt_secret, cards[passenger_id])
+
+
+async def _trip(client: httpx.AsyncClient, redis_url: str, passenger_id: int, order_id: str) -> str | None:
+    """A passenger's trip as the guard holds it ("member train-day starts ends claimed-at passenger"),
+    or None."""
+    container = client.app.state.container  # type: ignore[attr-defined]
+    key = await _traveller(client, passenger_id)
     if isinstance(container.trips, MemoryTrips):
-        held = container.trips.held.get(passenger_id, {}).get(order_id)
+        held = container.trips.held.get(key, {}).get(order_id)
         if held is None:
             return None
-        member, trip, at = held
-        return trip_value(member, trip, at)
+        member, trip, at, holder = held
+        return trip_value(member, trip, at, holder)
     r = aioredis.Redis.from_url(redis_url)
     try:
-        value = await r.hget(trips_key(passenger_id), order_id)
+        value = await r.hget(trips_key(key), order_id)
     finally:
         await r.aclose()
     return None if value is None else value.decode()
@@ -241,15 +250,16 @@ async def _put_trip(
 ) -> None:
     """Set a passenger's trip as ``_trip`` read it, claimed at ``claimed_at`` (as a missed release
     would leave it, or as time would age it)."""
-    member, train_day, starts, ends, _ = value.split(" ")
+    member, train_day, starts, ends, _, holder = value.split(" ")
     trip = Trip(train_day, int(starts), int(ends))
     container = client.app.state.container  # type: ignore[attr-defined]
+    key = await _traveller(client, passenger_id)
     if isinstance(container.trips, MemoryTrips):
-        container.trips.held.setdefault(passenger_id, {})[order_id] = (int(member), trip, claimed_at)
+        container.trips.held.setdefault(key, {})[order_id] = (int(member), trip, claimed_at, int(holder))
         return
     r = aioredis.Redis.from_url(redis_url)
     try:
-        await r.hset(trips_key(passenger_id), order_id, trip_value(int(member), trip, claimed_at))
+        await r.hset(trips_key(key), order_id, trip_value(int(member), trip, claimed_at, int(holder)))
     finally:
         await r.aclose()
 
@@ -329,15 +339,23 @@ async def _drop_markers(
         await r.aclose()
 
 
+def _restarted_embedded(client: httpx.AsyncClient) -> bool:
+    """In the embedded mode, empty the trips as a restart leaves them (not trusted) and say so."""
+    trips = client.app.state.container.trips  # type: ignore[attr-defined]
+    if not isinstance(trips, MemoryTrips):
+        return False
+    trips.held.clear()
+    trips.trusted = False
+    return True
+
+
 async def _wipe_trips(client: httpx.AsyncClient, redis_url: str, passenger_id: int) -> None:
-    container = client.app.state.container  # type: ignore[attr-defined]
-    if isinstance(container.trips, MemoryTrips):
-        container.trips.held.clear()
-        container.trips.trusted = False
+    key = await _traveller(client, passenger_id)
+    if _restarted_embedded(client):
         return
     r = aioredis.Redis.from_url(redis_url)
     try:
-        assert await r.delete(trips_key(passenger_id), TRIPS_RESTORED_KEY) == 2
+        assert await r.delete(trips_key(key), TRIPS_RESTORED_KEY) == 2
     finally:
         await r.aclose()
 

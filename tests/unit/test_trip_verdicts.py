@@ -1,4 +1,4 @@
-"""services/booking/trips.py: what a clash between two trips of one passenger makes of an order, from
+"""services/booking/trips.py: what a clash between two trips of one person makes of an order, from
 the guard's own data when it decides, else from the system of record."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ FRESH, OLD = NOW - 5, NOW - RECENT_CLAIM_SECONDS - 1
 
 
 def _clash(train_day: str, claimed_at: int, order_id: str = "held-order") -> TripClash:
-    return TripClash(PASSENGER, order_id, MEMBER, train_day, claimed_at)
+    return TripClash(PASSENGER, order_id, MEMBER, train_day, claimed_at, PASSENGER, "traveller-key")
 
 
 SAME_DAY, OTHER_DAY = "G1:2030-05-01", "G3:2030-05-01"
