@@ -177,3 +177,26 @@ async def test_another_refusal_gives_back_the_trips_the_claim_held(site: Site, r
     assert not await redis.hexists(trips_key(q), order_id)
     assert not await redis.hexists(trips_key(p), order_id)
     await _nothing_left(redis, code, order_id, 6, _pid(q, 6))
+
+
+async def test_of_simultaneous_orders_for_one_person_by_several_members_one_is_seated(
+    site: Site, redis: Redis
+) -> None:
+    """Members listing the same person (each under a passenger id of their own) race on every train:
+    one order is seated; each refusal names the asking member's passenger, and the holder's."""
+    p = _person()
+    orders = [(code, member) for code in site.codes for member in (11, 12, 13)]
+    outcomes = await asyncio.gather(*[_order(site, code, member, [p]) for code, member in orders])
+    seated = [(order_id, o) for order_id, o in outcomes if not isinstance(o, Exception)]
+    assert len(seated) == 1, outcomes
+    winner = seated[0][0]
+    winner_member = next(m for (_, m), (o, _) in zip(orders, outcomes, strict=True) if o == winner)
+    for (code, member), (order_id, outcome) in zip(orders, outcomes, strict=True):
+        if order_id == winner:
+            continue
+        assert isinstance(outcome, TripsNotHeld), outcome
+        clash = outcome.claim.clash if outcome.claim is not None else None
+        assert clash is not None and clash.order_id == winner and clash.traveller == p
+        assert clash.passenger_id == _pid(p, member) and clash.holder_id == _pid(p, winner_member)
+        await _nothing_left(redis, code, order_id, member, _pid(p, member))
+    assert set(await redis.hgetall(trips_key(p))) == {winner.encode()}
