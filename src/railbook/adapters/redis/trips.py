@@ -18,7 +18,10 @@ from railbook.services.booking.trip_ports import RestoredTrip, TripClaim, TripCl
 TRIPS_KEEP_SECONDS = 86400
 # Set once everyone's trips were restored from the system of record; a loss of Redis data loses it with
 # the trips (never expires: Redis runs with noeviction). ":2": the trips are kept per traveller key
-# (they were per passenger record before), so an upgraded deployment restores them once in this form.
+# (they were per passenger record before), so an upgraded deployment restores them once in this form
+# (an order a process of the older build accepts during the roll-out holds its trip in the older form
+# only). The keys are made under the server's secret: a deployment that changes the secret deletes
+# this flag with it, so the trips are restored under the new keys.
 TRIPS_RESTORED_KEY = "trips:restored:2"
 RESTORE_CHUNK = 500
 
