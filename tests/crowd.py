@@ -196,7 +196,8 @@ async def make_shoppers(pg_url: str, n: int, secret: str = JWT_SECRET) -> list[S
             await session.flush()
             passengers = [
                 [
-                    Passenger(member_id=m.id, name="张三", id_card=f"11010119900101{k:03d}{j}")
+                    # The crowd's own people (the tag as region): trips are checked by ID number.
+                    Passenger(member_id=m.id, name="张三", id_card=f"{tag:06d}19900101{k:03d}{j}")
                     for j in range(8)
                 ]
                 for k, m in enumerate(members)

@@ -126,8 +126,9 @@ async def register(client: httpx.AsyncClient, name: str = "张三") -> dict[str,
 
 async def add_passenger(client: httpx.AsyncClient, headers: dict[str, str], name: str = "李四") -> int:
     """A new adult passenger of the member with these headers (an id card no other test uses)."""
-    seq = next(_cards) % 999 + 1
-    card = compose_id_card("110101", dt.date(1980 + seq % 30, 1 + seq % 12, 1 + seq % 28), seq)
+    # One person per passenger: trips are checked by ID number across members (one person, one seat).
+    n = next(_cards)
+    card = compose_id_card("110102", dt.date(1950, 1, 1) + dt.timedelta(days=n // 1000), n % 1000)
     r = await client.post(
         "/api/v1/passengers", json={"name": name, "id_card": card, "type": "adult"}, headers=headers
     )

@@ -262,7 +262,11 @@ async def build_container(settings: Settings) -> Container:
         trips=trips,
         intake=intake,
         accept_reads=DbAcceptReads(
-            settings.database_url, sessionmaker, sqlite=not postgres, pool_size=2 * settings.db_pool_size
+            settings.database_url,
+            sessionmaker,
+            sqlite=not postgres,
+            traveller_secret=secret,
+            pool_size=2 * settings.db_pool_size,
         ),
         orders=DbOrderStore(sessionmaker, engine),
         order_reads=DbOrderReads(reads),
@@ -283,7 +287,7 @@ async def build_container(settings: Settings) -> Container:
         timetable=SqlTimetable(sessionmaker),
         sale_days=SqlSaleDays(sessionmaker),
         day_records=day_records,
-        members=SqlMembers(sessionmaker, reads),
+        members=SqlMembers(sessionmaker, reads, traveller_secret=secret),
         captchas=captchas,
         login_throttle=login_throttle,
         blocklist=Blocklist(SqlBlocklist(sessionmaker)),

@@ -132,7 +132,8 @@ async def test_database_down_answers_503_with_retry_after(pg_url: str, redis_url
                 dead_url = make_url(pg_url).set(port=_closed_port())
                 dead = make_engine(dead_url.render_as_string(hide_password=False))
                 container.engine, container.sessionmaker = dead, make_sessionmaker(dead)
-                container.members = SqlMembers(container.sessionmaker)  # login reads the member store
+                # Login reads the member store.
+                container.members = SqlMembers(container.sessionmaker, traveller_secret=container.jwt_secret)
                 r = await http.post("/api/v1/auth/login", json=login)
                 assert_error_shape(r, 503, "UNAVAILABLE")
                 assert int(r.headers["retry-after"]) >= 1

@@ -1,6 +1,6 @@
 """The 12306 rules of the accept path: sale closes before departure (TRAIN_DEPARTED), one person one
-seat at a time (TRIP_CONFLICT, also under concurrency and after a loss of the trips' data), and
-fares by passenger type on tickets (NOT_A_CHILD) — in both modes."""
+seat at a time (TRIP_CONFLICT, by ID number across members, also under concurrency and after a loss
+of the trips' data), and fares by passenger type on tickets (NOT_A_CHILD) — in both modes."""
 
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from railbook.adapters.embedded.trips import MemoryTrips
 from railbook.adapters.redis.protection import marker_key
 from railbook.adapters.redis.trips import TRIPS_RESTORED_KEY, trip_value, trips_key
 from railbook.domain.fees import BEIJING
-from railbook.domain.identity import compose_id_card
+from railbook.domain.identity import compose_id_card, traveller_key
 from railbook.domain.pricing import passenger_fare_fen, yuan_text
 from railbook.domain.sale import Trip
 from railbook.kit.clock import beijing_today
 from railbook.services.booking.trips import RECENT_CLAIM_SECONDS
+from tests.conftest import OWNER_KEY
 from tests.naming import station_code, train_code
 from tests.support import add_passenger, admin, make_train_day, order_body, register, unique, wait_final
 
@@ -41,9 +42,12 @@ def _code(r: httpx.Response) -> str:
     return str(r.json()["error"]["code"]) if r.status_code >= 400 else ""
 
 
-async def _passenger(client: httpx.AsyncClient, headers: dict[str, str], kind: str, born: dt.date) -> int:
+async def _passenger(
+    client: httpx.AsyncClient, headers: dict[str, str], kind: str, born: dt.date, card: str | None = None
+) -> int:
+    """A passenger of the member born then (``card``: an ID number another member may list too)."""
     seq = next(_cards) % 999 + 1
-    card = compose_id_card("110101", born, seq)
+    card = card or compose_id_card("110101", born, seq)
     r = await client.post(
         "/api/v1/passengers",
         json={"name": "乘客" + "甲乙丙丁戊己庚辛壬癸"[seq % 10], "id_card": card, "type": kind},
@@ -219,18 +223,27 @@ async def test_simultaneous_orders_for_one_passenger(client: httpx.AsyncClient) 
     assert any(_code(r) == "TRIP_CONFLICT" for r in across)
 
 
-async def _trip(client: httpx.AsyncClient, redis_url: str, passenger_id: int, order_id: str) -> str | None:
-    """A passenger's trip as the guard holds it ("member train-day starts ends claimed-at"), or None."""
+async def _traveller(client: httpx.AsyncClient, passenger_id: int) -> str:
+    """The traveller key of a passenger (the person, by ID number) under the app's secret."""
     container = client.app.state.container  # type: ignore[attr-defined]
+    cards = await container.orders.passenger_cards([passenger_id])
+    return traveller_key(container.jwt_secret, cards[passenger_id])
+
+
+async def _trip(client: httpx.AsyncClient, redis_url: str, passenger_id: int, order_id: str) -> str | None:
+    """A passenger's trip as the guard holds it ("member train-day starts ends claimed-at passenger"),
+    or None."""
+    container = client.app.state.container  # type: ignore[attr-defined]
+    key = await _traveller(client, passenger_id)
     if isinstance(container.trips, MemoryTrips):
-        held = container.trips.held.get(passenger_id, {}).get(order_id)
+        held = container.trips.held.get(key, {}).get(order_id)
         if held is None:
             return None
-        member, trip, at = held
-        return trip_value(member, trip, at)
+        member, trip, at, holder = held
+        return trip_value(member, trip, at, holder)
     r = aioredis.Redis.from_url(redis_url)
     try:
-        value = await r.hget(trips_key(passenger_id), order_id)
+        value = await r.hget(trips_key(key), order_id)
     finally:
         await r.aclose()
     return None if value is None else value.decode()
@@ -241,15 +254,16 @@ async def _put_trip(
 ) -> None:
     """Set a passenger's trip as ``_trip`` read it, claimed at ``claimed_at`` (as a missed release
     would leave it, or as time would age it)."""
-    member, train_day, starts, ends, _ = value.split(" ")
+    member, train_day, starts, ends, _, holder = value.split(" ")
     trip = Trip(train_day, int(starts), int(ends))
     container = client.app.state.container  # type: ignore[attr-defined]
+    key = await _traveller(client, passenger_id)
     if isinstance(container.trips, MemoryTrips):
-        container.trips.held.setdefault(passenger_id, {})[order_id] = (int(member), trip, claimed_at)
+        container.trips.held.setdefault(key, {})[order_id] = (int(member), trip, claimed_at, int(holder))
         return
     r = aioredis.Redis.from_url(redis_url)
     try:
-        await r.hset(trips_key(passenger_id), order_id, trip_value(int(member), trip, claimed_at))
+        await r.hset(trips_key(key), order_id, trip_value(int(member), trip, claimed_at, int(holder)))
     finally:
         await r.aclose()
 
@@ -329,15 +343,23 @@ async def _drop_markers(
         await r.aclose()
 
 
+def _restarted_embedded(client: httpx.AsyncClient) -> bool:
+    """In the embedded mode, empty the trips as a restart leaves them (not trusted) and say so."""
+    trips = client.app.state.container.trips  # type: ignore[attr-defined]
+    if not isinstance(trips, MemoryTrips):
+        return False
+    trips.held.clear()
+    trips.trusted = False
+    return True
+
+
 async def _wipe_trips(client: httpx.AsyncClient, redis_url: str, passenger_id: int) -> None:
-    container = client.app.state.container  # type: ignore[attr-defined]
-    if isinstance(container.trips, MemoryTrips):
-        container.trips.held.clear()
-        container.trips.trusted = False
+    key = await _traveller(client, passenger_id)
+    if _restarted_embedded(client):
         return
     r = aioredis.Redis.from_url(redis_url)
     try:
-        assert await r.delete(trips_key(passenger_id), TRIPS_RESTORED_KEY) == 2
+        assert await r.delete(trips_key(key), TRIPS_RESTORED_KEY) == 2
     finally:
         await r.aclose()
 
@@ -354,6 +376,124 @@ async def test_trips_are_restored_after_a_loss_of_their_data(
     await _wipe_trips(client, redis_url, p)
     r = await _order(client, m["headers"], order_body(second, [p]))
     assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
+
+
+# -- One person listed by two members -----------------------------------------------------------
+
+_shared_cards = itertools.count()
+
+
+@dataclass
+class _SharedPerson:
+    """Two members who both list one person (the same ID number): A as ``pa``, B as ``pb``."""
+
+    a: dict[str, Any]
+    b: dict[str, Any]
+    pa: int
+    pb: int
+
+
+async def _one_person_two_members(client: httpx.AsyncClient) -> _SharedPerson:
+    n = next(_shared_cards)
+    card = compose_id_card("110103", dt.date(1970, 1, 1) + dt.timedelta(days=n // 1000), n % 1000)
+    a, b = await register(client), await register(client)
+    pa = await _passenger(client, a["headers"], "adult", dt.date(1970, 1, 1), card)
+    pb = await _passenger(client, b["headers"], "adult", dt.date(1970, 1, 1), card.lower())
+    assert pa != pb
+    return _SharedPerson(a, b, pa, pb)
+
+
+def _conflict_naming(r: httpx.Response, passenger_id: int) -> None:
+    assert r.status_code == 409 and _code(r) == "TRIP_CONFLICT", r.text
+    assert r.json()["error"]["details"]["passenger_id"] == passenger_id, r.text
+
+
+async def _pay(client: httpx.AsyncClient, headers: dict[str, str], order_id: str) -> None:
+    r = await client.post(f"/api/v1/orders/{order_id}/pay", json={"method": "mock"}, headers=headers)
+    assert r.status_code == 200, r.text
+
+
+async def test_one_person_listed_by_two_members_holds_one_seat_at_a_time(client: httpx.AsyncClient) -> None:
+    """12306 decides by ID number: B cannot book onto A's train-day, nor an overlapping train, the
+    person A has booked and paid for; the refusal names B's passenger. A later train is B's to book."""
+    adm = await admin(client)
+    day = await make_train_day(client, adm, start_hour=8)  # 08:05 → 11:00
+    overlapping = await make_train_day(client, adm, start_hour=10)  # 10:05 → 13:00
+    later = await make_train_day(client, adm, start_hour=14)  # 14:05 → 17:00
+    s = await _one_person_two_members(client)
+    held = await _held(client, s.a["headers"], order_body(day, [s.pa]))
+    await _pay(client, s.a["headers"], held["order_id"])
+    _conflict_naming(await _order(client, s.b["headers"], order_body(day, [s.pb], 2, 3)), s.pb)
+    _conflict_naming(await _order(client, s.b["headers"], order_body(overlapping, [s.pb])), s.pb)
+    # With someone else beside them: refused whole, the other passenger left holding nothing.
+    q = await add_passenger(client, s.b["headers"], "王五")
+    _conflict_naming(await _order(client, s.b["headers"], order_body(overlapping, [q, s.pb])), s.pb)
+    r = await _order(client, s.b["headers"], order_body(overlapping, [q]))
+    assert r.status_code == 202, r.text
+    r = await _order(client, s.b["headers"], order_body(later, [s.pb]))
+    assert r.status_code == 202, r.text
+    # And the other way round: B's order now holds the person on the later train, so A is refused there.
+    _conflict_naming(await _order(client, s.a["headers"], order_body(later, [s.pa], 1, 2)), s.pa)
+
+
+async def test_one_member_s_cancelled_order_frees_the_person_for_another(client: httpx.AsyncClient) -> None:
+    adm = await admin(client)
+    first = await make_train_day(client, adm, start_hour=8)
+    second = await make_train_day(client, adm, start_hour=9)
+    s = await _one_person_two_members(client)
+    held = await _held(client, s.a["headers"], order_body(first, [s.pa]))
+    _conflict_naming(await _order(client, s.b["headers"], order_body(second, [s.pb])), s.pb)
+    c = await client.post(f"/api/v1/orders/{held['order_id']}/cancel", headers=s.a["headers"])
+    assert c.status_code == 200, c.text
+    r = await _order(client, s.b["headers"], order_body(second, [s.pb]))
+    assert r.status_code == 202, r.text
+
+
+async def _lose_redis_data(client: httpx.AsyncClient, redis_url: str) -> None:
+    """A loss of the guard's data: the test run's Redis database flushed (its owner key kept, so no
+    other run takes the database meanwhile); in the embedded mode, a restart's empty trips."""
+    if _restarted_embedded(client):
+        return
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        owner, ttl = await r.get(OWNER_KEY), await r.ttl(OWNER_KEY)
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.flushdb()
+            if owner is not None:
+                pipe.set(OWNER_KEY, owner, ex=max(ttl, 3600))
+            await pipe.execute()
+    finally:
+        await r.aclose()
+
+
+async def test_another_member_is_refused_after_a_loss_of_redis_data(
+    client: httpx.AsyncClient, redis_url: str
+) -> None:
+    """The trips restored from the system of record are the person's, whichever member's record holds
+    the ticket: B is still refused, on the train-day and on an overlapping train."""
+    adm = await admin(client)
+    day = await make_train_day(client, adm, start_hour=8)
+    overlapping = await make_train_day(client, adm, start_hour=9)
+    s = await _one_person_two_members(client)
+    held = await _held(client, s.a["headers"], order_body(day, [s.pa]))
+    await _pay(client, s.a["headers"], held["order_id"])
+    await _lose_redis_data(client, redis_url)
+    _conflict_naming(await _order(client, s.b["headers"], order_body(overlapping, [s.pb])), s.pb)
+    _conflict_naming(await _order(client, s.b["headers"], order_body(day, [s.pb], 2, 3)), s.pb)
+
+
+async def test_simultaneous_orders_for_one_person_by_two_members(client: httpx.AsyncClient) -> None:
+    adm = await admin(client)
+    trains = [await make_train_day(client, adm) for _ in range(3)]  # same times: all overlap
+    s = await _one_person_two_members(client)
+    orders = [(m, p) for m, p in ((s.a, s.pa), (s.b, s.pb)) for _ in range(2)]
+    racing = await asyncio.gather(
+        *[_order(client, m["headers"], order_body(t, [p])) for t in trains for m, p in orders]
+    )
+    codes = sorted(r.status_code for r in racing)
+    assert codes == [202] + [409] * (len(racing) - 1), [r.text for r in racing]
+    assert {_code(r) for r in racing if r.status_code == 409} <= {"DUPLICATE_ORDER", "TRIP_CONFLICT"}
+    assert any(_code(r) == "TRIP_CONFLICT" for r in racing)
 
 
 # -- Fares by passenger type --------------------------------------------------------------------

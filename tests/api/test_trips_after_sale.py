@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.api.after_sale import assert_error, container_of, journey, make_train, member_with, sale_day
-from tests.api.test_trip_rules import _train_leaving_in
+from tests.api.test_trip_rules import _one_person_two_members, _train_leaving_in
 from tests.support import admin, make_train_day, order_body, wait_final, wait_until
 
 
@@ -61,6 +61,22 @@ async def test_a_refund_gives_the_passenger_s_time_back(client: httpx.AsyncClien
     (listed,) = (await client.get("/api/v1/tickets", headers=member["headers"])).json()
     assert (listed["status"], listed["refund_amount"], listed["fee"]) == ("REFUNDED", *refund)
     assert await _outcome(client, member, order_body(overlapping, member["passengers"])) == "ACCEPTED"
+
+
+async def test_a_refund_by_one_member_frees_the_person_for_another(client: httpx.AsyncClient) -> None:
+    """Two members list one person (one ID number): A's paid ticket refuses B's order of that person
+    on an overlapping train, until A refunds it."""
+    adm = await admin(client)
+    first = await make_train_day(client, adm, start_hour=8, days_ahead=4)
+    overlapping = await make_train_day(client, adm, start_hour=9, days_ahead=4)
+    s = await _one_person_two_members(client)
+    ticket = await _paid_ticket(client, s.a, order_body(first, [s.pa]))
+    r = await client.post("/api/v1/orders", json=order_body(overlapping, [s.pb]), headers=s.b["headers"])
+    assert_error(r, 409, "TRIP_CONFLICT")
+    assert r.json()["error"]["details"]["passenger_id"] == s.pb
+    r = await client.post(f"/api/v1/tickets/{ticket['ticket_id']}/refund", headers=s.a["headers"])
+    assert r.status_code == 200, r.text
+    assert await _outcome(client, s.b, order_body(overlapping, [s.pb])) == "ACCEPTED"
 
 
 async def test_a_completed_change_moves_the_trip(client: httpx.AsyncClient) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from railbook.adapters.redis.allocator import order_stream_key
 from railbook.config import Settings
+from tests.api.test_trip_rules import _one_person_two_members
 from tests.support import (
     add_passenger,
     admin,
@@ -67,6 +68,27 @@ async def test_simultaneous_orders_for_one_passenger_seat_one(client: httpx.Asyn
     assert sorted(r.status_code for r in racing) == [202] + [409] * 5, [r.text for r in racing]
     codes = {r.json()["error"]["code"] for r in racing if r.status_code == 409}
     assert codes <= {"DUPLICATE_ORDER", "TRIP_CONFLICT"}, codes
+
+
+async def test_simultaneous_orders_for_one_person_by_two_members_seat_one(client: httpx.AsyncClient) -> None:
+    """Two members list one person (one ID number, two passenger records): the person's trips live in
+    one slot whichever member orders, so of their orders racing on overlapping trains one is
+    accepted, and each refusal names the asking member's passenger."""
+    adm = await admin(client)
+    days = [await make_train_day(client, adm, rows=4) for _ in range(3)]  # same hours: all overlap
+    s = await _one_person_two_members(client)
+    orders = [(day, m, p) for day in days for m, p in ((s.a, s.pa), (s.b, s.pb))]
+    racing = await asyncio.gather(
+        *[
+            client.post("/api/v1/orders", json=order_body(day, [p]), headers=m["headers"])
+            for day, m, p in orders
+        ]
+    )
+    assert sorted(r.status_code for r in racing) == [202] + [409] * 5, [r.text for r in racing]
+    for (_, _, p), r in zip(orders, racing, strict=True):
+        if r.status_code == 409:
+            assert r.json()["error"]["code"] == "TRIP_CONFLICT", r.text
+            assert r.json()["error"]["details"]["passenger_id"] == p, r.text
 
 
 async def test_a_primary_that_stops_answering_is_an_outage_then_recovers(

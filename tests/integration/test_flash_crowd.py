@@ -62,7 +62,8 @@ async def _members(container: Any, n: int) -> list[tuple[dict[str, str], list[in
         session.add_all(members)
         await session.flush()
         passengers = [
-            [Passenger(member_id=m.id, name="张三", id_card=f"11010119900101{k:03d}{j}") for j in range(2)]
+            # The crowd's own people (the tag as region): trips are checked by ID number.
+            [Passenger(member_id=m.id, name="张三", id_card=f"{tag:06d}19900101{k:03d}{j}") for j in range(2)]
             for k, m in enumerate(members)
         ]
         session.add_all([p for ps in passengers for p in ps])

@@ -1,7 +1,7 @@
 """The passengers' trip claims riding in an order's admission and allocation round trip (a single
 Redis): one round trip for an accepted order; the admission holds back unless every trip is held (of
-simultaneous orders for one passenger, one is seated); a refusal leaves nothing of the order but
-what the caller settles."""
+simultaneous orders for one person, by one member or by several, one is seated); a refusal leaves
+nothing of the order but what the caller settles."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from railbook.adapters.redis.trips import TRIPS_RESTORED_KEY, RedisTrips, trips_
 from railbook.domain.errors import DuplicateOrder
 from railbook.domain.sale import Trip, train_day_name
 from railbook.domain.seating import AllocationRequest, CarriageSpec, PassengerSeatRequest, class_seats
-from railbook.services.booking.trip_ports import TripRequest, TripsNotHeld
+from railbook.services.booking.trip_ports import Traveller, TripRequest, TripsNotHeld
 from railbook.services.ports import AdmissionRefused, DayLayout
 from tests.integration.pipes import Recording
 
@@ -71,13 +71,26 @@ async def site(redis: Redis) -> AsyncIterator[Site]:
         await redis.delete(order_stream_key(code, DATE), tokens_key(code, DATE))
 
 
-async def _order(site: Site, code: str, member: int, passengers: list[int]) -> tuple[str, Any]:
-    """An order on ``code``'s day with its trip claim: its id, and its seats or the refusal."""
+def _person() -> str:
+    """A traveller key no other test uses."""
+    return uuid.uuid4().hex[:20]
+
+
+def _pid(key: str, member: int = 0) -> int:
+    """The passenger id a member lists a person under (one per member and person)."""
+    return int(key[:7], 16) * 100 + member
+
+
+async def _order(site: Site, code: str, member: int, persons: list[str]) -> tuple[str, Any]:
+    """An order on ``code``'s day with its trip claim for these persons (traveller keys), each under
+    this member's passenger id: its id, and its seats or the refusal."""
     order_id = str(uuid.uuid4())
     record = {"order_id": order_id, "member_id": member, "train_code": code, "date": DATE.isoformat()}
     trip = Trip(train_day_name(code, DATE), STARTS, STARTS + 3600)
-    claim = TripRequest(order_id, member, trip, passengers, int(time.time()))
-    request = AllocationRequest(0, STOPS - 1, tuple(PassengerSeatRequest("second", None) for _ in passengers))
+    passengers = [_pid(key, member) for key in persons]
+    travellers = [Traveller(_pid(key, member), key) for key in persons]
+    claim = TripRequest(order_id, member, trip, travellers, int(time.time()))
+    request = AllocationRequest(0, STOPS - 1, tuple(PassengerSeatRequest("second", None) for _ in persons))
     try:
         seats = await site.intake.admit_and_allocate(
             code,
@@ -109,8 +122,8 @@ async def _nothing_left(redis: Redis, code: str, order_id: str, member: int, pas
 
 
 async def test_an_order_whose_trips_are_held_is_seated_in_one_round_trip(site: Site, redis: Redis) -> None:
-    await _order(site, site.codes[0], 1, [uuid.uuid4().int % 10**9])  # scripts cached
-    p = uuid.uuid4().int % 10**9
+    await _order(site, site.codes[0], 1, [_person()])  # scripts cached
+    p = _person()
     site.pipe.groups.clear()
     order_id, seats = await _order(site, site.codes[0], 2, [p])
     assert len(seats) == 1, seats
@@ -120,7 +133,7 @@ async def test_an_order_whose_trips_are_held_is_seated_in_one_round_trip(site: S
 
 
 async def test_of_simultaneous_orders_for_one_passenger_one_is_seated(site: Site, redis: Redis) -> None:
-    p, q = uuid.uuid4().int % 10**9, uuid.uuid4().int % 10**9
+    p, q = _person(), _person()
     # Every order names p; some name q too (a trip held for q must not let one through either).
     orders = [(code, [p] if k % 2 else [q, p]) for code in site.codes for k in range(4)]
     outcomes = await asyncio.gather(*[_order(site, code, 3, pids) for code, pids in orders])
@@ -133,9 +146,9 @@ async def test_of_simultaneous_orders_for_one_passenger_one_is_seated(site: Site
         assert isinstance(outcome, (TripsNotHeld, DuplicateOrder)), outcome
         if isinstance(outcome, TripsNotHeld):
             assert outcome.claim is not None and outcome.claim.clash is not None
-            assert outcome.claim.clash.order_id == winner or outcome.claim.clash.passenger_id == q
+            assert outcome.claim.clash.order_id == winner or outcome.claim.clash.traveller == q
             assert p not in outcome.claim.held
-        await _nothing_left(redis, code, order_id, 3, p)
+        await _nothing_left(redis, code, order_id, 3, _pid(p, 3))
     held = await redis.hgetall(trips_key(p))
     assert set(held) == {winner.encode()}
 
@@ -143,24 +156,47 @@ async def test_of_simultaneous_orders_for_one_passenger_one_is_seated(site: Site
 async def test_no_order_is_admitted_on_trips_not_known_complete(site: Site, redis: Redis) -> None:
     """The "restored" flag gone (a loss of Redis data) while the process still believes it: the claim
     writes, but the admission checks the flag itself and holds back."""
-    await _order(site, site.codes[0], 4, [uuid.uuid4().int % 10**9])  # the process has seen the flag
+    await _order(site, site.codes[0], 4, [_person()])  # the process has seen the flag
     await redis.delete(TRIPS_RESTORED_KEY)
     try:
-        p = uuid.uuid4().int % 10**9
+        p = _person()
         order_id, outcome = await _order(site, site.codes[1], 5, [p])
         assert isinstance(outcome, TripsNotHeld) and outcome.claim is not None
         assert not outcome.claim.trusted and outcome.claim.held == (p,)  # for the caller to give back
-        await _nothing_left(redis, site.codes[1], order_id, 5, p)
+        await _nothing_left(redis, site.codes[1], order_id, 5, _pid(p, 5))
     finally:
         await site.trips.restore([], now=int(time.time()))
 
 
 async def test_another_refusal_gives_back_the_trips_the_claim_held(site: Site, redis: Redis) -> None:
-    p, q = uuid.uuid4().int % 10**9, uuid.uuid4().int % 10**9
+    p, q = _person(), _person()
     code = site.codes[0]
-    await redis.set(marker_key(code, DATE, 6, p), "an-unpaid-order")
+    await redis.set(marker_key(code, DATE, 6, _pid(p, 6)), "an-unpaid-order")
     order_id, outcome = await _order(site, code, 6, [q, p])
     assert isinstance(outcome, DuplicateOrder), outcome
     assert not await redis.hexists(trips_key(q), order_id)
     assert not await redis.hexists(trips_key(p), order_id)
-    await _nothing_left(redis, code, order_id, 6, q)
+    await _nothing_left(redis, code, order_id, 6, _pid(q, 6))
+
+
+async def test_of_simultaneous_orders_for_one_person_by_several_members_one_is_seated(
+    site: Site, redis: Redis
+) -> None:
+    """Members listing the same person (each under a passenger id of their own) race on every train:
+    one order is seated; each refusal names the asking member's passenger, and the holder's."""
+    p = _person()
+    orders = [(code, member) for code in site.codes for member in (11, 12, 13)]
+    outcomes = await asyncio.gather(*[_order(site, code, member, [p]) for code, member in orders])
+    seated = [(order_id, o) for order_id, o in outcomes if not isinstance(o, Exception)]
+    assert len(seated) == 1, outcomes
+    winner = seated[0][0]
+    winner_member = next(m for (_, m), (o, _) in zip(orders, outcomes, strict=True) if o == winner)
+    for (code, member), (order_id, outcome) in zip(orders, outcomes, strict=True):
+        if order_id == winner:
+            continue
+        assert isinstance(outcome, TripsNotHeld), outcome
+        clash = outcome.claim.clash if outcome.claim is not None else None
+        assert clash is not None and clash.order_id == winner and clash.traveller == p
+        assert clash.passenger_id == _pid(p, member) and clash.holder_id == _pid(p, winner_member)
+        await _nothing_left(redis, code, order_id, member, _pid(p, member))
+    assert set(await redis.hgetall(trips_key(p))) == {winner.encode()}

@@ -1,4 +1,4 @@
-"""Identity rules: GB 11643 ID numbers, masking, mobiles, passwords, names."""
+"""Identity rules: GB 11643 ID numbers, masking, traveller keys, mobiles, passwords, names."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from railbook.domain.identity import (
     id_card_check_char,
     is_child_on,
     mask_id_card,
+    traveller_key,
     validate_id_card,
     validate_mobile,
     validate_passenger_type,
@@ -195,3 +196,19 @@ def test_child_is_under_fourteen_on_the_travel_date() -> None:
     assert is_child_on(card, dt.date(2026, 12, 9))
     assert age_on(card, dt.date(2026, 12, 10)) == 14  # the 14th birthday: no longer a child
     assert not is_child_on(card, dt.date(2026, 12, 10))
+
+
+def test_a_traveller_key_is_the_person_under_the_secret() -> None:
+    """One key per ID number whoever lists it (stable, whatever the case of the check character),
+    another under another secret; the number itself is not in it."""
+    card = compose_id_card("110101", dt.date(1988, 3, 7), 123)
+    cards = (compose_id_card("110101", dt.date(1990, 1, 1), n) for n in range(1000))
+    x_card = next(c for c in cards if c.endswith("X"))
+    key = traveller_key("secret-a", card)
+    assert key == traveller_key("secret-a", card)
+    assert traveller_key("secret-a", x_card) == traveller_key("secret-a", x_card.lower())
+    assert traveller_key("secret-a", x_card) == traveller_key("secret-a", f" {x_card} ")
+    assert key != traveller_key("secret-b", card)
+    assert key != traveller_key("secret-a", x_card)
+    assert len(key) == 20 and "|" not in key and " " not in key
+    assert card not in key and card[6:14] not in key

@@ -1,4 +1,5 @@
-"""domain/riders.py: the compact rider text the order path caches, and the child fare's age check."""
+"""domain/riders.py: the compact rider text the order path caches (with the traveller key of the
+person), and the child fare's age check."""
 
 from __future__ import annotations
 
@@ -7,37 +8,55 @@ import datetime as dt
 import pytest
 
 from railbook.domain.errors import NotAChild
-from railbook.domain.identity import compose_id_card
+from railbook.domain.identity import compose_id_card, traveller_key
 from railbook.domain.riders import Rider
 
 BORN = dt.date(2020, 6, 15)
+SECRET = "a-secret"
+KEY = "AbCdEfGhIjKlMnOpQr-_"
 
 
-def test_a_rider_reads_its_birth_date_from_the_id_number() -> None:
+def test_a_rider_reads_its_birth_date_and_traveller_key_from_the_id_number() -> None:
     card = compose_id_card("110101", BORN, 12)
-    assert Rider.of("王小明", "child", card) == Rider("王小明", "child", BORN)
+    assert Rider.of("王小明", "child", card, SECRET) == Rider(
+        "王小明", "child", BORN, traveller_key(SECRET, card)
+    )
 
 
 def test_a_rider_without_a_readable_id_number_has_no_birth_date() -> None:
-    assert Rider.of("王小明", "adult", "") == Rider("王小明", "adult", None)
-    assert Rider.of("王小明", "", "not-a-card") == Rider("王小明", "adult", None)
+    assert Rider.of("王小明", "adult", "", SECRET).born is None
+    assert Rider.of("王小明", "", "not-a-card", SECRET) == Rider(
+        "王小明", "adult", None, traveller_key(SECRET, "not-a-card")
+    )
 
 
 @pytest.mark.parametrize(
     "rider",
     [
-        Rider("王小明", "child", BORN),
-        Rider("李四", "adult", None),
-        Rider("名字|带竖线", "student", dt.date(2001, 1, 31)),  # the name is the last field: kept whole
+        Rider("王小明", "child", BORN, KEY),
+        Rider("李四", "adult", None, KEY),
+        Rider("名字|带竖线", "student", dt.date(2001, 1, 31), KEY),  # the name is the last field: kept whole
     ],
 )
 def test_the_text_form_reads_back_as_the_same_rider(rider: Rider) -> None:
     text = rider.text()
-    assert text.startswith("r1|")
+    assert text.startswith("r2|")
     assert Rider.parse(text) == rider
 
 
-@pytest.mark.parametrize("text", ["王小明", "", "r1|adult", "r1|adult|2020-13-01|x", "r2|adult|-|x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "王小明",
+        "",
+        "r1|adult",
+        "r1|adult|2020-13-01|x",
+        "r1|adult|-|王小明",  # the form before traveller keys: read again from the database
+        "r2|adult|-|x",
+        "r2|adult|-||王小明",  # no traveller key
+        "r2|adult|2020-13-01|" + KEY + "|x",
+    ],
+)
 def test_a_text_in_another_form_reads_as_unknown(text: str) -> None:
     assert Rider.parse(text) is None
 

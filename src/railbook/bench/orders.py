@@ -161,9 +161,7 @@ async def _prepare(url: str, *, members: int, stops: int, seats: int) -> Plan:
         await post_json(client, "/api/v1/admin/sales/open", {"date": date}, admin)
         # Members through registration, tokens by logging in, before the timed part.
         prefix = f"18{tag % 100:02d}"
-        members_in = await register_members(
-            client, members, PASSENGERS_PER_MEMBER, random.Random(tag), prefix
-        )
+        members_in = await register_members(client, members, PASSENGERS_PER_MEMBER, prefix)
     riders = [(token, rider.passengers) for rider, token in members_in]
     parts = urlsplit(url)
     return Plan(parts.hostname or "127.0.0.1", parts.port or 80, date, hot, cold, riders, 0.85)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import random
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,11 +16,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from railbook.bench.site import ADMIN_MOBILE, ADMIN_PASSWORD
+from railbook.domain.identity import compose_id_card
 from railbook.kit.clock import beijing_today
 
 MEMBER_PASSWORD = "bench-pass-1"
 SECOND_ROWS = 20  # a second-class carriage: 20 rows of A B C D F
-ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
 @dataclass(frozen=True)
@@ -71,12 +70,12 @@ class Plan:
         )
 
 
-def id_card(rng: random.Random) -> str:
-    """A valid 18-digit resident ID number (GB 11643 check digit) of an adult."""
-    born = dt.date(1960, 1, 1) + dt.timedelta(days=rng.randrange(40 * 365))
-    body = f"110101{born:%Y%m%d}{rng.randrange(1000):03d}"
-    check = "10X98765432"[sum(int(d) * w for d, w in zip(body, ID_WEIGHTS, strict=True)) % 11]
-    return body + check
+def id_card(prefix: str, n: int) -> str:
+    """The ``n``-th of a series of distinct valid resident ID numbers of adults, in a region of the
+    members' mobile ``prefix``: no two passengers registered are one person (one person, one seat at
+    a time is decided by the ID number), not even across runs against one server."""
+    region = f"9{int(prefix):05d}"[-6:]
+    return compose_id_card(region, dt.date(1960, 1, 1) + dt.timedelta(days=n // 1000), n % 1000)
 
 
 def carriages(seats: int) -> list[dict[str, Any]]:
@@ -142,7 +141,7 @@ async def _ok(answer: httpx.Response) -> Any:
 
 
 async def register_members(
-    client: httpx.AsyncClient, count: int, passengers: int, rng: random.Random, prefix: str = "166"
+    client: httpx.AsyncClient, count: int, passengers: int, prefix: str = "166"
 ) -> list[tuple[Rider, str]]:
     """``count`` members registered through the API, each with ``passengers`` passengers: the riders
     and the access token each got by logging in."""
@@ -160,7 +159,8 @@ async def register_members(
             auth = {"Authorization": f"Bearer {got['access_token']}"}
             pids = []
             for j in range(passengers):
-                body = {"name": _name(k * 10 + j), "id_card": id_card(rng), "type": "adult"}
+                card = id_card(prefix, k * passengers + j)
+                body = {"name": _name(k * 10 + j), "id_card": card, "type": "adult"}
                 pids.append(int((await post_json(client, "/api/v1/passengers", body, auth))["passenger_id"]))
         return Rider(mobile, pids), str(got["access_token"])
 
@@ -175,7 +175,6 @@ def _host_port(url: str) -> tuple[str, int]:
 async def prepare(url: str, scenario: Scenario, say: Any = print, nodes: list[str] | None = None) -> Plan:
     """Trains on sale and members with passengers, all through the API at ``url``; the crowd will talk to
     ``nodes`` (every API node; default ``url`` alone)."""
-    rng = random.Random(scenario.seed)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
         login = await post_json(
@@ -197,8 +196,7 @@ async def prepare(url: str, scenario: Scenario, say: Any = print, nodes: list[st
         say(f"  {len(codes)} trains of {len(stations)} stops and {capacity:,} seats on sale on {date}")
 
         riders = [
-            r
-            for r, _ in await register_members(client, scenario.members, scenario.passengers_per_member, rng)
+            r for r, _ in await register_members(client, scenario.members, scenario.passengers_per_member)
         ]
         say(f"  {len(riders):,} members registered with {scenario.passengers_per_member} passengers each")
     classes = sorted({c["seat_class"] for c in layout})

@@ -231,9 +231,16 @@ class DbAcceptReads:
     PostgreSQL for the passengers' read."""
 
     def __init__(
-        self, url: str, sessionmaker: async_sessionmaker[AsyncSession], *, sqlite: bool, pool_size: int = 20
+        self,
+        url: str,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        sqlite: bool,
+        traveller_secret: str,
+        pool_size: int = 20,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.traveller_secret = traveller_secret  # the riders' traveller keys are made under it
         self.pool = None if sqlite else _AcceptPool(url, pool_size)
 
     async def passengers(
@@ -258,7 +265,10 @@ class DbAcceptReads:
         else:
             rows = await self.pool.fetch(_ACCEPT_SQL_KEYED, member_id, daily_train_id, list(ids), key)
         known = next((r[5] for r in rows if r[5]), None) if key is not None else None
-        riders = [(int(r[0]), Rider.of(str(r[1]), str(r[3]), str(r[4])).text(), bool(r[2])) for r in rows]
+        secret = self.traveller_secret
+        riders = [
+            (int(r[0]), Rider.of(str(r[1]), str(r[3]), str(r[4]), secret).text(), bool(r[2])) for r in rows
+        ]
         return riders, known
 
     async def kept_keys(self, member_id: int, since: dt.datetime) -> list[KeptKey]:

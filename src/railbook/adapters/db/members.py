@@ -84,9 +84,14 @@ class SqlMembers:
     """The member store."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], reads: AsyncEngine | None = None
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        reads: AsyncEngine | None = None,
+        *,
+        traveller_secret: str,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._traveller_secret = traveller_secret  # the riders' traveller keys are made under it
         # Login's reads (a storm of them before a sale): single Core statements on a connection of
         # ``reads`` (no transaction on PostgreSQL, see the container), no session or ORM state.
         self._reads: AsyncEngine = reads or sessionmaker.kw["bind"]
@@ -151,7 +156,8 @@ class SqlMembers:
         """The member's passengers by passenger id, as rider texts (``domain.riders``)."""
         async with self._reads.connect() as conn:
             rows = (await conn.execute(_RIDERS, {"member_id": member_id})).all()
-        return {int(pid): Rider.of(name, kind, card).text() for pid, name, kind, card in rows}
+        secret = self._traveller_secret
+        return {int(pid): Rider.of(name, kind, card, secret).text() for pid, name, kind, card in rows}
 
     async def kept_keys(self, member_id: int, since: dt.datetime) -> list[KeptKey]:
         return await kept_keys(self._reads, member_id, since)

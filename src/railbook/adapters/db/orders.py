@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from railbook.adapters.db.by_day import rows_by_order_id
-from railbook.adapters.db.models import DailyTrainStop, Order, Ticket
+from railbook.adapters.db.models import DailyTrainStop, Order, Passenger, Ticket
 from railbook.adapters.db.order_batch import FAILED, SeatIds, insert_for, order_row, record_key, write_batch
 from railbook.domain.fees import departure_at
 from railbook.domain.order_state import TicketStatus
@@ -134,6 +134,12 @@ class DbOrderStore:
             ).all()
         return [(str(o), str(c), d, int(m), int(p)) for o, c, d, m, p in rows]
 
+    async def passenger_cards(self, passenger_ids: Sequence[int]) -> dict[int, str]:
+        stmt = select(Passenger.id, Passenger.id_card).where(Passenger.id.in_(list(passenger_ids)))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {int(pid): str(card) for pid, card in rows}
+
     async def trip_state(self, order_id: str, passenger_id: int) -> tuple[str, str | None] | None:
         """One Core statement: the order, and the passenger's unpaid or paid ticket in it joined in
         (an order and its tickets are committed together, so one snapshot sees both or neither)."""
@@ -166,6 +172,7 @@ class DbOrderStore:
                 await session.execute(
                     select(
                         Ticket.passenger_id,
+                        Passenger.id_card,
                         Ticket.order_id,
                         Ticket.member_id,
                         Order.train_code,
@@ -177,15 +184,17 @@ class DbOrderStore:
                         Ticket.status,
                     )
                     .join(Order, Order.id == Ticket.order_id)
+                    # The person, by ID number: the guard keeps trips per traveller key.
+                    .join(Passenger, Passenger.id == Ticket.passenger_id)
                     .join(board, (board.daily_train_id == train) & (board.stop_index == from_))
                     .join(alight, (alight.daily_train_id == train) & (alight.stop_index == to_))
                     .where(*which)
                 )
             ).all()
         trips: list[RecordedTrip] = []
-        for pid, order_id, member_id, code, date, departs, d_day, arrives, a_day, status in rows:
+        for pid, card, order_id, member_id, code, date, departs, d_day, arrives, a_day, status in rows:
             starts = int(departure_at(date, departs or "00:00", d_day or 0).timestamp())
             ends = int(departure_at(date, arrives, a_day or 0).timestamp()) if arrives else starts
             trip = Trip(train_day_name(code, date), starts, max(starts, ends))
-            trips.append((int(pid), str(order_id), int(member_id), trip, str(status)))
+            trips.append((int(pid), str(card), str(order_id), int(member_id), trip, str(status)))
         return trips

@@ -25,7 +25,7 @@ from railbook.kit.clock import utcnow
 from railbook.services.after_sale.payment import require_order
 from railbook.services.after_sale.ports import AfterSaleContext, OrderCanceller, OrderRecord, TicketRecord
 from railbook.services.booking.markers import forget_markers
-from railbook.services.booking.trips import forget_trips
+from railbook.services.booking.trips import forget_passenger_trips
 from railbook.services.booking.view_cache import forget_order_views
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.releases import order_release_id
@@ -122,7 +122,7 @@ async def return_seats_of_orders(
         forget_markers(
             container, [(o.train_code, o.service_date, o.id, o.member_id, passengers[o.id]) for o in gone]
         ),
-        forget_trips(container, [(o.id, passengers[o.id]) for o in gone]),
+        forget_passenger_trips(container, [(o.id, passengers[o.id]) for o in gone]),
     )
     for order in gone:
         held = by_order.get(order.id, [])

@@ -55,7 +55,7 @@ from railbook.services.booking.accept import Accepted, OrderRequest, PassengerCh
 from railbook.services.booking.markers import forget_order_markers
 from railbook.services.booking.ports import OrderMessage
 from railbook.services.booking.train_days import journey_on, train_day
-from railbook.services.booking.trips import forget_trips
+from railbook.services.booking.trips import forget_passenger_trips
 from railbook.services.booking.view_cache import forget_order_views
 
 log = structlog.get_logger(__name__)
@@ -219,7 +219,7 @@ async def _settle_and_return(
         # The old ticket's trip goes: its passenger now travels on the new order's.
         new_order = outcome.new_order_id
         riders = [p for o, _, _, _, p in await container.orders.order_holds([new_order]) if o == new_order]
-        await forget_trips(container, [(outcome.touched[0][0], riders)])
+        await forget_passenger_trips(container, [(outcome.touched[0][0], riders)])
     else:
         await return_seats_of_orders(container, [outcome.new_order_id])
     return outcome.kind

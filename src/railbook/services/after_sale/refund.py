@@ -31,7 +31,7 @@ from railbook.services.after_sale.ports import (
     TicketRecord,
     TicketSeat,
 )
-from railbook.services.booking.trips import forget_trips
+from railbook.services.booking.trips import forget_passenger_trips
 from railbook.services.booking.view_cache import forget_order_views
 from railbook.services.ports import HeldSeat
 from railbook.services.sales.releases import ticket_release_id
@@ -117,7 +117,7 @@ async def refund_ticket(
     # The order's views and the passenger's trip are forgotten in one round trip.
     await asyncio.gather(
         forget_order_views(container, [(order.id, member_id)]),
-        forget_trips(container, [(order.id, [ticket.passenger_id])]),
+        forget_passenger_trips(container, [(order.id, [ticket.passenger_id])]),
     )
     log.info("ticket_refunded", ticket_id=ticket_id, refund_fen=quote.refund_fen, fee_fen=quote.fee_fen)
     seat = TicketSeat(

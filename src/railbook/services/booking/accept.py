@@ -45,6 +45,7 @@ from railbook.services.booking.memos import refuse_if_sold_out
 from railbook.services.booking.order_ids import issue_order_id
 from railbook.services.booking.ports import MarkersUnknown, OrderChallenge, OrderGuard, TrainDay
 from railbook.services.booking.train_days import boarded_train_day, journey_on, refuse_if_departed, trip_on
+from railbook.services.booking.trip_ports import Traveller
 from railbook.services.booking.trips import TripsRefused, allocate_holding_trips, forget_trips, hold_trips
 from railbook.services.ports import AdmissionRefused, kept_claim, keys_kept_since
 
@@ -192,11 +193,11 @@ async def _admit_and_enqueue(
     request_hash = request.digest() if idempotency_key else ""
     cache = container.member_cache
     now = time.monotonic()
-    # Passengers as rider texts (name, fare type, birth date: ``domain.riders``); one in an older form
-    # counts as not cached. A keyed order asks the shared cache, never this process's: a shared cache
-    # that knows the passengers knows the member's Idempotency-Keys too (every fill restores them
-    # first, ``KeptKey``), so the key is answered for without the database; this process's copy
-    # could outlive a loss of the shared cache's data.
+    # Passengers as rider texts (name, fare type, birth date, traveller key: ``domain.riders``); one in
+    # an older form counts as not cached. A keyed order asks the shared cache, never this process's: a
+    # shared cache that knows the passengers knows the member's Idempotency-Keys too (every fill
+    # restores them first, ``KeptKey``), so the key is answered for without the database; this
+    # process's copy could outlive a loss of the shared cache's data.
     names = None if idempotency_key else _readable(cache.names(member_id, ids, now), ids)
     generation: str | None = None  # set when the shared cache was asked: a fill must match it
     trusted: bool | None = None  # the day's markers: None when not asked (admission tells)
@@ -258,11 +259,13 @@ def _readable(names: Mapping[int, str] | None, ids: Sequence[int]) -> dict[int, 
 
 @dataclass(frozen=True, slots=True)
 class _Fare:
-    """A passenger's ticket as the order prices it: the name on it, the fare type and the price."""
+    """A passenger's ticket as the order prices it: the name on it, the fare type and the price; and
+    the traveller key of the person (whose trips the order claims)."""
 
     name: str
     fare_type: str
     price_fen: int
+    traveller: str
 
 
 def _fares(
@@ -274,11 +277,13 @@ def _fares(
     travel_date = departs.date() if departs is not None else day.date
     fares: dict[int, _Fare] = {}
     for p in request.passengers:
-        rider = Rider.parse(riders[p.passenger_id]) or Rider(riders[p.passenger_id])
+        rider = Rider.parse(riders[p.passenger_id])
+        if rider is None:  # the callers read every rider in the current form (``_readable``)
+            raise ValueError(f"passenger {p.passenger_id} has no rider text in the current form")
         fare_type = rider.fare_type_on(travel_date)
         adult = day.prices.get((p.seat_class, i, j), 0)
         fares[p.passenger_id] = _Fare(
-            rider.name, fare_type, passenger_fare_fen(adult, fare_type, p.seat_class)
+            rider.name, fare_type, passenger_fare_fen(adult, fare_type, p.seat_class), rider.traveller
         )
     return fares
 
@@ -317,13 +322,15 @@ async def _enqueue(
 ) -> Accepted:
     ids = [p.passenger_id for p in request.passengers]
     trip = trip_on(day, i, j)  # what the passengers' other trips may not collide with
+    travellers = [Traveller(pid, fares[pid].traveller) for pid in ids]
+    keys = [t.key for t in travellers]
     hold = functools.partial(
         hold_trips,
         container,
         order_id=order_id,
         member_id=member_id,
         trip=trip,
-        passenger_ids=ids,
+        travellers=travellers,
         train_code=day.train_code,
         date=day.date,
         replaces=replaces,
@@ -356,6 +363,8 @@ async def _enqueue(
                 "seat_pref": p.seat_pref,
                 "price_fen": fares[p.passenger_id].price_fen,
                 "fare_type": fares[p.passenger_id].fare_type,
+                # The person's trips are given up by it when the order ends without tickets.
+                "traveller": fares[p.passenger_id].traveller,
             }
             for p in request.passengers
         ],
@@ -402,13 +411,15 @@ async def _enqueue(
     try:
         if claim_with_admission:
             assert admission is not None
-            await allocate_holding_trips(container, day, alloc_request, message, admission, trip, replaces)
+            await allocate_holding_trips(
+                container, day, alloc_request, message, admission, trip, travellers, replaces
+            )
         else:
             await allocate(container, day, alloc_request, order_id, message, admission)
     except TripsRefused as refused:  # nothing of the order is left, its trips given back
         raise refused.reason from None
     except AdmissionRefused as refused:  # nothing of the order is left (the admission undid itself)
-        await forget_trips(container, [(order_id, ids)])
+        await forget_trips(container, [(order_id, keys)])
         raise refused.reason from None
     except (OutcomeUnknown, asyncio.CancelledError) as exc:
         # The allocation script may have run (and queued the order) even though no answer came back:
@@ -426,7 +437,7 @@ async def _enqueue(
         ) from exc.__cause__
     except BaseException as exc:
         await guard.refuse_order(day.train_code, day.date, member_id, ids, order_id, idempotency_key)
-        await forget_trips(container, [(order_id, ids)])
+        await forget_trips(container, [(order_id, keys)])
         if isinstance(exc, SoldOut) and exc.code == "SOLD_OUT":
             classes = list(dict.fromkeys(p.seat_class for p in request.passengers))
             container.sold_out_memo.remember(day.train_code, day.date, classes, i, j)

@@ -302,4 +302,4 @@ async def settle(container: OrderContext, outcome: CommitOutcome) -> None:
         guard.forget_pending([(m.order_id, m.member_id) for m in finished]),
     )
     # Failed orders hold no tickets: their passengers' trips go too.
-    await forget_trips(container, [(m.order_id, m.passenger_ids) for m in outcome.failed])
+    await forget_trips(container, [(m.order_id, m.traveller_keys) for m in outcome.failed])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from railbook.domain.seating import AllocationRequest
-from railbook.services.booking.trip_ports import RecordedTrip, TripRequest
+from railbook.services.booking.trip_ports import RecordedTrip, TripRequest, traveller_keys_of
 from railbook.services.ports import Allocation, KeptKey
 
 PENDING_RECORD_TTL_SECONDS = 24 * 3600
@@ -119,6 +119,11 @@ class OrderMessage:
     @property
     def passenger_ids(self) -> list[int]:
         return [int(p["passenger_id"]) for p in self.passengers]
+
+    @property
+    def traveller_keys(self) -> list[str]:
+        """The traveller keys of its passengers (the persons whose trips it holds), as accepted."""
+        return traveller_keys_of(self.passengers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +307,7 @@ class OrderIntake(Protocol):
     """An order without an idempotency key taken in: the guard's admission and the allocation."""
 
     # Whether ``admit_and_allocate`` takes the trip claim into its round trip (a single Redis; not a
-    # cluster, where a passenger's trips live in another slot than the train-day's keys).
+    # cluster, where a person's trips live in another slot than the train-day's keys).
     claims_trips: bool
 
     async def admit_and_allocate(
@@ -407,6 +412,10 @@ class OrderStore(Protocol):
         """(order, train code, date, member, passenger) of every ticket of these orders."""
         ...
 
+    async def passenger_cards(self, passenger_ids: Sequence[int]) -> dict[int, str]:
+        """The ID numbers of these passengers (those that exist), by passenger id."""
+        ...
+
     async def trip_state(self, order_id: str, passenger_id: int) -> tuple[str, str | None] | None:
         """The order's state and its ticket for this passenger if unpaid or paid (else None), read
         together in one statement; None when the order is not committed."""
@@ -414,7 +423,7 @@ class OrderStore(Protocol):
 
     async def held_trips(self, passenger_ids: Sequence[int] | None, since: dt.date) -> list[RecordedTrip]:
         """The trips of every unpaid or paid ticket of these passengers (None: of everyone) on a train
-        that left its origin on ``since`` or later."""
+        that left its origin on ``since`` or later, each with its passenger's ID number."""
         ...
 
 

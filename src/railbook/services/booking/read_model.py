@@ -30,6 +30,7 @@ from railbook.kit.clock import as_utc
 from railbook.services.booking.context import OrderContext
 from railbook.services.booking.order_ids import order_id_time, verify_order_id
 from railbook.services.booking.ports import OrderView, TicketView, owed_fen
+from railbook.services.booking.trip_ports import traveller_keys_of
 from railbook.services.booking.trips import forget_trips
 from railbook.services.booking.view_cache import (
     decode_order,
@@ -165,7 +166,7 @@ async def _never_queued(container: OrderContext, record: Mapping[str, Any]) -> O
         order_id,
         record.get("idempotency_key"),
     )
-    await forget_trips(container, [(order_id, passengers)])
+    await forget_trips(container, [(order_id, traveller_keys_of(record.get("passengers", [])))])
     return _lost_view(order_id)
 
 

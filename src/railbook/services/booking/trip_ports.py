@@ -4,9 +4,9 @@ its claims tell (see ``booking.trips``). Adapters may import this module, as ``b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from railbook.domain.sale import Trip
 
@@ -21,24 +21,36 @@ class TripsNotHeld(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class TripClash:
-    """A trip a passenger already holds that collides with the one asked for."""
+class Traveller:
+    """A passenger of an order as the trip guard knows them: the passenger record, and the person
+    behind it (``identity.traveller_key`` of the ID number; the same for every member's record of
+    that person). Trips are kept and checked per traveller key."""
 
     passenger_id: int
-    order_id: str
-    member_id: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class TripClash:
+    """A trip a person already holds that collides with the one asked for."""
+
+    passenger_id: int  # the passenger of the order asking (the one a refusal names)
+    order_id: str  # the order holding the trip
+    member_id: int  # that order's member
     train_day: str
     claimed_at: int  # Unix seconds when it was claimed (0: restored from the system of record)
+    holder_id: int  # the passenger that order holds it for: the same person, maybe another member's record
+    traveller: str  # the person's traveller key
 
 
 @dataclass(frozen=True, slots=True)
 class TripClaim:
     """What a claim did: whether the trips are trusted (False: nothing held), the first clash, and
-    the passengers whose trip it holds now (to give back if the order is refused)."""
+    the traveller keys whose trip it holds now (to give back if the order is refused)."""
 
     trusted: bool
     clash: TripClash | None = None
-    held: tuple[int, ...] = ()
+    held: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,39 +61,49 @@ class TripRequest:
     order_id: str
     member_id: int
     trip: Trip
-    passenger_ids: Sequence[int]
+    travellers: Sequence[Traveller]
     now: int
     ignore: str | None = None
 
 
-# A trip as the system of record knows it: (passenger, order, member, trip, ticket status).
-RecordedTrip = tuple[int, str, int, Trip, str]
+def traveller_keys_of(passengers: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The traveller keys an order's message or pending record carries for its passengers (none in
+    one accepted before they were carried: its trips are then left to heal at their next clash)."""
+    return [str(p["traveller"]) for p in passengers if p.get("traveller")]
+
+
+# A trip as the system of record knows it: (passenger, ID number, order, member, trip, ticket status).
+RecordedTrip = tuple[int, str, str, int, Trip, str]
+# A trip to restore into the guard: (traveller key, passenger, order, member, trip).
+RestoredTrip = tuple[str, int, str, int, Trip]
+# An order's trips to give up: (order, the traveller keys of its passengers concerned).
+TripHolds = Sequence[tuple[str, Sequence[str]]]
 
 
 class TripGuard(Protocol):
-    """One person, one seat at a time: the trips each passenger holds (in flight, unpaid or paid),
-    kept per passenger (Redis: one hash per passenger under its own hash tag; embedded: process
-    memory). The trips are trusted only once every passenger's were restored from the system of
-    record since the last loss of that data (``restore``); until then ``claim`` holds nothing."""
+    """One person, one seat at a time: the trips each person holds (in flight, unpaid or paid), kept
+    per traveller key (the person by ID number, whichever member lists them; Redis: one hash per
+    traveller under its own hash tag; embedded: process memory). The trips are trusted only once
+    everyone's were restored from the system of record since the last loss of that data
+    (``restore``); until then ``claim`` holds nothing."""
 
     restoring: asyncio.Lock  # one restore at a time in a process
 
     async def claim(self, request: TripRequest) -> TripClaim:
-        """Hold the request's trip for each of its passengers, atomically per passenger: a passenger
-        holding a trip that collides with it (other than the order ``ignore``'s) is not given it. The
-        trips held are kept either way (the caller drops them when it refuses the order)."""
+        """Hold the request's trip for each of its travellers, atomically per traveller: one holding a
+        trip that collides with it (other than the order ``ignore``'s) is not given it. The trips
+        held are kept either way (the caller drops them when it refuses the order)."""
         ...
 
     async def restored(self) -> bool:
-        """Whether every passenger's trips were restored since the last loss of this data."""
+        """Whether everyone's trips were restored since the last loss of this data."""
         ...
 
-    async def restore(self, held: Sequence[tuple[int, str, int, Trip]], *, now: int) -> None:
-        """Set the trips read from the system of record (passenger, order, member, trip) where
-        missing, then trust the trips."""
+    async def restore(self, held: Sequence[RestoredTrip], *, now: int) -> None:
+        """Set the trips read from the system of record where missing, then trust the trips."""
         ...
 
-    async def drop(self, holds: Sequence[tuple[str, Sequence[int]]]) -> None:
-        """Forget the trips of these orders for these passengers (the order ended, a ticket was
+    async def drop(self, holds: TripHolds) -> None:
+        """Forget the trips of these orders for these traveller keys (the order ended, a ticket was
         refunded or changed)."""
         ...

@@ -14,10 +14,11 @@
 -- Tokens older than ARGV[5] seconds are dropped first (their order never got queued). Admitting an
 -- order again (a group sent again after NOSCRIPT) admits it: its own markers and token are no refusal.
 -- On a single Redis the order's trip claims (claim_trip.lua) may run just before it in the same round
--- trip: ARGV[7] > 0 names that many last KEYS, each passenger's trips hash and then the global "trips
--- restored" flag, and the order is admitted only if every hash holds its trip and the flag exists
--- (else -4, nothing changed); a duplicate marker still answers first. A cluster never passes them
--- (the keys live in other slots): there the claim is a round trip of its own, before the admission.
+-- trip: ARGV[7] > 0 names that many last KEYS, each passenger's trips hash (the person's, by traveller
+-- key) and then the global "trips restored" flag, and the order is admitted only if every hash holds
+-- its trip and the flag exists (else -4, nothing changed); a duplicate marker still answers first. A
+-- cluster never passes them (the keys live in other slots): there the claim is a round trip of its
+-- own, before the admission.
 -- KEYS: 1 tokens zset, 2 markers-valid flag, 3.. duplicate markers, then the ARGV[7] trip keys.
 -- ARGV: 1 order id, 2 now, 3 limit, 4 marker ttl, 5 stale, 6 checked against the database (0/1),
 --       7 trip keys at the end of KEYS (0 or absent: none).
