@@ -3,6 +3,7 @@ schema, and the content types it answers with. Walks every route of the app."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -11,9 +12,12 @@ import pytest
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from railbook.api import input_patterns as p
 from railbook.api.deps import current_principal
 from railbook.api.errors import ErrorEnvelope, status_of_kind
 from railbook.api.openapi import ENVELOPE_REF, NO_STORE, ROUTE_ERRORS
+from railbook.domain.seating import SEAT_CLASSES
+from railbook.domain.timetable import TRAIN_KINDS
 
 LIMITED = {("POST", "/api/v1/orders"), ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/register")}
 ANTI_BOT = LIMITED
@@ -134,3 +138,73 @@ async def test_what_the_app_answers_without_credentials_is_declared(client: http
         assert str(r.status_code) in declared, (method, path, r.status_code, r.text[:200])
         if r.status_code >= 400:
             ErrorEnvelope.model_validate(r.json())
+
+
+def _text(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's or property's schema for text (its string branch when it may be null)."""
+    branches = [b for b in schema.get("anyOf", [schema]) if b.get("type") == "string"]
+    assert len(branches) == 1, schema
+    return branches[0]
+
+
+async def test_the_document_states_the_rules_of_form(client: httpx.AsyncClient) -> None:
+    """Every rule of form a JSON Schema keyword can state is in the document (what each pattern
+    accepts is held to its check in ``tests/unit/test_input_patterns.py``), so that a request valid
+    under the document is not refused for its form."""
+    spec = await _spec(client)
+    components = spec["components"]["schemas"]
+
+    def param(method: str, path: str, name: str) -> dict[str, Any]:
+        found = [q for q in spec["paths"][path][method]["parameters"] if q["name"] == name]
+        return _text(found[0]["schema"])
+
+    def prop(model: str, name: str) -> dict[str, Any]:
+        return _text(components[model]["properties"][name])
+
+    for path in ("/api/v1/trains/search", "/api/v1/trains/transfers", "/api/v1/trains/{code}/seat-map"):
+        for name in ("from", "to"):
+            term = param("get", path, name)
+            assert (term["minLength"], term["maxLength"], term["pattern"]) == (1, 64, p.STRIPPED_TERM)
+    stations = param("get", "/api/v1/stations", "q")
+    assert (stations["maxLength"], stations["pattern"]) == (64, p.STRIPPED_PREFIX)
+    assert param("get", "/api/v1/trains/search", "kind")["pattern"] == p.TRAIN_KINDS_LIST
+    for name in ("depart_after", "depart_before"):
+        assert param("get", "/api/v1/trains/search", name)["pattern"] == p.CLOCK_PATTERN
+
+    assert prop("RegisterIn", "mobile")["pattern"] == prop("BlockIn", "mobile")["pattern"] == p.MOBILE
+    password = prop("RegisterIn", "password")
+    assert (password["minLength"], password["maxLength"], password["pattern"]) == (8, 128, p.PRINTABLE)
+    assert prop("RegisterIn", "name")["pattern"] == prop("PassengerIn", "name")["pattern"] == p.PERSON_NAME
+    assert prop("PassengerIn", "id_card")["pattern"] == p.ID_CARD
+
+    assert prop("TrainIn", "code")["pattern"] == p.TRAIN_CODE_PATTERN
+    assert prop("TrainIn", "kind")["enum"] == list(TRAIN_KINDS)
+    assert {b["properties"]["kind"]["const"] for b in components["TrainIn"]["anyOf"]} == set(TRAIN_KINDS)
+    assert prop("CarriageIn", "seat_class")["enum"] == list(SEAT_CLASSES)
+    assert prop("StopIn", "station")["pattern"] == prop("StationIn", "name")["pattern"] == p.NON_BLANK
+    assert (
+        prop("StationIn", "pinyin")["pattern"] == prop("StationIn", "city")["pattern"] == p.EMPTY_OR_NON_BLANK
+    )
+    assert prop("BlockIn", "reason")["pattern"] == p.NON_BLANK
+    assert [b["required"] for b in components["BlockIn"]["oneOf"]] == [["mobile"], ["ip"]]
+    assert [b["required"] for b in components["SaleOpenIn"]["oneOf"]] == [["date"], ["from", "to"]]
+
+
+async def test_a_form_the_document_allows_is_not_refused_for_its_form(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """Where the document and the checks disagreed, the document's bound holds: a station term or
+    prefix of up to 64 characters is looked up (an unknown station: 404, a prefix matching nothing:
+    an empty list), and a blocklist entry's ``until`` is text, not a number."""
+    long_term = "无" * 40
+    r = await client.get("/api/v1/stations", params={"q": long_term})
+    assert (r.status_code, r.json()) == (200, [])
+    date = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    for path in ("/api/v1/trains/search", "/api/v1/trains/transfers"):
+        r = await client.get(path, params={"from": long_term, "to": "上海虹桥", "date": date})
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "STATION_NOT_FOUND"), r.text
+    r = await client.get("/api/v1/stations", params={"q": "无" * 65})
+    assert r.status_code == 422
+    block = {"ip": "203.0.113.9", "reason": "fuzz", "until": 0}
+    r = await client.post("/api/v1/admin/blocklist", json=block, headers=admin_headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "VALIDATION_ERROR"), r.text

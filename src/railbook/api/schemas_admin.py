@@ -8,15 +8,26 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from railbook.api.input_patterns import (
+    EMPTY_OR_NON_BLANK,
+    MOBILE,
+    NON_BLANK,
+    PRINTABLE,
+    TRAIN_CODE_PATTERN,
+    stated,
+)
 from railbook.domain.antibot import BLOCK_REASON_MAX, parse_block_ip
 from railbook.domain.errors import InvalidInput
 from railbook.domain.identity import validate_mobile
-from railbook.domain.seating import CarriageSpec
-from railbook.domain.timetable import MAX_CARRIAGES, MAX_ROWS, MAX_STOPS, StopSpec, TrainSpec
+from railbook.domain.seating import SEAT_CLASSES, CarriageSpec
+from railbook.domain.timetable import MAX_CARRIAGES, MAX_ROWS, MAX_STOPS, TRAIN_KINDS, StopSpec, TrainSpec
 
-# Printable text only: no control characters (C0, DEL, C1).
-NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
-Name = Annotated[str, Field(min_length=1, max_length=32, pattern=NO_CONTROL)]
+# Printable text only: no control characters (C0, DEL, C1). The document states more of each rule
+# (``stated``): what the domain checks after this, with its own messages.
+NO_CONTROL = PRINTABLE
+Name = Annotated[
+    str, Field(min_length=1, max_length=32, pattern=NO_CONTROL, json_schema_extra=stated(pattern=NON_BLANK))
+]
 Clock = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 
@@ -27,8 +38,12 @@ class Strict(BaseModel):
 class StationIn(Strict):
     name: Name
     code: str = Field(pattern=r"^[A-Z]{3}$", description="Telegraph code: 3 capital letters")
-    pinyin: str = Field(default="", max_length=64, pattern=NO_CONTROL)
-    city: str = Field(default="", max_length=32, pattern=NO_CONTROL)
+    pinyin: str = Field(
+        default="", max_length=64, pattern=NO_CONTROL, json_schema_extra=stated(pattern=EMPTY_OR_NON_BLANK)
+    )
+    city: str = Field(
+        default="", max_length=32, pattern=NO_CONTROL, json_schema_extra=stated(pattern=EMPTY_OR_NON_BLANK)
+    )
 
 
 class StationOut(BaseModel):
@@ -49,13 +64,29 @@ class StopIn(Strict):
 
 class CarriageIn(Strict):
     carriage: int = Field(ge=1, le=MAX_CARRIAGES)
-    seat_class: str = Field(max_length=16)
+    seat_class: str = Field(max_length=16, json_schema_extra=stated(enum=list(SEAT_CLASSES)))
     rows: int = Field(ge=1, le=MAX_ROWS)
 
 
 class TrainIn(Strict):
-    code: str = Field(min_length=2, max_length=8, pattern=r"^[A-Z][0-9]+$")
-    kind: str = Field(min_length=1, max_length=1)
+    """A train; its ``kind`` is the first letter of its ``code`` (one ``anyOf`` branch per kind)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"code": {"pattern": f"^{kind}"}, "kind": {"const": kind}}}
+                for kind in TRAIN_KINDS
+            ]
+        },
+    )
+    code: str = Field(
+        min_length=2,
+        max_length=8,
+        pattern=r"^[A-Z][0-9]+$",
+        json_schema_extra=stated(pattern=TRAIN_CODE_PATTERN),
+    )
+    kind: str = Field(min_length=1, max_length=1, json_schema_extra=stated(enum=list(TRAIN_KINDS)))
     stops: list[StopIn] = Field(min_length=2, max_length=MAX_STOPS)
     carriages: list[CarriageIn] = Field(min_length=1, max_length=MAX_CARRIAGES)
 
@@ -103,7 +134,30 @@ class TrainSummaryOut(BaseModel):
 class SaleOpenIn(Strict):
     """Either one ``date`` or a ``from``..``to`` range (inclusive)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["date"],
+                    "properties": {
+                        "date": {"type": "string"},
+                        "from": {"type": "null"},
+                        "to": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["from", "to"],
+                    "properties": {
+                        "date": {"type": "null"},
+                        "from": {"type": "string"},
+                        "to": {"type": "string"},
+                    },
+                },
+            ]
+        },
+    )
     date: dt.date | None = None
     from_: dt.date | None = Field(default=None, alias="from")
     to: dt.date | None = None
@@ -158,9 +212,25 @@ class BlockIn(Strict):
     """A blocklist entry: exactly one of ``mobile`` and ``ip`` (an IPv4/IPv6 address or network);
     ``until`` (ISO 8601; UTC when it names no zone) ends the block, none blocks for good."""
 
-    mobile: str | None = Field(default=None, max_length=11, examples=["13912345678"])
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": [target], "properties": {target: {"type": "string"}}}
+                for target in ("mobile", "ip")
+            ]
+        },
+    )
+    mobile: str | None = Field(
+        default=None, max_length=11, examples=["13912345678"], json_schema_extra=stated(pattern=MOBILE)
+    )
     ip: str | None = Field(default=None, max_length=64, examples=["203.0.113.7", "198.51.100.0/24"])
-    reason: str = Field(min_length=1, max_length=BLOCK_REASON_MAX, pattern=NO_CONTROL)
+    reason: str = Field(
+        min_length=1,
+        max_length=BLOCK_REASON_MAX,
+        pattern=NO_CONTROL,
+        json_schema_extra=stated(pattern=NON_BLANK),
+    )
     until: dt.datetime | None = None
 
     @field_validator("mobile")
@@ -172,6 +242,14 @@ class BlockIn(Strict):
     @classmethod
     def _ip(cls, v: str | None) -> str | None:
         return None if v is None else _checked(parse_block_ip, v)
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _until_text(cls, v: object) -> object:
+        # ISO 8601 text, as the document says; pydantic would also take a number as a Unix time.
+        if v is not None and not isinstance(v, str | dt.datetime):
+            raise ValueError("until is a date and time (ISO 8601)")
+        return v
 
     @field_validator("until")
     @classmethod

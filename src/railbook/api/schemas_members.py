@@ -7,11 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
+from railbook.api.input_patterns import ID_CARD, MOBILE, PERSON_NAME, PRINTABLE, stated
 from railbook.domain.antibot import CAPTCHA_ANSWER_MAX, CAPTCHA_ID_MAX
 from railbook.domain.errors import InvalidInput
 from railbook.domain.identity import (
     NAME_MAX,
     PASSWORD_MAX,
+    PASSWORD_MIN,
     validate_id_card,
     validate_mobile,
     validate_password,
@@ -32,10 +34,19 @@ def _checked(check: Callable[[str], str], value: str) -> str:
         raise ValueError(exc.message) from None
 
 
+# The rules the validators below check (with the domain's messages), stated in the document.
+MOBILE_RULE = stated(pattern=MOBILE)
+PERSON_NAME_RULE = stated(pattern=PERSON_NAME)
+
+
 class RegisterIn(_Body):
-    mobile: StrictStr = Field(max_length=11, examples=["13912345678"])
-    password: StrictStr = Field(max_length=PASSWORD_MAX)
-    name: StrictStr = Field(max_length=NAME_MAX * 2, examples=["张三"])
+    """Format characters (``Cf``) in a password are refused too, which the document does not state."""
+
+    mobile: StrictStr = Field(max_length=11, examples=["13912345678"], json_schema_extra=MOBILE_RULE)
+    password: StrictStr = Field(
+        max_length=PASSWORD_MAX, json_schema_extra=stated(minLength=PASSWORD_MIN, pattern=PRINTABLE)
+    )
+    name: StrictStr = Field(max_length=NAME_MAX * 2, examples=["张三"], json_schema_extra=PERSON_NAME_RULE)
 
     @field_validator("mobile")
     @classmethod
@@ -89,8 +100,15 @@ PassengerType = Literal["adult", "child", "student", "disabled_military"]
 
 
 class PassengerIn(_Body):
-    name: StrictStr = Field(max_length=NAME_MAX * 2, examples=["李四"])
-    id_card: StrictStr = Field(min_length=18, max_length=18, examples=["11010519491231002X"])
+    name: StrictStr = Field(max_length=NAME_MAX * 2, examples=["李四"], json_schema_extra=PERSON_NAME_RULE)
+    id_card: StrictStr = Field(
+        min_length=18,
+        max_length=18,
+        examples=["11010519491231002X"],
+        json_schema_extra=stated(pattern=ID_CARD),
+        description="17 digits and a check character (0-9 or X); the birth date it carries is real and "
+        "not in the future, and the check character matches (GB 11643).",
+    )
     type: PassengerType = "adult"
 
     @field_validator("name")

@@ -7,8 +7,22 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from railbook.api.input_patterns import CLOCK_PATTERN, STRIPPED_TERM, TRAIN_KINDS_LIST, stated
+from railbook.services.search.query import TERM_MAX_LENGTH
+
 TERM_TEXT = "Station name, telegraph code or city."
 SeatClass = Literal["business", "first", "second", "soft_sleeper", "hard_sleeper", "hard_seat"]
+
+
+# Constraints checked by the search itself (``check_term``, ``parse_kinds``, ``parse_clock``, with
+# their own messages), stated in the document only.
+TERM: dict[str, Any] = {
+    "min_length": 1,
+    "max_length": TERM_MAX_LENGTH,
+    "description": TERM_TEXT,
+    "json_schema_extra": stated(pattern=STRIPPED_TERM),
+}
+CLOCK: dict[str, Any] = {"json_schema_extra": stated(pattern=CLOCK_PATTERN)}
 
 
 class SearchParams(BaseModel):
@@ -18,14 +32,21 @@ class SearchParams(BaseModel):
 
     NAMES: ClassVar[tuple[str, ...]] = ("from", "to", "date", "kind", "depart_after", "depart_before")
 
-    from_: Annotated[str, Field(alias="from", min_length=1, max_length=64, description=TERM_TEXT)]
-    to: Annotated[str, Field(min_length=1, max_length=64, description=TERM_TEXT)]
+    from_: Annotated[str, Field(alias="from", **TERM)]
+    to: Annotated[str, Field(**TERM)]
     date: Annotated[
         dt.date, Field(description="Boarding date (the day the train leaves `from`), YYYY-MM-DD.")
     ]
-    kind: Annotated[str | None, Field(max_length=32, description="Train kinds, e.g. G,D")] = None
-    depart_after: Annotated[str | None, Field(max_length=5, description="HH:MM")] = None
-    depart_before: Annotated[str | None, Field(max_length=5, description="HH:MM")] = None
+    kind: Annotated[
+        str | None,
+        Field(
+            max_length=32,
+            description="Train kinds, e.g. G,D",
+            json_schema_extra=stated(pattern=TRAIN_KINDS_LIST),
+        ),
+    ] = None
+    depart_after: Annotated[str | None, Field(max_length=5, description="HH:MM", **CLOCK)] = None
+    depart_before: Annotated[str | None, Field(max_length=5, description="HH:MM", **CLOCK)] = None
 
     @classmethod
     def openapi_parameters(cls) -> list[dict[str, Any]]:

@@ -13,8 +13,9 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 
+from railbook.api.input_patterns import STRIPPED_PREFIX, stated
 from railbook.api.schemas_search import (
-    TERM_TEXT,
+    TERM,
     CarriageOut,
     SearchParams,
     SeatClass,
@@ -28,7 +29,13 @@ from railbook.api.schemas_search import (
 from railbook.bootstrap import Container
 from railbook.domain.pricing import yuan_text
 from railbook.services.search.answers import SearchAnswer, TrainOffer
-from railbook.services.search.query import SearchQuery, check_term, parse_clock, parse_kinds
+from railbook.services.search.query import (
+    TERM_MAX_LENGTH,
+    SearchQuery,
+    check_term,
+    parse_clock,
+    parse_kinds,
+)
 from railbook.services.search.service import SearchService
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
@@ -48,7 +55,8 @@ class PlainRoute(APIRoute):
 STALE_HEADER = "X-Railbook-Stale"
 STALE_HEADERS = {STALE_HEADER: "1"}
 MAX_REMEMBERED_QUERY = 2048  # bytes: two 64-character terms, percent-encoded CJK, and the rest fit
-Term = Annotated[str, Query(min_length=1, max_length=64, description=TERM_TEXT)]
+Term = Annotated[str, Query(**TERM)]
+FromTerm = Annotated[str, Query(alias="from", **TERM)]
 
 
 def search_service(request: Request) -> SearchService:
@@ -117,8 +125,8 @@ def parse_search(params: QueryParams) -> SearchQuery:
         from_ is None
         or to is None
         or date is None
-        or not 0 < len(from_) <= 64
-        or not 0 < len(to) <= 64
+        or not 0 < len(from_) <= TERM_MAX_LENGTH
+        or not 0 < len(to) <= TERM_MAX_LENGTH
         or (kind is not None and len(kind) > 32)
         or (after is not None and len(after) > 5)
         or (before is not None and len(before) > 5)
@@ -187,7 +195,7 @@ async def seat_map(
     response: Response,
     code: Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9]+$")],
     date: dt.date,
-    from_: Annotated[str, Query(alias="from", min_length=1, max_length=64)],
+    from_: FromTerm,
     to: Term,
     seat_class: SeatClass,
 ) -> SeatMapOut:
@@ -220,7 +228,11 @@ async def stations(
     request: Request,
     q: Annotated[
         str | None,
-        Query(max_length=64, description="A prefix of a name, pinyin, initials (bjn) or telegraph code."),
+        Query(
+            max_length=TERM_MAX_LENGTH,
+            description="A prefix of a name, pinyin, initials (bjn) or telegraph code.",
+            json_schema_extra=stated(pattern=STRIPPED_PREFIX),
+        ),
     ] = None,
 ) -> list[StationNameOut]:
     """Up to 20 stations whose name, pinyin, initials or telegraph code starts with ``q``
@@ -246,7 +258,7 @@ async def stations(
 )
 async def transfers(
     request: Request,
-    from_: Annotated[str, Query(alias="from", min_length=1, max_length=64, description=TERM_TEXT)],
+    from_: FromTerm,
     to: Term,
     date: Annotated[dt.date, Query(description="Boarding date of the first train, YYYY-MM-DD.")],
 ) -> Response:

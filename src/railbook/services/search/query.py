@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from railbook.domain.errors import InvalidInput
 from railbook.domain.timetable import TRAIN_KINDS, check_display_name, clock_minutes
 
+# A station as typed (name, telegraph code, city, or a pinyin prefix): at most this many characters
+# after stripping, the bound /openapi.json states. Longer than any name is no error of form: an
+# unknown station is 404 STATION_NOT_FOUND, a prefix that matches nothing an empty list (API.md).
+TERM_MAX_LENGTH = 64
+
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
@@ -48,5 +53,5 @@ def parse_clock(value: str | None, field_name: str) -> int | None:
 def check_term(value: str, field_name: str) -> str:
     """A station term as typed: bounded, printable; 422 otherwise (before any store is asked)."""
     term = value.strip()
-    check_display_name(term, field_name)
+    check_display_name(term, field_name, max_length=TERM_MAX_LENGTH)
     return term
