@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # Under a crowd this keeps a turn of the event loop short, so a transaction holds its pooled
     # connection for milliseconds, not for as long as a thousand other requests take their turns.
     # Health, readiness and metrics never wait. 0: no bound.
-    max_in_flight: int = Field(default=64, ge=0)
+    max_in_flight: int = Field(default=128, ge=0)
     queue_wait_seconds: float = Field(default=10.0, gt=0, le=60)
     # Anti-bot (API.md "Anti-bot"): failed logins in a window before a login needs a captcha, per
     # mobile and per client address; orders of one member in a minute before each further order

@@ -90,9 +90,12 @@ class InFlight:
     Why: an event loop shares its CPU among every request it has started. Under a crowd of a thousand
     connections each turn of the loop runs hundreds of requests' steps, so a transaction that needs
     four round trips holds its pooled connection for four such turns, the pool runs dry and requests
-    time out waiting for a connection. With a bound the loop's turns stay short, work finishes in
-    the order it came, and the waiting costs nothing but a place in the queue. Throughput is the
-    CPU's either way; the mean wait is shorter (first come first served beats everyone sharing)."""
+    time out waiting for a connection (answered 503, then sent again: work done twice). With a bound
+    the loop's turns stay short, a transaction's connection is back within milliseconds, and the
+    waiting costs nothing but a place in the queue. What changes is who waits: a cheap request waits
+    its turn like any other, where sharing would have finished it early, but no request waits
+    without bound behind a thousand others (the tail). BENCHMARKS.md has the figures of a crowd with
+    and without it (``railbook bench flash-sale --setting MAX_IN_FLIGHT=0``)."""
 
     def __init__(self, limit: int, wait_s: float) -> None:
         self.free = asyncio.Semaphore(limit)
