@@ -93,12 +93,13 @@ async def sqlite_client(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="session", params=["pg", "sqlite"])
-def client(request: pytest.FixtureRequest) -> httpx.AsyncClient:
-    """Both configurations: a test using this runs once against each. (A plain fixture: set-up of an
-    async fixture cannot start from inside another async fixture's running loop.)"""
-    name = "pg_client" if request.param == "pg" else "sqlite_client"
-    fixture: httpx.AsyncClient = request.getfixturevalue(name)
-    return fixture
+def client(
+    request: pytest.FixtureRequest, pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient
+) -> httpx.AsyncClient:
+    """Both configurations: a test using this runs once against each. Both apps are its arguments,
+    started by ordinary fixture resolution (set-up of an async fixture cannot start from inside
+    another async fixture's running loop, as a look-up by name here would)."""
+    return pg_client if request.param == "pg" else sqlite_client
 
 
 @pytest.fixture(scope="session")

@@ -7,19 +7,12 @@ import random
 from typing import Any
 
 import httpx
-import pytest
 
 from railbook.kit.clock import beijing_today
 from tests.naming import station_code, train_code
 from tests.support import register, unique
 
 _rng = random.Random()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps through ordinary fixture resolution, so the parametrised ``client`` finds them
-    ready (set-up of an async fixture cannot start from inside another one's running loop)."""
 
 
 async def _station(client: httpx.AsyncClient, headers: dict[str, str], name: str) -> dict[str, Any]:

@@ -8,16 +8,10 @@ import datetime as dt
 from typing import Any
 
 import httpx
-import pytest
 
 from railbook.kit.clock import beijing_today
 from tests.api.test_search_rules import _open, _stations, _stop, _train
 from tests.support import add_passenger, admin, register, wait_final, wait_until
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
 
 
 async def _overnight(client: httpx.AsyncClient, rows: int = 2) -> dict[str, Any]:

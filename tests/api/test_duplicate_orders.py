@@ -15,11 +15,6 @@ from railbook.adapters.redis.protection import marker_key, markers_valid_key, pa
 from tests.support import add_passenger, admin, make_train_day, order_body, register, wait_final
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
-
-
 def _is_duplicate(r: httpx.Response) -> bool:
     return r.status_code == 409 and r.json()["error"]["code"] == "DUPLICATE_ORDER"
 

@@ -20,12 +20,6 @@ from railbook.api.middleware import GuardMiddleware
 from tests.api.test_errors import assert_error_shape
 from tests.support import add_passenger, admin, make_train_day, order_body, register, unique
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
-
-
 # ---- X-Request-ID ----------------------------------------------------------------------------------
 
 

@@ -18,11 +18,6 @@ from tests.api.test_fast_reads import MOUNT, placed_order
 from tests.support import wait_final
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
-
-
 @pytest.fixture
 def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The order ids the fast path took during the test (answered, or left to the route)."""

@@ -29,11 +29,6 @@ from tests.support import (
 MOUNT = "/mounted"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
-
-
 @pytest.fixture
 def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The order ids the fast path answered during the test."""

@@ -18,12 +18,6 @@ TEST_SECRET = JWT_SECRET
 _sequence = itertools.count(1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps through ordinary fixture resolution, so the parametrised ``client`` finds them
-    ready (set-up of an async fixture cannot start from inside another one's running loop)."""
-
-
 def id_card(birth: dt.date = dt.date(1990, 5, 17)) -> str:
     """A valid ID number no other test of this run uses."""
     n = next(_sequence)

@@ -21,11 +21,6 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "railbook
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
-
-
 async def _samples(client: httpx.AsyncClient) -> dict[str, float]:
     """Every sample of /metrics, keyed by name and labels as written."""
     r = await client.get("/metrics")

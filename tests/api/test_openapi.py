@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 
@@ -21,11 +20,6 @@ from railbook.domain.timetable import TRAIN_KINDS
 
 LIMITED = {("POST", "/api/v1/orders"), ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/register")}
 ANTI_BOT = LIMITED
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
 
 
 def _calls(dependant: Any) -> set[Any]:

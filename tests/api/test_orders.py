@@ -9,15 +9,9 @@ import uuid
 from typing import Any
 
 import httpx
-import pytest
 
 from railbook.kit.clock import beijing_today
 from tests.support import add_passenger, admin, make_train_day, order_body, register, wait_final
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
 
 
 async def test_order_is_accepted_then_committed_with_tickets(client: httpx.AsyncClient) -> None:

@@ -6,17 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import httpx
-import pytest
 from sqlalchemy import select, update
 
 from railbook.adapters.db.models import DailyTrainStop, Order
 from railbook.kit.clock import beijing_today
 from tests.api.after_sale import assert_error, container_of, held_order, journey, make_train, member_with
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps through ordinary fixture resolution (see tests/api/test_members.py)."""
 
 
 async def test_a_passenger_with_an_unpaid_or_paid_ticket_ahead_cannot_be_deleted(

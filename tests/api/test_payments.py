@@ -7,7 +7,6 @@ import datetime as dt
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select, update
 
 from railbook.adapters.db.models import Order, Payment, Ticket
@@ -28,12 +27,6 @@ from tests.api.after_sale import (
     sold_out,
 )
 from tests.support import register, unique, wait_until
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps through ordinary fixture resolution (see tests/api/test_members.py)."""
-
 
 # --------------------------------------------------------------------------------------------
 

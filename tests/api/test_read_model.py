@@ -24,11 +24,6 @@ from tests.api.after_sale import container_of, held_order, journey, make_train, 
 from tests.support import wait_until
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps through ordinary fixture resolution (see tests/api/test_members.py)."""
-
-
 async def _get(client: httpx.AsyncClient, member: dict[str, Any], path: str) -> Any:
     r = await client.get(path, headers=member["headers"])
     assert r.status_code == 200, r.text

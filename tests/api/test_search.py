@@ -79,12 +79,6 @@ async def publish_line(client: httpx.AsyncClient, headers: dict[str, str]) -> Li
     return Line(names, codes, city, fast, slow)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps through ordinary fixture resolution, so the parametrised ``client`` finds them
-    ready (set-up of an async fixture cannot start from inside another one's running loop)."""
-
-
 @pytest.fixture
 async def line(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Line:
     return await publish_line(client, admin_headers)

@@ -9,7 +9,6 @@ import random
 from typing import Any
 
 import httpx
-import pytest
 
 from railbook.domain.fees import BEIJING
 from railbook.kit.clock import beijing_today
@@ -22,11 +21,6 @@ TRANSFERS = "/api/v1/trains/transfers"
 STATIONS = "/api/v1/stations"
 # Characters whose readings pypinyin knows without context, for station names no other test uses.
 HANZI = "安宁平阳江山河城州德兴华明新庆丰泰清远湖林原川台桥溪峰松柏梅竹兰菊"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
 
 
 async def _stations(client: httpx.AsyncClient, headers: dict[str, str], n: int) -> list[str]:

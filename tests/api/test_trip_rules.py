@@ -33,11 +33,6 @@ from tests.support import add_passenger, admin, make_train_day, order_body, regi
 _cards = itertools.count(random.randrange(1, 900))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
-
-
 def _code(r: httpx.Response) -> str:
     return str(r.json()["error"]["code"]) if r.status_code >= 400 else ""
 

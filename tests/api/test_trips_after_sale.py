@@ -8,16 +8,10 @@ import datetime as dt
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.api.after_sale import assert_error, container_of, journey, make_train, member_with, sale_day
 from tests.api.test_trip_rules import _one_person_two_members, _train_leaving_in
 from tests.support import admin, make_train_day, order_body, wait_final, wait_until
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps by ordinary fixture resolution, before the parametrised ``client`` looks them up."""
 
 
 async def _paid_ticket(

@@ -7,7 +7,6 @@ import datetime as dt
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import update
 
 from railbook.adapters.db.models import Waitlist
@@ -21,11 +20,6 @@ from tests.api.after_sale import (
     member_with,
     sale_day,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _apps_ready(pg_client: httpx.AsyncClient, sqlite_client: httpx.AsyncClient) -> None:
-    """Start both apps through ordinary fixture resolution (see tests/api/test_members.py)."""
 
 
 async def _sold_out_train(client: httpx.AsyncClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
