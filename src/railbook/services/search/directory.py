@@ -139,13 +139,15 @@ class StationDirectory:
         """Make sure the directory is no older than the request before answering "no such thing";
         True if it changed. Probes are shared and at most one per ``miss_probe_seconds`` starts, so a
         flood of made-up names costs a bounded trickle of one-row queries, not one per request."""
-        task = self._probe_task
-        if task is not None and not task.done():
-            changed = await asyncio.shield(task)
-            if self._last_probe >= arrived:
-                return changed
+        before = self._directory
+        # A probe or a background reload that started since the request arrived (either sets
+        # ``_last_probe`` as it starts) has read the catalog after it: wait for it, then its directory
+        # is the answer, changed or not.
+        running = [t for t in (self._probe_task, self._refresh) if t is not None and not t.done()]
+        if running:
+            await asyncio.wait(running)
         if self._last_probe >= arrived:
-            return False
+            return self._directory is not before
         wait = self._last_probe + self.miss_probe_seconds - self.clock()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -218,8 +220,8 @@ class StationDirectory:
             maybe = await self.bloom_maybe([station_term_key(terms[i][0]) for i in missing])
             absent = [terms[i] for i, is_maybe in zip(missing, maybe, strict=True) if not is_maybe]
             if absent:
-                if attempt == 0 and await self.probe_since(arrived):
-                    continue  # the catalog changed since the directory was loaded: look again
+                if attempt == 0 and (await self.probe_since(arrived) or self._directory is not directory):
+                    continue  # the directory was loaded again since it was read: look again
                 self.stats["bloom_rejected"] += 1
                 raise station_not_found(*absent[0])
             for i in missing:
