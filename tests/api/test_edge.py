@@ -87,35 +87,46 @@ async def test_every_log_line_of_a_request_names_it() -> None:
 
 
 async def test_requests_past_the_bound_wait_their_turn_then_are_answered_busy() -> None:
-    """With one turn taken, the next request waits for it (and is served once it is free); one that
+    """With one turn taken, the next request waits for it and is served once it is free; one that
     waits longer than the bound is answered 503 SERVER_BUSY with Retry-After, in Chinese when asked;
     the probes never wait; a request refused at the edge gives back no turn it never took."""
-    release = asyncio.Event()
+    release, entered = asyncio.Event(), asyncio.Event()
     served: list[str] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] == "/slow":
+            entered.set()  # it holds the one turn
             await release.wait()
         served.append(scope["path"])
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    transport = httpx.ASGITransport(app=GuardMiddleware(app, max_in_flight=1, queue_wait_s=0.2))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    def guarded(wait_s: float) -> httpx.AsyncClient:
+        guard = GuardMiddleware(app, max_in_flight=1, queue_wait_s=wait_s)
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t")
+
+    async with guarded(0.1) as http:  # the one turn is never given back in time
         slow = asyncio.create_task(http.get("/slow"))
-        await asyncio.sleep(0.05)  # /slow holds the one turn
+        await entered.wait()
         assert (await http.get("/healthz")).status_code == 204  # a probe does not wait for it
         busy = await http.get("/api/v1/me", headers={"Accept-Language": "zh-CN"})
         assert_error_shape(busy, 503, "SERVER_BUSY")
         assert busy.headers["retry-after"] == "1"
         assert busy.json()["error"]["message"] == "系统繁忙，请稍后重试。"
-        waiting = asyncio.create_task(http.get("/next"))
-        await asyncio.sleep(0.05)
-        assert "/next" not in served  # waiting for the turn
         release.set()
         assert (await slow).status_code == 204
-        assert (await waiting).status_code == 204
-        assert served == ["/healthz", "/slow", "/next"]
+    release.clear()
+    entered.clear()
+    served.clear()
+    async with guarded(60) as http:  # the turn is given back well within the wait
+        slow = asyncio.create_task(http.get("/slow"))
+        await entered.wait()
+        waiting = asyncio.create_task(http.get("/next"))
+        await asyncio.sleep(0.05)
+        assert served == []  # /next waits for the turn
+        release.set()
+        assert (await slow).status_code == 204 and (await waiting).status_code == 204
+        assert served == ["/slow", "/next"]
         # Refused at the edge (NUL in the query) without a turn: the one turn is still there after.
         for _ in range(3):
             assert (await http.get("/x?q=%00")).status_code == 422
