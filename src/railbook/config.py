@@ -50,9 +50,7 @@ class Settings(BaseSettings):
     # connection for milliseconds, not for as long as a thousand other requests take their turns.
     # Health, readiness and metrics never wait. 0: no bound.
     max_in_flight: int = Field(default=128, ge=0)
-    # Short enough that a client holding a common 5 s timeout gets an answer (if only 503 with
-    # Retry-After) rather than giving up on a request still queued.
-    queue_wait_seconds: float = Field(default=4.0, gt=0, le=60)
+    queue_wait_seconds: float = Field(default=10.0, gt=0, le=60)
     # Anti-bot (API.md "Anti-bot"): failed logins in a window before a login needs a captcha, per
     # mobile and per client address; orders of one member in a minute before each further order
     # needs one; how long a captcha can be answered. RATE_LIMITS=off turns these challenges off.

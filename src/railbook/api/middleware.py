@@ -122,7 +122,7 @@ class GuardMiddleware:
     the request is named and checked. ``max_in_flight`` (0: no bound) and ``queue_wait_s``: see
     ``InFlight``."""
 
-    def __init__(self, app: ASGIApp, max_in_flight: int = 0, queue_wait_s: float = 4.0) -> None:
+    def __init__(self, app: ASGIApp, max_in_flight: int = 0, queue_wait_s: float = 10.0) -> None:
         self.app = app
         self.in_flight = InFlight(max_in_flight, queue_wait_s) if max_in_flight > 0 else None
 
